@@ -1,0 +1,593 @@
+"""Blocks, architecture-string decoder and stage builder shared by the EfficientNet and MobileNet families.
+
+A stage is written as one or more compact strings such as ``'ir_r2_k3_s2_e6_c24_se0.25'``: the block type first
+(``ir`` inverted residual, ``ds`` depthwise-separable, ``dsa`` depthwise-separable with an activated projection,
+``er`` edge residual / fused MBConv, ``cn`` plain conv), then options in any order:
+
+``r`` repeats, ``k`` kernel size, ``s`` stride of the first block (1 or 2), ``e`` expansion ratio, ``c`` output
+channels, ``se`` squeeze-excite ratio, ``a`` / ``p`` kernel of the expansion / projection convolution, ``n<code>``
+activation override (``re`` relu, ``r6`` relu6, ``hs`` hard-swish, ``sw`` swish, ``mi`` mish), ``skip`` / ``noskip``.
+
+Module and parameter names follow timm's blocks of the same kind, so its checkpoints load unchanged.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .activations import ActLayer, create_act_layer
+from .drop import DropPath
+from .helpers import make_divisible
+from .norm import BatchNormAct2d
+from .padding import create_conv2d
+from .pooling import POOL_TYPES
+
+BLOCK_TYPES = ('ir', 'ds', 'dsa', 'er', 'cn')
+ACT_CODES = {'re': 'relu', 'r6': 'relu6', 'hs': 'hard_swish', 'sw': 'swish', 'mi': 'mish'}
+_NUMERIC_KEYS = {'r', 'k', 's', 'e', 'c', 'se', 'a', 'p'}
+_OPTION = re.compile(r'^([a-z]+)(\d[\d.]*)$')
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One decoded block definition (before depth scaling, so ``repeats`` is the unscaled count).
+
+    >>> decode_block('ir_r2_k3_s2_e6_c24_se0.25').exp_ratio
+    6.0
+    """
+
+    block_type: str
+    out_chs: int
+    stride: int
+    repeats: int
+    kernel_size: int = 3
+    exp_ratio: float = 1.0
+    se_ratio: float = 0.0
+    exp_kernel_size: int = 1
+    pw_kernel_size: int = 1
+    act_layer: Optional[str] = None
+    skip: Optional[bool] = None  # None: the block type's default; True / False: forced by 'skip' / 'noskip'
+
+
+def _int_option(options: Dict[str, str], key: str, block_str: str) -> int:
+    value = options[key]
+    if not value.isdigit():
+        raise ValueError(f'block string {block_str!r}: option {key!r} needs an integer, got {value!r}')
+    return int(value)
+
+
+def decode_block(block_str: str) -> BlockSpec:
+    """Decode one architecture string into a :class:`BlockSpec`.
+
+    >>> decode_block('ds_r1_k3_s1_c16_nre')
+    BlockSpec(block_type='ds', out_chs=16, stride=1, repeats=1, kernel_size=3, exp_ratio=1.0, se_ratio=0.0, \
+exp_kernel_size=1, pw_kernel_size=1, act_layer='relu', skip=None)
+    """
+    if not isinstance(block_str, str) or not block_str:
+        raise TypeError(f'a block definition must be a non-empty string like "ir_r1_k3_s1_e6_c16", got {block_str!r}')
+    block_type, *ops = block_str.split('_')
+    if block_type not in BLOCK_TYPES:
+        raise ValueError(f'block string {block_str!r}: unknown block type {block_type!r}; valid: {BLOCK_TYPES}')
+    options: Dict[str, str] = {}
+    act_layer = None
+    skip = None
+    for op in ops:
+        if op in ('skip', 'noskip'):
+            skip = op == 'skip'
+            continue
+        if op.startswith('n') and op[1:] in ACT_CODES:
+            act_layer = ACT_CODES[op[1:]]
+            continue
+        match = _OPTION.match(op)
+        if match is None or match.group(1) not in _NUMERIC_KEYS:
+            raise ValueError(f'block string {block_str!r}: cannot read option {op!r}; valid keys: '
+                             f'{sorted(_NUMERIC_KEYS)}, n<{"|".join(ACT_CODES)}>, skip, noskip')
+        options[match.group(1)] = match.group(2)
+    required = ('r', 'k', 's', 'c') + (('e',) if block_type in ('ir', 'er') else ())
+    missing = [key for key in required if key not in options]
+    if missing:
+        raise ValueError(f'block string {block_str!r} lacks option(s) {missing}; a {block_type!r} block needs {required}')
+    stride = _int_option(options, 's', block_str)
+    if stride not in (1, 2):
+        raise ValueError(f'block string {block_str!r}: stride {stride} is not supported; valid: 1, 2')
+    repeats = _int_option(options, 'r', block_str)
+    if repeats < 1:
+        raise ValueError(f'block string {block_str!r}: repeats must be >= 1, got {repeats}')
+    return BlockSpec(
+        block_type=block_type,
+        out_chs=_int_option(options, 'c', block_str),
+        stride=stride,
+        repeats=repeats,
+        kernel_size=_int_option(options, 'k', block_str),
+        # 'ds' and 'cn' blocks have no expansion even when a string carries 'e1'.
+        exp_ratio=float(options['e']) if block_type in ('ir', 'er') else 1.0,
+        se_ratio=float(options.get('se', 0.0)),
+        exp_kernel_size=_int_option(options, 'a', block_str) if 'a' in options else 1,
+        pw_kernel_size=_int_option(options, 'p', block_str) if 'p' in options else 1,
+        act_layer=act_layer,
+        skip=skip,
+    )
+
+
+def _scale_stage(specs: Sequence[BlockSpec], multiplier: float) -> List[BlockSpec]:
+    """Expand one stage's definitions into per-block specs, scaling the stage depth by ``multiplier``.
+
+    The total depth is rounded up, then shared out from the last definition backwards (timm's EfficientNet rule),
+    which keeps a stage's leading single blocks single for as long as possible.
+    """
+    remaining = sum(spec.repeats for spec in specs)
+    remaining_scaled = int(math.ceil(remaining * multiplier))
+    counts = []
+    for spec in reversed(specs):
+        # Same float expression as timm so that rounding ties fall the same way.
+        count = max(1, round(spec.repeats / remaining * remaining_scaled))
+        counts.append(count)
+        remaining -= spec.repeats
+        remaining_scaled -= count
+    out: List[BlockSpec] = []
+    for spec, count in zip(specs, reversed(counts)):
+        out.extend([spec] * count)
+    return out
+
+
+def decode_arch(block_defs: Sequence[Sequence[str]], depth_multiplier: float = 1.0,
+                fix_first_last: bool = False) -> List[List[BlockSpec]]:
+    """Decode per-stage architecture strings into per-block specs, with depth scaling.
+
+    ``fix_first_last`` keeps the first and last stages at their unscaled depth (EfficientNet-Lite, MobileNetV2-d).
+
+    >>> [len(stage) for stage in decode_arch([['ds_r1_k3_s1_c16'], ['ir_r2_k3_s2_e6_c24']], 1.5)]
+    [2, 3]
+    """
+    if isinstance(block_defs, str) or not block_defs:
+        raise TypeError(f'block_defs must be a non-empty list of stages (lists of block strings), got {block_defs!r}')
+    if not isinstance(depth_multiplier, (int, float)) or depth_multiplier <= 0:
+        raise ValueError(f'depth_multiplier must be a positive number, got {depth_multiplier!r}')
+    stages = []
+    last = len(block_defs) - 1
+    for idx, stage_strs in enumerate(block_defs):
+        if isinstance(stage_strs, str) or not stage_strs:
+            raise TypeError(f'stage {idx} must be a non-empty list of block strings, got {stage_strs!r}')
+        specs = [decode_block(s) for s in stage_strs]
+        multiplier = 1.0 if fix_first_last and idx in (0, last) else depth_multiplier
+        stages.append(_scale_stage(specs, multiplier))
+    return stages
+
+
+def round_channels(channels: int, multiplier: float = 1.0, divisor: int = 8, round_limit: float = 0.9) -> int:
+    """Scale a channel count by ``multiplier`` and round it to a multiple of ``divisor``.
+
+    >>> round_channels(32, 1.1)
+    32
+    >>> round_channels(1280, 1.4)
+    1792
+    """
+    if not multiplier:
+        return channels
+    return make_divisible(channels * multiplier, divisor, round_limit=round_limit)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation as the EfficientNet/MobileNet blocks use it (``conv_reduce``, ``conv_expand``).
+
+    >>> SqueezeExcite(32, 8)(torch.ones(1, 32, 4, 4)).shape
+    torch.Size([1, 32, 4, 4])
+    """
+
+    def __init__(self, channels: int, rd_channels: int, act_layer: ActLayer = 'relu',
+                 gate_layer: ActLayer = 'sigmoid') -> None:
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(channels, rd_channels, 1, bias=True)
+        self.act1 = create_act_layer(act_layer, inplace=True)
+        self.conv_expand = nn.Conv2d(rd_channels, channels, 1, bias=True)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True))))
+        return x * self.gate(scale)
+
+
+@dataclass(frozen=True)
+class SEConfig:
+    """How a family sizes and builds its squeeze-excite.
+
+    ``from_expanded``: the ratio applies to the expanded width as is (MobileNetV3); otherwise it is relative to
+    the block input, so it is divided by the expansion ratio (EfficientNet). ``round_divisible``: reduced width
+    rounded to a multiple of 8 instead of to the nearest integer. ``force_act``: activation replacing the block's.
+
+    >>> SEConfig().build(96, 0.25, 6.0, 'swish').conv_reduce.out_channels
+    4
+    """
+
+    from_expanded: bool = False
+    round_divisible: bool = False
+    gate_layer: str = 'sigmoid'
+    force_act: Optional[str] = None
+
+    def build(self, channels: int, se_ratio: float, exp_ratio: float, act_layer: ActLayer) -> SqueezeExcite:
+        ratio = se_ratio if self.from_expanded else se_ratio / exp_ratio
+        reduced = channels * ratio
+        rd_channels = make_divisible(reduced, 8) if self.round_divisible else round(reduced)
+        return SqueezeExcite(channels, rd_channels, act_layer=self.force_act or act_layer, gate_layer=self.gate_layer)
+
+
+def _norm_act(channels: int, norm_kwargs: Dict[str, float], act_layer: ActLayer, apply_act: bool = True) -> nn.Module:
+    return BatchNormAct2d(channels, apply_act=apply_act, act_layer=act_layer, inplace=True, **norm_kwargs)
+
+
+def _drop_path(rate: float) -> nn.Module:
+    return DropPath(rate) if rate else nn.Identity()
+
+
+class ConvBnAct(nn.Module):
+    """``cn``: one convolution with norm and activation; a residual only when forced with ``skip``.
+
+    >>> ConvBnAct(8, 8, 3, skip=True)(torch.ones(1, 8, 4, 4)).shape
+    torch.Size([1, 8, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 pad_type: str = '', skip: bool = False, act_layer: ActLayer = 'relu',
+                 norm_kwargs: Optional[Dict[str, float]] = None, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.has_skip = skip and stride == 1 and in_chs == out_chs
+        self.conv = create_conv2d(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, padding=pad_type)
+        self.bn1 = _norm_act(out_chs, norm_kwargs or {}, act_layer)
+        self.drop_path = _drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(self.conv(x))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """``ds`` / ``dsa``: depthwise conv, optional squeeze-excite, pointwise projection (activated for ``dsa``).
+
+    >>> DepthwiseSeparableConv(16, 16)(torch.ones(1, 16, 4, 4)).shape
+    torch.Size([1, 16, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, dw_kernel_size: int = 3, stride: int = 1, dilation: int = 1,
+                 pad_type: str = '', noskip: bool = False, pw_kernel_size: int = 1, pw_act: bool = False,
+                 act_layer: ActLayer = 'relu', norm_kwargs: Optional[Dict[str, float]] = None,
+                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        norm_kwargs = norm_kwargs or {}
+        self.has_skip = stride == 1 and in_chs == out_chs and not noskip
+        self.conv_dw = create_conv2d(in_chs, in_chs, dw_kernel_size, stride=stride, dilation=dilation,
+                                     padding=pad_type, groups=in_chs)
+        self.bn1 = _norm_act(in_chs, norm_kwargs, act_layer)
+        self.se = se_layer(in_chs) if se_layer is not None else nn.Identity()
+        self.conv_pw = create_conv2d(in_chs, out_chs, pw_kernel_size, padding=pad_type)
+        self.bn2 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=pw_act)
+        self.drop_path = _drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(self.conv_dw(x))
+        out = self.bn2(self.conv_pw(self.se(out)))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class InvertedResidual(nn.Module):
+    """``ir`` (MBConv): pointwise expansion, depthwise conv, optional squeeze-excite, linear projection.
+
+    >>> InvertedResidual(16, 24, stride=2, exp_ratio=6.0)(torch.ones(1, 16, 8, 8)).shape
+    torch.Size([1, 24, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, dw_kernel_size: int = 3, stride: int = 1, dilation: int = 1,
+                 pad_type: str = '', noskip: bool = False, exp_ratio: float = 1.0, exp_kernel_size: int = 1,
+                 pw_kernel_size: int = 1, act_layer: ActLayer = 'relu',
+                 norm_kwargs: Optional[Dict[str, float]] = None,
+                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        norm_kwargs = norm_kwargs or {}
+        mid_chs = make_divisible(in_chs * exp_ratio)
+        self.has_skip = in_chs == out_chs and stride == 1 and not noskip
+        self.conv_pw = create_conv2d(in_chs, mid_chs, exp_kernel_size, padding=pad_type)
+        self.bn1 = _norm_act(mid_chs, norm_kwargs, act_layer)
+        self.conv_dw = create_conv2d(mid_chs, mid_chs, dw_kernel_size, stride=stride, dilation=dilation,
+                                     padding=pad_type, groups=mid_chs)
+        self.bn2 = _norm_act(mid_chs, norm_kwargs, act_layer)
+        self.se = se_layer(mid_chs) if se_layer is not None else nn.Identity()
+        self.conv_pwl = create_conv2d(mid_chs, out_chs, pw_kernel_size, padding=pad_type)
+        self.bn3 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=False)
+        self.drop_path = _drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(self.conv_pw(x))
+        out = self.se(self.bn2(self.conv_dw(out)))
+        out = self.bn3(self.conv_pwl(out))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class EdgeResidual(nn.Module):
+    """``er`` (fused MBConv): a full expansion convolution carrying the stride, then a linear projection.
+
+    >>> EdgeResidual(24, 48, stride=2, exp_ratio=4.0)(torch.ones(1, 24, 8, 8)).shape
+    torch.Size([1, 48, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, exp_kernel_size: int = 3, stride: int = 1, dilation: int = 1,
+                 pad_type: str = '', noskip: bool = False, exp_ratio: float = 1.0, pw_kernel_size: int = 1,
+                 act_layer: ActLayer = 'relu', norm_kwargs: Optional[Dict[str, float]] = None,
+                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        norm_kwargs = norm_kwargs or {}
+        mid_chs = make_divisible(in_chs * exp_ratio)
+        self.has_skip = in_chs == out_chs and stride == 1 and not noskip
+        self.conv_exp = create_conv2d(in_chs, mid_chs, exp_kernel_size, stride=stride, dilation=dilation,
+                                      padding=pad_type)
+        self.bn1 = _norm_act(mid_chs, norm_kwargs, act_layer)
+        self.se = se_layer(mid_chs) if se_layer is not None else nn.Identity()
+        self.conv_pwl = create_conv2d(mid_chs, out_chs, pw_kernel_size, padding=pad_type)
+        self.bn2 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=False)
+        self.drop_path = _drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.se(self.bn1(self.conv_exp(x)))
+        out = self.bn2(self.conv_pwl(out))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+def _make_block(spec: BlockSpec, in_chs: int, out_chs: int, stride: int, dilation: int, act_layer: ActLayer,
+                pad_type: str, norm_kwargs: Dict[str, float], se_config: SEConfig,
+                drop_path_rate: float) -> nn.Module:
+    common = dict(stride=stride, dilation=dilation, pad_type=pad_type, act_layer=act_layer, norm_kwargs=norm_kwargs,
+                  drop_path_rate=drop_path_rate)
+    if spec.block_type == 'cn':
+        return ConvBnAct(in_chs, out_chs, spec.kernel_size, skip=spec.skip is True, **common)
+    se_layer = None
+    if spec.se_ratio:
+        se_layer = partial(se_config.build, se_ratio=spec.se_ratio, exp_ratio=spec.exp_ratio, act_layer=act_layer)
+    if spec.block_type in ('ds', 'dsa'):
+        return DepthwiseSeparableConv(
+            in_chs, out_chs, spec.kernel_size, pw_kernel_size=spec.pw_kernel_size, pw_act=spec.block_type == 'dsa',
+            noskip=spec.block_type == 'dsa' or spec.skip is False, se_layer=se_layer, **common)
+    if spec.block_type == 'ir':
+        return InvertedResidual(
+            in_chs, out_chs, spec.kernel_size, exp_ratio=spec.exp_ratio, exp_kernel_size=spec.exp_kernel_size,
+            pw_kernel_size=spec.pw_kernel_size, noskip=spec.skip is False, se_layer=se_layer, **common)
+    return EdgeResidual(
+        in_chs, out_chs, spec.kernel_size, exp_ratio=spec.exp_ratio, pw_kernel_size=spec.pw_kernel_size,
+        noskip=spec.skip is False, se_layer=se_layer, **common)
+
+
+def build_stages(
+        stages: Sequence[Sequence[BlockSpec]],
+        in_chs: int,
+        round_chs: Callable[[int], int],
+        act_layer: ActLayer,
+        se_config: SEConfig,
+        output_stride: int = 32,
+        pad_type: str = '',
+        norm_kwargs: Optional[Dict[str, float]] = None,
+        drop_path_rate: float = 0.0,
+) -> Tuple[List[nn.Sequential], List[Dict[str, object]], int]:
+    """Instantiate decoded stages after a stride-2 stem of ``in_chs`` channels.
+
+    Returns the stages (one ``nn.Sequential`` each), the feature levels and the last stage's channels. A level
+    ends every stage that is followed by a strided stage, plus the last stage; the stem is a level of its own
+    when the first block is strided. Strides that would take the network past ``output_stride`` are dropped and
+    the depthwise convolutions from the next block on are dilated instead (doubling per dropped stride).
+
+    >>> stages, info, chs = build_stages(decode_arch([['ds_r1_k3_s1_c16'], ['ir_r1_k3_s2_e6_c24']]), 32,
+    ...                                  round_chs=round_channels, act_layer='relu', se_config=SEConfig())
+    >>> [(level['module'], level['reduction']) for level in info], chs
+    ([('blocks.0', 2), ('blocks.1', 4)], 24)
+    """
+    norm_kwargs = dict(norm_kwargs or {})
+    total_blocks = sum(len(stage) for stage in stages)
+    reduction, dilation = 2, 1
+    feature_info: List[Dict[str, object]] = []
+    if stages[0][0].stride > 1:
+        feature_info.append(dict(num_chs=in_chs, reduction=reduction, module='bn1'))
+    built: List[nn.Sequential] = []
+    block_idx = 0
+    for stage_idx, stage in enumerate(stages):
+        blocks = []
+        for i, spec in enumerate(stage):
+            stride = spec.stride if i == 0 else 1
+            block_dilation = dilation
+            if stride > 1:
+                if reduction * stride > output_stride:
+                    # This block keeps its input dilation; the blocks after it see the doubled one.
+                    dilation *= stride
+                    stride = 1
+                else:
+                    reduction *= stride
+            out_chs = round_chs(spec.out_chs)
+            blocks.append(_make_block(
+                spec, in_chs, out_chs, stride, block_dilation, spec.act_layer or act_layer, pad_type, norm_kwargs,
+                se_config, drop_path_rate * block_idx / total_blocks))
+            in_chs = out_chs
+            block_idx += 1
+        built.append(nn.Sequential(*blocks))
+        is_last = stage_idx == len(stages) - 1
+        if is_last or stages[stage_idx + 1][0].stride > 1:
+            feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'blocks.{stage_idx}'))
+    return built, feature_info, in_chs
+
+
+def run_blocks(stages: Iterable[nn.Module], x: torch.Tensor, grad_checkpointing: bool) -> torch.Tensor:
+    """Run ``stages`` in order, checkpointing each block when ``grad_checkpointing`` is set (saves training memory).
+
+    >>> run_blocks(nn.Sequential(nn.Sequential(nn.Identity())), torch.ones(1), False)
+    tensor([1.])
+    """
+    for stage in stages:
+        if grad_checkpointing and not torch.jit.is_scripting():
+            for block in stage:
+                x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = stage(x)
+    return x
+
+
+PAD_TYPES = ('', 'same')
+
+
+def check_model_args(num_classes: int, in_chans: int, output_stride: int, output_strides: Sequence[int],
+                     channel_multiplier: float, depth_multiplier: float, pad_type: str, drop_rate: float,
+                     drop_path_rate: float, global_pool: str) -> None:
+    """Reject constructor values the EfficientNet-style models cannot build, naming the valid ones.
+
+    >>> check_model_args(1000, 3, 32, (8, 16, 32), 1.0, 1.0, '', 0.0, 0.0, 'avg')
+    """
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not is_int(num_classes) or num_classes < 0:
+        raise ValueError(f'num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}')
+    if not is_int(in_chans) or in_chans < 1:
+        raise ValueError(f'in_chans must be an int >= 1, got {in_chans!r}')
+    if output_stride not in output_strides:
+        raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {tuple(output_strides)}')
+    for name, value in (('channel_multiplier', channel_multiplier), ('depth_multiplier', depth_multiplier)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f'{name} must be a positive number, got {value!r}')
+    if pad_type not in PAD_TYPES:
+        raise ValueError(f"pad_type={pad_type!r} is not supported; valid: {PAD_TYPES} ('same' = TensorFlow padding)")
+    for name, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f'{name} must be a number in [0, 1), got {value!r}')
+    check_pool(num_classes, global_pool)
+
+
+def check_pool(num_classes: int, global_pool: str) -> None:
+    """A classifier needs pooled features: ``global_pool=''`` is only valid together with ``num_classes=0``.
+
+    >>> check_pool(0, '')
+    """
+    if global_pool not in POOL_TYPES:
+        raise ValueError(f'unknown global_pool {global_pool!r}; valid: {POOL_TYPES}')
+    if not global_pool and num_classes:
+        raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}; "
+                         f"pass num_classes=0 or a pool type from {POOL_TYPES[1:]}")
+
+
+def take_indices(indices: Optional[Union[int, Sequence[int]]], num_levels: int) -> List[int]:
+    """Feature levels selected by ``indices``: None = all, an int n = the last n, a sequence may count from the end.
+
+    >>> take_indices(2, 5), take_indices([0, -1], 5)
+    ([3, 4], [0, 4])
+    """
+    if indices is None:
+        return list(range(num_levels))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 1 <= indices <= num_levels:
+            raise ValueError(f'indices={indices} (the last n levels) must be in [1, {num_levels}]')
+        return list(range(num_levels - indices, num_levels))
+    taken = []
+    for idx in indices:
+        if isinstance(idx, bool) or not isinstance(idx, int) or not -num_levels <= idx < num_levels:
+            raise ValueError(f'feature level index {idx!r} in {list(indices)} is out of range; '
+                             f'valid: ints in [{-num_levels}, {num_levels - 1}]')
+        taken.append(idx % num_levels)
+    if not taken:
+        raise ValueError(f'indices is empty; give at least one level index in [{-num_levels}, {num_levels - 1}]')
+    return taken
+
+
+class EfficientTrunk(nn.Module):
+    """Stride-2 stem (``conv_stem``, ``bn1``) and decoded stages (``blocks``) of the EfficientNet-style models.
+
+    Subclasses call :meth:`_init_trunk` and add their head; this class supplies gradient checkpointing and the
+    intermediate-feature helpers over the levels in ``feature_info``.
+    """
+
+    def _init_trunk(self, block_defs: Sequence[Sequence[str]], in_chans: int, stem_size: int, fix_stem: bool,
+                    channel_multiplier: float, depth_multiplier: float, fix_first_last: bool, act_layer: ActLayer,
+                    pad_type: str, norm_kwargs: Dict[str, float], se_config: SEConfig, output_stride: int,
+                    drop_path_rate: float) -> int:
+        round_chs = partial(round_channels, multiplier=channel_multiplier)
+        stages = decode_arch(block_defs, depth_multiplier, fix_first_last)
+        stem_chs = stem_size if fix_stem else round_chs(stem_size)
+        self.grad_checkpointing = False
+        self.conv_stem = create_conv2d(in_chans, stem_chs, 3, stride=2, padding=pad_type)
+        self.bn1 = _norm_act(stem_chs, norm_kwargs, act_layer)
+        stage_modules, self.feature_info, out_chs = build_stages(
+            stages, stem_chs, round_chs, act_layer, se_config, output_stride=output_stride, pad_type=pad_type,
+            norm_kwargs=norm_kwargs, drop_path_rate=drop_path_rate)
+        self.blocks = nn.Sequential(*stage_modules)
+        # Position of each level in the run "stem, blocks.0, blocks.1, ...": 0 is the stem.
+        self.stage_ends = [0 if level['module'] == 'bn1' else int(str(level['module']).split('.')[1]) + 1
+                           for level in self.feature_info]
+        return out_chs
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations.
+
+        >>> model.set_grad_checkpointing(True)  # doctest: +SKIP
+        """
+        self.grad_checkpointing = enable
+
+    def _forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return run_blocks(self.blocks, self.bn1(self.conv_stem(x)), self.grad_checkpointing)
+
+    def _trunk_intermediates(self, x: torch.Tensor, indices, stop_early: bool
+                             ) -> Tuple[torch.Tensor, List[torch.Tensor], bool]:
+        """Final trunk output, the selected levels' outputs, and whether every stage ran."""
+        wanted = {self.stage_ends[i] for i in take_indices(indices, len(self.stage_ends))}
+        x = self.bn1(self.conv_stem(x))
+        intermediates = [x] if 0 in wanted else []
+        stages = self.blocks[:max(wanted)] if stop_early else self.blocks
+        for pos, stage in enumerate(stages, start=1):
+            x = run_blocks((stage,), x, self.grad_checkpointing)
+            if pos in wanted:
+                intermediates.append(x)
+        return x, intermediates, len(stages) == len(self.blocks)
+
+    def _prune_trunk(self, indices) -> Tuple[List[int], bool, int]:
+        """Drop the stages after the last selected level.
+
+        Returns the selected levels, whether any stage was dropped, and the channels of the last selected level.
+        """
+        taken = take_indices(indices, len(self.stage_ends))
+        last = max(taken)
+        keep = self.stage_ends[last]
+        dropped = keep < len(self.blocks)
+        self.blocks = self.blocks[:keep]
+        return taken, dropped, int(self.feature_info[last]['num_chs'])
+
+
+def init_weights_goog(module: nn.Module) -> None:
+    """TensorFlow-reference initialization: fan-out normal convolutions, unit norms, uniform linear layers.
+
+    >>> init_weights_goog(nn.Linear(4, 2))
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            bound = 1.0 / math.sqrt(m.weight.size(0))
+            nn.init.uniform_(m.weight, -bound, bound)
+            nn.init.zeros_(m.bias)
+
+
+__all__ = [
+    'BlockSpec', 'decode_block', 'decode_arch', 'round_channels', 'SqueezeExcite', 'SEConfig', 'ConvBnAct',
+    'DepthwiseSeparableConv', 'InvertedResidual', 'EdgeResidual', 'build_stages', 'run_blocks', 'init_weights_goog',
+    'check_model_args', 'check_pool', 'take_indices', 'EfficientTrunk', 'PAD_TYPES',
+]

@@ -1,0 +1,117 @@
+"""Normalization layers: frozen and fused-activation batch norm, channels-first layer norm."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .activations import ActLayer, create_act_layer
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine terms, stored as buffers under BatchNorm2d's key names.
+
+    A checkpoint of a model with ``nn.BatchNorm2d`` loads into one with this layer and back.
+
+    >>> FrozenBatchNorm2d(8)(torch.ones(1, 8, 2, 2)).shape
+    torch.Size([1, 8, 2, 2])
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer('weight', torch.ones(num_features))
+        self.register_buffer('bias', torch.zeros(num_features))
+        self.register_buffer('running_mean', torch.zeros(num_features))
+        self.register_buffer('running_var', torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # BatchNorm2d checkpoints carry a step counter that frozen statistics have no use for.
+        state_dict.pop(prefix + 'num_batches_tracked', None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f'{self.num_features}, eps={self.eps}'
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> nn.Module:
+        """Return ``module`` with every BatchNorm2d (recursively) replaced by a frozen copy.
+
+        >>> FrozenBatchNorm2d.convert(nn.BatchNorm2d(4)).__class__.__name__
+        'FrozenBatchNorm2d'
+        """
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine and module.track_running_stats:
+            frozen = cls(module.num_features, module.eps)
+            with torch.no_grad():
+                frozen.weight.copy_(module.weight)
+                frozen.bias.copy_(module.bias)
+                frozen.running_mean.copy_(module.running_mean)
+                frozen.running_var.copy_(module.running_var)
+            frozen.source_class = type(module)
+            frozen.source_extra = {k: getattr(module, k) for k in ('drop', 'act') if hasattr(module, k)}
+            if frozen.source_extra:
+                return _FrozenBatchNormAct2d.from_frozen(frozen)
+            return frozen
+        for name, child in list(module.named_children()):
+            new_child = cls.convert(child)
+            if new_child is not child:
+                setattr(module, name, new_child)
+        return module
+
+
+class _FrozenBatchNormAct2d(FrozenBatchNorm2d):
+    """Frozen form of :class:`BatchNormAct2d`: keeps its dropout and activation children."""
+
+    @classmethod
+    def from_frozen(cls, frozen: FrozenBatchNorm2d) -> '_FrozenBatchNormAct2d':
+        new = cls(frozen.num_features, frozen.eps)
+        new.load_state_dict(frozen.state_dict())
+        new.source_class = frozen.source_class
+        new.drop = frozen.source_extra.get('drop', nn.Identity())
+        new.act = frozen.source_extra.get('act', nn.Identity())
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """BatchNorm2d followed by dropout and an activation; same state_dict keys as a plain BatchNorm2d.
+
+    >>> BatchNormAct2d(8, act_layer='relu')(torch.ones(2, 8, 2, 2)).shape
+    torch.Size([2, 8, 2, 2])
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, apply_act: bool = True, act_layer: ActLayer = 'relu',
+                 act_kwargs: Optional[dict] = None, inplace: bool = True, drop_layer=None) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats)
+        self.drop = drop_layer() if drop_layer is not None else nn.Identity()
+        self.act = create_act_layer(act_layer, inplace=inplace, **(act_kwargs or {})) if apply_act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel dimension of an NCHW tensor.
+
+    >>> LayerNorm2d(8)(torch.ones(1, 8, 2, 2)).shape
+    torch.Size([1, 8, 2, 2])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)

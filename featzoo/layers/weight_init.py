@@ -1,0 +1,36 @@
+"""Weight initializers used by the families (only for training from scratch; loading skips them)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def trunc_normal_(tensor: torch.Tensor, mean: float = 0., std: float = 1., a: float = -2., b: float = 2.):
+    """Fill ``tensor`` from a normal distribution truncated to [a, b] (no-op on the meta device).
+
+    >>> trunc_normal_(torch.empty(3), std=.02).abs().max() <= 2
+    tensor(True)
+    """
+    if tensor.is_meta:
+        return tensor
+    return nn.init.trunc_normal_(tensor, mean=mean, std=std, a=a, b=b)
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """Kaiming-normal (fan-out) convolutions, unit batch norms, default linear layers."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """LeCun normal initialization (variance 1 / fan_in)."""
+    fan_in = nn.init._calculate_fan_in_and_fan_out(tensor)[0]
+    return trunc_normal_(tensor, std=math.sqrt(1.0 / fan_in) / .87962566103423978)

@@ -1,0 +1,1 @@
+"""Model families, one module each; see CONTRACT.md. Imported lazily by the registry."""

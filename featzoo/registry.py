@@ -1,0 +1,306 @@
+"""The model registry: every architecture name, its family and capabilities, read from a static index.
+
+Listing and lookup read the JSON files in ``featzoo/index/`` (one per family, generated from the family tables by
+``tools/gen_index.py``) and never import family code; a family module is imported the first time one of its models
+is built.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import importlib
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from .errors import UnknownModelError
+
+_lock = threading.RLock()
+_index: Optional[Dict[str, Dict[str, Any]]] = None  # arch -> entry
+_families: Optional[Dict[str, Dict[str, Any]]] = None  # family -> header (module, default_cfg)
+
+Filter = Union[str, Sequence[str]]
+
+
+def _load_index() -> Dict[str, Dict[str, Any]]:
+    global _index, _families
+    if _index is not None:
+        return _index
+    with _lock:
+        if _index is not None:
+            return _index
+        archs: Dict[str, Dict[str, Any]] = {}
+        families: Dict[str, Dict[str, Any]] = {}
+        root = resources.files('featzoo') / 'index'
+        for item in sorted(root.iterdir(), key=lambda p: p.name):
+            if not item.name.endswith('.json'):
+                continue
+            data = json.loads(item.read_text(encoding='utf-8'))
+            family = data['family']
+            families[family] = {k: v for k, v in data.items() if k != 'models'}
+            for arch, entry in data['models'].items():
+                entry = dict(entry, family=family)
+                archs[arch] = entry
+        _families = families
+        _index = archs
+    return _index
+
+
+def _natural_key(name: str) -> List[Any]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
+
+
+def split_model_name_tag(name: str) -> Tuple[str, str]:
+    """Split ``'arch.tag'`` into ``('arch', 'tag')``; a plain arch gives an empty tag.
+
+    >>> split_model_name_tag('resnet50.a1_in1k')
+    ('resnet50', 'a1_in1k')
+    """
+    arch, _, tag = name.partition('.')
+    return arch, tag
+
+
+def _as_list(value: Filter) -> List[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    return list(value)
+
+
+def _pretrained_names(arch: str, entry: Dict[str, Any]) -> List[str]:
+    return [f"{arch}.{cfg['tag']}" for cfg in entry.get('pretrained', ())]
+
+
+def _supports(entry: Dict[str, Any], requirement: str) -> bool:
+    key, sep, value = requirement.partition('=')
+    if not sep:
+        raise ValueError(f"supports entries look like 'output_stride=8', 'feature_cls=fx' or 'export=onnx'; "
+                         f'got {requirement!r}')
+    key = key.strip()
+    value = value.strip()
+    if key == 'output_stride':
+        return value.isdigit() and int(value) in entry['output_strides']
+    if key == 'feature_cls':
+        return value in entry['feature_cls']
+    if key == 'export':
+        return value in entry.get('export', ())
+    if key == 'pretrained':
+        return bool(entry.get('pretrained')) == (value.lower() in ('1', 'true', 'yes'))
+    raise ValueError(f"unknown capability {key!r} in {requirement!r}; valid: output_stride, feature_cls, export, "
+                     f'pretrained')
+
+
+def list_models(filter: Filter = '', module: Filter = '', pretrained: bool = False,
+                exclude_filters: Filter = (), name_matches_cfg: bool = False, include_tags: Optional[bool] = None,
+                supports: Sequence[str] = ()) -> List[str]:
+    """Registered model names, naturally sorted (``resnet18`` before ``resnet101``).
+
+    ``filter`` and ``exclude_filters`` are shell wildcards (a string or a list). ``pretrained=True`` lists only
+    names with published weights, as ``arch.tag``. ``supports`` keeps models with every listed capability, e.g.
+    ``('output_stride=8', 'feature_cls=fx', 'export=onnx')``.
+
+    >>> list_models('resnet1*')[:2]
+    ['resnet10t', 'resnet14t']
+    """
+    index = _load_index()
+    modules = _as_list(module)
+    if include_tags is None:
+        include_tags = pretrained
+    if isinstance(supports, str):
+        supports = (supports,)
+    names: List[str] = []
+    for arch, entry in index.items():
+        if modules and entry['family'] not in modules:
+            continue
+        if supports and not all(_supports(entry, req) for req in supports):
+            continue
+        if pretrained and not entry.get('pretrained'):
+            continue
+        if include_tags:
+            names.extend(_pretrained_names(arch, entry) or ([] if pretrained else [arch]))
+        else:
+            names.append(arch)
+    includes = _as_list(filter)
+    if includes:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, f) or fnmatch.fnmatchcase(split_model_name_tag(n)[0], f)
+                                         for f in includes)]
+    excludes = _as_list(exclude_filters)
+    if excludes:
+        names = [n for n in names if not any(fnmatch.fnmatchcase(n, f) for f in excludes)]
+    return sorted(set(names), key=_natural_key)
+
+
+def list_pretrained(filter: Filter = '', exclude_filters: Filter = ()) -> List[str]:
+    """``arch.tag`` names with published weights, default tag of each arch first.
+
+    >>> 'resnet50.a1_in1k' in list_pretrained('resnet50.*')
+    True
+    """
+    index = _load_index()
+    names = [n for arch in sorted(index, key=_natural_key) for n in _pretrained_names(arch, index[arch])]
+    includes = _as_list(filter)
+    if includes:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, f) for f in includes)]
+    excludes = _as_list(exclude_filters)
+    if excludes:
+        names = [n for n in names if not any(fnmatch.fnmatchcase(n, f) for f in excludes)]
+    return names
+
+
+def list_modules() -> List[str]:
+    """Family module names that hold at least one model.
+
+    >>> 'resnet' in list_modules()
+    True
+    """
+    index = _load_index()
+    return sorted({entry['family'] for entry in index.values()})
+
+
+def is_model(name: str) -> bool:
+    """True for a registered ``arch`` or an ``arch.tag`` whose tag is published for it.
+
+    >>> is_model('resnet50'), is_model('resnet50.a1_in1k'), is_model('resnet50.nope')
+    (True, True, False)
+    """
+    if not isinstance(name, str):
+        return False
+    index = _load_index()
+    arch, tag = split_model_name_tag(name)
+    entry = index.get(arch)
+    if entry is None:
+        return False
+    return not tag or any(cfg['tag'] == tag for cfg in entry.get('pretrained', ()))
+
+
+def closest_names(name: str, n: int = 5) -> List[str]:
+    """The registered names that look most like ``name`` (for error messages)."""
+    index = _load_index()
+    arch = split_model_name_tag(name)[0]
+    matches = difflib.get_close_matches(arch, list(index), n=n, cutoff=0.5)
+    if not matches:
+        prefix = re.split(r'[\d_]', arch, maxsplit=1)[0]
+        matches = [a for a in sorted(index, key=_natural_key) if prefix and a.startswith(prefix)][:n]
+    return matches
+
+
+def get_arch_entry(name: str) -> Dict[str, Any]:
+    """The index entry of ``arch`` or ``arch.tag``; unknown names raise :class:`UnknownModelError`.
+
+    >>> get_arch_entry('resnet50')['family']
+    'resnet'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f'model name must be a str, got {type(name).__name__}: {name!r}')
+    index = _load_index()
+    arch, tag = split_model_name_tag(name)
+    entry = index.get(arch)
+    if entry is None:
+        hint = closest_names(name)
+        raise UnknownModelError(f'unknown model {name!r}' + (f'; closest registered names: {hint}' if hint else '') +
+                                '. list_models() gives them all.')
+    if tag and not any(cfg['tag'] == tag for cfg in entry.get('pretrained', ())):
+        tags = [cfg['tag'] for cfg in entry.get('pretrained', ())]
+        hint = difflib.get_close_matches(tag, tags, n=5, cutoff=0.3) or tags[:8]
+        raise UnknownModelError(f'unknown pretrained tag {tag!r} for {arch!r}; '
+                                + (f'closest tags: {hint}' if tags else f'{arch!r} has no published weights'))
+    return entry
+
+
+def get_family_header(family: str) -> Dict[str, Any]:
+    """Family-level facts from the index: its module path and default data config."""
+    _load_index()
+    return _families[family]
+
+
+def get_pretrained_cfg(name: str) -> Optional[Dict[str, Any]]:
+    """The catalog facts for ``arch.tag`` (or the default tag of ``arch``); None when nothing is published.
+
+    >>> get_pretrained_cfg('resnet50.a1_in1k')['hf_hub_id']
+    'timm/resnet50.a1_in1k'
+    """
+    entry = get_arch_entry(name)
+    arch, tag = split_model_name_tag(name)
+    cfgs = entry.get('pretrained', ())
+    if not cfgs:
+        return None
+    if not tag:
+        return dict(cfgs[0], architecture=arch)
+    for cfg in cfgs:
+        if cfg['tag'] == tag:
+            return dict(cfg, architecture=arch)
+    return None
+
+
+def model_entrypoint(name: str) -> Callable[..., Any]:
+    """The builder of ``arch`` (importing its family module): call it with constructor keyword arguments.
+
+    >>> model_entrypoint('resnet18')(num_classes=10).num_classes
+    10
+    """
+    entry = get_arch_entry(name)
+    arch = split_model_name_tag(name)[0]
+    module = import_family(entry['family'])
+    return functools.partial(module.build, arch)
+
+
+def import_family(family: str):
+    """Import a family's module (once; thread-safe through the import lock)."""
+    header = get_family_header(family)
+    return importlib.import_module(header['module'])
+
+
+@dataclass(frozen=True)
+class ModelCapabilities:
+    """What a model can do, known without importing or building it."""
+
+    name: str
+    family: str
+    default_feature_cls: str
+    feature_cls: Tuple[str, ...]
+    output_strides: Tuple[int, ...]
+    feature_levels: Tuple[Dict[str, Any], ...]
+    export: Tuple[str, ...]
+    pretrained_tags: Tuple[str, ...]
+    feature_levels_by_stride: Dict[int, Tuple[Dict[str, Any], ...]] = field(default_factory=dict, repr=False)
+
+
+def model_capabilities(name: str) -> ModelCapabilities:
+    """Capabilities of ``name`` read from the static index (nothing is imported or built).
+
+    >>> model_capabilities('resnet50').output_strides
+    (8, 16, 32)
+    """
+    entry = get_arch_entry(name)
+    arch = split_model_name_tag(name)[0]
+    by_stride = {int(k): tuple(dict(level) for level in v) for k, v in entry['feature_levels'].items()}
+    natural = max(by_stride)
+    return ModelCapabilities(
+        name=arch,
+        family=entry['family'],
+        default_feature_cls=entry['default_feature_cls'],
+        feature_cls=tuple(entry['feature_cls']),
+        output_strides=tuple(entry['output_strides']),
+        feature_levels=by_stride[natural],
+        export=tuple(entry.get('export', ())),
+        pretrained_tags=tuple(cfg['tag'] for cfg in entry.get('pretrained', ())),
+        feature_levels_by_stride=by_stride,
+    )
+
+
+def _reset_index_cache() -> None:
+    """Forget the loaded index (tests that regenerate index files call this)."""
+    global _index, _families
+    with _lock:
+        _index = None
+        _families = None
+
+
+def iter_entries() -> Iterable[Tuple[str, Dict[str, Any]]]:
+    """(arch, entry) pairs for every registered architecture, naturally sorted."""
+    index = _load_index()
+    for arch in sorted(index, key=_natural_key):
+        yield arch, index[arch]

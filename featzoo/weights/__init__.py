@@ -1,0 +1,1 @@
+"""Pretrained weights: safe checkpoint reading, adaptation, Hub and local-dir loading, save and push."""

@@ -1,0 +1,297 @@
+"""Reading checkpoints safely and loading them into models: files, nesting, prefixes, adaptation.
+
+Only safetensors files and pickles read with ``weights_only=True`` are accepted, so a checkpoint can never run code.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+
+PICKLE_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.pth.tar')
+NESTED_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
+
+
+def _check_file(path: Union[str, os.PathLike]) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f'checkpoint path must be a str or path, got {type(path).__name__}: {path!r}')
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'checkpoint file {path!r} does not exist')
+    if os.path.isdir(path):
+        raise IsADirectoryError(f'checkpoint {path!r} is a directory; pass the weights file inside it '
+                                f"(model.safetensors or pytorch_model.bin), or 'local-dir:{path}' as the model name")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f'checkpoint file {path!r} is not readable')
+    return path
+
+
+def is_safetensors(path: str) -> bool:
+    """True for a ``.safetensors`` file name."""
+    return path.lower().endswith('.safetensors')
+
+
+def safetensors_keys(path: str) -> List[str]:
+    """Tensor names in a safetensors file (header only; raises RuntimeError naming the file if it is corrupt).
+
+    >>> import tempfile, safetensors.torch
+    >>> f = tempfile.mktemp(suffix='.safetensors'); safetensors.torch.save_file({'a': torch.ones(1)}, f)
+    >>> safetensors_keys(f)
+    ['a']
+    """
+    from safetensors import safe_open
+    path = _check_file(path)
+    try:
+        with safe_open(path, framework='pt', device='cpu') as f:
+            return list(f.keys())
+    except Exception as exc:  # safetensors raises its own error type for corrupt or truncated files
+        raise RuntimeError(f'cannot read safetensors file {path!r} (corrupt or truncated?): {exc}') from exc
+
+
+def _read_safetensors(path: str, keys: Optional[Iterable[str]]) -> Dict[str, torch.Tensor]:
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework='pt', device='cpu') as f:
+            names = list(f.keys()) if keys is None else [k for k in keys if k in set(f.keys())]
+            return {name: f.get_tensor(name) for name in names}
+    except Exception as exc:
+        raise RuntimeError(f'cannot read safetensors file {path!r} (corrupt or truncated?): {exc}') from exc
+
+
+def _read_pickle(path: str) -> Any:
+    try:
+        try:
+            return torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if 'mmap' not in str(exc) and 'zip' not in str(exc).lower():
+                raise
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as exc:
+        if 'Weights only load failed' in str(exc) or 'Unsupported global' in str(exc):
+            raise RuntimeError(f'refusing to load {path!r}: it holds Python objects other than tensors, and '
+                               f'featzoo only loads pickles with weights_only=True so that no code can run. '
+                               f'Convert it to safetensors from a trusted environment. ({exc.__class__.__name__})') \
+                from exc
+        raise RuntimeError(f'cannot read checkpoint {path!r} (corrupt or truncated?): {exc}') from exc
+
+
+def unwrap_checkpoint(obj: Any, path: str = '<checkpoint>') -> Dict[str, torch.Tensor]:
+    """Find the state_dict in a loaded checkpoint: nested under ``state_dict``/``model``, DDP ``module.`` prefix.
+
+    >>> unwrap_checkpoint({'state_dict': {'module.fc.weight': torch.ones(1)}})
+    {'fc.weight': tensor([1.])}
+    """
+    if isinstance(obj, Mapping):
+        for key in NESTED_KEYS:
+            if key in obj and isinstance(obj[key], Mapping):
+                return unwrap_checkpoint(obj[key], path)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if not tensors:
+            raise RuntimeError(f'checkpoint {path!r} holds no tensors (top-level keys: {list(obj)[:10]})')
+        if all(k.startswith('module.') for k in tensors):
+            tensors = {k[len('module.'):]: v for k, v in tensors.items()}
+        return tensors
+    raise RuntimeError(f'checkpoint {path!r} is a {type(obj).__name__}, not a state_dict')
+
+
+def read_state_dict(path: Union[str, os.PathLike], keys: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
+    """Read a checkpoint file into a state_dict, reading only ``keys`` from safetensors when given.
+
+    >>> import tempfile, safetensors.torch
+    >>> f = tempfile.mktemp(suffix='.safetensors'); safetensors.torch.save_file({'a': torch.ones(1)}, f)
+    >>> read_state_dict(f)
+    {'a': tensor([1.])}
+    """
+    path = _check_file(path)
+    if os.path.getsize(path) == 0:
+        raise RuntimeError(f'checkpoint file {path!r} is empty')
+    if is_safetensors(path):
+        if keys is None:
+            return _read_safetensors(path, None)
+        available = safetensors_keys(path)
+        wanted = set(keys)
+        stripped = all(k.startswith('module.') for k in available)
+        if stripped:
+            picked = [k for k in available if k[len('module.'):] in wanted]
+            return {k[len('module.'):]: v for k, v in _read_safetensors(path, picked).items()}
+        return _read_safetensors(path, [k for k in available if k in wanted])
+    state = unwrap_checkpoint(_read_pickle(path), path)
+    return state if keys is None else {k: v for k, v in state.items() if k in set(keys)}
+
+
+def checkpoint_keys(path: Union[str, os.PathLike]) -> List[str]:
+    """All state_dict keys a checkpoint file holds (without reading safetensors data)."""
+    path = _check_file(path)
+    if os.path.getsize(path) == 0:
+        raise RuntimeError(f'checkpoint file {path!r} is empty')
+    if is_safetensors(path):
+        keys = safetensors_keys(path)
+        if keys and all(k.startswith('module.') for k in keys):
+            keys = [k[len('module.'):] for k in keys]
+        return keys
+    return list(read_state_dict(path).keys())
+
+
+def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+    """Adapt a first-convolution weight trained on RGB to ``in_chans`` input channels.
+
+    One channel sums the RGB filters; more channels repeat them and rescale by 3 / in_chans.
+
+    >>> adapt_input_conv(1, torch.ones(8, 3, 3, 3)).shape
+    torch.Size([8, 1, 3, 3])
+    """
+    dtype = weight.dtype
+    weight = weight.float()
+    out_ch, src_ch = weight.shape[:2]
+    if in_chans == src_ch:
+        return weight.to(dtype)
+    if in_chans == 1:
+        if src_ch > 3:
+            if src_ch % 3:
+                raise ValueError(f'cannot adapt a first convolution with {src_ch} input channels to 1')
+            weight = weight.reshape(out_ch, src_ch // 3, 3, *weight.shape[2:]).sum(dim=2)
+        else:
+            weight = weight.sum(dim=1, keepdim=True)
+    else:
+        if src_ch != 3:
+            raise ValueError(f'cannot adapt a first convolution with {src_ch} input channels to {in_chans}; '
+                             'only RGB (3-channel) weights are adapted')
+        repeat = -(-in_chans // 3)
+        weight = weight.repeat(1, repeat, *([1] * (weight.ndim - 2)))[:, :in_chans]
+        weight = weight * (3 / float(in_chans))
+    return weight.to(dtype)
+
+
+def _names(value: Union[None, str, Sequence[str]]) -> List[str]:
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _describe(keys: Iterable[str], limit: int = 5) -> str:
+    keys = sorted(keys)
+    more = f' (and {len(keys) - limit} more)' if len(keys) > limit else ''
+    return ', '.join(repr(k) for k in keys[:limit]) + more
+
+
+def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Optional[Set[str]] = None,
+                 first_conv: Union[None, str, Sequence[str]] = None,
+                 classifier: Union[None, str, Sequence[str]] = None,
+                 filter_fn=None, filter_model: Optional[nn.Module] = None, assign: bool = False) -> Dict[str, List[str]]:
+    """Load a checkpoint file into ``model`` strictly, with the adaptations users expect.
+
+    - keys of the full model that ``model`` (a pruned feature wrapper) no longer has are skipped quietly,
+      and with safetensors they are never read from disk;
+    - classifier keys are skipped when the classifier's shape differs (a fresh head for another num_classes);
+    - the first convolution is adapted when ``in_chans`` differs from the weights';
+    - anything else that does not fit (missing or unexpected keys, other shapes) raises naming the first keys.
+
+    Returns ``{'skipped': [...], 'reinitialized': [...]}``.
+
+    >>> import tempfile, safetensors.torch
+    >>> m = nn.Linear(2, 2); f = tempfile.mktemp(suffix='.safetensors')
+    >>> safetensors.torch.save_file(m.state_dict(), f)
+    >>> load_weights(nn.Linear(2, 2), f)
+    {'skipped': [], 'reinitialized': []}
+    """
+    path = _check_file(path)
+    target = model.state_dict(keep_vars=True)
+    target_keys = set(target)
+    full_keys = set(full_keys) if full_keys is not None else target_keys
+    file_keys = checkpoint_keys(path)
+    file_key_set = set(file_keys)
+    classifier_names = _names(classifier)
+    is_classifier = lambda k: any(k == c or k.startswith(c + '.') for c in classifier_names)  # noqa: E731
+
+    unexpected = [k for k in file_keys if k not in full_keys and not k.endswith('num_batches_tracked')]
+    if filter_fn is not None:
+        wanted = None  # the filter may rename keys: read everything, filter, then compare
+    else:
+        wanted = [k for k in file_keys if k in target_keys]
+    if unexpected and filter_fn is None:
+        clf_only = [k for k in unexpected if is_classifier(k)]
+        if len(clf_only) != len(unexpected):
+            raise RuntimeError(f'checkpoint {path!r} does not fit this model: unexpected keys '
+                               f'{_describe(set(unexpected) - set(clf_only))}; is it for another architecture?')
+    state = read_state_dict(path, wanted)
+    if filter_fn is not None:
+        state = filter_fn(state, filter_model if filter_model is not None else model)
+        extra = [k for k in state if k not in full_keys and not k.endswith('num_batches_tracked')
+                 and not is_classifier(k)]
+        if extra:
+            raise RuntimeError(f'checkpoint {path!r} does not fit this model: unexpected keys {_describe(extra)}; '
+                               f'is it for another architecture?')
+        state = {k: v for k, v in state.items() if k in target_keys}
+
+    skipped: List[str] = [k for k in file_keys if k not in target_keys and (filter_fn is None)]
+    reinitialized: List[str] = []
+    for conv in _names(first_conv):
+        key = f'{conv}.weight'
+        if key in state and key in target and state[key].ndim >= 3 and state[key].shape[1] != target[key].shape[1]:
+            state[key] = adapt_input_conv(target[key].shape[1], state[key])
+    for key in list(state):
+        if key.endswith('num_batches_tracked') and key not in target:
+            del state[key]
+            continue
+        if key not in target:
+            continue
+        if tuple(state[key].shape) != tuple(target[key].shape):
+            if is_classifier(key):
+                del state[key]
+                reinitialized.append(key)
+                continue
+            raise RuntimeError(f'checkpoint {path!r} does not fit this model: {key!r} has shape '
+                               f'{tuple(state[key].shape)} in the file but {tuple(target[key].shape)} in the model')
+    missing = [k for k in target_keys if k not in state and k not in reinitialized]
+    missing_clf = [k for k in missing if is_classifier(k)]
+    missing_other = [k for k in missing if not is_classifier(k) and not k.endswith('num_batches_tracked')]
+    if missing_other:
+        raise RuntimeError(f'checkpoint {path!r} lacks {len(missing_other)} key(s) this model needs: '
+                           f'{_describe(missing_other)}; is it for another architecture?')
+    reinitialized.extend(missing_clf)
+    for key in list(state):
+        if state[key].dtype != target[key].dtype and target[key].dtype.is_floating_point:
+            state[key] = state[key].to(target[key].dtype)
+    result = model.load_state_dict(state, strict=False, assign=assign)
+    leftover = [k for k in result.missing_keys if k not in reinitialized and not k.endswith('num_batches_tracked')]
+    if leftover:
+        raise RuntimeError(f'checkpoint {path!r} lacks keys {_describe(leftover)}')
+    return {'skipped': sorted(set(skipped) - set(reinitialized)), 'reinitialized': sorted(set(reinitialized))}
+
+
+def materialize_meta(model: nn.Module) -> List[str]:
+    """Give real storage to whatever is still on the meta device after loading: fresh classifiers are
+    initialized with their own ``reset_parameters``, computed buffers by ``init_non_persistent_buffers``.
+
+    Returns the names of the modules that were initialized.
+    """
+    touched: List[str] = []
+    for name, module in model.named_modules():
+        own = list(module._parameters.values()) + list(module._buffers.values())
+        if not any(t is not None and t.is_meta for t in own):
+            continue
+        params_meta = any(p is not None and p.is_meta for p in module._parameters.values())
+        buffers_meta = [b for b_name, b in module._buffers.items()
+                        if b is not None and b.is_meta and b_name != 'num_batches_tracked']
+        for p_name, p in list(module._parameters.items()):
+            if p is not None and p.is_meta:
+                module._parameters[p_name] = nn.Parameter(torch.empty_like(p, device='cpu'),
+                                                          requires_grad=p.requires_grad)
+        for b_name, b in list(module._buffers.items()):
+            if b is not None and b.is_meta:
+                module._buffers[b_name] = torch.zeros_like(b, device='cpu')
+        if hasattr(module, 'init_non_persistent_buffers'):
+            module.init_non_persistent_buffers()
+        if params_meta:
+            if hasattr(module, 'reset_parameters'):
+                module.reset_parameters()
+            else:
+                raise RuntimeError(f'module {name!r} ({type(module).__name__}) has parameters that were not in '
+                                   'the checkpoint and no reset_parameters() to initialize them')
+        elif buffers_meta and not hasattr(module, 'init_non_persistent_buffers'):
+            raise RuntimeError(f'module {name!r} ({type(module).__name__}) has buffers that were not in the '
+                               'checkpoint and no init_non_persistent_buffers() to compute them')
+        touched.append(name)
+    return touched

@@ -1,0 +1,136 @@
+"""Generate featzoo/index/<family>.json from a family module's table (and timm's published pretrained configs).
+
+The index lets the registry list models, check arguments and report capabilities without importing family code.
+Run after changing a family's VARIANTS:
+
+    python tools/gen_index.py resnet convnext
+
+Feature levels come from building each variant on the meta device at every supported output stride (no compute).
+Pretrained tags and their facts come from timm's published configurations (timm is a development-only
+dependency; the package never imports it).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any, Dict, List
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CFG_KEYS = ('hf_hub_id', 'hf_hub_filename', 'num_classes', 'input_size', 'test_input_size', 'fixed_input_size',
+            'min_input_size', 'interpolation', 'crop_pct', 'test_crop_pct', 'crop_mode', 'mean', 'std', 'first_conv',
+            'classifier', 'license', 'pool_size')
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def pretrained_entries(arch: str) -> List[Dict[str, Any]]:
+    """timm's published tags for ``arch`` with the facts featzoo needs, default tag first."""
+    import timm
+    from timm.models import get_pretrained_cfg
+    names = timm.list_pretrained(arch + '.*')
+    if not names:
+        return []
+    default = get_pretrained_cfg(arch)
+    default_tag = default.tag if default is not None else None
+    tags = [n.split('.', 1)[1] for n in names]
+    if default_tag in tags:
+        tags.remove(default_tag)
+        tags.insert(0, default_tag)
+    out = []
+    for tag in tags:
+        cfg = get_pretrained_cfg(f'{arch}.{tag}').to_dict()
+        entry = {'tag': tag}
+        entry.update({k: _jsonable(cfg[k]) for k in CFG_KEYS if cfg.get(k) is not None})
+        out.append(entry)
+    return out
+
+
+def _levels(model: torch.nn.Module) -> List[Dict[str, Any]]:
+    return [dict(num_chs=int(d['num_chs']), reduction=int(d['reduction']), module=str(d['module']))
+            for d in model.feature_info]
+
+
+def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
+    """The index document of one family."""
+    module = importlib.import_module(f'featzoo.models.{family}')
+    models: Dict[str, Any] = {}
+    for arch in module.VARIANTS:
+        strides_fn = getattr(module, 'output_strides', None)
+        strides = tuple(strides_fn(arch)) if strides_fn else tuple(module.OUTPUT_STRIDES)
+        feature_cls_fn = getattr(module, 'feature_cls', None)
+        feature_cls = tuple(feature_cls_fn(arch)) if feature_cls_fn else tuple(module.FEATURE_CLS)
+        default_cls_fn = getattr(module, 'default_feature_cls', None)
+        default_cls = default_cls_fn(arch) if default_cls_fn else module.DEFAULT_FEATURE_CLS
+        levels = {}
+        natural = max(strides)
+        for stride in strides:
+            kwargs = {} if stride == natural else {'output_stride': stride}
+            with torch.device('meta'):
+                model = module.build(arch, **kwargs)
+            levels[str(stride)] = _levels(model)
+        entry = dict(default_feature_cls=default_cls, feature_cls=list(feature_cls), output_strides=list(strides),
+                     feature_levels=levels, export=list(getattr(module, 'EXPORT', ())))
+        entry['pretrained'] = pretrained_entries(arch) if with_pretrained else []
+        models[arch] = entry
+    return dict(family=family, module=f'featzoo.models.{family}', default_cfg=_jsonable(module.DEFAULT_CFG),
+                models=models)
+
+
+def format_index(doc: Dict[str, Any]) -> str:
+    """JSON with one line per model, so a changed row shows as a one-line diff."""
+    head = {k: v for k, v in doc.items() if k != 'models'}
+    lines = ['{']
+    for key, value in head.items():
+        lines.append(f' {json.dumps(key)}: {json.dumps(value)},')
+    lines.append(' "models": {')
+    rows = [f'  {json.dumps(arch)}: {json.dumps(entry, separators=(",", ":"))}' for arch, entry in doc['models'].items()]
+    lines.append(',\n'.join(rows))
+    lines.append(' }')
+    lines.append('}')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('families', nargs='*', help='family module names (default: every featzoo/models/*.py)')
+    parser.add_argument('--no-pretrained', action='store_true', help='leave pretrained tags empty (no timm needed)')
+    parser.add_argument('--check', action='store_true', help='exit 1 if a file would change, write nothing')
+    args = parser.parse_args(argv)
+    families = args.families or sorted(
+        f[:-3] for f in os.listdir(os.path.join(ROOT, 'featzoo', 'models')) if f.endswith('.py') and f[0] != '_')
+    stale = []
+    for family in families:
+        doc = family_index(family, with_pretrained=not args.no_pretrained)
+        text = format_index(doc)
+        path = os.path.join(ROOT, 'featzoo', 'index', f'{family}.json')
+        old = open(path, encoding='utf-8').read() if os.path.exists(path) else None
+        if args.check:
+            if old != text:
+                stale.append(family)
+            continue
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(text)
+        print(f'{path}: {len(doc["models"])} models')
+    if stale:
+        print(f'index out of date for: {stale}; run python tools/gen_index.py {" ".join(stale)}')
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
