@@ -114,6 +114,14 @@ def _prune_after(model: nn.Module, last_step: str) -> List[str]:
     return dropped
 
 
+def _run_step(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
+    # Only steps with parameters are worth recomputing; parameter-free steps (often in-place activations)
+    # would also corrupt the saved input under checkpointing.
+    if use_checkpoint and torch.is_grad_enabled() and any(True for _ in module.parameters()):
+        return checkpoint(module, x, use_reentrant=False)
+    return module(x)
+
+
 class FeatureListNet(_AdoptingNet):
     """Runs the model's children in order and returns the selected levels as a list (ascending level order).
 
@@ -155,11 +163,7 @@ class FeatureListNet(_AdoptingNet):
     def _collect(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         out: Dict[str, torch.Tensor] = {}
         for name in self.steps:
-            module = self.get_submodule(name)
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(module, x, use_reentrant=False)
-            else:
-                x = module(x)
+            x = _run_step(self.get_submodule(name), x, self.grad_checkpointing and self.training)
             key = self.return_steps.get(name)
             if key is not None:
                 out[key] = x.permute(0, 2, 3, 1) if self.output_fmt == 'NHWC' else x
@@ -221,11 +225,7 @@ class FeatureHookNet(_AdoptingNet):
     def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], Dict[str, torch.Tensor]]:
         self._captured = {}
         for name in self.steps:
-            module = self.get_submodule(name)
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(module, x, use_reentrant=False)
-            else:
-                x = module(x)
+            x = _run_step(self.get_submodule(name), x, self.grad_checkpointing and self.training)
         captured, self._captured = self._captured, {}
         out = {}
         for key in self.out_names:
@@ -252,7 +252,7 @@ class FeatureGetterNet(_AdoptingNet):
         super().__init__(model)
         model.prune_intermediate_layers(list(info.out_indices), prune_norm=not norm, prune_head=True)
         self.indices = list(info.out_indices)
-        self.norm = norm
+        self.intermediate_norm = norm
         self.output_fmt = output_fmt
         self.out_names = out_names
         if pyramid is not None:
@@ -267,7 +267,7 @@ class FeatureGetterNet(_AdoptingNet):
         self._wrapped.set_grad_checkpointing(enable)
 
     def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], Dict[str, torch.Tensor]]:
-        feats = self._wrapped.forward_intermediates(x, indices=self.indices, norm=self.norm, output_fmt='NCHW',
+        feats = self._wrapped.forward_intermediates(x, indices=self.indices, norm=self.intermediate_norm, output_fmt='NCHW',
                                                     intermediates_only=True)
         if self._pyramid is not None:
             feats = self._pyramid(feats)

@@ -1,0 +1,32 @@
+"""Shared fixtures. Under pytest-xdist each worker gets one thread (the machine has two cores)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def small_input() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def weights_file(tmp_path):
+    """Factory: save a randomly initialized featzoo model's weights; returns (path, model)."""
+    from safetensors.torch import save_file
+    import featzoo
+
+    def make(name: str = 'resnet18', **kwargs):
+        model = featzoo.create_model(name, **kwargs).eval()
+        path = tmp_path / f'{name}.safetensors'
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+        return str(path), model
+    return make

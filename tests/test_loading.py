@@ -1,0 +1,181 @@
+"""Checkpoint files: formats, nesting, prefixes, adaptation, and every way a file can be wrong."""
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import featzoo
+from featzoo.weights.loading import adapt_input_conv, read_state_dict
+from helpers import assert_equal
+
+X = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def saved(weights_file):
+    path, model = weights_file('resnet18')
+    with torch.no_grad():
+        ref = model(X)
+    return path, model, ref
+
+
+def test_safetensors_checkpoint_path(saved):
+    path, _, ref = saved
+    m = featzoo.create_model('resnet18', checkpoint_path=path).eval()
+    assert_equal(m(X), ref, 'safetensors')
+    m = featzoo.create_model('resnet18', pretrained=True, pretrained_cfg_overlay=dict(file=path)).eval()
+    assert_equal(m(X), ref, 'pretrained file')
+
+
+@pytest.mark.parametrize('layout', ['flat', 'state_dict', 'model', 'ddp'])
+def test_pickle_layouts(saved, tmp_path, layout):
+    path, model, ref = saved
+    state = model.state_dict()
+    obj = {
+        'flat': state,
+        'state_dict': {'state_dict': state, 'epoch': 3},
+        'model': {'model': state, 'optimizer': {}},
+        'ddp': {f'module.{k}': v for k, v in state.items()},
+    }[layout]
+    file = tmp_path / 'w.pth'
+    torch.save(obj, file)
+    m = featzoo.create_model('resnet18', checkpoint_path=str(file)).eval()
+    assert_equal(m(X), ref, layout)
+
+
+def test_meta_load_equals_slow_path(saved):
+    """Building on the meta device and assigning gives exactly the weights of build-then-copy."""
+    path, model, _ = saved
+    fast = featzoo.create_model('resnet18', checkpoint_path=path)
+    slow = featzoo.create_model('resnet18')
+    slow.load_state_dict(read_state_dict(path))
+    for (k, a), (_, b) in zip(fast.state_dict().items(), slow.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert not any(t.is_meta for t in list(fast.parameters()) + list(fast.buffers()))
+
+
+def test_features_only_skips_head_quietly(saved):
+    path, model, _ = saved
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        m = featzoo.create_model('resnet18', features_only=True, out_indices=(1, 2), checkpoint_path=path).eval()
+    ref = featzoo.create_model('resnet18', features_only=True, out_indices=(1, 2)).eval()
+    ref.load_state_dict({k: v for k, v in model.state_dict().items() if k in ref.state_dict()})
+    for a, b in zip(m(X), ref(X)):
+        assert_equal(a, b, 'features')
+
+
+def test_num_classes_gets_fresh_head(saved):
+    path, model, _ = saved
+    m = featzoo.create_model('resnet18', num_classes=7, checkpoint_path=path).eval()
+    assert m.fc.weight.shape == (7, 512) and not m.fc.weight.is_meta
+    assert torch.equal(m.conv1.weight, model.conv1.weight)
+    m0 = featzoo.create_model('resnet18', num_classes=0, checkpoint_path=path).eval()
+    assert_equal(m0(X), model.forward_head(model.forward_features(X), pre_logits=True), 'pooled')
+
+
+@pytest.mark.parametrize('in_chans', [1, 2, 5])
+def test_in_chans_adapts_first_conv(saved, in_chans):
+    path, model, _ = saved
+    m = featzoo.create_model('resnet18', in_chans=in_chans, checkpoint_path=path)
+    w = model.conv1.weight
+    assert m.conv1.weight.shape == (64, in_chans, 7, 7)
+    if in_chans == 1:
+        assert_equal(m.conv1.weight, w.sum(1, keepdim=True), 'sum over RGB')
+    else:
+        expected = w.repeat(1, -(-in_chans // 3), 1, 1)[:, :in_chans] * (3 / in_chans)
+        assert_equal(m.conv1.weight, expected, 'repeat and rescale')
+    assert m(torch.randn(1, in_chans, 64, 64)).shape == (1, 1000)
+
+
+def test_adapt_input_conv_identity():
+    w = torch.randn(4, 3, 3, 3)
+    assert torch.equal(adapt_input_conv(3, w), w)
+
+
+def test_half_precision_checkpoint_loads_as_float(tmp_path, saved):
+    _, model, ref = saved
+    file = tmp_path / 'half.safetensors'
+    save_file({k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}, str(file))
+    m = featzoo.create_model('resnet18', checkpoint_path=str(file)).eval()
+    assert m.conv1.weight.dtype == torch.float32
+    assert_equal(m(X), ref, 'half', rtol=5e-2)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.safetensors'):
+        featzoo.create_model('resnet18', checkpoint_path=str(tmp_path / 'nope.safetensors'))
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        featzoo.create_model('resnet18', checkpoint_path=str(tmp_path))
+
+
+def test_corrupt_truncated_and_empty_files(tmp_path, saved):
+    path, _, _ = saved
+    data = open(path, 'rb').read()
+    truncated = tmp_path / 'truncated.safetensors'
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / 'garbage.safetensors'
+    garbage.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00not json at all!')
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    broken_pickle = tmp_path / 'broken.pth'
+    broken_pickle.write_bytes(b'PK\x03\x04 this is not a checkpoint')
+    for bad in (truncated, garbage, empty, broken_pickle):
+        with pytest.raises(RuntimeError, match=bad.name):
+            featzoo.create_model('resnet18', checkpoint_path=str(bad))
+
+
+def test_weights_of_another_architecture(tmp_path, weights_file):
+    path, _ = weights_file('resnet50')
+    with pytest.raises(RuntimeError, match='does not fit'):
+        featzoo.create_model('resnet18', checkpoint_path=path)
+
+
+def test_missing_keys_are_named(tmp_path, saved):
+    _, model, _ = saved
+    state = model.state_dict()
+    del state['layer2.0.conv1.weight']
+    file = tmp_path / 'partial.safetensors'
+    save_file(state, str(file))
+    with pytest.raises(RuntimeError, match='layer2.0.conv1.weight'):
+        featzoo.create_model('resnet18', checkpoint_path=str(file))
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ('touch /tmp/featzoo-pwned-marker',))
+
+
+def test_malicious_pickle_never_runs(tmp_path):
+    marker = '/tmp/featzoo-pwned-marker'
+    if os.path.exists(marker):
+        os.remove(marker)
+    file = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(1)}, 'payload': _Boom()}, file)
+    with pytest.raises(RuntimeError, match='evil.pth'):
+        featzoo.create_model('resnet18', checkpoint_path=str(file))
+    assert not os.path.exists(marker)
+    raw = tmp_path / 'raw.bin'
+    raw.write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(RuntimeError, match='raw.bin'):
+        featzoo.create_model('resnet18', checkpoint_path=str(raw))
+    assert not os.path.exists(marker)
+
+
+def test_pretrained_without_published_weights_explains(monkeypatch):
+    from featzoo import registry
+    entry = dict(registry.get_arch_entry('resnet18'), pretrained=[])
+    monkeypatch.setitem(registry._load_index(), 'resnet18', entry)
+    with pytest.raises(ValueError, match='checkpoint_path'):
+        featzoo.create_model('resnet18', pretrained=True)
+
+
+def test_pretrained_and_checkpoint_conflict(saved):
+    path, _, _ = saved
+    with pytest.raises(ValueError, match='checkpoint_path'):
+        featzoo.create_model('resnet18', pretrained=True, checkpoint_path=path)

@@ -1,0 +1,124 @@
+"""Registry: listing, lookup, natural sort, wildcards, lazy family import, index freshness, capabilities."""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+import featzoo
+from featzoo import registry
+
+ALL = featzoo.list_models()
+
+
+def test_natural_sort_and_filters():
+    names = featzoo.list_models('resnet*')
+    assert names.index('resnet18') < names.index('resnet101')
+    assert featzoo.list_models(['resnet18', 'resnet34']) == ['resnet18', 'resnet34']
+    assert 'resnet18d' not in featzoo.list_models('resnet18*', exclude_filters=['*d'])
+    assert featzoo.list_models(module='resnet') == [n for n in ALL if registry.get_arch_entry(n)['family'] == 'resnet']
+
+
+def test_pretrained_listing_uses_tags():
+    tagged = featzoo.list_models('resnet50*', pretrained=True)
+    assert 'resnet50.a1_in1k' in tagged and all('.' in n for n in tagged)
+    assert featzoo.list_pretrained('resnet50.*')[0] == 'resnet50.' + registry.get_pretrained_cfg('resnet50')['tag']
+
+
+def test_is_model_and_tags():
+    assert featzoo.is_model('resnet50')
+    assert featzoo.is_model('resnet50.a1_in1k')
+    assert not featzoo.is_model('resnet50.not_a_tag')
+    assert not featzoo.is_model('resnet5000')
+    assert not featzoo.is_model(None)
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(featzoo.UnknownModelError, match='resnet50'):
+        featzoo.create_model('resnet05')
+    with pytest.raises(RuntimeError, match='closest tags'):
+        featzoo.create_model('resnet50.a1_in1kk')
+
+
+def test_model_entrypoint_and_modules():
+    assert 'resnet' in featzoo.list_modules()
+    model = featzoo.model_entrypoint('resnet18')(num_classes=3)
+    assert model.num_classes == 3
+
+
+def test_listing_does_not_import_families():
+    code = ('import featzoo, sys; featzoo.list_models(); featzoo.is_model("resnet50"); '
+            'featzoo.model_capabilities("resnet50"); '
+            'print([m for m in sys.modules if m.startswith("featzoo.models.")])')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '[]'
+
+
+def test_index_matches_family_tables():
+    """The static index agrees with the family tables (names, wrappers, strides, feature levels)."""
+    sys.path.insert(0, '.')
+    gen = importlib.import_module('tools.gen_index')
+    for family in featzoo.list_modules():
+        fresh = gen.family_index(family, with_pretrained=False)
+        for arch, entry in fresh['models'].items():
+            stored = registry.get_arch_entry(arch)
+            for key in ('default_feature_cls', 'feature_cls', 'output_strides', 'feature_levels', 'export'):
+                assert stored[key] == entry[key], f'{arch}: index {key} is stale; run tools/gen_index.py {family}'
+        listed = set(featzoo.list_models(module=family))
+        assert listed == set(fresh['models']), f'{family}: index and VARIANTS list different names'
+
+
+def test_pretrained_tags_match_timm():
+    timm = pytest.importorskip('timm')
+    for arch in ALL:
+        if not timm.is_model(arch):
+            continue
+        ours = [c['tag'] for c in registry.get_arch_entry(arch).get('pretrained', ())]
+        theirs = [n.split('.', 1)[1] for n in timm.list_pretrained(arch + '.*')]
+        assert sorted(ours) == sorted(theirs), arch
+        for cfg in registry.get_arch_entry(arch).get('pretrained', ()):
+            if 'hf_hub_id' in cfg:
+                assert cfg['hf_hub_id'].startswith('timm/'), cfg
+
+
+def test_capabilities_from_index():
+    caps = featzoo.model_capabilities('resnet50.a1_in1k')
+    assert caps.family == 'resnet' and caps.default_feature_cls == 'list'
+    assert caps.output_strides == (8, 16, 32)
+    assert [lvl['num_chs'] for lvl in caps.feature_levels] == [64, 256, 512, 1024, 2048]
+    assert 'a1_in1k' in caps.pretrained_tags
+    assert 'resnet50' in featzoo.list_models(supports=('output_stride=8', 'feature_cls=hook'))
+    with pytest.raises(ValueError, match='capability'):
+        featzoo.list_models(supports=('colour=blue',))
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_capability_levels_match_built_model(name):
+    caps = featzoo.model_capabilities(name)
+    for stride, levels in caps.feature_levels_by_stride.items():
+        with torch.device('meta'):
+            model = featzoo.create_model(name, output_stride=stride)
+        got = [dict(num_chs=d['num_chs'], reduction=d['reduction'], module=d['module']) for d in model.feature_info]
+        assert got == list(levels)
+
+
+def test_registry_is_thread_safe():
+    registry._reset_index_cache()
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(len(featzoo.list_models()))
+            featzoo.create_model('resnet18', num_classes=2)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(results)) == 1
