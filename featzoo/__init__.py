@@ -41,11 +41,16 @@ _EXPORTS = {
     'load_checkpoint': 'featzoo.weights.loading',
     'save_pretrained': 'featzoo.weights.hub',
     'push_to_hub': 'featzoo.weights.hub',
+    'PretrainedUnavailableError': 'featzoo.weights.hub',
+    'optimize_for_inference': 'featzoo.inference',
+    'freeze': 'featzoo.finetune',
+    'unfreeze': 'featzoo.finetune',
+    'param_groups': 'featzoo.finetune',
     'extract_embeddings': 'featzoo.extract',
     'read_embeddings': 'featzoo.extract',
     'open_embeddings': 'featzoo.extract',
 }
-_SUBMODULES = ('data', 'layers', 'features', 'weights', 'models', 'extract', 'registry', 'factory')
+_SUBMODULES = ('data', 'layers', 'features', 'weights', 'models', 'extract', 'registry', 'factory', 'finetune')
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

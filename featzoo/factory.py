@@ -53,10 +53,11 @@ def _check_rate(name: str, value: Any) -> float:
 
 
 def _resolve_pretrained_cfg(arch_name: str, entry: Dict[str, Any], overlay: Optional[Dict[str, Any]],
-                            base: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                            base: Optional[Dict[str, Any]] = None, use_published: bool = True) -> Dict[str, Any]:
     header = registry.get_family_header(entry['family'])
     cfg: Dict[str, Any] = dict(header.get('default_cfg', {}))
-    published = registry.get_pretrained_cfg(arch_name)
+    # a Hub or local-dir config describes its own weights: the catalog's facts for the default tag do not apply
+    published = registry.get_pretrained_cfg(arch_name) if use_published else None
     if published:
         cfg.update(published)
     else:
@@ -83,7 +84,7 @@ def _weights_file(arch_name: str, entry: Dict[str, Any], cfg: Dict[str, Any], ca
 
 
 def _validate_features(entry: Dict[str, Any], arch: str, output_stride: int, feature_cls: Optional[str],
-                       out_indices: Optional[OutIndices], features_only: bool, extras: Dict[str, Any]):
+                       out_indices: Optional[OutIndices], extras: Dict[str, Any], structural: bool):
     allowed = tuple(entry['feature_cls'])
     if feature_cls is None:
         feature_cls = entry['default_feature_cls']
@@ -101,9 +102,14 @@ def _validate_features(entry: Dict[str, Any], arch: str, output_stride: int, fea
             raise ValueError("return_nodes selects FX graph nodes and needs feature_cls='fx'")
         if out_indices is not None:
             raise ValueError('give either return_nodes or out_indices, not both')
+    elif extras.get('feature_pyramid') and out_indices is None:
+        indices = None  # the family picks its pyramid levels
     else:
-        indices = normalize_out_indices(out_indices if out_indices is not None else tuple(range(len(levels))),
-                                        len(levels))
+        if out_indices is None:
+            default = entry.get('default_out_indices')
+            out_indices = default if default is not None else tuple(range(len(levels)))
+        # constructor overrides (depth=...) change the levels: those are checked against the built model
+        indices = out_indices if structural else normalize_out_indices(out_indices, len(levels))
     return feature_cls, levels, indices
 
 
@@ -125,6 +131,8 @@ def create_model(
         out_map: Optional[Sequence[str]] = None,
         drop_rate: float = 0.0,
         drop_path_rate: Optional[float] = None,
+        freeze: Optional[Union[int, Sequence[str]]] = None,
+        freeze_bn: str = 'frozen',
         **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally with weights, optionally wrapped as a feature backbone.
@@ -156,7 +164,8 @@ def create_model(
         raise TypeError(f'pretrained must be True or False, got {pretrained!r}')
     if pretrained_cfg is not None and not isinstance(pretrained_cfg, dict):
         raise TypeError(f'pretrained_cfg must be a dict, got {type(pretrained_cfg).__name__}')
-    cfg = _resolve_pretrained_cfg(arch_name, entry, pretrained_cfg_overlay, base={**hub_cfg, **(pretrained_cfg or {})})
+    cfg = _resolve_pretrained_cfg(arch_name, entry, pretrained_cfg_overlay, base={**hub_cfg, **(pretrained_cfg or {})},
+                                  use_published=not source)
     if hub_file:
         cfg['file'] = hub_file
 
@@ -185,13 +194,15 @@ def create_model(
         raise TypeError(f'features_only must be True or False, got {features_only!r}')
     if features_only:
         feature_cls, levels, indices = _validate_features(entry, arch, effective_stride, feature_cls, out_indices,
-                                                          features_only, feature_kwargs)
+                                                          feature_kwargs, structural=bool(kwargs))
     else:
         given = {k: v for k, v in dict(out_indices=out_indices, feature_cls=feature_cls, output_fmt=output_fmt,
                                        out_map=out_map, **feature_kwargs).items() if v is not None and v is not False}
         if given:
             raise ValueError(f'{sorted(given)} only apply with features_only=True')
 
+    if freeze_bn not in ('frozen', 'eval', 'train'):
+        raise ValueError(f"unknown freeze_bn {freeze_bn!r}; valid: ('frozen', 'eval', 'train')")
     if pretrained and checkpoint_path is not None:
         raise ValueError('give either pretrained=True or checkpoint_path, not both '
                          '(checkpoint_path already loads weights)')
@@ -199,8 +210,7 @@ def create_model(
     if pretrained:
         weights_path = _weights_file(arch_name, entry, cfg, cache_dir)
     elif checkpoint_path is not None:
-        weights_path = os.fspath(checkpoint_path)
-        loading._check_file(weights_path)
+        weights_path = loading._check_file(checkpoint_path)  # names the argument when it is not a path
 
     build_kwargs: Dict[str, Any] = dict(model_args)
     build_kwargs.update(num_classes=num_classes, drop_rate=drop_rate)
@@ -222,6 +232,9 @@ def create_model(
     else:
         model = family.build(arch, **build_kwargs)
     model.pretrained_cfg = cfg
+    # what save_pretrained records so that timm and featzoo rebuild the same architecture
+    model._model_args = {k: v for k, v in build_kwargs.items()
+                         if k not in ('drop_rate', 'drop_path_rate', 'num_classes')}
     full_keys = set(model.state_dict().keys()) if weights_path is not None else None
     filter_model = model
 
@@ -233,6 +246,9 @@ def create_model(
                              classifier=cfg.get('classifier'), filter_fn=getattr(family, 'checkpoint_filter_fn', None),
                              filter_model=filter_model, assign=True)
         loading.materialize_meta(model)
+    if freeze is not None:
+        from .finetune import freeze as freeze_levels
+        freeze_levels(model, levels=freeze, bn=freeze_bn)
     return model
 
 
@@ -248,6 +264,7 @@ def _wrap(model: nn.Module, feature_cls: str, indices, output_fmt, out_map, feat
             if not hasattr(family, 'create_feature_pyramid'):
                 raise ValueError('feature_pyramid=True is available for plain ViT families only')
             extra = family.create_feature_pyramid(model, indices)
+            indices = extra.pop('out_indices', indices)
         if feature_kwargs.keys() - {'norm'}:
             raise ValueError(f"{sorted(feature_kwargs.keys() - {'norm'})} do not apply to feature_cls='getter'")
         return wrappers.FeatureGetterNet(model, out_indices=indices, output_fmt=output_fmt, out_map=out_map,

@@ -1,4 +1,4 @@
-"""Shared fixtures. Under pytest-xdist each worker gets one thread (the machine has two cores)."""
+"""Shared fixtures and test-process settings."""
 from __future__ import annotations
 
 import os
@@ -9,8 +9,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-if os.environ.get('PYTEST_XDIST_WORKER'):
-    torch.set_num_threads(1)
+# One thread per test process: CI runs two xdist workers on two cores, and oversubscribed threads slow small
+# forwards down by an order of magnitude.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

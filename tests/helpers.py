@@ -157,3 +157,10 @@ def timm_parity(name: str, input_size: Tuple[int, ...] = (2, 3, 64, 64), output_
         os.remove(path)
         os.rmdir(os.path.dirname(path))
     return model
+
+
+def representatives() -> List[str]:
+    """The smallest variant (fewest parameters) of each family, for tests that run every family."""
+    from featzoo import registry
+    return [min(featzoo.list_models(module=family), key=lambda n: registry.get_arch_entry(n)['num_params'])
+            for family in featzoo.list_modules()]

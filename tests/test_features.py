@@ -9,18 +9,13 @@ import torch
 
 import featzoo
 from featzoo.features.info import FeatureInfo, normalize_out_indices
-from helpers import assert_equal, check_feature_shapes
+from helpers import assert_equal, check_feature_shapes, representatives
 
 ALL = featzoo.list_models()
 LEVELS = [dict(num_chs=c, reduction=r, module=f'l{i}') for i, (c, r) in enumerate([(8, 2), (16, 4), (32, 8)])]
 
 
-def representative(family):
-    names = featzoo.list_models(module=family)
-    return names[0]
-
-
-FAMILY_REPS = [representative(f) for f in featzoo.list_modules()]
+FAMILY_REPS = representatives()
 
 
 @pytest.mark.parametrize('given,expected', [((2, 0), (0, 2)), ((-1, 0), (0, 2)), (1, (2,)), (3, (0, 1, 2)),

@@ -83,8 +83,13 @@ def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
             with torch.device('meta'):
                 model = module.build(arch, **kwargs)
             levels[str(stride)] = _levels(model)
+            if stride == natural:
+                num_params = sum(p.numel() for p in model.parameters())
         entry = dict(default_feature_cls=default_cls, feature_cls=list(feature_cls), output_strides=list(strides),
-                     feature_levels=levels, export=list(getattr(module, 'EXPORT', ())))
+                     feature_levels=levels, export=list(getattr(module, 'EXPORT', ())), num_params=num_params)
+        default_out = getattr(module, 'DEFAULT_OUT_INDICES', None)
+        if default_out is not None:
+            entry['default_out_indices'] = _jsonable(default_out)
         entry['pretrained'] = pretrained_entries(arch) if with_pretrained else []
         models[arch] = entry
     return dict(family=family, module=f'featzoo.models.{family}', default_cfg=_jsonable(module.DEFAULT_CFG),

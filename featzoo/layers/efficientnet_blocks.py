@@ -93,7 +93,8 @@ exp_kernel_size=1, pw_kernel_size=1, act_layer='relu', skip=None)
     required = ('r', 'k', 's', 'c') + (('e',) if block_type in ('ir', 'er') else ())
     missing = [key for key in required if key not in options]
     if missing:
-        raise ValueError(f'block string {block_str!r} lacks option(s) {missing}; a {block_type!r} block needs {required}')
+        raise ValueError(f'block string {block_str!r} lacks option(s) {missing}; '
+                         f'a {block_type!r} block needs {required}')
     stride = _int_option(options, 's', block_str)
     if stride not in (1, 2):
         raise ValueError(f'block string {block_str!r}: stride {stride} is not supported; valid: 1, 2')

@@ -27,11 +27,13 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer('bias', torch.zeros(num_features))
         self.register_buffer('running_mean', torch.zeros(num_features))
         self.register_buffer('running_var', torch.ones(num_features))
+        # kept only so that the state_dict keys equal BatchNorm2d's
+        self.register_buffer('num_batches_tracked', torch.tensor(0, dtype=torch.long))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # BatchNorm2d checkpoints carry a step counter that frozen statistics have no use for.
-        state_dict.pop(prefix + 'num_batches_tracked', None)
+        # older BatchNorm2d checkpoints have no step counter
+        state_dict.setdefault(prefix + 'num_batches_tracked', torch.tensor(0, dtype=torch.long))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
@@ -57,6 +59,8 @@ class FrozenBatchNorm2d(nn.Module):
                 frozen.bias.copy_(module.bias)
                 frozen.running_mean.copy_(module.running_mean)
                 frozen.running_var.copy_(module.running_var)
+                if module.num_batches_tracked is not None:
+                    frozen.num_batches_tracked.copy_(module.num_batches_tracked)
             frozen.source_class = type(module)
             frozen.source_extra = {k: getattr(module, k) for k in ('drop', 'act') if hasattr(module, k)}
             if frozen.source_extra:

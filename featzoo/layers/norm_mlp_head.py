@@ -62,14 +62,20 @@ class NormMlpClassifierHead(nn.Module):
             return nn.Conv2d(in_features, out_features, kernel_size=1)
         return nn.Linear(in_features, out_features)
 
-    def reset(self, num_classes: int, pool_type: Optional[str] = None, reset_other: bool = False) -> None:
-        """New classifier; optionally new pooling, and with ``reset_other`` no norm and no pre-logits MLP.
+    def reset(self, num_classes: int, pool_type: Optional[str] = None, reset_other: bool = False,
+              in_features: Optional[int] = None) -> None:
+        """New classifier; optionally new pooling, with ``reset_other`` no norm and no pre-logits MLP, and with
+        ``in_features`` a new input width (only once the norm is gone, e.g. after the backbone was truncated).
 
         >>> head = NormMlpClassifierHead(64, 10)
         >>> head.reset(0, '')
         >>> head(torch.ones(2, 64, 4, 4)).shape
         torch.Size([2, 64, 4, 4])
         """
+        if in_features is not None and in_features != self.in_features and not reset_other \
+                and not isinstance(self.norm, nn.Identity):
+            raise ValueError(f'in_features={in_features} differs from the norm width {self.in_features}; '
+                             f'pass reset_other=True to drop the norm and pre-logits MLP first')
         if pool_type is not None:
             _check_pool(pool_type)
             self.global_pool = SelectAdaptivePool2d(pool_type).train(self.training)
@@ -79,6 +85,10 @@ class NormMlpClassifierHead(nn.Module):
             self.pre_logits = nn.Identity()
             self.hidden_size = None
             self.num_features = self.in_features
+        if in_features is not None and in_features != self.in_features:
+            self.in_features = in_features
+            if not self.hidden_size:
+                self.num_features = in_features
         self.use_conv = self.global_pool.is_identity()
         if self.hidden_size:
             old = self.pre_logits.fc

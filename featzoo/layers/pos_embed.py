@@ -7,7 +7,11 @@ from typing import Optional, Sequence
 import torch
 from torch.nn import functional as F
 
+from ..features.notrace import register_notrace_function
 
+
+# its size checks need concrete ints, so FX records it as one call instead of tracing into it
+@register_notrace_function
 def resample_abs_pos_embed(posemb: torch.Tensor, new_size: Sequence[int], old_size: Optional[Sequence[int]] = None,
                            num_prefix_tokens: int = 1, interpolation: str = 'bicubic',
                            antialias: bool = True) -> torch.Tensor:

@@ -295,3 +295,27 @@ def materialize_meta(model: nn.Module) -> List[str]:
                                'checkpoint and no init_non_persistent_buffers() to compute them')
         touched.append(name)
     return touched
+
+
+def load_checkpoint(model: nn.Module, checkpoint_path: Union[str, os.PathLike], strict: bool = True) -> Dict[str, Any]:
+    """Load a checkpoint file into an existing model (or feature wrapper), timm-style.
+
+    With ``strict=True`` every key must match; with ``strict=False`` the result lists what did not.
+
+    >>> import featzoo, tempfile, safetensors.torch
+    >>> m = featzoo.create_model('resnet18'); f = tempfile.mktemp(suffix='.safetensors')
+    >>> safetensors.torch.save_file(m.state_dict(), f)
+    >>> load_checkpoint(featzoo.create_model('resnet18'), f)['missing_keys']
+    []
+    """
+    state = read_state_dict(checkpoint_path)
+    target = model.state_dict()
+    for key, value in state.items():
+        if key in target and tuple(value.shape) != tuple(target[key].shape):
+            raise RuntimeError(f'checkpoint {os.fspath(checkpoint_path)!r} does not fit this model: {key!r} has shape '
+                               f'{tuple(value.shape)} in the file but {tuple(target[key].shape)} in the model')
+    result = model.load_state_dict(state, strict=False)
+    if strict and (result.missing_keys or result.unexpected_keys):
+        raise RuntimeError(f'checkpoint {os.fspath(checkpoint_path)!r} does not fit this model: missing '
+                           f'{_describe(result.missing_keys)}; unexpected {_describe(result.unexpected_keys)}')
+    return {'missing_keys': list(result.missing_keys), 'unexpected_keys': list(result.unexpected_keys)}

@@ -1,0 +1,379 @@
+"""ConvNeXt: a patchify stem and four stages of depthwise 7x7 conv + inverted-MLP blocks with layer scale.
+
+Parameter names follow timm's ``convnext`` module so its checkpoints load unchanged.
+
+Paper: "A ConvNet for the 2020s", https://arxiv.org/abs/2201.03545
+"""
+from __future__ import annotations
+
+import inspect
+from functools import partial
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from featzoo.features.info import normalize_out_indices
+from featzoo.layers import DropPath, LayerNorm2d, create_conv2d, drop_path_rates, trunc_normal_
+from featzoo.layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
+
+FAMILY = 'convnext'
+DEFAULT_FEATURE_CLS = 'list'
+FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
+OUTPUT_STRIDES = (8, 16, 32)
+DEFAULT_CFG = dict(
+    input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.875, crop_mode='center',
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.0', classifier='head.fc')
+
+# The small timm-original widths use 1x1 convolutions for the MLP (faster at low width), the paper's sizes use
+# channels-last linear layers; both store the same parameter shapes apart from the 1x1 kernel dims.
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    'convnext_atto': dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), conv_mlp=True),
+    'convnext_femto': dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), conv_mlp=True),
+    'convnext_pico': dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512), conv_mlp=True),
+    'convnext_nano': dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), conv_mlp=True),
+    'convnext_tiny': dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+    'convnext_small': dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+    'convnext_base': dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
+    'convnext_large': dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536)),
+    'convnext_xlarge': dict(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048)),
+}
+
+
+class ConvMlp(nn.Module):
+    """Two linear layers with a GELU between them, as 1x1 convs on NCHW or as ``nn.Linear`` on NHWC input.
+
+    >>> ConvMlp(8, 32, use_conv=True)(torch.ones(1, 8, 3, 3)).shape
+    torch.Size([1, 8, 3, 3])
+    """
+
+    def __init__(self, in_features: int, hidden_features: int, use_conv: bool = False) -> None:
+        super().__init__()
+        if use_conv:
+            self.fc1: nn.Module = nn.Conv2d(in_features, hidden_features, 1)
+            self.fc2: nn.Module = nn.Conv2d(hidden_features, in_features, 1)
+        else:
+            self.fc1 = nn.Linear(in_features, hidden_features)
+            self.fc2 = nn.Linear(hidden_features, in_features)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv, LayerNorm, MLP (ratio 4), layer scale ``gamma``, residual.
+
+    >>> ConvNeXtBlock(16, dilation=2)(torch.ones(1, 16, 8, 8)).shape
+    torch.Size([1, 16, 8, 8])
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 7, dilation: int = 1, mlp_ratio: float = 4.0,
+                 conv_mlp: bool = False, conv_bias: bool = True, ls_init_value: Optional[float] = 1e-6,
+                 norm_eps: float = 1e-6, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.use_conv_mlp = conv_mlp
+        self.conv_dw = create_conv2d(dim, dim, kernel_size, dilation=dilation, depthwise=True, bias=conv_bias)
+        self.norm = LayerNorm2d(dim, eps=norm_eps) if conv_mlp else nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = ConvMlp(dim, int(mlp_ratio * dim), use_conv=conv_mlp)
+        self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value is not None else None
+        # In- and out-width and stride never differ inside a stage here, so the residual needs no projection.
+        self.shortcut = nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv_dw(x)
+        if self.use_conv_mlp:
+            x = self.mlp(self.norm(x))
+        else:
+            x = self.mlp(self.norm(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        if self.gamma is not None:
+            x = x.mul(self.gamma.reshape(1, -1, 1, 1))
+        return self.drop_path(x) + self.shortcut(shortcut)
+
+
+class ConvNeXtStage(nn.Module):
+    """Optional downsample (LayerNorm + 2x2 conv) followed by a run of blocks.
+
+    ``dilation`` is (downsample conv dilation, block dilation); a stride removed for output_stride leaves a 2x2
+    stride-1 conv, padded 'same' as timm does so the feature map keeps its size.
+
+    >>> ConvNeXtStage(8, 16, stride=2, depth=1)(torch.ones(1, 8, 8, 8)).shape
+    torch.Size([1, 16, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 7, stride: int = 2, depth: int = 2,
+                 dilation: Tuple[int, int] = (1, 1), drop_path_rates: Optional[Sequence[float]] = None,
+                 ls_init_value: Optional[float] = 1e-6, conv_mlp: bool = False, conv_bias: bool = True,
+                 norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        if in_chs != out_chs or stride > 1 or dilation[0] != dilation[1]:
+            ds_kernel = 2 if stride > 1 or dilation[0] != dilation[1] else 1
+            self.downsample: nn.Module = nn.Sequential(
+                LayerNorm2d(in_chs, eps=norm_eps),
+                create_conv2d(in_chs, out_chs, ds_kernel, stride=stride, dilation=dilation[0],
+                              padding='same' if dilation[1] > 1 else 0, bias=conv_bias),
+            )
+        else:
+            self.downsample = nn.Identity()
+        rates = list(drop_path_rates) if drop_path_rates else [0.0] * depth
+        self.blocks = nn.Sequential(*[
+            ConvNeXtBlock(out_chs, kernel_size=kernel_size, dilation=dilation[1], conv_mlp=conv_mlp,
+                          conv_bias=conv_bias, ls_init_value=ls_init_value, norm_eps=norm_eps, drop_path=rates[i])
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.blocks(x)
+
+
+def _check_args(depths: Sequence[int], dims: Sequence[int], kernel_sizes: Sequence[int], num_classes: int,
+                in_chans: int, output_stride: int, global_pool: str, drop_rate: float, drop_path_rate: float,
+                patch_size: int) -> None:
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
+    for name, value, low in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
+                             ('patch_size', patch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f'{name} must be an int, got {value!r}')
+        if value < low:
+            raise ValueError(f'{name}={value!r} is invalid; valid: an int >= {low}')
+    for name, value in (('depths', depths), ('dims', dims), ('kernel_sizes', kernel_sizes)):
+        if len(value) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+            raise ValueError(f'{name}={tuple(value)!r} is invalid; valid: 4 positive ints, one per stage')
+    if global_pool not in NORM_MLP_POOL_TYPES:
+        raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {NORM_MLP_POOL_TYPES}')
+    for name, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f'{name}={value!r} is invalid; valid: 0 <= {name} < 1')
+
+
+class ConvNeXt(nn.Module):
+    """ConvNeXt with a patchify stem, four stages and a pool -> norm -> (MLP) -> classifier head.
+
+    >>> model = ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=10)
+    >>> model(torch.ones(1, 3, 64, 64)).shape
+    torch.Size([1, 10])
+    """
+
+    def __init__(self, depths: Sequence[int] = (3, 3, 9, 3), dims: Sequence[int] = (96, 192, 384, 768),
+                 kernel_sizes: Union[int, Sequence[int]] = 7, ls_init_value: Optional[float] = 1e-6,
+                 patch_size: int = 4, conv_mlp: bool = False, conv_bias: bool = True,
+                 head_hidden_size: Optional[int] = None, head_init_scale: float = 1.0, norm_eps: float = 1e-6,
+                 num_classes: int = 1000, in_chans: int = 3, output_stride: int = 32, global_pool: str = 'avg',
+                 drop_rate: float = 0.0, drop_path_rate: Optional[float] = 0.0) -> None:
+        super().__init__()
+        drop_path_rate = drop_path_rate or 0.0
+        if isinstance(kernel_sizes, int):
+            kernel_sizes = (kernel_sizes,) * 4
+        _check_args(depths, dims, kernel_sizes, num_classes, in_chans, output_stride, global_pool, drop_rate,
+                    drop_path_rate, patch_size)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size, bias=conv_bias),
+            LayerNorm2d(dims[0], eps=norm_eps),
+        )
+        self.feature_info: List[Dict[str, Any]] = []
+        rates = drop_path_rates(drop_path_rate, list(depths))
+        stages = []
+        in_chs, reduction, dilation = dims[0], patch_size, 1
+        for i in range(4):
+            # Stage 0 only downsamples when the stem stopped at stride 2 (timm's rule, kept for its stems).
+            stride = 2 if reduction == 2 or i > 0 else 1
+            if reduction >= output_stride and stride > 1:
+                dilation *= stride
+                stride = 1
+            reduction *= stride
+            # The downsample conv of a dilated stage reads the previous stage's grid, at most dilated by 2.
+            first_dilation = 1 if dilation in (1, 2) else 2
+            stages.append(ConvNeXtStage(
+                in_chs, dims[i], kernel_size=kernel_sizes[i], stride=stride, depth=depths[i],
+                dilation=(first_dilation, dilation), drop_path_rates=rates[i], ls_init_value=ls_init_value,
+                conv_mlp=conv_mlp, conv_bias=conv_bias, norm_eps=norm_eps))
+            in_chs = dims[i]
+            self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = in_chs
+        # The pretrained ConvNeXt weights normalize after pooling (in the head), so nothing sits here.
+        self.norm_pre = nn.Identity()
+        self.head = NormMlpClassifierHead(
+            self.num_features, num_classes, hidden_size=head_hidden_size, pool_type=global_pool, drop_rate=drop_rate,
+            norm_layer=partial(LayerNorm2d, eps=norm_eps), act_layer='gelu')
+        self.head_hidden_size = self.head.num_features
+        self._init_weights(head_init_scale)
+
+    def _init_weights(self, head_init_scale: float) -> None:
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+                if name.startswith('head.') and isinstance(module, nn.Linear):
+                    with torch.no_grad():
+                        module.weight.mul_(head_init_scale)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Regexes grouping parameters into stem, per-stage (coarse) or per-block groups.
+
+        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).group_matcher(coarse=True)['stem']
+        '^stem'
+        """
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm_pre', (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations.
+
+        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).set_grad_checkpointing()
+        """
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """Parameter names exempt from weight decay beyond the usual 1-d ones: none for this family.
+
+        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).no_weight_decay()
+        set()
+        """
+        return set()
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The final classifier layer.
+
+        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3).get_classifier()
+        Linear(in_features=8, out_features=3, bias=True)
+        """
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None,
+                         reset_other: bool = False) -> None:
+        """Replace the classifier (``num_classes=0`` removes it), optionally the pooling (``''`` = none) and,
+        with ``reset_other``, drop the head's norm and pre-logits MLP.
+
+        >>> model = ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8))
+        >>> model.reset_classifier(0)
+        >>> model(torch.ones(1, 3, 64, 64)).shape
+        torch.Size([1, 8])
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f'num_classes={num_classes!r} is invalid; valid: an int >= 0')
+        if global_pool is not None and global_pool not in NORM_MLP_POOL_TYPES:
+            raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {NORM_MLP_POOL_TYPES}')
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool, reset_other=reset_other)
+        self.head_hidden_size = self.head.num_features
+
+    def forward_intermediates(
+            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
+            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs selected by ``indices`` (all by default; an int n = the last n), as timm returns them.
+
+        ``norm`` applies ``norm_pre`` to the last stage's output (a no-op for the standard head ordering).
+
+        >>> m = ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+        >>> [t.shape[1] for t in m.forward_intermediates(torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
+        [24, 32]
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt={output_fmt!r} is not supported by ConvNeXt; valid: 'NCHW'")
+        num_stages = len(self.stages)
+        take = normalize_out_indices(range(num_stages) if indices is None else indices, num_stages)
+        stages = self.stages[:max(take) + 1] if stop_early else self.stages
+        x = self.stem(x)
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(self.norm_pre(x) if norm and i == num_stages - 1 else x)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == num_stages:
+            x = self.norm_pre(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages after the last one in ``indices`` (and the head); returns the kept stage indices.
+
+        >>> m = ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32))
+        >>> m.prune_intermediate_layers((0, 1)), m.num_features
+        ([0, 1], 16)
+        """
+        num_stages = len(self.stages)
+        take = normalize_out_indices(indices, num_stages)
+        last = max(take)
+        truncated = last < num_stages - 1
+        if prune_norm or truncated:
+            # norm_pre is sized for, and only applied to, the final stage
+            self.norm_pre = nn.Identity()
+        self.stages = self.stages[:last + 1]
+        if truncated:
+            self.feature_info = self.feature_info[:last + 1]
+            self.num_features = self.feature_info[last]['num_chs']
+        if prune_head or truncated:
+            self.num_classes = 0
+            self.head.reset(0, '', reset_other=True, in_features=self.num_features)
+            self.head_hidden_size = self.head.num_features
+        return list(take)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled map of the last stage, ``(N, num_features, H/32, W/32)`` at output_stride 32.
+
+        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).forward_features(torch.ones(1, 3, 64, 64)).shape
+        torch.Size([1, 8, 2, 2])
+        """
+        return self.norm_pre(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, norm, optional MLP, dropout and classify; ``pre_logits=True`` stops before the classifier.
+
+        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).forward_head(torch.ones(1, 8, 2, 2), True).shape
+        torch.Size([1, 8])
+        """
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of images.
+
+        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=4)(torch.ones(2, 3, 64, 64)).shape
+        torch.Size([2, 4])
+        """
+        return self.forward_head(self.forward_features(x))
+
+
+_ARGS = frozenset(inspect.signature(ConvNeXt.__init__).parameters) - {'self'}
+
+
+def build(variant: str, **kwargs: Any) -> ConvNeXt:
+    """Build a variant from :data:`VARIANTS`, with keyword arguments overriding the table row.
+
+    >>> build('convnext_atto', num_classes=0).num_features
+    320
+    """
+    if variant not in VARIANTS:
+        raise KeyError(f'unknown {FAMILY} variant {variant!r}; valid: {sorted(VARIANTS)}')
+    unknown = sorted(set(kwargs) - _ARGS)
+    if unknown:
+        raise TypeError(f'{variant} got unexpected arguments {unknown}; valid: {sorted(_ARGS)}')
+    return ConvNeXt(**{**VARIANTS[variant], **kwargs})

@@ -1,0 +1,431 @@
+"""VoVNet v1/v2 (Lee et al., 'An Energy and GPU-Computation Efficient Backbone Network' and 'CenterMask'), with
+timm's parameter names.
+
+A one-shot-aggregation (OSA) block runs a chain of 3x3 convolutions and concatenates the input with every link's
+output once, at the end, before a 1x1 projection; v2 ('ese_*') adds a residual and effective squeeze-excitation.
+For ``output_stride`` 16 or 8 the later stages' max-pools keep stride 1 and their convolutions are dilated, so
+sampling the dilated maps every ``32 / output_stride`` pixels gives the stride-32 maps wherever no global
+operation (the ESE gate averages the whole map) is involved.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..features.info import normalize_out_indices
+from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
+from ..layers.drop import drop_path_rates
+
+__all__ = ['VovNet', 'OsaBlock', 'OsaStage', 'SeparableConvNormAct', 'EffectiveSEModule', 'build', 'VARIANTS']
+
+FAMILY = 'vovnet'
+DEFAULT_FEATURE_CLS = 'list'
+FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
+OUTPUT_STRIDES = (8, 16, 32)
+DEFAULT_CFG = dict(
+    input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.875, crop_mode='center',
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.0.conv', classifier='head.fc')
+
+_V1 = dict(stem_chs=(64, 64, 128), stage_conv_chs=(128, 160, 192, 224), stage_out_chs=(256, 512, 768, 1024),
+           layer_per_block=5, residual=False, depthwise=False, attn='')
+_V2 = dict(_V1, residual=True, attn='ese')
+_V2_19 = dict(_V2, layer_per_block=3, block_per_stage=(1, 1, 1, 1))
+_SLIM = dict(stage_conv_chs=(64, 80, 96, 112), stage_out_chs=(112, 256, 384, 512))
+
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    'vovnet39a': dict(_V1, block_per_stage=(1, 1, 2, 2)),
+    'vovnet57a': dict(_V1, block_per_stage=(1, 1, 4, 3)),
+    'ese_vovnet19b_slim_dw': dict(_V2_19, **_SLIM, stem_chs=(64, 64, 64), depthwise=True),
+    'ese_vovnet19b_dw': dict(_V2_19, stem_chs=(64, 64, 64), depthwise=True),
+    'ese_vovnet19b_slim': dict(_V2_19, **_SLIM),
+    'ese_vovnet39b': dict(_V2, block_per_stage=(1, 1, 2, 2)),
+    'ese_vovnet57b': dict(_V2, block_per_stage=(1, 1, 4, 3)),
+    'ese_vovnet99b': dict(_V2, block_per_stage=(1, 3, 9, 3)),
+}
+
+ATTN_TYPES = ('', 'ese', 'eca')
+STEM_STRIDES = (2, 4)
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}')
+    return value
+
+
+def _int_tuple(name: str, value: Any, length: Optional[int] = None) -> Tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f'{name} must be a non-empty sequence of ints, got {value!r}')
+    if length is not None and len(value) != length:
+        raise ValueError(f'{name} must have {length} entries (one per stage), got {len(value)}: {tuple(value)}')
+    return tuple(_positive_int(f'each {name} entry', v) for v in value)
+
+
+class SeparableConvNormAct(nn.Module):
+    """Depthwise ``conv_dw`` (k x k), pointwise ``conv_pw`` (1x1), then ``bn`` with activation.
+
+    >>> SeparableConvNormAct(16, 32, stride=2)(torch.ones(1, 16, 8, 8)).shape
+    torch.Size([1, 32, 4, 4])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 dilation: int = 1, act_layer: str = 'relu') -> None:
+        super().__init__()
+        padding = ((stride - 1) + dilation * (kernel_size - 1)) // 2
+        self.conv_dw = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
+                                 dilation=dilation, groups=in_channels, bias=False)
+        self.conv_pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn = BatchNormAct2d(out_channels, act_layer=act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv_pw(self.conv_dw(x)))
+
+
+class EffectiveSEModule(nn.Module):
+    """'Effective' squeeze-excitation (CenterMask): one full-width 1x1 conv ``fc`` on the pooled map, hard-sigmoid gate.
+
+    >>> EffectiveSEModule(8)(torch.ones(1, 8, 4, 4)).shape
+    torch.Size([1, 8, 4, 4])
+    """
+
+    def __init__(self, channels: int, gate_layer: str = 'hard_sigmoid') -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(channels, channels, kernel_size=1)
+        self.gate = create_act_layer(gate_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.fc(x.mean((2, 3), keepdim=True)))
+
+
+class DenseMaxPool2d(nn.Module):
+    """The stride-1 form of VoVNet's 3x3 / stride-2 / ceil-mode max-pool, for dilated networks.
+
+    Output pixel ``i`` is the max over ``i``, ``i + d`` and ``i + 2d`` (``d = dilation``); the bottom/right edge is
+    padded with -inf, which is how ceil mode treats the missing window tail. Every ``2d``-th output therefore
+    equals the strided pool applied to a map that was itself dilated by ``d``.
+
+    >>> DenseMaxPool2d(2)(torch.ones(1, 4, 8, 8)).shape
+    torch.Size([1, 4, 8, 8])
+    """
+
+    def __init__(self, dilation: int = 1) -> None:
+        super().__init__()
+        self.dilation = dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation
+        x = F.pad(x, (0, 2 * d, 0, 2 * d), value=float('-inf'))
+        return F.max_pool2d(x, kernel_size=3, stride=1, dilation=d)
+
+    def extra_repr(self) -> str:
+        return f'dilation={self.dilation}'
+
+
+class OsaBlock(nn.Module):
+    """One-shot aggregation: ``layer_per_block`` chained 3x3 convs (``conv_mid``), the input and all their outputs
+    concatenated once and projected by ``conv_concat``; then optional attention, drop-path and residual.
+
+    >>> OsaBlock(64, 32, 128, layer_per_block=3)(torch.ones(1, 64, 8, 8)).shape
+    torch.Size([1, 128, 8, 8])
+    """
+
+    def __init__(self, in_chs: int, mid_chs: int, out_chs: int, layer_per_block: int, residual: bool = False,
+                 depthwise: bool = False, attn: str = '', act_layer: str = 'relu', dilation: int = 1,
+                 drop_path_rate: float = 0.) -> None:
+        super().__init__()
+        self.residual = residual
+        if depthwise and in_chs != mid_chs:
+            self.conv_reduction: nn.Module = ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer)
+        else:
+            self.conv_reduction = nn.Identity()
+        convs = []
+        next_in = mid_chs if depthwise else in_chs
+        for _ in range(layer_per_block):
+            if depthwise:
+                convs.append(SeparableConvNormAct(mid_chs, mid_chs, 3, dilation=dilation, act_layer=act_layer))
+            else:
+                convs.append(ConvNormAct(next_in, mid_chs, 3, dilation=dilation, act_layer=act_layer))
+            next_in = mid_chs
+        # a list, not a Sequential: the block concatenates every link's output, it does not just chain them
+        self.conv_mid = nn.ModuleList(convs)
+        self.conv_concat = ConvNormAct(in_chs + layer_per_block * mid_chs, out_chs, 1, act_layer=act_layer)
+        if attn == 'ese':
+            self.attn: nn.Module = EffectiveSEModule(out_chs)
+        elif attn == 'eca':
+            self.attn = EcaModule(out_chs)
+        else:
+            self.attn = nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [x]
+        y = self.conv_reduction(x)
+        for conv in self.conv_mid:
+            y = conv(y)
+            outputs.append(y)
+        y = self.conv_concat(torch.cat(outputs, dim=1))
+        y = self.drop_path(self.attn(y))
+        if self.residual:
+            y = y + x
+        return y
+
+
+class OsaStage(nn.Module):
+    """An optional downsampling max-pool (``pool``) then OSA ``blocks``; attention only in the last block and the
+    residual from the second block on, as in timm.
+
+    >>> OsaStage(64, 32, 128, 2, 3)(torch.ones(1, 64, 8, 8)).shape
+    torch.Size([1, 128, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, mid_chs: int, out_chs: int, block_per_stage: int, layer_per_block: int,
+                 downsample: bool = True, residual: bool = True, depthwise: bool = False, attn: str = 'ese',
+                 act_layer: str = 'relu', stride: int = 2, pool_dilation: int = 1, dilation: int = 1,
+                 drop_path_rates: Optional[Sequence[float]] = None) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        if not downsample:
+            self.pool: nn.Module = nn.Identity()
+        elif stride == 2:
+            self.pool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+        else:
+            self.pool = DenseMaxPool2d(pool_dilation)
+        rates = list(drop_path_rates) if drop_path_rates is not None else [0.] * block_per_stage
+        blocks = []
+        for i in range(block_per_stage):
+            blocks.append(OsaBlock(
+                in_chs if i == 0 else out_chs, mid_chs, out_chs, layer_per_block, residual=residual and i > 0,
+                depthwise=depthwise, attn=attn if i == block_per_stage - 1 else '', act_layer=act_layer,
+                dilation=dilation, drop_path_rate=rates[i]))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            for block in self.blocks:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return self.blocks(x)
+
+
+class VovNet(nn.Module):
+    """VoVNet: a three-conv stem (``stem``), OSA stages (``stages``) and a classifier head (``head``).
+
+    >>> m = VovNet(stem_chs=(16, 16, 32), stage_conv_chs=(16, 16, 16, 16), stage_out_chs=(32, 32, 32, 64),
+    ...            block_per_stage=(1, 1, 1, 1), layer_per_block=2, num_classes=10)
+    >>> m(torch.ones(1, 3, 64, 64)).shape
+    torch.Size([1, 10])
+    """
+
+    def __init__(self, stem_chs: Sequence[int] = (64, 64, 128), stage_conv_chs: Sequence[int] = (128, 160, 192, 224),
+                 stage_out_chs: Sequence[int] = (256, 512, 768, 1024), block_per_stage: Sequence[int] = (1, 1, 2, 2),
+                 layer_per_block: int = 5, residual: bool = True, depthwise: bool = False, attn: str = 'ese',
+                 stem_stride: int = 4, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg',
+                 output_stride: int = 32, act_layer: str = 'relu', drop_rate: float = 0.,
+                 drop_path_rate: Optional[float] = 0.) -> None:
+        super().__init__()
+        stem_chs = _int_tuple('stem_chs', stem_chs, 3)
+        stage_conv_chs = _int_tuple('stage_conv_chs', stage_conv_chs)
+        num_stages = len(stage_conv_chs)
+        stage_out_chs = _int_tuple('stage_out_chs', stage_out_chs, num_stages)
+        block_per_stage = _int_tuple('block_per_stage', block_per_stage, num_stages)
+        layer_per_block = _positive_int('layer_per_block', layer_per_block)
+        in_chans = _positive_int('in_chans', in_chans)
+        num_classes = _positive_int('num_classes', num_classes, minimum=0)
+        if attn not in ATTN_TYPES:
+            raise ValueError(f'unknown attn {attn!r}; valid: {ATTN_TYPES}')
+        if stem_stride not in STEM_STRIDES:
+            raise ValueError(f'stem_stride={stem_stride!r} is not supported; valid: {STEM_STRIDES}')
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
+        drop_path_rate = drop_path_rate or 0.
+        global_pool = 'avg' if global_pool is None else global_pool
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+
+        conv_type = SeparableConvNormAct if depthwise else ConvNormAct
+        self.stem = nn.Sequential(
+            ConvNormAct(in_chans, stem_chs[0], 3, stride=2, act_layer=act_layer),
+            conv_type(stem_chs[0], stem_chs[1], 3, stride=1, act_layer=act_layer),
+            conv_type(stem_chs[1], stem_chs[2], 3, stride=stem_stride // 2, act_layer=act_layer),
+        )
+        self.feature_info = [dict(num_chs=stem_chs[1] if stem_stride == 4 else stem_chs[2], reduction=2,
+                                  module='stem.1' if stem_stride == 4 else 'stem.2')]
+
+        stride, dilation = stem_stride, 1
+        rates = drop_path_rates(drop_path_rate, block_per_stage)
+        in_chs = stem_chs[-1]
+        stages = []
+        for i in range(num_stages):
+            # with a stride-4 stem the first stage works at the stem's resolution
+            downsample = stem_stride == 2 or i > 0
+            pool_stride, pool_dilation = 1, dilation
+            if downsample:
+                if stride < output_stride:
+                    pool_stride = 2
+                    stride *= 2
+                else:
+                    dilation *= 2
+            stages.append(OsaStage(
+                in_chs, stage_conv_chs[i], stage_out_chs[i], block_per_stage[i], layer_per_block,
+                downsample=downsample, residual=residual, depthwise=depthwise, attn=attn, act_layer=act_layer,
+                stride=pool_stride, pool_dilation=pool_dilation, dilation=dilation, drop_path_rates=rates[i]))
+            in_chs = stage_out_chs[i]
+            self.feature_info.append(dict(num_chs=in_chs, reduction=stride, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.num_features = in_chs
+
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Regex rules that group parameter names into stem and blocks (for layer-wise learning-rate decay).
+
+        >>> build('ese_vovnet19b_dw').group_matcher()['stem']
+        '^stem'
+        """
+        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.blocks\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each OSA block's activations in backward instead of storing them.
+
+        >>> m = build('ese_vovnet19b_dw'); m.set_grad_checkpointing(); m.stages[0].grad_checkpointing
+        True
+        """
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """Parameter names exempt from weight decay: none for VoVNet.
+
+        >>> build('ese_vovnet19b_dw').no_weight_decay()
+        set()
+        """
+        return set()
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The final classifier (``head.fc``).
+
+        >>> build('ese_vovnet19b_dw', num_classes=5).get_classifier()
+        Linear(in_features=1024, out_features=5, bias=True)
+        """
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (``num_classes=0`` removes it); ``global_pool=''`` also removes the pooling.
+
+        >>> m = build('ese_vovnet19b_dw'); m.reset_classifier(0); m(torch.ones(1, 3, 64, 64)).shape
+        torch.Size([1, 1024])
+        """
+        num_classes = _positive_int('num_classes', num_classes, minimum=0)
+        ref = next(self.parameters(), None)
+        self.head.in_features = self.num_features
+        self.head.reset(num_classes, global_pool)
+        if ref is not None:
+            self.head.to(device=ref.device, dtype=ref.dtype)
+        self.head.train(self.training)
+        self.num_classes = num_classes
+        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+
+    def _stem_tap(self) -> int:
+        return int(self.feature_info[0]['module'].split('.')[1])
+
+    def forward_intermediates(
+            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
+            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The feature levels of ``feature_info`` selected by ``indices`` (all by default; an int n = the last n).
+
+        >>> m = build('ese_vovnet19b_dw'); [t.shape[1] for t in m.forward_intermediates(
+        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
+        [768, 1024]
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt={output_fmt!r} is not supported by VoVNet; valid: 'NCHW'")
+        num_levels = len(self.stages) + 1
+        take = normalize_out_indices(range(num_levels) if indices is None else indices, num_levels)
+        intermediates = []
+        tap = self._stem_tap()
+        x = self.stem[:tap + 1](x)
+        if 0 in take:
+            intermediates.append(x)
+        x = self.stem[tap + 1:](x)
+        last = max(take) if stop_early else num_levels - 1
+        for level, stage in enumerate(self.stages[:last], start=1):
+            x = stage(x)
+            if level in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the layers after the last level in ``indices`` (and the head); returns the kept level indices.
+
+        >>> m = build('ese_vovnet19b_dw'); m.prune_intermediate_layers((0, 2)); m.num_features
+        [0, 2]
+        512
+        """
+        num_levels = len(self.stages) + 1
+        take = normalize_out_indices(indices, num_levels)
+        last = max(take)
+        self.stages = self.stages[:last]
+        if last == 0:
+            tap = self._stem_tap()
+            self.stem = self.stem[:tap + 1]
+        if last < num_levels - 1:
+            # the head was sized for the final map, which no longer exists
+            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
+            self.feature_info = self.feature_info[:last + 1]
+            prune_head = True
+        if prune_head:
+            self.reset_classifier(0, '')
+        return list(take)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The unpooled map after the last stage, ``(N, num_features, H / r, W / r)``.
+
+        >>> build('ese_vovnet19b_dw').forward_features(torch.ones(1, 3, 64, 64)).shape
+        torch.Size([1, 1024, 2, 2])
+        """
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout and classify a ``forward_features`` map; ``pre_logits=True`` stops before the classifier.
+
+        >>> build('ese_vovnet19b_dw').forward_head(torch.ones(1, 1024, 2, 2), pre_logits=True).shape
+        torch.Size([1, 1024])
+        """
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def build(variant: str, **kwargs: Any) -> VovNet:
+    """Build a VoVNet variant from :data:`VARIANTS`, with constructor arguments overriding the row.
+
+    >>> build('ese_vovnet39b', output_stride=8).feature_info[-1]['reduction']
+    8
+    """
+    if variant not in VARIANTS:
+        raise KeyError(f'unknown vovnet variant {variant!r}; valid: {sorted(VARIANTS)}')
+    return VovNet(**dict(VARIANTS[variant], **kwargs))
