@@ -239,10 +239,10 @@ def param_groups(model: nn.Module, weight_decay: float = 1e-5, layer_decay: Opti
         layer = ids[name] if ids else 0
         key = (layer, no_decay)
         if key not in groups:
-            group: Dict[str, Any] = dict(params=[], param_names=[], weight_decay=0.0 if no_decay else weight_decay)
+            group: Dict[str, Any] = dict(params=[], names=[], weight_decay=0.0 if no_decay else weight_decay)
             if ids is not None:
                 group['lr_scale'] = layer_decay ** (num_layers - 1 - layer)
             groups[key] = group
         groups[key]['params'].append(param)
-        groups[key]['param_names'].append(name)
+        groups[key]['names'].append(name)
     return [groups[k] for k in sorted(groups)]

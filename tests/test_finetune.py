@@ -126,7 +126,7 @@ def test_param_groups_cover_every_parameter_once(name):
             seen = [id(p) for g in groups for p in g['params']]
             assert len(seen) == len(set(seen)) == sum(1 for _ in model.parameters())
             for g in groups:
-                for n, p in zip(g['param_names'], g['params']):
+                for n, p in zip(g['names'], g['params']):
                     if p.ndim <= 1:
                         assert g['weight_decay'] == 0.0, n
             if layer_decay:
