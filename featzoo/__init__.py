@@ -50,7 +50,8 @@ _EXPORTS = {
     'read_embeddings': 'featzoo.extract',
     'open_embeddings': 'featzoo.extract',
 }
-_SUBMODULES = ('data', 'layers', 'features', 'weights', 'models', 'extract', 'registry', 'factory', 'finetune')
+_SUBMODULES = ('data', 'layers', 'features', 'weights', 'models', 'extract', 'registry', 'factory', 'finetune', 'visualize',
+               'inference')
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

@@ -64,7 +64,9 @@ def build_timm_reference(name: str, seed: int = 0, **kwargs: Any) -> nn.Module:
 def save_state(state: Dict[str, torch.Tensor], directory: Optional[str] = None) -> str:
     """Write a state_dict as safetensors in a temporary file; return its path."""
     from safetensors.torch import save_file
-    directory = directory or tempfile.mkdtemp(prefix='featzoo-test-')
+    # a RAM-backed folder where there is one: parity tests write and read back hundreds of MB
+    scratch = '/dev/shm' if os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK) else None
+    directory = directory or tempfile.mkdtemp(prefix='featzoo-test-', dir=scratch)
     path = os.path.join(directory, 'weights.safetensors')
     save_file({k: v.detach().contiguous() for k, v in state.items()}, path)
     return path

@@ -1,0 +1,111 @@
+"""Decoding and preprocessing images in DataLoader workers, turning unreadable files into reasons, not crashes."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..data import load_image
+
+__all__ = ['ImageFileDataset', 'collate_images', 'decode_image', 'fast_decode_size', 'worker_init']
+
+# (file index, preprocessed tensor or None, reason the file was skipped or None)
+Item = Tuple[int, Optional[torch.Tensor], Optional[str]]
+
+
+def fast_decode_size(data_config: Dict[str, Any]) -> int:
+    """The smallest side a JPEG may be decoded at without the eval transform ever upsampling because of it.
+
+    The eval resize target is ``size / crop_pct``; asking Pillow for at least that many pixels on both sides keeps
+    every crop mode ('center', 'squash', 'border') downsampling.
+
+    >>> fast_decode_size({'input_size': (3, 224, 224), 'crop_pct': 0.875})
+    256
+    """
+    height, width = data_config['input_size'][-2:]
+    crop_pct = data_config.get('crop_pct') or 1.0
+    return int(math.ceil(max(height, width) / min(crop_pct, 1.0)))
+
+
+def decode_image(path: str, mode: str = 'RGB', draft_size: Optional[int] = None) -> Image.Image:
+    """Open an image with :func:`featzoo.data.load_image`; with ``draft_size``, let Pillow decode a JPEG at a
+    reduced scale (1/2, 1/4 or 1/8) as long as both sides stay at least ``draft_size``.
+
+    Reduced-scale decoding changes pixels slightly, which is why it is opt-in (``--fast-decode``).
+
+    >>> import tempfile; p = os.path.join(tempfile.mkdtemp(), 'a.jpg'); Image.new('RGB', (800, 600)).save(p)
+    >>> decode_image(p, draft_size=200).size
+    (400, 300)
+    """
+    if draft_size is None:
+        return load_image(path, mode)
+    try:
+        with Image.open(path) as img:
+            if img.format == 'JPEG':
+                img.draft(None, (draft_size, draft_size))
+            img.load()
+            return load_image(img, mode)
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError, OSError):
+        # The plain loader turns these into the same messages as without fast decoding.
+        return load_image(path, mode)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f'{type(exc).__name__}: {text}'
+
+
+class ImageFileDataset(Dataset):
+    """Items ``(index, tensor, None)`` for readable files and ``(index, None, reason)`` for the others.
+
+    ``indices`` selects which entries of ``paths`` this dataset serves (a rank's share of the pending shards); the
+    returned index is the position in ``paths``, so results land in the right row whatever the split.
+
+    >>> ds = ImageFileDataset('/nonexistent', ['a.jpg'], [0], transform=lambda im: im)
+    >>> ds[0][0], ds[0][1], ds[0][2].startswith('FileNotFoundError')
+    (0, None, True)
+    """
+
+    def __init__(self, root: str, paths: Sequence[str], indices: Sequence[int], transform: Callable[[Any], Any],
+                 mode: str = 'RGB', draft_size: Optional[int] = None) -> None:
+        self.root = root
+        self.paths = list(paths)
+        self.indices = list(indices)
+        self.transform = transform
+        self.mode = mode
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> Item:
+        index = self.indices[position]
+        path = os.path.join(self.root, *self.paths[index].split('/'))
+        try:
+            image = decode_image(path, self.mode, self.draft_size)
+            tensor = self.transform(image)
+        except Exception as exc:  # noqa: BLE001 - any failure of one file is that file's skip reason
+            return index, None, _reason(exc)
+        return index, tensor, None
+
+
+def collate_images(items: List[Item]) -> Tuple[List[int], Optional[torch.Tensor], List[Tuple[int, str]]]:
+    """Stack the readable items of a batch; keep the unreadable ones aside with their reasons.
+
+    >>> ok, x, bad = collate_images([(0, torch.zeros(3, 2, 2), None), (1, None, 'ValueError: corrupt')])
+    >>> ok, tuple(x.shape), bad
+    ([0], (1, 3, 2, 2), [(1, 'ValueError: corrupt')])
+    """
+    good = [(index, tensor) for index, tensor, reason in items if reason is None]
+    bad = [(index, reason) for index, _, reason in items if reason is not None]
+    batch = torch.stack([tensor for _, tensor in good]) if good else None
+    return [index for index, _ in good], batch, bad
+
+
+def worker_init(_: int) -> None:
+    """Keep each decoding worker on one thread: the processes share the cores with the forward pass."""
+    torch.set_num_threads(1)

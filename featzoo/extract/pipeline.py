@@ -1,0 +1,616 @@
+"""extract_embeddings: a folder of images in, sharded pre-logit embeddings and a manifest out.
+
+Resumable (finished shards are never redone), distributed over torchrun ranks, and strict about continuing only the
+same job in the same output folder.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import math
+import os
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dataset import ImageFileDataset, collate_images, fast_decode_size, worker_init
+from .distributed import DistContext, init_distributed, split_work
+from .files import (
+    IMAGE_EXTENSIONS, ImageFile, describe_image_set_change, image_set_digest, list_images, read_listing, write_listing,
+)
+from .manifest import (
+    FORMAT_VERSION, JOB_FILE, LISTING_FILE, MANIFEST_FILE, SHARD_DIR, job_differences, job_digest, jsonable,
+    read_json, write_json_atomic,
+)
+from .shards import read_shard_info, remove_stale_temporaries, shard_name, write_shard
+
+__all__ = ['extract_embeddings', 'ExtractResult', 'WeightsUnavailableError', 'DTYPES', 'AUTOCAST_MODES',
+           'DEFAULT_SHARD_SIZE', 'weights_digest', 'build_with_weights']
+
+PathLike = Union[str, os.PathLike]
+DTYPES = ('float32', 'float16')
+AUTOCAST_MODES = ('none', 'bf16', 'fp16')
+DEFAULT_SHARD_SIZE = 10000
+_AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+class WeightsUnavailableError(FileNotFoundError):
+    """The pretrained weights an extraction needs are neither cached nor downloadable, and no file was given."""
+
+
+@dataclass
+class ExtractResult:
+    """What an extraction produced: the folder, its row and skip counts, and this run's speed.
+
+    ``processed`` counts the files read by this call (all ranks); a fully resumed rerun processes none.
+
+    >>> ExtractResult('out', rows=3, skipped=1, processed=4, seconds=2.0, shards=1, resumed_shards=0).images_per_s
+    2.0
+    """
+
+    out: str
+    rows: int
+    skipped: int
+    processed: int
+    seconds: float
+    shards: int
+    resumed_shards: int
+    manifest: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for the end of a run.
+
+        >>> ExtractResult('out', 3, 1, 4, 2.0, 1, 0).summary()
+        'featzoo extract: 3 rows, 1 skipped, 2.0 s, 2.0 images/s -> out'
+        """
+        line = (f'featzoo extract: {self.rows} rows, {self.skipped} skipped, {self.seconds:.1f} s, '
+                f'{self.images_per_s:.1f} images/s -> {self.out}')
+        if self.resumed_shards:
+            line += f' ({self.resumed_shards} of {self.shards} shards were already done)'
+        return line
+
+
+# ----------------------------------------------------------------------------------------------- option checks
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {value!r}')
+    return value
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int >= {minimum}, got {value!r}')
+    if value < minimum:
+        raise ValueError(f'{name}={value} is invalid; it must be >= {minimum}')
+    return value
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f'{name}={value!r} is invalid; valid: {", ".join(choices)}')
+    return value
+
+
+def _check_input_size(value: Any) -> Optional[Tuple[int, ...]]:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (not isinstance(value, (tuple, list)) or len(value) not in (2, 3)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ValueError(f'input_size must be a positive int, (height, width) or (channels, height, width), '
+                         f'got {value!r}')
+    return tuple(value)
+
+
+def _resolve_device(device: Optional[str]) -> str:
+    if device is None:
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a str such as 'cpu', 'cuda' or 'cuda:1', got {device!r}")
+    kind, _, number = device.partition(':')
+    if kind not in ('cpu', 'cuda') or (number and (kind == 'cpu' or not number.isdigit())):
+        raise ValueError(f"device={device!r} is invalid; valid: 'cpu', 'cuda', 'cuda:N'")
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError(f'device={device!r} was asked for, but torch sees no CUDA GPU '
+                           f'(torch.cuda.is_available() is False); use --device cpu')
+    return device
+
+
+def _autocast_mode(value: Optional[str], device: str) -> Optional[str]:
+    if value is None or value == 'none':
+        return None
+    aliases = {'bfloat16': 'bf16', 'float16': 'fp16', 'half': 'fp16'}
+    mode = aliases.get(value, value) if isinstance(value, str) else value
+    _check_choice('autocast', mode, AUTOCAST_MODES)
+    if mode == 'fp16' and not device.startswith('cuda'):
+        raise ValueError("autocast='fp16' runs on CUDA only; on CPU use autocast='bf16'")
+    return mode
+
+
+# -------------------------------------------------------------------------------------------------- the model
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over a model's state_dict (names, dtypes, shapes and bytes): equal digests mean equal weights.
+
+    >>> weights_digest(nn.Linear(2, 2)) == weights_digest(nn.Linear(2, 2))
+    False
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f'{name}|{tensor.dtype}|{tuple(tensor.shape)}\n'.encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _pretrained_reason(exc: BaseException) -> str:
+    # The weights layer explains how to supply files to create_model; here the options are the command's own.
+    text = str(exc)
+    cut = text.find(' Supply them')
+    return (text[:cut] if cut > 0 else text).rstrip('. ')
+
+
+def _weights_help(name: str) -> str:
+    return (f'give a weights file with --checkpoint FILE (checkpoint= in Python), make the Hub reachable or point '
+            f'HF_HUB_CACHE at a Hugging Face cache holding {name!r}, or pass --no-pretrained (pretrained=False) '
+            f'to extract with random weights')
+
+
+def build_with_weights(name: str, checkpoint: Optional[PathLike] = None, pretrained: bool = True, seed: int = 0,
+                       **kwargs: Any) -> Tuple[nn.Module, Dict[str, Any]]:
+    """``create_model(name, **kwargs)`` with the commands' weight rules, and a description of the weights' source.
+
+    ``checkpoint`` wins; else the default pretrained tag, whose absence (offline, not cached, never published) is a
+    :class:`WeightsUnavailableError` naming the options that supply weights; ``pretrained=False`` gives random
+    weights drawn from ``seed``, identical in every process and every resumed run.
+
+    >>> model, source = build_with_weights('resnet18', pretrained=False, num_classes=0)
+    >>> source
+    {'source': 'random', 'seed': 0}
+    """
+    from .. import registry
+    from ..factory import create_model, parse_model_name
+    from ..weights.hub import PretrainedUnavailableError
+
+    if checkpoint is not None:
+        path = os.path.abspath(os.fspath(checkpoint))
+        return create_model(name, checkpoint_path=path, **kwargs), {'source': 'checkpoint', 'file': path}
+    if not pretrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_model(name, **kwargs)
+        return model, {'source': 'random', 'seed': seed}
+    source, rest = parse_model_name(name)
+    if not source and not registry.get_arch_entry(rest).get('pretrained'):
+        raise WeightsUnavailableError(f'{name!r} has no published pretrained weights; to run it, '
+                                      + _weights_help(name))
+    try:
+        model = create_model(name, pretrained=True, **kwargs)
+    except PretrainedUnavailableError as exc:
+        raise WeightsUnavailableError(f'no weights for {name!r}: {_pretrained_reason(exc)}. To run anyway, '
+                                      + _weights_help(name)) from exc
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    tag = cfg.get('tag')
+    label = f"{cfg.get('architecture', rest)}.{tag}" if tag and not source else name
+    return model, {'source': 'pretrained', 'name': label, 'hf_hub_id': cfg.get('hf_hub_id')}
+
+
+def _prepare_for_inference(model: nn.Module, device: str) -> nn.Module:
+    """The model as the extraction loop runs it.
+
+    Inference-path rewrites (``featzoo.inference.optimize_for_inference``: batch-norm folding, channels_last,
+    torch.compile) belong here and nowhere else: the probe forward and every batch go through what this returns,
+    while the weights digest of the job is taken before it, from the weights as loaded.
+    """
+    return model.eval().to(device)
+
+
+def _embed_fn(model: nn.Module, device: str, autocast: Optional[str]) -> Callable[[torch.Tensor], torch.Tensor]:
+    has_head = hasattr(model, 'forward_features') and hasattr(model, 'forward_head')
+    device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        ctx = (torch.autocast(device_type, dtype=_AUTOCAST_DTYPES[autocast]) if autocast
+               else contextlib.nullcontext())
+        with torch.inference_mode(), ctx:
+            x = x.to(device, non_blocking=True)
+            out = model.forward_head(model.forward_features(x), pre_logits=True) if has_head else model(x)
+        return out.float()
+    return embed
+
+
+# --------------------------------------------------------------------------------------------- the output folder
+
+
+def _own_entry(name: str) -> bool:
+    return name in (JOB_FILE, MANIFEST_FILE, LISTING_FILE, SHARD_DIR) or name.startswith('.tmp-')
+
+
+def _clear_output(out: str) -> None:
+    """Remove this package's files from ``out`` (and nothing else)."""
+    for name in (MANIFEST_FILE, JOB_FILE, LISTING_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(out, name))
+    shard_dir = os.path.join(out, SHARD_DIR)
+    if os.path.isdir(shard_dir):
+        for name in os.listdir(shard_dir):
+            if name.startswith('shard-') or name.startswith('.tmp-'):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(shard_dir, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(shard_dir)
+    remove_stale_temporaries(out)
+
+
+def _check_existing(out: str, spec: Dict[str, Any], files: List[ImageFile], overwrite: bool) -> None:
+    """Refuse to mix two jobs in one folder, naming what differs; ``overwrite`` starts over instead."""
+    if not os.path.exists(out):
+        return
+    if not os.path.isdir(out):
+        raise NotADirectoryError(f'output {out!r} is a file; give a folder (it is created if missing)')
+    entries = os.listdir(out)
+    job_path = os.path.join(out, JOB_FILE)
+    if overwrite:
+        _clear_output(out)
+        return
+    foreign = sorted(e for e in entries if not _own_entry(e))
+    if foreign and not os.path.isfile(job_path):
+        raise FileExistsError(f'output folder {out!r} already holds other files ({", ".join(foreign[:3])}'
+                              f'{", ..." if len(foreign) > 3 else ""}) and no featzoo extraction; choose a new or '
+                              f'empty folder, or pass --overwrite to write beside them')
+    if not os.path.isfile(job_path):
+        return
+    recorded = read_json(job_path)
+    if recorded.get('format_version') != FORMAT_VERSION:
+        raise RuntimeError(f'{job_path!r} has format_version {recorded.get("format_version")!r}, this featzoo writes '
+                           f'{FORMAT_VERSION}; pass --overwrite to start over')
+    before = {k: v for k, v in recorded.get('job', {}).items() if k != 'images'}
+    now = {k: v for k, v in spec.items() if k != 'images'}
+    problems = job_differences(before, now)
+    old_images = recorded.get('job', {}).get('images', {})
+    if old_images != jsonable(spec['images']):
+        listing = os.path.join(out, LISTING_FILE)
+        change = (describe_image_set_change(read_listing(listing), files) if os.path.isfile(listing)
+                  else f"{old_images.get('count')} files before, {len(files)} now")
+        if old_images.get('root') != spec['images']['root']:
+            change = f"image folder {old_images.get('root')!r} before, {spec['images']['root']!r} now; " + change
+        problems.append(f'the image set changed: {change}')
+    if problems:
+        raise ValueError(f'{out!r} holds an extraction made with other settings: ' + '; '.join(problems)
+                         + '. Rerun with the original arguments, choose another output folder, or pass --overwrite '
+                         'to start over')
+
+
+def _shard_range(index: int, shard_size: int, total: int) -> Tuple[int, int]:
+    start = index * shard_size
+    return start, min(start + shard_size, total)
+
+
+def _prepare_output(out: str, spec: Dict[str, Any], digest: str, files: List[ImageFile], shard_size: int,
+                    overwrite: bool) -> Tuple[List[int], int]:
+    """Rank 0: validate or start the job in ``out``; returns the shards still to do and the number resumed."""
+    _check_existing(out, spec, files, overwrite)
+    shard_dir = os.path.join(out, SHARD_DIR)
+    os.makedirs(shard_dir, exist_ok=True)
+    remove_stale_temporaries(shard_dir)
+    remove_stale_temporaries(out)
+    num_shards = math.ceil(len(files) / shard_size)
+    job_path = os.path.join(out, JOB_FILE)
+    if not os.path.isfile(job_path):
+        # The listing goes first: job.json existing means the listing beside it is complete.
+        write_listing(os.path.join(out, LISTING_FILE), files)
+        write_json_atomic(job_path, {
+            'format_version': FORMAT_VERSION, 'job_digest': digest, 'job': spec, 'num_shards': num_shards,
+            'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})
+    pending = []
+    for index in range(num_shards):
+        start, stop = _shard_range(index, shard_size, len(files))
+        info = read_shard_info(os.path.join(shard_dir, shard_name(index, num_shards)))
+        done = (info is not None and info.job == digest and info.index == index and info.first_file == start
+                and info.num_files == stop - start)
+        if not done:
+            pending.append(index)
+    if pending:
+        # A manifest promises a complete folder; it comes back, rewritten, when the missing shards are done.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(out, MANIFEST_FILE))
+    return pending, num_shards - len(pending)
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+
+
+class _ShardBuffer:
+    """Rows of one shard as they arrive; complete when every file of its range has a row or a skip reason."""
+
+    def __init__(self, index: int, start: int, stop: int) -> None:
+        self.index, self.start, self.stop = index, start, stop
+        self.rows: Dict[int, torch.Tensor] = {}
+        self.skipped: Dict[int, str] = {}
+
+    def complete(self) -> bool:
+        return len(self.rows) + len(self.skipped) == self.stop - self.start
+
+
+def _run_shards(shards: Sequence[int], *, paths: List[str], root: str, out: str, num_shards: int, shard_size: int,
+                digest: str, transform: Callable, mode: str, draft_size: Optional[int],
+                embed: Callable[[torch.Tensor], torch.Tensor], dim: int, normalize: bool, dtype: torch.dtype,
+                batch_size: int, workers: int, pin_memory: bool, progress: Any, rank: int) -> int:
+    """Extract ``shards`` in order, writing each as soon as it is complete; returns the files processed."""
+    from torch.utils.data import DataLoader
+
+    buffers: 'OrderedDict[int, _ShardBuffer]' = OrderedDict()
+    indices: List[int] = []
+    for index in shards:
+        start, stop = _shard_range(index, shard_size, len(paths))
+        buffers[index] = _ShardBuffer(index, start, stop)
+        indices.extend(range(start, stop))
+    if not indices:
+        return 0
+    dataset = ImageFileDataset(root, paths, indices, transform, mode=mode, draft_size=draft_size)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate_images, pin_memory=pin_memory,
+                        worker_init_fn=worker_init if workers else None,
+                        prefetch_factor=4 if workers else None)
+    shard_dir = os.path.join(out, SHARD_DIR)
+    processed = 0
+    for good, batch, bad in loader:
+        if batch is not None:
+            emb = embed(batch)
+            if normalize:
+                emb = F.normalize(emb, dim=1)
+            emb = emb.to('cpu', dtype)
+            for index, row in zip(good, emb):
+                buffers[index // shard_size].rows[index] = row
+        for index, reason in bad:
+            buffers[index // shard_size].skipped[index] = reason
+        processed += len(good) + len(bad)
+        progress.update(len(good) + len(bad))
+        while buffers and next(iter(buffers.values())).complete():
+            _, buf = buffers.popitem(last=False)
+            order = sorted(buf.rows)
+            rows = torch.stack([buf.rows[i] for i in order]) if order else torch.empty(0, dim, dtype=dtype)
+            write_shard(os.path.join(shard_dir, shard_name(buf.index, num_shards)), rows, index=buf.index, job=digest,
+                        paths=[paths[i] for i in order],
+                        skipped=[{'path': paths[i], 'reason': buf.skipped[i]} for i in sorted(buf.skipped)],
+                        first_file=buf.start, num_files=buf.stop - buf.start, rank=rank)
+    return processed
+
+
+def _write_manifest(out: str, num_shards: int, digest: str, base: Dict[str, Any]) -> Dict[str, Any]:
+    shards, skipped, rows = [], [], 0
+    for index in range(num_shards):
+        name = shard_name(index, num_shards)
+        info = read_shard_info(os.path.join(out, SHARD_DIR, name))
+        if info is None or info.job != digest:
+            raise RuntimeError(f'shard {name} of {out!r} is missing or damaged after the run; run the same '
+                               f'command again to redo it')
+        shards.append({'file': f'{SHARD_DIR}/{name}', 'rows': info.rows, 'files': info.num_files})
+        skipped.extend(info.skipped)
+        rows += info.rows
+    manifest = dict(base, rows=rows, shards=shards, skipped=skipped,
+                    finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
+    write_json_atomic(os.path.join(out, MANIFEST_FILE), manifest)
+    return manifest
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool, ctx: DistContext) -> Any:
+    if not enabled or total == 0:
+        return _NoProgress()
+    from tqdm import tqdm
+    desc = 'extract' if not ctx.distributed else f'extract (rank 0 of {ctx.world_size})'
+    return tqdm(total=total, unit='img', desc=desc, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+
+# ------------------------------------------------------------------------------------------------------ the API
+
+
+def extract_embeddings(
+        model: Union[str, nn.Module],
+        images: PathLike,
+        out: PathLike,
+        *,
+        checkpoint: Optional[PathLike] = None,
+        pretrained: bool = True,
+        batch_size: int = 32,
+        workers: Optional[int] = None,
+        device: Optional[str] = None,
+        normalize: bool = False,
+        dtype: str = 'float32',
+        fast_decode: bool = False,
+        overwrite: bool = False,
+        input_size: Optional[Union[int, Sequence[int]]] = None,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        autocast: Optional[str] = None,
+        seed: int = 0,
+        quiet: bool = False,
+        data_config: Optional[Dict[str, Any]] = None,
+) -> ExtractResult:
+    """Embed every image under ``images`` into sharded safetensors files and a manifest in ``out``.
+
+    Each row is the model's pooled pre-logits, ``forward_head(forward_features(x), pre_logits=True)``, on the
+    model's eval preprocessing. ``model`` is a registered name (weights: ``checkpoint``, else the default
+    pretrained tag unless ``pretrained=False``, which uses random weights seeded by ``seed``) or a module.
+    Unreadable files are skipped and listed in the manifest. Running the same call again after an interruption
+    finishes the job without redoing finished shards; under ``torchrun`` the shards are split across ranks.
+    ``input_size`` ((H, W) or (C, H, W)) overrides the preprocessing size; ``autocast`` is 'bf16' (CPU, CUDA) or
+    'fp16' (CUDA); ``dtype`` ('float32' or 'float16') is the storage type.
+
+    >>> result = extract_embeddings('resnet18', 'photos/', 'emb/', pretrained=False, normalize=True)  # doctest: +SKIP
+    >>> paths, emb = read_embeddings('emb/')  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    images = os.path.abspath(os.fspath(images))
+    out = os.path.abspath(os.fspath(out))
+    if not isinstance(model, (str, nn.Module)):
+        raise TypeError(f'model must be a registered model name or an nn.Module, got {type(model).__name__}')
+    for name, value in (('pretrained', pretrained), ('normalize', normalize), ('fast_decode', fast_decode),
+                        ('overwrite', overwrite), ('quiet', quiet)):
+        _check_bool(name, value)
+    _check_int('batch_size', batch_size, 1)
+    _check_int('shard_size', shard_size, 1)
+    _check_int('seed', seed, 0)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    _check_int('workers', workers, 0)
+    _check_choice('dtype', dtype, DTYPES)
+    size = _check_input_size(input_size)
+    device = _resolve_device(device)
+    autocast = _autocast_mode(autocast, device)
+    if checkpoint is not None:
+        if not isinstance(model, str):
+            raise ValueError('checkpoint applies to a model given by name; load the weights into your module instead')
+        checkpoint = os.fspath(checkpoint)
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
+    if not os.path.isdir(images):
+        if os.path.exists(images):
+            raise NotADirectoryError(f'{images!r} is a file; IMAGES must be a folder of images')
+        raise FileNotFoundError(f'image folder {images!r} does not exist')
+    if data_config is not None and not isinstance(data_config, dict):
+        raise TypeError(f'data_config must be a dict, got {type(data_config).__name__}')
+    arguments = dict(model=model if isinstance(model, str) else type(model).__name__, images=images, out=out,
+                     checkpoint=checkpoint, pretrained=pretrained, batch_size=batch_size, workers=workers,
+                     device=device, normalize=normalize, dtype=dtype, fast_decode=fast_decode, overwrite=overwrite,
+                     input_size=size, shard_size=shard_size, autocast=autocast or 'none', seed=seed, quiet=quiet)
+
+    ctx = init_distributed(device)
+    try:
+        if ctx.distributed and device.startswith('cuda'):
+            device = f'cuda:{ctx.local_rank}'
+        return _extract(model, images, out, ctx=ctx, started=started, arguments=arguments, checkpoint=checkpoint,
+                        pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
+                        normalize=normalize, dtype=dtype, fast_decode=fast_decode, overwrite=overwrite, size=size,
+                        shard_size=shard_size, autocast=autocast, seed=seed, quiet=quiet, data_config=data_config)
+    finally:
+        ctx.close()
+
+
+def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistContext, started: float,
+             arguments: Dict[str, Any], checkpoint: Optional[str], pretrained: bool, batch_size: int, workers: int,
+             device: str, normalize: bool, dtype: str, fast_decode: bool, overwrite: bool,
+             size: Optional[Tuple[int, ...]], shard_size: int, autocast: Optional[str], seed: int, quiet: bool,
+             data_config: Optional[Dict[str, Any]]) -> ExtractResult:
+    from ..data import create_transform, resolve_data_config
+
+    if isinstance(model, str):
+        name = model
+        # num_classes=0: the classifier is never used, and checkpoints fine-tuned to any class count still load.
+        net, weights = build_with_weights(model, checkpoint, pretrained, seed, num_classes=0)
+    else:
+        name = f'{type(model).__module__}.{type(model).__qualname__}'
+        net, weights = model, {'source': 'module'}
+    weights = dict(weights, sha256=weights_digest(net))
+
+    cfg = resolve_data_config(dict(data_config or {}), model=net)
+    if size is not None:
+        # (H, W) keeps the channel count the model's preprocessing has (1 for grayscale models).
+        channels = size[0] if len(size) == 3 else cfg['input_size'][0]
+        cfg = resolve_data_config(dict(data_config or {}, input_size=(channels,) + tuple(size[-2:])), model=net)
+    transform = create_transform(**cfg)
+    mode = 'L' if cfg['input_size'][0] == 1 else 'RGB'
+
+    net = _prepare_for_inference(net, device)
+    embed = _embed_fn(net, device, autocast)
+    # One zero image through the whole path before any work: a model that cannot take this input size, or whose
+    # pre-logits are not one vector per image, fails here rather than after a listing of a million files.
+    probe = embed(torch.zeros((1,) + tuple(cfg['input_size'])))
+    if probe.ndim != 2:
+        raise ValueError(f'{name!r} gives pre-logits of shape {tuple(probe.shape)} for one image, not one vector '
+                         f'([1, dim]); build it with global pooling')
+    dim = int(probe.shape[1])
+
+    # The job: everything that decides the rows. batch_size, workers, device, quiet and overwrite only decide how
+    # the work runs, so a resumed run may change them.
+    spec: Dict[str, Any] = jsonable({
+        'model': name, 'weights': {k: v for k, v in weights.items() if k != 'file'}, 'data_config': cfg,
+        'normalize': normalize, 'dtype': dtype, 'fast_decode': fast_decode, 'autocast': autocast or 'none',
+        'shard_size': shard_size, 'embedding_dim': dim})
+    plan: Any = None
+    error: Optional[BaseException] = None
+    if ctx.is_main:
+        try:
+            files = list_images(images)
+            if not files:
+                raise FileNotFoundError(f'found no image files under {images!r} (extensions: '
+                                        f'{", ".join(IMAGE_EXTENSIONS)}, any case)')
+            spec['images'] = {'root': images, 'count': len(files), 'sha256': image_set_digest(files)}
+            digest = job_digest(spec)
+            pending, resumed = _prepare_output(out, spec, digest, files, shard_size, overwrite)
+            plan = dict(paths=[f.path for f in files], digest=digest, pending=pending, resumed=resumed,
+                        images=spec['images'])
+        except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised here as it was
+            error = exc
+    ctx.share_outcome(error)
+    plan = ctx.broadcast(plan)
+    spec['images'] = plan['images']
+    if job_digest(spec) != plan['digest']:
+        raise RuntimeError(f'rank {ctx.rank} prepared a different job than rank 0 (model, weights or preprocessing '
+                           f'differ between processes); every rank must run the same command')
+
+    paths: List[str] = plan['paths']
+    num_shards = math.ceil(len(paths) / shard_size)
+    mine = split_work(plan['pending'], ctx.rank, ctx.world_size)
+    my_files = sum(stop - start for start, stop in (_shard_range(i, shard_size, len(paths)) for i in mine))
+    progress = _progress(my_files, not quiet and ctx.is_main, ctx)
+    try:
+        processed = _run_shards(
+            mine, paths=paths, root=images, out=out, num_shards=num_shards, shard_size=shard_size,
+            digest=plan['digest'], transform=transform, mode=mode,
+            draft_size=fast_decode_size(cfg) if fast_decode else None, embed=embed, dim=dim, normalize=normalize,
+            dtype=getattr(torch, dtype), batch_size=batch_size, workers=workers,
+            pin_memory=device.startswith('cuda'), progress=progress, rank=ctx.rank)
+    finally:
+        progress.close()
+    processed = sum(ctx.gather(processed))
+
+    manifest: Optional[Dict[str, Any]] = None
+    error = None
+    if ctx.is_main:
+        base = {
+            'format_version': FORMAT_VERSION, 'model': name, 'weights': weights, 'data_config': cfg,
+            'arguments': arguments, 'embedding_dim': dim, 'dtype': dtype, 'images': plan['images'],
+            'job_digest': plan['digest'], 'world_size': ctx.world_size,
+            'versions': {'featzoo': _featzoo_version(), 'torch': torch.__version__},
+        }
+        try:
+            manifest = _write_manifest(out, num_shards, plan['digest'], base)
+        except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised here as it was
+            error = exc
+    ctx.share_outcome(error)
+    manifest = ctx.broadcast(manifest)
+    result = ExtractResult(out=out, rows=manifest['rows'], skipped=len(manifest['skipped']), processed=processed,
+                           seconds=time.perf_counter() - started, shards=num_shards, resumed_shards=plan['resumed'],
+                           manifest=manifest)
+    if ctx.is_main and not quiet:
+        print(result.summary(), file=sys.stderr, flush=True)
+    return result
+
+
+def _featzoo_version() -> str:
+    from .. import __version__
+    return __version__
+

@@ -1,0 +1,444 @@
+"""featzoo.extract: embeddings of a folder of images (listing, skipping, shards, manifest, resume, readers)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import featzoo
+from featzoo.data import create_transform, load_image, resolve_data_config
+from featzoo.extract import (
+    WeightsUnavailableError, decode_image, describe_image_set_change, fast_decode_size, list_images, read_shard_info,
+    shard_name, split_work, weights_digest,
+)
+from featzoo.extract.files import ImageFile
+from helpers import assert_equal
+
+MODEL = 'resnet10t'
+SIZE = (64, 64)
+SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'samples')
+# Files that cannot be decoded, with a word their skip reason must contain.
+BROKEN = {'broken/empty.jpg': 'not an image', 'broken/text.png': 'not an image',
+          'broken/truncated.jpg': 'truncated', 'broken/garbage.tiff': 'not an image'}
+IGNORED = ('notes.txt', 'broken/data.npy', 'sub/README')
+FAST = dict(pretrained=False, input_size=SIZE, workers=0, quiet=True)
+
+
+def make_images(root: str, copies: int = 1) -> Tuple[List[str], Dict[str, str]]:
+    """A folder of images in many modes, sizes and formats (some nested), real photos, broken files and
+    non-images. Returns (readable relative paths in row order, {broken path: reason word})."""
+    rng = np.random.default_rng(0)
+
+    def save(rel: str, img: Image.Image, **kw) -> None:
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        img.save(path, **kw)
+
+    def noise(h: int, w: int, channels: int = 3) -> np.ndarray:
+        return rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
+
+    for c in range(copies):
+        p = f'c{c}/' if copies > 1 else ''
+        save(f'{p}rgb_wide.jpg', Image.fromarray(noise(40, 90)))
+        save(f'{p}rgb_tall.JPEG', Image.fromarray(noise(120, 50)))
+        save(f'{p}gray.png', Image.fromarray(noise(70, 70, 1)[..., 0], 'L'))
+        save(f'{p}rgba.png', Image.fromarray(noise(50, 60, 4), 'RGBA'))
+        save(f'{p}palette.gif', Image.fromarray(noise(33, 45)).convert('P'))
+        save(f'{p}cmyk.jpg', Image.fromarray(noise(48, 64, 4), 'CMYK'))
+        save(f'{p}deep/a/b/sixteen.png', Image.fromarray(rng.integers(0, 65535, (40, 40), dtype=np.uint16)))
+        save(f'{p}deep/a/tiny.bmp', Image.fromarray(noise(1, 1)))
+        save(f'{p}deep/photo.webp', Image.fromarray(noise(64, 64)))
+        save(f'{p}deep/scan.tif', Image.fromarray(noise(30, 80)))
+        save(f'{p}Upper.PNG', Image.fromarray(noise(20, 20)))
+        save(f'{p}caf\u00e9.png', Image.fromarray(noise(24, 24)))
+    for name in sorted(os.listdir(SAMPLES)):
+        if name.endswith('.jpg'):
+            os.makedirs(os.path.join(root, 'real'), exist_ok=True)
+            shutil.copy(os.path.join(SAMPLES, name), os.path.join(root, 'real', name))
+    os.makedirs(os.path.join(root, 'broken'), exist_ok=True)
+    open(os.path.join(root, 'broken/empty.jpg'), 'wb').close()
+    with open(os.path.join(root, 'broken/text.png'), 'w') as fh:
+        fh.write('this is not a picture\n')
+    jpeg = os.path.join(root, 'broken/full.tmp')
+    Image.fromarray(noise(64, 64)).save(jpeg, format='JPEG')
+    with open(jpeg, 'rb') as fh:
+        data = fh.read()
+    with open(os.path.join(root, 'broken/truncated.jpg'), 'wb') as fh:
+        fh.write(data[:len(data) // 2])
+    os.unlink(jpeg)
+    with open(os.path.join(root, 'broken/garbage.tiff'), 'wb') as fh:
+        fh.write(bytes(rng.integers(0, 256, 300, dtype=np.uint8)))
+    for rel in IGNORED:
+        os.makedirs(os.path.dirname(os.path.join(root, rel)) or root, exist_ok=True)
+        with open(os.path.join(root, rel), 'wb') as fh:
+            fh.write(b'not an image, and not named like one')
+    readable = sorted(f.path for f in list_images(root) if f.path not in BROKEN)
+    return readable, dict(BROKEN)
+
+
+def reference_model(seed: int = 0) -> torch.nn.Module:
+    """The model extract builds for pretrained=False, rebuilt independently."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return featzoo.create_model(MODEL, num_classes=0).eval()
+
+
+def reference_embeddings(model: torch.nn.Module, root: str, paths: List[str], size=SIZE) -> torch.Tensor:
+    """The model's pre-logits on featzoo's own eval transform of each image, one at a time."""
+    cfg = resolve_data_config({'input_size': (3,) + tuple(size)}, model=model)
+    tf = create_transform(**cfg)
+    rows = []
+    with torch.no_grad():
+        for rel in paths:
+            x = tf(load_image(os.path.join(root, rel))).unsqueeze(0)
+            rows.append(model.forward_head(model.forward_features(x), pre_logits=True)[0])
+    return torch.stack(rows)
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('images'))
+    readable, broken = make_images(root)
+    return root, readable, broken
+
+
+@pytest.fixture(scope='module')
+def baseline(dataset, tmp_path_factory):
+    """One uninterrupted single-process run; shards of 5 files so that several shards exist."""
+    root, _, _ = dataset
+    out = str(tmp_path_factory.mktemp('baseline') / 'out')
+    result = featzoo.extract_embeddings(MODEL, root, out, batch_size=4, shard_size=5, **FAST)
+    paths, emb = featzoo.read_embeddings(out)
+    return out, result, paths, emb
+
+
+def test_listing_is_plain_string_order_of_image_files(dataset):
+    root, readable, broken = dataset
+    listed = [f.path for f in list_images(root)]
+    assert listed == sorted(listed)
+    assert set(listed) == set(readable) | set(broken)
+    assert all('/' in p or p == os.path.basename(p) for p in listed)
+    assert 'Upper.PNG' in listed and 'rgb_tall.JPEG' in listed
+    assert not any(p.endswith(('.txt', '.npy', 'README')) for p in listed)
+    with pytest.raises(NotADirectoryError, match='is a file'):
+        list_images(os.path.join(root, 'gray.png'))
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        list_images(os.path.join(root, 'missing'))
+
+
+def test_rows_equal_model_on_its_own_preprocessing(dataset, baseline):
+    root, readable, _ = dataset
+    out, result, paths, emb = baseline
+    assert paths == readable
+    assert emb.dtype == torch.float32 and emb.shape == (len(readable), 512)
+    ref = reference_model()
+    assert_equal(emb, reference_embeddings(ref, root, paths), 'embeddings vs model on own transform', rtol=1e-3)
+    manifest = result.manifest
+    assert manifest['weights']['sha256'] == weights_digest(ref)
+    assert result.rows == len(readable) and result.processed == len(readable) + len(BROKEN)
+
+
+def test_broken_files_are_skipped_and_listed_with_reasons(dataset, baseline):
+    _, _, broken = dataset
+    out, result, _, _ = baseline
+    skipped = {s['path']: s['reason'] for s in result.manifest['skipped']}
+    assert sorted(skipped) == sorted(broken)
+    for path, word in broken.items():
+        assert word in skipped[path], (path, skipped[path])
+    assert result.skipped == len(broken)
+
+
+def test_manifest_describes_the_run(baseline):
+    out, result, paths, emb = baseline
+    with open(os.path.join(out, 'manifest.json')) as fh:
+        manifest = json.load(fh)
+    assert manifest['format_version'] == 1
+    assert manifest['model'] == MODEL
+    assert manifest['weights']['source'] == 'random' and manifest['weights']['seed'] == 0
+    assert manifest['data_config']['input_size'] == [3, 64, 64]
+    assert manifest['data_config']['interpolation'] == 'bicubic'  # resnet10t's published preprocessing
+    assert manifest['arguments']['batch_size'] == 4 and manifest['arguments']['shard_size'] == 5
+    assert manifest['embedding_dim'] == 512 and manifest['dtype'] == 'float32'
+    assert manifest['rows'] == len(paths)
+    assert sum(s['rows'] for s in manifest['shards']) == len(paths)
+    assert sum(s['files'] for s in manifest['shards']) == len(paths) + len(manifest['skipped'])
+    assert all(s['files'] == 5 for s in manifest['shards'][:-1])
+    for shard in manifest['shards']:
+        info = read_shard_info(os.path.join(out, shard['file']))
+        assert info is not None and info.rows == shard['rows'] and len(info.paths) == info.rows
+
+
+def test_lazy_view_indexes_across_shards(baseline):
+    out, _, paths, emb = baseline
+    view = featzoo.open_embeddings(out)
+    assert len(view) == len(paths) and view.dim == 512 and view.paths == paths
+    assert torch.equal(view[0], emb[0]) and torch.equal(view[-1], emb[-1])
+    assert torch.equal(view[3:13], emb[3:13])  # crosses shard boundaries
+    assert torch.equal(view[::4], emb[::4])
+    assert torch.equal(view[[7, 2, 7]], emb[[7, 2, 7]])
+    assert torch.equal(view[torch.tensor([1, 0])], emb[[1, 0]])
+    assert torch.equal(torch.stack(list(view)), emb)
+    shard_paths, shard_rows = zip(*view.iter_shards())
+    assert sum(shard_paths, []) == paths and torch.equal(torch.cat(shard_rows), emb)
+    with pytest.raises(IndexError, match='out of range'):
+        view[len(paths)]
+    with pytest.raises(TypeError, match='int, slice'):
+        view['a']
+
+
+def test_same_command_again_redoes_nothing(dataset, baseline):
+    root, _, _ = dataset
+    out, _, paths, emb = baseline
+    before = {n: os.stat(os.path.join(out, 'shards', n)).st_mtime_ns for n in os.listdir(os.path.join(out, 'shards'))}
+    # batch size and workers may change between a run and its resumption: they do not change results.
+    again = featzoo.extract_embeddings(MODEL, root, out, batch_size=9, shard_size=5, **FAST)
+    assert again.processed == 0 and again.resumed_shards == again.shards
+    after = {n: os.stat(os.path.join(out, 'shards', n)).st_mtime_ns for n in os.listdir(os.path.join(out, 'shards'))}
+    assert after == before
+    assert featzoo.read_embeddings(out)[0] == paths
+
+
+def test_resume_redoes_only_missing_or_damaged_shards(dataset, baseline, tmp_path):
+    root, _, _ = dataset
+    _, _, paths, emb = baseline
+    out = str(tmp_path / 'out')
+    featzoo.extract_embeddings(MODEL, root, out, batch_size=4, shard_size=5, **FAST)
+    shard_dir = os.path.join(out, 'shards')
+    names = sorted(os.listdir(shard_dir))
+    # What a kill leaves behind: no manifest, a missing shard, a half-written temporary, and (from a disk error) a
+    # truncated shard under its final name.
+    os.unlink(os.path.join(out, 'manifest.json'))
+    os.unlink(os.path.join(shard_dir, names[1]))
+    with open(os.path.join(shard_dir, '.tmp-' + names[1] + '.abc'), 'wb') as fh:
+        fh.write(b'\0' * 100)
+    with open(os.path.join(shard_dir, names[3]), 'rb') as fh:
+        data = fh.read()
+    with open(os.path.join(shard_dir, names[3]), 'wb') as fh:
+        fh.write(data[:len(data) - 10])
+    with pytest.raises(RuntimeError, match='unfinished'):
+        featzoo.read_embeddings(out)
+    kept = {n: os.stat(os.path.join(shard_dir, n)).st_ino for n in names if n not in (names[1], names[3])}
+    result = featzoo.extract_embeddings(MODEL, root, out, batch_size=4, shard_size=5, **FAST)
+    assert result.resumed_shards == len(names) - 2
+    assert result.processed == 10
+    assert sorted(os.listdir(shard_dir)) == names  # the temporary is gone
+    assert {n: os.stat(os.path.join(shard_dir, n)).st_ino for n in kept} == kept
+    got_paths, got = featzoo.read_embeddings(out)
+    assert got_paths == paths
+    assert_equal(got, emb, 'resumed vs uninterrupted', rtol=1e-4)
+
+
+def test_other_arguments_or_images_in_same_output_are_errors(dataset, baseline, tmp_path):
+    root, _, _ = dataset
+    images = str(tmp_path / 'images')
+    shutil.copytree(root, images)
+    out = str(tmp_path / 'out')
+    featzoo.extract_embeddings(MODEL, images, out, shard_size=50, **FAST)
+    with pytest.raises(ValueError, match=r'normalize: False before, True now.*--overwrite'):
+        featzoo.extract_embeddings(MODEL, images, out, shard_size=50, normalize=True, **FAST)
+    with pytest.raises(ValueError, match=r'shard_size: 50 before, 7 now'):
+        featzoo.extract_embeddings(MODEL, images, out, shard_size=7, **FAST)
+    with pytest.raises(ValueError, match=r'weights\.seed: 0 before, 1 now'):
+        featzoo.extract_embeddings(MODEL, images, out, shard_size=50, seed=1, **FAST)
+    Image.new('RGB', (9, 9)).save(os.path.join(images, 'zz_new.png'))
+    os.unlink(os.path.join(images, 'gray.png'))
+    with pytest.raises(ValueError, match=r"1 new file \('zz_new.png'\); 1 removed file \('gray.png'\)"):
+        featzoo.extract_embeddings(MODEL, images, out, shard_size=50, **FAST)
+    result = featzoo.extract_embeddings(MODEL, images, out, shard_size=50, overwrite=True, **FAST)
+    paths, _ = featzoo.read_embeddings(out)
+    assert 'zz_new.png' in paths and 'gray.png' not in paths and result.resumed_shards == 0
+
+
+def test_normalize_and_float16_storage(dataset, baseline, tmp_path):
+    root, _, _ = dataset
+    _, _, paths, emb = baseline
+    out = str(tmp_path / 'out')
+    featzoo.extract_embeddings(MODEL, root, out, normalize=True, dtype='float16', shard_size=50, **FAST)
+    got_paths, got = featzoo.read_embeddings(out)
+    assert got_paths == paths and got.dtype == torch.float16
+    assert featzoo.open_embeddings(out)[0].dtype == torch.float16
+    assert torch.allclose(got.float().norm(dim=1), torch.ones(len(paths)), atol=2e-3)
+    assert_equal(got.float(), torch.nn.functional.normalize(emb, dim=1), 'normalized float16', rtol=2e-3)
+
+
+def test_workers_batch_size_and_checkpoint(dataset, baseline, tmp_path):
+    """Decoding in worker processes gives the same rows; a checkpoint (any class count) supplies the weights."""
+    root, _, _ = dataset
+    _, _, paths, emb = baseline
+    model = reference_model(seed=5)
+    trained = featzoo.create_model(MODEL, num_classes=10)
+    trained.load_state_dict(model.state_dict(), strict=False)
+    from safetensors.torch import save_file
+    ckpt = str(tmp_path / 'weights.safetensors')
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, ckpt)
+    out = str(tmp_path / 'out')
+    result = featzoo.extract_embeddings(MODEL, root, out, checkpoint=ckpt, input_size=SIZE, workers=2, batch_size=3,
+                                        shard_size=6, quiet=True)
+    got_paths, got = featzoo.read_embeddings(out)
+    assert got_paths == paths
+    assert_equal(got, reference_embeddings(model, root, paths), 'checkpoint weights', rtol=1e-3)
+    assert result.manifest['weights']['source'] == 'checkpoint'
+    assert result.manifest['weights']['file'] == os.path.abspath(ckpt)
+
+
+def test_module_instead_of_name(dataset, baseline, tmp_path):
+    root, _, _ = dataset
+    _, _, paths, emb = baseline
+    out = str(tmp_path / 'out')
+    result = featzoo.extract_embeddings(reference_model(), root, out, input_size=SIZE, workers=0, quiet=True)
+    assert result.manifest['weights']['source'] == 'module'
+    assert_equal(featzoo.read_embeddings(out)[1], emb, 'module', rtol=1e-4)
+
+
+def test_autocast_bf16_on_cpu(dataset, baseline, tmp_path):
+    root, _, _ = dataset
+    _, _, paths, emb = baseline
+    out = str(tmp_path / 'out')
+    result = featzoo.extract_embeddings(MODEL, root, out, autocast='bf16', shard_size=50, **FAST)
+    assert result.manifest['arguments']['autocast'] == 'bf16'
+    got = featzoo.read_embeddings(out)[1]
+    assert got.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(got, emb, dim=1)
+    assert cos.min() > 0.97, cos.min()
+    assert not torch.equal(got, emb)  # it really ran in bfloat16
+    with pytest.raises(ValueError, match="CUDA only.*'bf16'"):
+        featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'x'), autocast='fp16', device='cpu', **FAST)
+
+
+def test_fast_decode_reduces_large_jpegs_only(tmp_path):
+    big = str(tmp_path / 'big.jpg')
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(big)
+    target = fast_decode_size({'input_size': (3, 64, 64), 'crop_pct': 0.875})
+    assert target == 74
+    small = decode_image(big, draft_size=target)
+    assert small.size == (100, 75) and min(small.size) >= target  # 1/8 scale: the smallest that stays >= 74
+    assert decode_image(big).size == (800, 600)
+    assert decode_image(big, draft_size=400).size == (800, 600)  # not much larger than the target: full size
+    png = str(tmp_path / 'a.png')
+    Image.new('RGB', (600, 600)).save(png)
+    assert decode_image(png, draft_size=target).size == (600, 600)  # only JPEG decoding has reduced scales
+    images = tmp_path / 'images'
+    images.mkdir()
+    shutil.copy(big, images / 'big.jpg')
+    out = str(tmp_path / 'out')
+    result = featzoo.extract_embeddings(MODEL, str(images), out, fast_decode=True, **FAST)
+    assert result.rows == 1 and result.manifest['arguments']['fast_decode'] is True
+    exact = reference_embeddings(reference_model(), str(images), ['big.jpg'])
+    cos = torch.nn.functional.cosine_similarity(featzoo.read_embeddings(out)[1], exact, dim=1)
+    assert cos.item() > 0.9
+
+
+def test_missing_weights_stop_before_any_work(dataset, tmp_path, monkeypatch):
+    root, _, _ = dataset
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'empty-cache'))
+    out = str(tmp_path / 'out')
+    with pytest.raises(WeightsUnavailableError, match=r"resnet10t.*--checkpoint FILE.*--no-pretrained"):
+        featzoo.extract_embeddings(MODEL, root, out, input_size=SIZE, workers=0, quiet=True)
+    assert not os.path.exists(out)
+
+
+def test_model_without_published_weights_needs_a_source(dataset, tmp_path):
+    root, _, _ = dataset
+    unpublished = [n for n in featzoo.list_models() if not featzoo.get_pretrained_cfg(n)]
+    if not unpublished:
+        pytest.skip('every registered model has published weights')
+    out = str(tmp_path / 'out')
+    with pytest.raises(WeightsUnavailableError, match='no published pretrained weights.*--checkpoint FILE'):
+        featzoo.extract_embeddings(unpublished[0], root, out, input_size=SIZE, workers=0, quiet=True)
+    assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize('kwargs, error, words', [
+    (dict(batch_size=0), ValueError, 'batch_size=0'),
+    (dict(batch_size='8'), TypeError, 'batch_size'),
+    (dict(workers=-1), ValueError, 'workers=-1'),
+    (dict(dtype='int8'), ValueError, "dtype='int8'.*float32, float16"),
+    (dict(device='tpu'), ValueError, "device='tpu'.*'cpu', 'cuda'"),
+    (dict(autocast='fp8'), ValueError, "autocast='fp8'.*none, bf16, fp16"),
+    (dict(input_size=(0, 5)), ValueError, r'input_size.*\(0, 5\)'),
+    (dict(normalize='yes'), TypeError, 'normalize'),
+    (dict(shard_size=0), ValueError, 'shard_size=0'),
+    (dict(checkpoint='/nonexistent.safetensors'), FileNotFoundError, 'nonexistent.safetensors'),
+])
+def test_bad_options_name_the_value(dataset, tmp_path, kwargs, error, words):
+    root, _, _ = dataset
+    options = dict(FAST, **kwargs)
+    with pytest.raises(error, match=words):
+        featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'out'), **options)
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_bad_folders(dataset, tmp_path):
+    root, _, _ = dataset
+    with pytest.raises(FileNotFoundError, match='image folder.*does not exist'):
+        featzoo.extract_embeddings(MODEL, str(tmp_path / 'nope'), str(tmp_path / 'out'), **FAST)
+    with pytest.raises(NotADirectoryError, match='IMAGES must be a folder'):
+        featzoo.extract_embeddings(MODEL, os.path.join(root, 'gray.png'), str(tmp_path / 'out'), **FAST)
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'empty' / 'a.txt').write_text('x')
+    with pytest.raises(FileNotFoundError, match='found no image files'):
+        featzoo.extract_embeddings(MODEL, str(tmp_path / 'empty'), str(tmp_path / 'out'), **FAST)
+    (tmp_path / 'busy').mkdir()
+    (tmp_path / 'busy' / 'thesis.tex').write_text('x')
+    with pytest.raises(FileExistsError, match=r"other files \(thesis.tex\).*--overwrite"):
+        featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'busy'), **FAST)
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(NotADirectoryError, match='is a file'):
+        featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'file'), **FAST)
+    with pytest.raises(FileNotFoundError, match='not the output of'):
+        featzoo.read_embeddings(str(tmp_path / 'busy'))
+
+
+def test_image_set_change_description_and_work_split():
+    before = [ImageFile('a.jpg', 1, 1), ImageFile('b.jpg', 1, 1), ImageFile('c.jpg', 1, 1)]
+    after = [ImageFile('a.jpg', 1, 1), ImageFile('b.jpg', 2, 1), ImageFile('d.jpg', 1, 1), ImageFile('e.jpg', 1, 1)]
+    assert describe_image_set_change(before, after) == \
+        "2 new files ('d.jpg', 'e.jpg'); 1 removed file ('c.jpg'); 1 modified file ('b.jpg')"
+    shards = list(range(10))
+    parts = [split_work(shards, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == shards and max(map(len, parts)) - min(map(len, parts)) <= 1
+    with pytest.raises(ValueError, match='rank 3'):
+        split_work(shards, 3, 3)
+    assert shard_name(7, 100001) == 'shard-000007.safetensors'
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_path_matches_cpu(dataset, baseline, tmp_path):
+    root, _, _ = dataset
+    _, _, paths, emb = baseline
+    out = str(tmp_path / 'cuda')
+    result = featzoo.extract_embeddings(MODEL, root, out, device='cuda', pretrained=False, input_size=SIZE,
+                                        workers=2, quiet=True)
+    assert result.manifest['arguments']['device'] == 'cuda'
+    got_paths, got = featzoo.read_embeddings(out)
+    assert got_paths == paths
+    assert_equal(got, emb, 'cuda vs cpu', rtol=1e-3)
+    for mode in ('fp16', 'bf16'):
+        out = str(tmp_path / mode)
+        featzoo.extract_embeddings(MODEL, root, out, device='cuda', autocast=mode, **FAST)
+        cos = torch.nn.functional.cosine_similarity(featzoo.read_embeddings(out)[1], emb, dim=1)
+        assert cos.min() > 0.97, (mode, cos.min())
+
+
+def test_shard_whose_files_are_all_broken(tmp_path):
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.new('RGB', (30, 20), 'red').save(images / 'a.png')
+    (images / 'b.jpg').write_bytes(b'')
+    (images / 'c.jpg').write_bytes(b'GIF89a')
+    Image.new('L', (20, 30), 128).save(images / 'd.png')
+    out = str(tmp_path / 'out')
+    result = featzoo.extract_embeddings(MODEL, str(images), out, shard_size=1, dtype='float16', **FAST)
+    assert [s['rows'] for s in result.manifest['shards']] == [1, 0, 0, 1]
+    paths, emb = featzoo.read_embeddings(out)
+    assert paths == ['a.png', 'd.png'] and emb.shape == (2, 512) and emb.dtype == torch.float16
+    view = featzoo.open_embeddings(out)
+    assert torch.equal(view[1], emb[1]) and torch.equal(view[0:2], emb)
+    assert [len(p) for p, _ in view.iter_shards()] == [1, 0, 0, 1]
