@@ -17,11 +17,11 @@ from torch.utils.checkpoint import checkpoint
 from ..layers import DropPath, create_classifier, get_attn
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.helpers import get_padding
-from ..layers.padding import pad_same
+from ..layers.intermediates import feature_take_indices
 
 FAMILY = 'resnet'
 DEFAULT_FEATURE_CLS = 'list'
-FEATURE_CLS = ('list', 'dict', 'hook', 'fx')
+FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
 DEFAULT_CFG = dict(input_size=(3, 224, 224), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='conv1', classifier='fc',
@@ -129,7 +129,9 @@ class AvgPool2dSame(nn.AvgPool2d):
     """2x2 average pool with stride 1 and TensorFlow-style 'SAME' zero padding (dilated 'd' shortcuts)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_same(x, self.kernel_size, self.stride)
+        # 'SAME' for a 2x2 window at stride 1 is always one extra row and column (bottom/right); a constant keeps
+        # the module traceable by FX
+        x = F.pad(x, (0, 1, 0, 1))
         return F.avg_pool2d(x, self.kernel_size, self.stride, 0, self.ceil_mode, self.count_include_pad)
 
 
@@ -271,12 +273,51 @@ class ResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                for block in stage:
-                    x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = stage(x)
+            x = self._run_stage(stage, x)
         return x
+
+    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            for block in stage:
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
+        return stage(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
+                              output_fmt: str = 'NCHW', intermediates_only: bool = False):
+        """The stem output and each stage's output (timm's semantics: ``indices`` int = last n, or positions).
+
+        >>> [t.shape[1] for t in build('resnet18').forward_intermediates(torch.ones(1, 3, 64, 64), indices=2,
+        ...                                                               intermediates_only=True)]
+        [256, 512]
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt={output_fmt!r} is not supported here; valid: 'NCHW'")
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        out = []
+        x = self.act1(self.bn1(self.conv1(x)))
+        if 0 in take:
+            out.append(x)
+        x = self.maxpool(x)
+        stages = [self.layer1, self.layer2, self.layer3, self.layer4]
+        for i, stage in enumerate(stages[:last] if stop_early else stages, start=1):
+            x = self._run_stage(stage, x)
+            if i in take:
+                out.append(x)
+        return out if intermediates_only else (x, out)
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        """Drop the stages after the last index needed (and the classifier); returns the kept indices."""
+        take, last = feature_take_indices(len(self.feature_info), indices)
+        for i in range(last + 1, 5):
+            setattr(self, f'layer{i}', nn.Sequential())
+        if last == 0:
+            self.maxpool = nn.Identity()
+        if last < 4:
+            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
+        if prune_head or last < 4:
+            self.reset_classifier(0, '')
+        return take
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)

@@ -1,0 +1,412 @@
+"""RegNet-X and RegNet-Y ("Designing Network Design Spaces", Radosavovic et al., 2020).
+
+Each variant is six numbers: the initial width ``w0``, the width slope ``wa``, the width multiplier ``wm``, the
+total ``depth``, the ``group_size`` of the 3x3 convolutions and the squeeze-excite ratio ``se_ratio`` (zero for
+RegNet-X). Stage widths and depths are derived from them by the paper's quantized linear rule, with the same float32
+arithmetic as timm so that every published checkpoint gets exactly the shapes it was trained with.
+
+>>> model = build('regnety_032', num_classes=10)
+>>> [f['num_chs'] for f in model.feature_info]
+[32, 72, 216, 576, 1512]
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from featzoo.layers import ClassifierHead, ConvNormAct, DropPath, SEModule, drop_path_rates
+from featzoo.layers.intermediates import IndicesArg, feature_take_indices
+
+FAMILY = 'regnet'
+DEFAULT_FEATURE_CLS = 'list'
+FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
+OUTPUT_STRIDES = (8, 16, 32)
+DEFAULT_CFG = dict(
+    input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.95, crop_mode='center',
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.conv', classifier='head.fc')
+
+# (w0, wa, wm, depth, group_size, se_ratio); the trailing digits of a name are the model's FLOPs in 1e8.
+VARIANTS: Dict[str, dict] = {
+    'regnetx_002': dict(w0=24, wa=36.44, wm=2.49, depth=13, group_size=8),
+    'regnetx_004': dict(w0=24, wa=24.48, wm=2.54, depth=22, group_size=16),
+    'regnetx_006': dict(w0=48, wa=36.97, wm=2.24, depth=16, group_size=24),
+    'regnetx_008': dict(w0=56, wa=35.73, wm=2.28, depth=16, group_size=16),
+    'regnetx_016': dict(w0=80, wa=34.01, wm=2.25, depth=18, group_size=24),
+    'regnetx_032': dict(w0=88, wa=26.31, wm=2.25, depth=25, group_size=48),
+    'regnetx_040': dict(w0=96, wa=38.65, wm=2.43, depth=23, group_size=40),
+    'regnetx_064': dict(w0=184, wa=60.83, wm=2.07, depth=17, group_size=56),
+    'regnetx_080': dict(w0=80, wa=49.56, wm=2.88, depth=23, group_size=120),
+    'regnetx_120': dict(w0=168, wa=73.36, wm=2.37, depth=19, group_size=112),
+    'regnetx_160': dict(w0=216, wa=55.59, wm=2.1, depth=22, group_size=128),
+    'regnetx_320': dict(w0=320, wa=69.86, wm=2.0, depth=23, group_size=168),
+    'regnety_002': dict(w0=24, wa=36.44, wm=2.49, depth=13, group_size=8, se_ratio=0.25),
+    'regnety_004': dict(w0=48, wa=27.89, wm=2.09, depth=16, group_size=8, se_ratio=0.25),
+    'regnety_006': dict(w0=48, wa=32.54, wm=2.32, depth=15, group_size=16, se_ratio=0.25),
+    'regnety_008': dict(w0=56, wa=38.84, wm=2.4, depth=14, group_size=16, se_ratio=0.25),
+    'regnety_016': dict(w0=48, wa=20.71, wm=2.65, depth=27, group_size=24, se_ratio=0.25),
+    'regnety_032': dict(w0=80, wa=42.63, wm=2.66, depth=21, group_size=24, se_ratio=0.25),
+    'regnety_040': dict(w0=96, wa=31.41, wm=2.24, depth=22, group_size=64, se_ratio=0.25),
+    'regnety_064': dict(w0=112, wa=33.22, wm=2.27, depth=25, group_size=72, se_ratio=0.25),
+    'regnety_080': dict(w0=192, wa=76.82, wm=2.19, depth=17, group_size=56, se_ratio=0.25),
+    'regnety_120': dict(w0=168, wa=73.36, wm=2.37, depth=19, group_size=112, se_ratio=0.25),
+    'regnety_160': dict(w0=200, wa=106.23, wm=2.48, depth=18, group_size=112, se_ratio=0.25),
+    'regnety_320': dict(w0=232, wa=115.89, wm=2.53, depth=20, group_size=232, se_ratio=0.25),
+}
+
+_WIDTH_QUANT = 8
+_STEM_WIDTH = 32
+
+
+def regnet_stages(w0: int, wa: float, wm: float, depth: int, group_size: int) -> List[Tuple[int, int, int]]:
+    """Per-stage ``(width, depth, group_size)`` from the RegNet design parameters.
+
+    Block widths follow ``w0 + wa * i`` snapped to the nearest power of ``wm`` times ``w0`` and to a multiple of
+    8; runs of equal width form a stage. Widths are then rounded to a multiple of the (possibly shrunk) group size.
+    The arithmetic is float32 on purpose: the published checkpoints were shaped by it.
+
+    >>> regnet_stages(w0=24, wa=36.44, wm=2.49, depth=13, group_size=8)
+    [(24, 1, 8), (56, 1, 8), (152, 4, 8), (368, 7, 8)]
+    """
+    if not (isinstance(depth, int) and depth > 0):
+        raise ValueError(f'RegNet depth must be a positive int, got {depth!r}')
+    if not (isinstance(group_size, int) and group_size > 0):
+        raise ValueError(f'RegNet group_size must be a positive int, got {group_size!r}')
+    if not (wa >= 0 and w0 > 0 and wm > 1 and w0 % _WIDTH_QUANT == 0):
+        raise ValueError(f'invalid RegNet widths w0={w0!r}, wa={wa!r}, wm={wm!r}: need wa >= 0, wm > 1 and w0 a '
+                         f'positive multiple of {_WIDTH_QUANT}')
+    # Explicit CPU: the index generator builds models under a meta-device context.
+    linear = torch.arange(depth, dtype=torch.float32, device='cpu') * wa + w0
+    steps = torch.round(torch.log(linear / w0) / math.log(wm))
+    block_widths = torch.round(w0 * torch.pow(wm, steps) / _WIDTH_QUANT) * _WIDTH_QUANT
+    widths, depths = torch.unique(block_widths.int(), return_counts=True)
+    stages = []
+    for width, stage_depth in zip(widths.tolist(), depths.tolist()):
+        groups = min(group_size, width)
+        # Python's round (half to even), as the reference implementation uses.
+        width = int(round(width / groups) * groups)
+        stages.append((width, stage_depth, groups))
+    return stages
+
+
+class RegNetBottleneck(nn.Module):
+    """1x1 -> grouped 3x3 (stride, dilation) -> optional squeeze-excite -> 1x1, plus a projection shortcut.
+
+    The squeeze width is taken from the block's *input* width, as in the RegNet-Y definition.
+
+    >>> RegNetBottleneck(32, 64, stride=2, group_size=16, se_ratio=0.25)(torch.ones(1, 32, 8, 8)).shape
+    torch.Size([1, 64, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: Tuple[int, int] = (1, 1),
+                 group_size: int = 1, se_ratio: float = 0.0, drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = ConvNormAct(in_chs, out_chs, 1)
+        self.conv2 = ConvNormAct(out_chs, out_chs, 3, stride=stride, dilation=dilation[0],
+                                 groups=out_chs // group_size)
+        self.se = SEModule(out_chs, rd_channels=int(round(in_chs * se_ratio))) if se_ratio else nn.Identity()
+        self.conv3 = ConvNormAct(out_chs, out_chs, 1, apply_act=False)
+        self.act3 = nn.ReLU()
+        if in_chs != out_chs or stride != 1 or dilation[0] != dilation[1]:
+            self.downsample: nn.Module = ConvNormAct(in_chs, out_chs, 1, stride=stride, apply_act=False)
+        else:
+            self.downsample = nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def zero_init_last(self) -> None:
+        """Zero the last norm's scale so the block starts as its shortcut (training from scratch).
+
+        >>> b = RegNetBottleneck(32, 32, group_size=8); b.zero_init_last(); int(b.conv3.bn.weight.count_nonzero())
+        0
+        """
+        nn.init.zeros_(self.conv3.bn.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv3(self.se(self.conv2(self.conv1(x))))
+        return self.act3(self.drop_path(x) + self.downsample(shortcut))
+
+
+class RegStage(nn.Module):
+    """Blocks ``b1`` .. ``bN`` of one width; the first one changes resolution and width.
+
+    A dilated stage keeps its first block at the previous (at most 2) dilation so that the receptive field grows
+    the way the reference implementation's does.
+    """
+
+    def __init__(self, depth: int, in_chs: int, out_chs: int, stride: int, dilation: int, group_size: int,
+                 se_ratio: float, drop_path_rates: List[float]) -> None:
+        super().__init__()
+        self.grad_checkpointing = False
+        first_dilation = 1 if dilation in (1, 2) else 2
+        for i in range(depth):
+            self.add_module(f'b{i + 1}', RegNetBottleneck(
+                in_chs if i == 0 else out_chs, out_chs, stride=stride if i == 0 else 1,
+                dilation=(first_dilation, dilation), group_size=group_size, se_ratio=se_ratio,
+                drop_path_rate=drop_path_rates[i]))
+            first_dilation = dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.children():
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+class RegNet(nn.Module):
+    """RegNet-X (``se_ratio=0``) and RegNet-Y: a 3x3 stride-2 stem, four stages ``s1``..``s4``, pooled classifier.
+
+    >>> RegNet(w0=24, wa=36.44, wm=2.49, depth=13, group_size=8, num_classes=5)(torch.ones(1, 3, 64, 64)).shape
+    torch.Size([1, 5])
+    """
+
+    def __init__(self, w0: int, wa: float, wm: float, depth: int, group_size: int, se_ratio: float = 0.0,
+                 num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg', output_stride: int = 32,
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, zero_init_last: bool = True) -> None:
+        super().__init__()
+        _check_args(num_classes=num_classes, in_chans=in_chans, output_stride=output_stride, drop_rate=drop_rate,
+                    drop_path_rate=drop_path_rate, se_ratio=se_ratio)
+        stages = regnet_stages(w0, wa, wm, depth, group_size)
+        if len(stages) != 4:
+            raise ValueError(f'RegNet parameters w0={w0}, wa={wa}, wm={wm}, depth={depth} give {len(stages)} stages '
+                             f'({[s[0] for s in stages]}); a RegNet needs exactly 4')
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+
+        self.stem = ConvNormAct(in_chans, _STEM_WIDTH, 3, stride=2)
+        self.feature_info = [dict(num_chs=_STEM_WIDTH, reduction=2, module='stem')]
+        rates = drop_path_rates(drop_path_rate, [d for _, d, _ in stages])
+        in_chs, net_stride, dilation = _STEM_WIDTH, 2, 1
+        for i, (width, stage_depth, groups) in enumerate(stages):
+            # Once the requested output stride is reached, later stages trade their stride for dilation.
+            if net_stride >= output_stride:
+                stride, dilation = 1, dilation * 2
+            else:
+                stride, net_stride = 2, net_stride * 2
+            self.add_module(f's{i + 1}', RegStage(stage_depth, in_chs, width, stride, dilation, groups, se_ratio,
+                                                  rates[i]))
+            self.feature_info.append(dict(num_chs=width, reduction=net_stride, module=f's{i + 1}'))
+            in_chs = width
+
+        # Kept (as an identity) so the module layout and the sequential step list match the reference.
+        self.final_conv = nn.Identity()
+        self.num_features = in_chs
+        self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head_hidden_size = in_chs * self.head.global_pool.feat_mult()
+        self._init_weights(zero_init_last)
+
+    def _init_weights(self, zero_init_last: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+            elif zero_init_last and isinstance(m, RegNetBottleneck):
+                m.zero_init_last()
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
+        """Parameter-group regexes (stem, then per stage or per block).
+
+        >>> build('regnetx_002').group_matcher(coarse=True)['blocks']
+        '^s(\\\\d+)'
+        """
+        return dict(stem=r'^stem', blocks=r'^s(\d+)' if coarse else r'^s(\d+)\.b(\d+)')
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations.
+
+        >>> m = build('regnetx_002'); m.set_grad_checkpointing(); m.s1.grad_checkpointing
+        True
+        """
+        for stage in self.children():
+            if isinstance(stage, RegStage):
+                stage.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set:
+        """Names of parameters exempt from weight decay (none for RegNet).
+
+        >>> build('regnetx_002').no_weight_decay()
+        set()
+        """
+        return set()
+
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
+
+        >>> build('regnetx_002', num_classes=3).get_classifier().out_features
+        3
+        """
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.
+
+        >>> m = build('regnetx_002'); m.reset_classifier(0, ''); m(torch.ones(1, 3, 64, 64)).shape
+        torch.Size([1, 368, 2, 2])
+        """
+        _check_args(num_classes=num_classes)
+        ref = self.stem.conv.weight
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+        self.head.to(device=ref.device, dtype=ref.dtype)
+        self.head.train(self.training)
+        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The outputs of ``stem``, ``s1``..``s4`` selected by ``indices`` (timm's semantics), and the final map.
+
+        ``norm`` is accepted for API symmetry; RegNet has no final norm to apply.
+
+        >>> m = build('regnetx_002'); [t.shape[1] for t in m.forward_intermediates(
+        ...     torch.ones(1, 3, 64, 64), indices=(0, 4), intermediates_only=True)]
+        [32, 368]
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported by RegNet; valid: 'NCHW'")
+        take_indices, max_index = feature_take_indices(5, indices)
+        intermediates = []
+        x = self.stem(x)
+        if 0 in take_indices:
+            intermediates.append(x)
+        stages = (self.s1, self.s2, self.s3, self.s4)
+        last = max_index if stop_early else len(stages)
+        for i, stage in enumerate(stages[:last], start=1):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if last == len(stages):
+            x = self.final_conv(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages after the last index kept (and the classifier); returns the absolute indices kept.
+
+        >>> m = build('regnetx_002'); m.prune_intermediate_layers((1, 2)), m.num_features
+        ([1, 2], 56)
+        """
+        take_indices, max_index = feature_take_indices(5, indices)
+        for i in range(max_index + 1, 5):
+            setattr(self, f's{i}', nn.Identity())
+        prune_end = max_index < 4
+        if prune_end:
+            # The head was sized for the last stage; the features now end earlier.
+            self.final_conv = nn.Identity()
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            self.head.in_features = self.num_features
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled feature map of the last stage (NCHW).
+
+        >>> build('regnetx_002').forward_features(torch.ones(1, 3, 64, 64)).shape
+        torch.Size([1, 368, 2, 2])
+        """
+        x = self.stem(x)
+        x = self.s1(x)
+        x = self.s2(x)
+        x = self.s3(x)
+        x = self.s4(x)
+        return self.final_conv(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout and (unless ``pre_logits``) the classifier.
+
+        >>> m = build('regnetx_002'); m.forward_head(torch.ones(1, 368, 2, 2), pre_logits=True).shape
+        torch.Size([1, 368])
+        """
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _check_args(**kwargs) -> None:
+    """Raise ValueError/TypeError for constructor values a RegNet cannot take."""
+    for name, value in kwargs.items():
+        if name in ('num_classes', 'in_chans'):
+            low = 0 if name == 'num_classes' else 1
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f'{name} must be an int, got {value!r}')
+            if value < low:
+                raise ValueError(f'{name} must be >= {low}, got {value!r}')
+        elif name == 'output_stride':
+            if value not in OUTPUT_STRIDES:
+                raise ValueError(f'output_stride {value!r} is not supported; valid: {OUTPUT_STRIDES}')
+        elif name in ('drop_rate', 'drop_path_rate'):
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ValueError(f'{name} must be a float in [0, 1), got {value!r}')
+        elif name == 'se_ratio':
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f'se_ratio must be a float in [0, 1], got {value!r}')
+
+
+# torchvision's block-internal names -> featzoo's (timm's); applied after the block prefix is rewritten.
+_TORCHVISION_BLOCK_NAMES = (
+    ('f.a.0.', 'conv1.conv.'), ('f.a.1.', 'conv1.bn.'), ('f.b.0.', 'conv2.conv.'), ('f.b.1.', 'conv2.bn.'),
+    ('f.se.', 'se.'), ('f.c.0.', 'conv3.conv.'), ('f.c.1.', 'conv3.bn.'),
+    ('proj.0.', 'downsample.conv.'), ('proj.1.', 'downsample.bn.'),
+)
+_TORCHVISION_BLOCK = re.compile(r'^trunk_output\.block(\d+)\.block\d+-(\d+)\.(.*)$')
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn.Module] = None
+                         ) -> Dict[str, torch.Tensor]:
+    """Accept torchvision RegNet checkpoints (``stem.0``, ``trunk_output.block1.block1-0.f.a.0`` ...) by renaming
+    their keys; featzoo/timm checkpoints pass through unchanged.
+
+    >>> sorted(checkpoint_filter_fn({'stem.0.weight': torch.ones(1), 'fc.bias': torch.ones(1),
+    ...     'trunk_output.block2.block2-0.f.b.1.weight': torch.ones(1)}))
+    ['head.fc.bias', 's2.b1.conv2.bn.weight', 'stem.conv.weight']
+    """
+    if 'stem.0.weight' not in state_dict:
+        return state_dict
+    out = {}
+    for key, value in state_dict.items():
+        match = _TORCHVISION_BLOCK.match(key)
+        if match:
+            stage, index, rest = match.groups()
+            for old, new in _TORCHVISION_BLOCK_NAMES:
+                if rest.startswith(old):
+                    rest = new + rest[len(old):]
+                    break
+            key = f's{stage}.b{int(index) + 1}.{rest}'
+        elif key.startswith('stem.0.'):
+            key = 'stem.conv.' + key[len('stem.0.'):]
+        elif key.startswith('stem.1.'):
+            key = 'stem.bn.' + key[len('stem.1.'):]
+        elif key.startswith('fc.'):
+            key = 'head.' + key
+        out[key] = value
+    return out
+
+
+def build(variant: str, **kwargs) -> RegNet:
+    """Build a RegNet from its table row merged with ``kwargs`` (num_classes, in_chans, output_stride, ...).
+
+    >>> build('regnetx_002', output_stride=16).feature_info[-1]['reduction']
+    16
+    """
+    if variant not in VARIANTS:
+        raise KeyError(f'unknown RegNet variant {variant!r}; valid: {sorted(VARIANTS)}')
+    args = dict(VARIANTS[variant])
+    # The factory may forward unset options as None; those mean "the default".
+    args.update({k: v for k, v in kwargs.items() if v is not None})
+    return RegNet(**args)
