@@ -23,15 +23,6 @@ STRUCTURE = ['efficientnet_b0', 'tf_efficientnet_b3', 'efficientnet_lite2', 'tf_
 X64 = (1, 3, 64, 64)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    # Inputs here are tiny: intra-op threads only contend for the two shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _saved(model: torch.nn.Module) -> str:
     return save_state(model.state_dict())
 

@@ -16,15 +16,6 @@ NAMES = featzoo.list_models(module=FAMILY)
 X64 = (1, 3, 64, 64)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    # Inputs here are tiny: intra-op threads only contend for the two shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _remove(path: str) -> None:
     os.remove(path)
     os.rmdir(os.path.dirname(path))

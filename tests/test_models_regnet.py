@@ -15,15 +15,6 @@ NAMES = featzoo.list_models(module=FAMILY)
 DILATED = ['regnetx_002', 'regnety_004']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    # Two threads on two cores shared with other test runs spend most of their time waiting on each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _shapes(model: torch.nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 

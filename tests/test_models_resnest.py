@@ -18,15 +18,6 @@ DILATED = ['resnest14d', 'resnest50d_4s2x40d', 'resnest50d_1s4x24d']
 SMALL_RADIX1 = dict(cardinality=4, base_width=24, block_args=dict(radix=1, avd=True, avd_first=True))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _one_thread():
-    # Two threads on two cores shared with other test runs spend most of their time waiting on each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _shapes(model: torch.nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 

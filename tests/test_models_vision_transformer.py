@@ -24,16 +24,6 @@ KINDS = ['vit_tiny_patch16_224', 'vit_small_patch14_reg4_dinov2', 'deit_base_dis
          'vit_base_patch32_224']
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    # these models run many small ops; on a shared two-core machine one thread avoids spinning on busy cores
-    # (ten times faster here), and the setting is restored for the other modules
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _patch(name: str) -> int:
     return featzoo.model_capabilities(name).output_strides[0]
 
