@@ -239,6 +239,8 @@ def create_model(
     filter_model = model
 
     if features_only:
+        if out_indices is None and isinstance(indices, int):  # a family's default 'last n' may exceed a shrunk depth
+            indices = min(indices, len(model.feature_info))
         model = _wrap(model, feature_cls, indices, output_fmt, out_map, feature_kwargs, family)
 
     if weights_path is not None:

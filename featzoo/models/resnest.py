@@ -24,6 +24,7 @@ FAMILY = 'resnest'
 DEFAULT_FEATURE_CLS = 'list'
 FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
+EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='conv1.0', classifier='fc')

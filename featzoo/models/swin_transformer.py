@@ -33,6 +33,7 @@ FAMILY = 'swin_transformer'
 DEFAULT_FEATURE_CLS = 'getter'
 FEATURE_CLS = ('getter', 'fx')
 OUTPUT_STRIDES = (32,)
+EXPORT = ('torch.export', 'onnx', 'compile')  # no dynamic_hw: symbolic window padding takes minutes to trace
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), interpolation='bicubic', crop_pct=0.9, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj', classifier='head.fc')

@@ -32,6 +32,7 @@ DEFAULT_FEATURE_CLS = 'getter'
 FEATURE_CLS = ('getter', 'fx')
 # the patch size is the only stride a plain ViT has; ``output_strides(variant)`` gives it per variant
 OUTPUT_STRIDES = (14, 16, 32)
+EXPORT = ('torch.export', 'onnx', 'compile')  # no dynamic_hw: the position-embedding resample branches on the grid
 # timm's default feature levels for ViTs: the last three blocks
 DEFAULT_OUT_INDICES = 3
 DEFAULT_CFG = dict(

@@ -22,6 +22,7 @@ FAMILY = 'xception_aligned'
 DEFAULT_FEATURE_CLS = 'hook'
 FEATURE_CLS = ('hook', 'fx')
 OUTPUT_STRIDES = (8, 16, 32)
+EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 299, 299), pool_size=(10, 10), interpolation='bicubic', crop_pct=0.903, crop_mode='center',
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='stem.0.conv', classifier='head.fc')

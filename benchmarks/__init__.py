@@ -1,0 +1,1 @@
+"""featzoo's benchmarks against timm: ``python -m benchmarks`` writes ``benchmarks/RESULTS.md``."""

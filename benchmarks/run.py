@@ -1,0 +1,551 @@
+"""featzoo against timm, side by side, in one process: same weights, warm-up, alternating paired runs, medians.
+
+Every figure is measured for featzoo and for timm in alternation (featzoo then timm, then timm then featzoo, ...), so
+a change in machine load hits both sides alike; the ratio reported is the median of the per-pair ratios
+featzoo/timm (lower is better) and the times are the medians of each side. Figures that need a fresh interpreter
+(import time, first creation, peak memory) run one child process per measurement, also alternating.
+
+    python -m benchmarks                         # everything, writes benchmarks/RESULTS.md
+    python -m benchmarks --sections eager --models resnet50 convnext_tiny --repeats 3
+    python benchmarks/run.py --threads 2 --output /tmp/RESULTS.md
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `python benchmarks/run.py` puts benchmarks/ first on the path, not the repository
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+EAGER_MODELS = ('resnet50', 'regnety_032', 'ecaresnet101d', 'densenet121', 'xception41', 'ese_vovnet19b_dw',
+                'resnest26d', 'efficientnet_b0', 'mobilenetv3_large_100', 'convnext_tiny', 'vit_small_patch16_224')
+CREATE_MODELS = ('resnet50', 'convnext_tiny', 'vit_base_patch16_224')
+# (model, compile, minimum speed-up over timm's eager features; None: reported, no target)
+OPTIMIZE_CASES = (('resnet50', False, 1.2), ('resnet50', True, 1.3), ('convnext_tiny', False, None),
+                  ('convnext_tiny', True, 1.2))
+SECTIONS = ('import', 'create', 'eager', 'optimize', 'extract', 'fx')
+
+EAGER_TARGET = 1.02
+CREATE_TARGET = 0.30
+MEMORY_TARGET = 1.3
+IMPORT_TARGET = 0.3
+EXTRACT_TARGET = 0.9
+FX_TARGET = 3.0
+FX_MODEL = 'vit_large_patch16_224'
+
+
+# ----------------------------------------------------------------------------------------------- measurement
+@dataclass
+class Pair:
+    """Times of the two sides of a paired measurement (seconds)."""
+    featzoo: List[float]
+    timm: List[float]
+
+    @property
+    def featzoo_median(self) -> float:
+        return statistics.median(self.featzoo)
+
+    @property
+    def timm_median(self) -> float:
+        return statistics.median(self.timm)
+
+    @property
+    def ratio(self) -> float:
+        """Median over pairs of featzoo/timm."""
+        return statistics.median(a / b for a, b in zip(self.featzoo, self.timm))
+
+
+def paired(featzoo_fn: Callable[[], Any], timm_fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Pair:
+    """Warm both up, then time them alternately, swapping which goes first on every repetition.
+
+    >>> p = paired(lambda: None, lambda: None, repeats=2)
+    >>> len(p.featzoo), len(p.timm)
+    (2, 2)
+    """
+    for _ in range(warmup):
+        featzoo_fn()
+        timm_fn()
+    out = Pair([], [])
+    for i in range(repeats):
+        order = [(featzoo_fn, out.featzoo), (timm_fn, out.timm)]
+        for fn, times in (order if i % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return out
+
+
+def run_child(code: str, threads: int) -> Dict[str, Any]:
+    """Run ``code`` in a fresh interpreter (repository on the path, ``threads`` threads); it prints one JSON line."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f'benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -------------------------------------------------------------------------------------------------- results
+@dataclass
+class Row:
+    """One figure: both sides, the ratio featzoo/timm (or an absolute value), the target and whether it is met."""
+    section: str
+    figure: str
+    featzoo: Optional[float]
+    timm: Optional[float]
+    value: Optional[float]
+    target: str
+    met: Optional[bool]
+    unit: str = 's'
+    note: str = ''
+
+
+@dataclass
+class Report:
+    rows: List[Row] = field(default_factory=list)
+    notes: Dict[str, List[str]] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        mark = {True: 'met', False: 'NOT MET', None: ''}[row.met]
+        print(f'  {row.section:9s} {row.figure:58s} {_fmt(row.featzoo, row.unit):>10s} {_fmt(row.timm, row.unit):>10s}'
+              f' {_fmt(row.value, "x"):>8s} {row.target:>8s} {mark} {row.note}', flush=True)
+
+    def note(self, section: str, text: str) -> None:
+        self.notes.setdefault(section, []).append(text)
+        print(f'  note ({section}): {text}', flush=True)
+
+
+def _fmt(value: Optional[float], unit: str) -> str:
+    if value is None:
+        return '-'
+    if unit == 's':
+        return f'{value * 1000:.1f} ms' if value < 1 else f'{value:.2f} s'
+    if unit == 'MiB':
+        return f'{value:.0f} MiB'
+    if unit == 'ips':
+        return f'{value:.1f} img/s'
+    return f'{value:.3f}'
+
+
+# ------------------------------------------------------------------------------------------------- sections
+def _timm_weights(name: str, workdir: str) -> str:
+    """Save a timm model's (randomly initialized) weights once; both libraries then load this file."""
+    import timm
+    from safetensors.torch import save_file
+    path = os.path.join(workdir, f'{name}.safetensors')
+    if not os.path.exists(path):
+        model = timm.create_model(name)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def bench_import(report: Report, args: argparse.Namespace) -> None:
+    code = ('import json, time; import torch; t = time.perf_counter(); import {lib}; '
+            'print(json.dumps(dict(seconds=time.perf_counter() - t)))')
+    pair = Pair([], [])
+    for i in range(args.import_repeats):
+        order = [('featzoo', pair.featzoo), ('timm', pair.timm)]
+        for lib, times in (order if i % 2 == 0 else order[::-1]):
+            times.append(run_child(code.format(lib=lib), args.threads)['seconds'])
+    report.add(Row('import', '`import featzoo` after `import torch` (fresh process)', pair.featzoo_median,
+                   pair.timm_median, pair.featzoo_median, f'<= {IMPORT_TARGET} s',
+                   pair.featzoo_median <= IMPORT_TARGET, note=f'timm/featzoo = {pair.timm_median / pair.featzoo_median:.0f}x'))
+    names = run_child('import json, sys, torch; before = set(sys.modules); import featzoo; featzoo.list_models(); '
+                      'print(json.dumps(sorted(m for m in set(sys.modules) - before)))', args.threads)
+    report.note('import', f'`import featzoo; featzoo.list_models()` imports {len(names)} module(s) beyond torch: '
+                          f'{", ".join(names)}')
+
+
+_CREATE_CHILD = '''
+import json, os, time
+def rss(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+import torch
+torch.set_num_threads({threads})
+base = rss('VmRSS:')
+import {lib} as lib
+start = time.perf_counter()
+model = lib.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file={path!r}))
+seconds = time.perf_counter() - start
+created = rss('VmHWM:') - base
+model.eval()
+with torch.inference_mode():
+    model(torch.zeros(1, 3, 224, 224))
+print(json.dumps(dict(seconds=seconds, created=created, forward=rss('VmHWM:') - base)))
+'''
+
+
+def bench_create(report: Report, args: argparse.Namespace, workdir: str) -> None:
+    import featzoo
+    import timm
+    for name in CREATE_MODELS:
+        if not featzoo.is_model(name):
+            report.note('create', f'{name} is not registered in featzoo yet: skipped')
+            continue
+        path = _timm_weights(name, workdir)
+        size = os.path.getsize(path)
+        overlay = dict(file=path)
+        pair = paired(lambda: featzoo.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay),
+                      lambda: timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay),
+                      args.create_repeats)
+        report.add(Row('create', f'{name}: create_model(pretrained=True), warm process', pair.featzoo_median,
+                       pair.timm_median, pair.ratio, f'<= {CREATE_TARGET}', pair.ratio <= CREATE_TARGET))
+        cold = Pair([], [])
+        memory: Dict[str, List[Tuple[float, float]]] = {'featzoo': [], 'timm': []}
+        for i in range(args.cold_repeats):
+            order = [('featzoo', cold.featzoo), ('timm', cold.timm)]
+            for lib, times in (order if i % 2 == 0 else order[::-1]):
+                out = run_child(_CREATE_CHILD.format(threads=args.threads, lib=lib, name=name, path=path),
+                                args.threads)
+                times.append(out['seconds'])
+                memory[lib].append((out['created'], out['forward']))
+        report.add(Row('create', f'{name}: first create_model in a fresh process', cold.featzoo_median,
+                       cold.timm_median, cold.ratio, f'<= {CREATE_TARGET}', cold.ratio <= CREATE_TARGET))
+        mib = 1 << 20
+        fz_peak = statistics.median(m[0] for m in memory['featzoo'])
+        tm_peak = statistics.median(m[0] for m in memory['timm'])
+        report.add(Row('memory', f'{name}: peak RSS of creation above `import torch` / file size '
+                                 f'({size / mib:.0f} MiB)', fz_peak / mib, tm_peak / mib, fz_peak / size,
+                       f'<= {MEMORY_TARGET}x', fz_peak / size <= MEMORY_TARGET, unit='MiB',
+                       note=f'timm: {tm_peak / size:.2f}x'))
+        fz_fwd = statistics.median(m[1] for m in memory['featzoo'])
+        tm_fwd = statistics.median(m[1] for m in memory['timm'])
+        report.add(Row('memory', f'{name}: the same after one 224 px forward (weights paged in)', fz_fwd / mib,
+                       tm_fwd / mib, fz_fwd / size, '', None, unit='MiB', note=f'timm: {tm_fwd / size:.2f}x'))
+
+
+def _eager_models(name: str, path: str):
+    import featzoo
+    import timm
+    overlay = dict(file=path)
+    fz = featzoo.create_model(name, checkpoint_path=path).eval()
+    tm = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay).eval()
+    fz_feat = featzoo.create_model(name, features_only=True, checkpoint_path=path).eval()
+    tm_feat = timm.create_model(name, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay).eval()
+    return fz, tm, fz_feat, tm_feat
+
+
+def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
+    import featzoo
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(0))
+    report.note('eager', f'batch {args.batch_size}, {args.img_size}x{args.img_size}, eval mode, '
+                         f'torch.inference_mode() on both sides, {args.repeats} paired repetitions after one warm-up')
+    for name in args.models:
+        if not featzoo.is_model(name):
+            report.note('eager', f'{name} is not registered in featzoo yet: skipped')
+            continue
+        fz, tm, fz_feat, tm_feat = _eager_models(name, _timm_weights(name, workdir))
+        figures = (('forward', fz, tm), ('forward_features', fz.forward_features, tm.forward_features),
+                   ('features_only', fz_feat, tm_feat))
+        with torch.inference_mode():
+            for figure, a, b in figures:
+                pair = paired(lambda: a(x), lambda: b(x), args.repeats)
+                report.add(Row('eager', f'{name}: {figure}', pair.featzoo_median, pair.timm_median, pair.ratio,
+                               f'<= {EAGER_TARGET}', pair.ratio <= EAGER_TARGET))
+        del fz, tm, fz_feat, tm_feat
+
+
+def bench_optimize(report: Report, args: argparse.Namespace, workdir: str) -> None:
+    import featzoo
+    import timm
+    from featzoo.inference import max_relative_error
+    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    report.note('optimize', 'features_only at batch 8, 224x224; timm eager in eval mode under torch.inference_mode(); '
+                            'speed-up = timm time / featzoo time (median over pairs); compile time is the first call')
+    for name, compile_, target in OPTIMIZE_CASES:
+        if not featzoo.is_model(name):
+            report.note('optimize', f'{name} is not registered in featzoo yet: skipped')
+            continue
+        path = _timm_weights(name, workdir)
+        tm = timm.create_model(name, features_only=True, pretrained=True,
+                               pretrained_cfg_overlay=dict(file=path)).eval()
+        fz = featzoo.create_model(name, features_only=True, checkpoint_path=path).eval()
+        with torch.inference_mode():
+            reference = fz(x)
+        start = time.perf_counter()
+        opt = featzoo.optimize_for_inference(fz, compile=compile_)
+        first = opt(x)
+        prepare = time.perf_counter() - start
+        error = max_relative_error(first, reference)
+
+        def timm_run() -> None:
+            with torch.inference_mode():
+                tm(x)
+
+        pair = paired(lambda: opt(x), timm_run, args.optimize_repeats)
+        speedup = 1.0 / pair.ratio
+        label = 'compile=True' if compile_ else 'compile=False'
+        report.add(Row('optimize', f'{name}: optimize_for_inference({label}) features, speed-up over timm eager',
+                       pair.featzoo_median, pair.timm_median, speedup, f'>= {target}x' if target else '',
+                       (speedup >= target and error <= 1e-3) if target else None,
+                       note=f'max rel. error {error:.1e}; optimize + first call {prepare:.1f} s'))
+        del tm, fz, opt
+        if compile_:
+            torch._dynamo.reset()
+
+
+def _make_photos(folder: str, count: int) -> None:
+    """JPEG 'photos' at 640x480: smooth colour fields plus noise, so decoding costs what a real photo costs."""
+    import numpy as np
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
+    for i in range(count):
+        phase = rng.uniform(0, 6.28, size=3)
+        base = np.stack([127 + 100 * np.sin(xx / (40 + 10 * c) + yy / (60 + 7 * c) + phase[c]) for c in range(3)], -1)
+        img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(os.path.join(folder, f'{i:05d}.jpg'), quality=90)
+
+
+def _extract_seconds(folder: str, out: str, weights: str, threads: int) -> float:
+    """Seconds the ``featzoo extract`` command reports for its own run (interpreter start-up excluded)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, '-m', 'featzoo', 'extract', 'resnet50', folder, '-o', out, '--checkpoint',
+                           weights, '--batch-size', '32', '--device', 'cpu', '--overwrite'],
+                          cwd=ROOT, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f'featzoo extract failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
+    summary = [line for line in proc.stderr.splitlines() if line.startswith('featzoo extract:')]
+    if not summary:
+        raise RuntimeError(f'featzoo extract printed no summary line:\n{proc.stderr[-3000:]}')
+    return float(summary[-1].split(' s, ')[0].rsplit(', ', 1)[1])
+
+
+def bench_extract(report: Report, args: argparse.Namespace, workdir: str) -> None:
+    import importlib.util
+    import featzoo
+    if importlib.util.find_spec('featzoo.cli') is None or importlib.util.find_spec('featzoo.extract') is None:
+        report.note('extract', '`featzoo extract` (featzoo/cli.py, featzoo/extract/) is not in the tree yet: '
+                               'not measured')
+        return
+    weights = _timm_weights('resnet50', workdir)
+    small, large = args.extract_images, 3 * args.extract_images
+    folders = {n: os.path.join(workdir, f'photos{n}') for n in (small, large)}
+    for n, folder in folders.items():
+        _make_photos(folder, n)
+    # the difference of a small and a large run is the steady-state cost of (large - small) images: model creation,
+    # worker start-up and the last partial batch cancel out
+    runs = {n: [] for n in folders}
+    for _ in range(args.cold_repeats):
+        for n, folder in folders.items():
+            runs[n].append(_extract_seconds(folder, os.path.join(workdir, f'emb{n}'), weights, args.threads))
+    marginal = statistics.median(runs[large]) - statistics.median(runs[small])
+    extract_ips = (large - small) / marginal
+    model = featzoo.optimize_for_inference(featzoo.create_model('resnet50', num_classes=0, checkpoint_path=weights))
+    x = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    model(x)
+    forward = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model(x)
+        forward.append(time.perf_counter() - start)
+    forward_ips = 32 / statistics.median(forward)
+    ratio = extract_ips / forward_ips
+    report.note('extract', f'`featzoo extract resnet50 PHOTOS -o OUT --checkpoint W --batch-size 32 --device cpu` on '
+                           f'{small} and {large} synthetic 640x480 JPEG photos (default workers); images/s = '
+                           f'{large - small} / (difference of the two runs\' own reported seconds). The reference is '
+                           f'the pure forward of the same model through optimize_for_inference (what extract is '
+                           f'meant to run) at batch 32.')
+    report.add(Row('extract', 'featzoo extract images/s vs pure forward images/s (resnet50, batch 32)', extract_ips,
+                   forward_ips, ratio, f'>= {EXTRACT_TARGET}x', ratio >= EXTRACT_TARGET, unit='ips',
+                   note='featzoo column: extract; timm column: pure forward (featzoo, optimized)'))
+
+
+_FX_CHILD = '''
+import json, time, torch
+torch.set_num_threads({threads})
+import featzoo
+with torch.device('meta'):
+    model = featzoo.create_model({name!r})
+start = time.perf_counter()
+nodes = featzoo.get_graph_node_info(model, input_size=(3, 224, 224))
+print(json.dumps(dict(seconds=time.perf_counter() - start, nodes=len(nodes))))
+'''
+
+
+def bench_fx(report: Report, args: argparse.Namespace) -> None:
+    import featzoo
+    if not featzoo.is_model(FX_MODEL):
+        report.note('fx', f'{FX_MODEL} is not registered yet: not measured')
+        return
+    try:
+        featzoo.get_graph_node_info
+    except (AttributeError, ImportError) as exc:
+        report.note('fx', f'get_graph_node_info is not importable yet ({exc}): not measured')
+        return
+    cold = [run_child(_FX_CHILD.format(threads=args.threads, name=FX_MODEL), args.threads)
+            for _ in range(args.cold_repeats)]
+    seconds = statistics.median(c['seconds'] for c in cold)
+    report.add(Row('fx', f'get_graph_node_info({FX_MODEL}), first call in a fresh process', seconds, None, seconds,
+                   f'<= {FX_TARGET} s', seconds <= FX_TARGET, note=f'{cold[0]["nodes"]} nodes; model on meta'))
+    with torch.device('meta'):
+        model = featzoo.create_model(FX_MODEL)
+    warm = []
+    for _ in range(3):
+        start = time.perf_counter()
+        featzoo.get_graph_node_info(model, input_size=(3, 224, 224))
+        warm.append(time.perf_counter() - start)
+    value = statistics.median(warm)
+    report.add(Row('fx', f'get_graph_node_info({FX_MODEL}), warm process', value, None, value,
+                   f'<= {FX_TARGET} s', value <= FX_TARGET))
+
+
+# --------------------------------------------------------------------------------------------------- output
+def _machine() -> Dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open('/proc/cpuinfo') as f:
+            cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), cpu)
+    import safetensors
+    versions = {'python': platform.python_version(), 'torch': torch.__version__,
+                'safetensors': safetensors.__version__}
+    with contextlib.suppress(ImportError):
+        import timm
+        versions['timm'] = timm.__version__
+    import featzoo
+    versions['featzoo'] = featzoo.__version__
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        versions['featzoo'] += ' (git ' + subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
+                                                         capture_output=True, text=True).stdout.strip() + ' + tree)'
+    return dict(cpu=f'{cpu}, {os.cpu_count()} logical cores', system=platform.platform(),
+                versions=', '.join(f'{k} {v}' for k, v in versions.items()))
+
+
+def render(report: Report, args: argparse.Namespace, started: str, load: Tuple[float, float],
+           elapsed: float) -> str:
+    machine = _machine()
+    command = 'python -m benchmarks ' + ' '.join(sys.argv[1:])
+    lines = [
+        '# featzoo benchmarks', '',
+        f'Generated by `{command.strip()}` on {started} in {elapsed / 60:.1f} min. Regenerate with the same command; '
+        '`python -m benchmarks --help` lists the options.', '',
+        f'- machine: {machine["cpu"]}; {machine["system"]}',
+        f'- versions: {machine["versions"]}',
+        f'- threads: torch.set_num_threads({args.threads}) in this process and in every child process',
+        f'- load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f}',
+        '- method: one process, the same weights on both sides, one warm-up, then alternating paired runs '
+        '(featzoo first on even repetitions, timm first on odd ones); times are medians of each side, ratios are '
+        'medians of the per-pair ratios featzoo/timm (lower is better) unless the row says otherwise. Fresh-process '
+        'figures (import, first creation, memory, first FX call) run one child interpreter per measurement, '
+        'also alternating.',
+    ]
+    if load[0] > (os.cpu_count() or 1):
+        lines.append(f'- **the machine was shared and overloaded** (load {load[0]:.0f}-{load[1]:.0f} on '
+                     f'{os.cpu_count()} cores): absolute times are inflated and noisy; the paired ratios are the '
+                     'meaningful figures, and each one still carries a few percent of noise.')
+    met = [r for r in report.rows if r.met is not None]
+    lines += ['', f'**Targets: {sum(r.met for r in met)} of {len(met)} met.**', '']
+    titles = {'import': 'Import', 'create': 'Pretrained creation from a local safetensors file',
+              'memory': 'Peak memory of pretrained creation', 'eager': 'Eager forward (featzoo/timm)',
+              'optimize': 'optimize_for_inference against timm eager', 'extract': 'featzoo extract', 'fx': 'FX node info'}
+    for section in ('import', 'create', 'memory', 'eager', 'optimize', 'extract', 'fx'):
+        rows = [r for r in report.rows if r.section == section]
+        notes = report.notes.get(section, [])
+        if not rows and not notes:
+            continue
+        lines += [f'## {titles[section]}', '']
+        lines += [f'{n}' + '  ' for n in notes]
+        if notes:
+            lines.append('')
+        if rows:
+            value_head = 'ratio' if section in ('create', 'eager') else 'value'
+            lines += [f'| figure | featzoo | timm | {value_head} | target | met | note |',
+                      '|---|---:|---:|---:|---:|:---:|---|']
+            for r in rows:
+                met_mark = {True: 'yes', False: '**no**', None: ''}[r.met]
+                value = _fmt(r.value, 'x') + ('x' if r.unit == 'MiB' else '')
+                if section in ('import', 'fx'):
+                    value = _fmt(r.value, 's')
+                lines.append(f'| {r.figure} | {_fmt(r.featzoo, r.unit)} | {_fmt(r.timm, r.unit)} | {value} | '
+                             f'{r.target} | {met_mark} | {r.note} |')
+            lines.append('')
+    missed = [r for r in met if not r.met]
+    if missed:
+        lines += ['## Targets not met', '']
+        lines += [f'- {r.section}: {r.figure}: {_fmt(r.value, "x")} (target {r.target})' for r in missed]
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='python -m benchmarks', description=__doc__.splitlines()[0])
+    parser.add_argument('--sections', nargs='+', default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument('--models', nargs='+', default=list(EAGER_MODELS), help='models of the eager section')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--batch-size', type=int, default=2, help='batch of the eager section')
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--repeats', type=int, default=5, help='paired repetitions of each eager figure')
+    parser.add_argument('--optimize-repeats', type=int, default=5)
+    parser.add_argument('--create-repeats', type=int, default=5, help='paired in-process creations')
+    parser.add_argument('--cold-repeats', type=int, default=2, help='fresh processes per side for first-call figures')
+    parser.add_argument('--import-repeats', type=int, default=4)
+    parser.add_argument('--extract-images', type=int, default=64, help='photos of the small extract run (the large has 3x)')
+    parser.add_argument('--output', default=os.path.join(ROOT, 'benchmarks', 'RESULTS.md'))
+    args = parser.parse_args(argv)
+    for key in ('threads', 'batch_size', 'img_size', 'repeats', 'optimize_repeats', 'create_repeats',
+                'cold_repeats', 'import_repeats', 'extract_images'):
+        if getattr(args, key) < 1:
+            parser.error(f'--{key.replace("_", "-")} must be >= 1, got {getattr(args, key)}')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Run the selected sections and write the report.
+
+    >>> main(['--sections', 'import', '--import-repeats', '1', '--output', '/tmp/featzoo_results.md'])  # doctest: +SKIP
+    """
+    args = parse_args(argv)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        raise SystemExit('the benchmarks compare featzoo with timm: pip install timm')
+    torch.set_num_threads(args.threads)
+    started = datetime.datetime.now().strftime('%Y-%m-%d %H:%M')
+    load_start = os.getloadavg()[0]
+    begin = time.perf_counter()
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix='featzoo-bench-') as workdir:
+        for section in SECTIONS:
+            if section not in args.sections:
+                continue
+            print(f'[{section}]', flush=True)
+            if section == 'import':
+                bench_import(report, args)
+            elif section == 'create':
+                bench_create(report, args, workdir)
+            elif section == 'eager':
+                bench_eager(report, args, workdir)
+            elif section == 'optimize':
+                bench_optimize(report, args, workdir)
+            elif section == 'extract':
+                bench_extract(report, args, workdir)
+            else:
+                bench_fx(report, args)
+    text = render(report, args, started, (load_start, os.getloadavg()[0]), time.perf_counter() - begin)
+    with open(args.output, 'w') as f:
+        f.write(text + '\n')
+    print(f'wrote {args.output}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,423 @@
+"""A fast inference path: batch norm folded into convolutions, oneDNN linear layers, channels_last, inference mode.
+
+Rewrites are found by running one example forward, not by module names. A BatchNorm2d is folded into a Conv2d only
+when the norm receives the very tensor the convolution returned and nothing else reads that tensor. That one rule
+covers every family's layout (``conv``/``bn``, ``conv_pw``/``bn2``, ``Sequential(Conv2d, BatchNorm2d)``,
+ConvNormAct, BatchNormAct2d, FrozenBatchNorm2d) and never folds a norm that sits before a convolution (DenseNet's
+pre-activation) or a convolution whose output is also used elsewhere (a tapped feature, a residual). The same rule
+fuses a GELU or ReLU module into the linear layer that feeds it.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from .layers.norm import FrozenBatchNorm2d
+
+__all__ = ['optimize_for_inference', 'fold_conv_bn', 'use_onednn_linear', 'InferenceModel', 'OneDnnLinear',
+           'max_relative_error']
+
+# methods of the wrapped model that InferenceModel runs under the same settings as forward
+_FORWARD_METHODS = ('forward_features', 'forward_head', 'forward_intermediates')
+
+
+def _is_foldable_norm(module: nn.Module) -> bool:
+    if isinstance(module, FrozenBatchNorm2d):
+        return True
+    return (isinstance(module, nn.BatchNorm2d) and module.track_running_stats
+            and module.running_mean is not None and module.running_var is not None)
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    # a feature wrapper's hook reads this module's output or input; a rewrite would change what it captures
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _norm_replacement(norm: nn.Module) -> nn.Module:
+    # BatchNormAct2d and its frozen form keep their activation; dropout is the identity in eval mode
+    act = getattr(norm, 'act', None)
+    return act if isinstance(act, nn.Module) else nn.Identity()
+
+
+class _UseCounter(TorchFunctionMode):
+    """Counts, per watched tensor, the torch calls that read it and return a tensor (size queries do not count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watched: Dict[int, torch.Tensor] = {}
+        self.uses: Dict[int, int] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if self.watched:
+            produced = any(isinstance(r, torch.Tensor) for r in tree_flatten(result)[0])
+            if produced:
+                for leaf in tree_flatten((args, kwargs))[0]:
+                    if isinstance(leaf, torch.Tensor) and self.watched.get(id(leaf)) is leaf:
+                        self.uses[id(leaf)] += 1
+        return result
+
+
+class _Trace:
+    """What one example forward showed: how often each module ran, and the (producer, consumer) pairs in which the
+    consumer was the only reader of the producer's output."""
+
+    def __init__(self) -> None:
+        self.calls: Dict[int, int] = {}
+        self.pairs: List[Tuple[nn.Module, nn.Module]] = []
+
+    def ran_once(self, *modules: nn.Module) -> bool:
+        return all(self.calls.get(id(m)) == 1 for m in modules)
+
+
+def _trace(model: nn.Module, example: torch.Tensor, producers: Sequence[nn.Module],
+           consumers: Sequence[nn.Module]) -> _Trace:
+    counter = _UseCounter()
+    trace = _Trace()
+    made_by: Dict[int, nn.Module] = {}
+    candidates: List[Tuple[nn.Module, nn.Module, torch.Tensor]] = []
+
+    def after_producer(module: nn.Module, args: Any, output: Any) -> None:
+        trace.calls[id(module)] = trace.calls.get(id(module), 0) + 1
+        if isinstance(output, torch.Tensor):
+            counter.watched[id(output)] = output
+            counter.uses[id(output)] = 0
+            made_by[id(output)] = module
+
+    def before_consumer(module: nn.Module, args: Any) -> None:
+        trace.calls[id(module)] = trace.calls.get(id(module), 0) + 1
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and counter.watched.get(id(x)) is x:
+            candidates.append((made_by[id(x)], module, x))
+
+    handles = [m.register_forward_hook(after_producer) for m in producers]
+    handles += [m.register_forward_pre_hook(before_consumer) for m in consumers]
+    try:
+        with torch.no_grad(), counter:
+            output = model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    returned = {id(t) for t in tree_flatten(output)[0] if isinstance(t, torch.Tensor)}
+    for producer, consumer, tensor in candidates:
+        # a module run twice (shared weights) may meet other tensors elsewhere; a returned tensor is read by the caller
+        if trace.ran_once(producer, consumer) and counter.uses[id(tensor)] == 1 and id(tensor) not in returned:
+            trace.pairs.append((producer, consumer))
+    return trace
+
+
+def _traced(model: nn.Module, input_size: Optional[Sequence[int]], producers: Sequence[nn.Module],
+            consumers: Sequence[nn.Module]) -> _Trace:
+    inputs = _example_inputs(model, input_size)
+    for i, example in enumerate(inputs):
+        try:
+            return _trace(model, example, producers, consumers)
+        except Exception as exc:  # noqa: BLE001 - the model rejects this size; the next candidate may fit
+            if i == len(inputs) - 1:
+                sizes = [tuple(t.shape[1:]) for t in inputs]
+                raise RuntimeError(f'the tracing forward that finds the layers to rewrite failed at input sizes '
+                                   f'{sizes}; pass input_size=(C, H, W) that this model accepts') from exc
+    raise AssertionError('unreachable: _example_inputs returns at least one input')
+
+
+@torch.no_grad()
+def _fold_into_conv(conv: nn.Conv2d, norm: nn.Module) -> None:
+    # computed in float64 so that folding adds no error of its own beyond the final rounding
+    dtype = conv.weight.dtype
+    var = norm.running_var.double()
+    mean = norm.running_mean.double()
+    gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(var)
+    beta = norm.bias.double() if norm.bias is not None else torch.zeros_like(var)
+    scale = gamma * torch.rsqrt(var + norm.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(mean)
+    weight = conv.weight.double() * scale.reshape(-1, *([1] * (conv.weight.ndim - 1)))
+    conv.weight = nn.Parameter(weight.to(dtype), requires_grad=False)
+    conv.bias = nn.Parameter(((bias - mean) * scale + beta).to(dtype), requires_grad=False)
+
+
+def _owners(model: nn.Module) -> Dict[int, List[Tuple[nn.Module, str]]]:
+    owners: Dict[int, List[Tuple[nn.Module, str]]] = {}
+    for parent in model.modules():
+        for name, child in parent._modules.items():
+            if child is not None:
+                owners.setdefault(id(child), []).append((parent, name))
+    return owners
+
+
+def _example_inputs(model: nn.Module, input_size: Optional[Sequence[int]]) -> List[torch.Tensor]:
+    """Inputs to try for the tracing forward: the given size, else a cheap 64x64 probe and then the configured size."""
+    ref = next((p for p in list(model.parameters()) + list(model.buffers()) if p.is_floating_point()), None)
+    device = ref.device if ref is not None else torch.device('cpu')
+    dtype = ref.dtype if ref is not None else torch.float32
+    if input_size is not None:
+        sizes = [tuple(input_size)]
+    else:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        chans = first.in_channels if first is not None else 3
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        # which layer reads which layer's output does not depend on the image size, so a small probe finds the pairs
+        # at a fraction of the cost; models that only accept their configured size get that next
+        sizes = [(chans, 64, 64), tuple(cfg.get('input_size') or (chans, 224, 224))]
+    return [torch.zeros(1, *size, device=device, dtype=dtype) for size in dict.fromkeys(sizes)]
+
+
+def _check_input_size(input_size: Any) -> Optional[Tuple[int, int, int]]:
+    if input_size is None:
+        return None
+    if (not isinstance(input_size, (tuple, list)) or len(input_size) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in input_size)):
+        raise ValueError(f'input_size must be (channels, height, width) with positive ints, got {input_size!r}')
+    return tuple(input_size)
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
+
+
+def fold_conv_bn(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> List[str]:
+    """Fold every batch norm that directly follows a convolution into that convolution, in place (eval mode).
+
+    The norm is replaced by its activation (or an identity), so the model computes the same function with fewer
+    passes over memory; it can no longer be trained and its state_dict loses the norms' keys. ``input_size``
+    (C, H, W) is the size of the one example forward that finds the pairs (default: a 64x64 probe, then the
+    model's ``pretrained_cfg['input_size']``). Returns the names of the folded norms.
+
+    >>> m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+    >>> fold_conv_bn(m.eval(), input_size=(3, 16, 16))
+    ['1']
+    >>> m
+    Sequential(
+      (0): Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1))
+      (1): Identity()
+      (2): ReLU()
+    )
+    """
+    _check_model(model)
+    input_size = _check_input_size(input_size)
+    model.eval()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and not _has_hooks(m)]
+    norms = [m for m in model.modules() if _is_foldable_norm(m) and not _has_hooks(m)]
+    if not convs or not norms:
+        return []
+    trace = _traced(model, input_size, convs, norms)
+    owners = _owners(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    folded = []
+    for conv, norm in trace.pairs:
+        places = owners.get(id(norm), [])
+        if norm.num_features != conv.out_channels or len(places) != 1:
+            continue  # a norm registered under two parents: replacing one place would leave the other stale
+        _fold_into_conv(conv, norm)
+        parent, attr = places[0]
+        setattr(parent, attr, _norm_replacement(norm))
+        folded.append(names[id(norm)])
+    return folded
+
+
+def _onednn_activation(module: nn.Module) -> Optional[Tuple[str, str]]:
+    """(post-op, algorithm) of an activation module oneDNN can apply inside the matrix multiply."""
+    if isinstance(module, nn.GELU) and module.approximate in ('none', 'tanh'):
+        return 'gelu', module.approximate
+    if type(module) is nn.ReLU:
+        return 'relu', ''
+    return None
+
+
+class OneDnnLinear(nn.Module):
+    """A linear layer (optionally followed by GELU or ReLU) run as one oneDNN matrix multiply on the CPU.
+
+    oneDNN's float32 GEMM is faster than the default BLAS call for the tall, thin products of vision models, and
+    applying the activation as a post-op saves a pass over the output. Keeps ``weight`` and ``bias`` under the
+    linear layer's names. Built by :func:`use_onednn_linear`; only for inference.
+
+    >>> layer = OneDnnLinear(nn.Linear(4, 8), nn.GELU())
+    >>> layer(torch.ones(2, 3, 4)).shape
+    torch.Size([2, 3, 8])
+    """
+
+    def __init__(self, linear: nn.Linear, activation: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        post = _onednn_activation(activation) if activation is not None else None
+        if activation is not None and post is None:
+            raise ValueError(f'activation {activation!r} cannot be fused; valid: nn.GELU, nn.ReLU')
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.post_op, self.algorithm = post if post is not None else ('none', '')
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features).contiguous(), self.weight,
+                                                 self.bias, self.post_op, [], self.algorithm)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f'in_features={self.in_features}, out_features={self.out_features}, post_op={self.post_op!r}'
+
+
+@functools.lru_cache(maxsize=None)
+def _onednn_linear_works() -> bool:
+    """Whether this torch build has oneDNN's linear kernel and it agrees with F.linear (checked once)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(s, generator=gen, device='cpu') for s in ((37, 24), (40, 24), (40,)))
+    layer = OneDnnLinear(nn.Linear(24, 40, device='cpu'), nn.GELU())
+    layer.weight, layer.bias = nn.Parameter(w), nn.Parameter(b)
+    try:
+        with torch.no_grad():
+            return torch.allclose(layer(x), nn.functional.gelu(nn.functional.linear(x, w, b)), atol=1e-4)
+    except RuntimeError:  # a build whose oneDNN lacks this kernel for this CPU
+        return False
+
+
+def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> List[str]:
+    """Replace every float32 CPU ``nn.Linear`` by :class:`OneDnnLinear`, fusing a GELU/ReLU module that alone reads
+    its output, in place. A build without oneDNN is left unchanged. Returns the names of the replaced layers.
+
+    >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.GELU(), nn.Linear(8, 2)).eval()
+    >>> use_onednn_linear(m, input_size=(3, 2, 2))
+    ['1', '3']
+    >>> m[2]
+    Identity()
+    """
+    _check_model(model)
+    input_size = _check_input_size(input_size)
+    model.eval()
+    linears = [m for m in model.modules() if type(m) is nn.Linear and not _has_hooks(m)
+               and m.weight.dtype == torch.float32 and m.weight.device.type == 'cpu']
+    if not linears or not _onednn_linear_works():
+        return []
+    acts = [m for m in model.modules() if _onednn_activation(m) is not None and not _has_hooks(m)]
+    trace = _traced(model, input_size, linears, acts)
+    fused = {id(linear): act for linear, act in trace.pairs}
+    owners = _owners(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    replaced = []
+    for linear in linears:
+        places = owners.get(id(linear), [])
+        if not trace.calls.get(id(linear)) or len(places) != 1:
+            continue  # never run (e.g. a head the wrapper skips), or registered twice
+        act = fused.get(id(linear))
+        act_places = owners.get(id(act), []) if act is not None else []
+        if len(act_places) != 1:
+            act = None
+        parent, attr = places[0]
+        setattr(parent, attr, OneDnnLinear(linear, act))
+        if act is not None:
+            act_parent, act_attr = act_places[0]
+            setattr(act_parent, act_attr, nn.Identity())
+        replaced.append(names[id(linear)])
+    return replaced
+
+
+class InferenceModel(nn.Module):
+    """Runs the wrapped model in inference mode on channels_last input.
+
+    ``forward_features``, ``forward_head`` and ``forward_intermediates`` of the wrapped model run under the same
+    settings; other attributes (``feature_info``, ``pretrained_cfg``, ``num_features``...) are read from it, and it
+    stays reachable as ``.module``. Convolutional outputs come back in channels_last memory format: equal values,
+    but call ``.contiguous()`` before ``.view()``.
+
+    >>> m = InferenceModel(nn.Conv2d(3, 4, 1))
+    >>> m(torch.ones(1, 3, 2, 2)).is_inference()
+    True
+    """
+
+    def __init__(self, module: nn.Module, compiled: Optional[Callable[..., Any]] = None) -> None:
+        super().__init__()
+        self.module = module
+        # the compiled callable shares the module's parameters: kept out of _modules so they are not listed twice
+        object.__setattr__(self, '_run', compiled if compiled is not None else module)
+        object.__setattr__(self, '_compiled', compiled is not None)
+
+    def _call(self, fn: Callable[..., Any], x: Any, *args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode():
+            if isinstance(x, torch.Tensor) and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self._compiled:
+                # compilation happens at the first call of each new input shape, so freezing must be on at every
+                # call; torch.compile(options={'freezing': True}) does not reach the inductor pass that reads it
+                import torch._inductor.config as inductor_config
+                with inductor_config.patch(freezing=True):
+                    return fn(x, *args, **kwargs)
+            return fn(x, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self._call(self._run, x)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == 'module':
+                raise
+            value = getattr(self._modules['module'], name)
+            if name in _FORWARD_METHODS and callable(value):
+                return lambda x, *args, **kwargs: self._call(value, x, *args, **kwargs)
+            return value
+
+    def train(self, mode: bool = True) -> 'InferenceModel':
+        if mode:
+            raise RuntimeError('an optimize_for_inference model cannot be trained: its batch norms are folded '
+                               'into the convolutions; build a fresh model with featzoo.create_model to train')
+        return super().train(False)
+
+
+def optimize_for_inference(model: nn.Module, compile: bool = False,
+                           input_size: Optional[Sequence[int]] = None) -> InferenceModel:
+    """Prepare a model (or a features_only wrapper) for fast inference; outputs stay within 1e-3 of eager.
+
+    Always: eval mode, gradients off, batch norm folded into the preceding convolution (:func:`fold_conv_bn`),
+    linear layers on oneDNN with their GELU/ReLU fused (:func:`use_onednn_linear`, CPU float32), weights and inputs
+    in channels_last, every call in ``torch.inference_mode()``. With ``compile=True`` the model also goes through
+    ``torch.compile`` with weight freezing (each new input shape compiles at its first call, which takes a while).
+    ``input_size`` (C, H, W) sizes the one tracing forward when the model accepts neither 64x64 nor its
+    configured size. The model is modified in place (keep a ``copy.deepcopy`` for training).
+
+    >>> import featzoo
+    >>> m = optimize_for_inference(featzoo.create_model('resnet18', features_only=True))
+    >>> [f.shape[1] for f in m(torch.ones(1, 3, 64, 64))]
+    [64, 64, 128, 256, 512]
+    """
+    _check_model(model)
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError('model is a TorchScript module; pass the eager nn.Module instead')
+    if isinstance(model, InferenceModel):
+        raise TypeError('model was already passed through optimize_for_inference; pass the original model')
+    if not isinstance(compile, bool):
+        raise TypeError(f'compile must be True or False, got {compile!r}')
+    input_size = _check_input_size(input_size)
+    model = getattr(model, '_orig_mod', model)  # an already torch.compile'd module: optimize what it wraps
+    model.eval()
+    model.requires_grad_(False)
+    fold_conv_bn(model, input_size)
+    model.to(memory_format=torch.channels_last)
+    use_onednn_linear(model, input_size)
+    return InferenceModel(model, torch.compile(model) if compile else None)
+
+
+def _relative_error(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    ref = reference.detach().float()
+    if not ref.numel():
+        return 0.0
+    return (actual.detach().float() - ref).abs().max().item() / max(1.0, ref.abs().max().item())
+
+
+def max_relative_error(actual: Any, reference: Any) -> float:
+    """Largest max|a - b| / max(1, max|b|) over matching tensors of two outputs (tensors, lists, dicts).
+
+    >>> max_relative_error([torch.ones(2)], [torch.ones(2)])
+    0.0
+    """
+    a, _ = tree_flatten(actual)
+    b, _ = tree_flatten(reference)
+    if len(a) != len(b):
+        raise ValueError(f'outputs differ in structure: {len(a)} tensors vs {len(b)}')
+    return max((_relative_error(x, y) for x, y in zip(a, b)), default=0.0)

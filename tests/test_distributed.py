@@ -1,0 +1,136 @@
+"""DistributedDataParallel on CPU (gloo, two processes): a features_only backbone trains without
+``find_unused_parameters``, because the wrappers prune every module whose output no selected level needs.
+
+DDP without ``find_unused_parameters`` fails at the second backward when a parameter got no gradient in the
+first, so two steps per backbone prove the pruning; parameters must then be identical on both ranks and changed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch.distributed as dist
+
+WORLD_SIZE = 2
+
+# (model, create_model arguments): each family's default wrapper and a few others, tapping levels short of the
+# last so that pruning matters; repeated blocks are cut down to keep the two processes quick.
+CASES = [
+    ('resnet10t', dict(out_indices=(1, 2))),
+    ('resnet10t', dict(out_indices=(2,), feature_cls='fx')),
+    ('resnet10t', dict(out_indices=(0, 3), feature_cls='hook')),
+    ('convnext_atto', dict(depths=(1, 1, 1, 1), out_indices=(0, 2), feature_cls='dict')),
+    ('convnext_atto', dict(depths=(1, 1, 1, 1), out_indices=(1,), feature_cls='getter')),
+    ('densenet121', dict(block_config=(1, 1, 1, 1), out_indices=(1, 3))),
+    ('efficientnet_b0', dict(depth_multiplier=0.1, out_indices=(2, 3))),
+    ('mobilenetv3_small_050', dict(out_indices=(1, 3))),
+    ('regnetx_002', dict(out_indices=(2,))),
+    ('resnest14d', dict(out_indices=(1, 2))),
+    ('ese_vovnet19b_slim_dw', dict(out_indices=(1, 3))),
+    ('xception41', dict(middle_depth=1, out_indices=(1, 4))),
+    ('xception41', dict(middle_depth=1, out_indices=(1,), feature_cls='fx')),
+    ('swin_tiny_patch4_window7_224', dict(depths=(2, 2, 2, 2), out_indices=(1,))),
+    ('vit_tiny_patch16_224', dict(depth=3, out_indices=(0, 1))),
+    ('vit_tiny_patch16_224', dict(depth=3, out_indices=(1,), feature_cls='fx')),
+]
+
+WORKER = textwrap.dedent('''
+    import json, os, sys
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    import featzoo
+
+    torch.set_num_threads(1)
+    rank, world, init_file, cases = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world)
+    report = []
+    for name, kwargs in cases:
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+        torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        backbone = featzoo.create_model(name, features_only=True, **kwargs)
+        before = torch.cat([p.detach().flatten().clone() for p in backbone.parameters()])
+        model = DDP(backbone, find_unused_parameters=False)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        gen = torch.Generator().manual_seed(100 + rank)  # each rank sees its own data
+        error = None
+        try:
+            for _ in range(3):
+                out = model(torch.randn(2, 3, 64, 64, generator=gen))
+                feats = out.values() if isinstance(out, dict) else out
+                loss = sum(f.float().square().mean() for f in feats)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        except RuntimeError as exc:
+            error = str(exc).splitlines()[0]
+        after = torch.cat([p.detach().flatten() for p in backbone.parameters()])
+        gathered = [torch.empty_like(after) for _ in range(world)]
+        dist.all_gather(gathered, after)
+        report.append(dict(
+            name=name, error=error,
+            in_sync=all(torch.equal(gathered[0], g) for g in gathered[1:]),
+            changed=bool((after - before).abs().max() > 0),
+            frozen=[n for n, p in backbone.named_parameters() if p.grad is None],
+        ))
+    dist.destroy_process_group()
+    if rank == 0:
+        print(json.dumps(report))
+''')
+
+
+# A hook level inside a block (xception's 'blocks.2.stack.act3') still runs the rest of that block, whose parameters
+# then get no gradient: the hook wrapper prunes whole steps only.
+HOOK_INSIDE_BLOCK = [('xception41', dict(middle_depth=1, out_indices=(0, 2)))]
+
+
+@pytest.fixture(scope='module')
+def ddp_report(tmp_path_factory):
+    """Train every case under DDP in one pair of processes; the report per case, in order."""
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip('torch built without gloo')
+    cases = CASES + HOOK_INSIDE_BLOCK
+    workdir = tmp_path_factory.mktemp('ddp')
+    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
+    procs = [subprocess.Popen([sys.executable, '-c', WORKER, str(rank), str(WORLD_SIZE), str(workdir / 'rendezvous'),
+                               json.dumps(cases)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env, cwd=workdir)
+             for rank in range(WORLD_SIZE)]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=600))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    report = json.loads(outputs[0][0].strip().splitlines()[-1])
+    assert [r['name'] for r in report] == [name for name, _ in cases]
+    return {json.dumps([name, kwargs]): result for (name, kwargs), result in zip(cases, report)}
+
+
+def _check(report, name, kwargs):
+    result = report[json.dumps([name, kwargs])]
+    what = f'{name} {kwargs}'
+    assert result['error'] is None, f'{what}: {result["error"]}'
+    assert not result['frozen'], f'{what}: parameters without gradient (not pruned): {result["frozen"][:5]}'
+    assert result['in_sync'], f'{what}: parameters differ between ranks after training'
+    assert result['changed'], f'{what}: training did not change the parameters'
+
+
+def test_ddp_trains_features_only_backbones_without_find_unused_parameters(ddp_report):
+    for name, kwargs in CASES:
+        _check(ddp_report, name, kwargs)
+
+
+@pytest.mark.xfail(strict=True, reason='FeatureHookNet runs the whole step holding the last tapped module, so the '
+                                       'modules after it inside that block get no gradient (fix reported to the lead)')
+def test_ddp_hook_level_inside_a_block(ddp_report):
+    for name, kwargs in HOOK_INSIDE_BLOCK:
+        _check(ddp_report, name, kwargs)

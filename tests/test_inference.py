@@ -1,0 +1,279 @@
+"""The fast paths give the slow paths' results: optimize_for_inference, meta-device creation, the lazy import.
+
+Correctness only; timings live in ``python -m benchmarks``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Dict, Tuple
+
+import pytest
+import torch
+from torch import nn
+
+import featzoo
+from featzoo.inference import (InferenceModel, OneDnnLinear, _onednn_linear_works, fold_conv_bn, max_relative_error,
+                               optimize_for_inference, use_onednn_linear)
+from featzoo.layers import BatchNormAct2d, ConvNormAct, FrozenBatchNorm2d
+from featzoo.weights.loading import read_state_dict
+from helpers import assert_equal, randomize_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One small model per family (kwargs keep transformers at 64 px); a family missing here is tested with its first model.
+REPRESENTATIVES: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    'resnet': ('resnet18', {}),
+    'regnet': ('regnety_002', {}),
+    'resnest': ('resnest14d', {}),
+    'densenet': ('densenet121', {}),
+    'xception_aligned': ('xception41', {}),
+    'vovnet': ('ese_vovnet19b_dw', {}),
+    'efficientnet': ('efficientnet_b0', {}),
+    'mobilenetv3': ('mobilenetv3_small_050', {}),
+    'convnext': ('convnext_atto', {}),
+    'vision_transformer': ('vit_tiny_patch16_224', dict(img_size=64)),
+    'swin_transformer': ('swin_tiny_patch4_window7_224', dict(img_size=64)),
+}
+X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+
+
+def representative(family: str) -> Tuple[str, Dict[str, Any]]:
+    name, kwargs = REPRESENTATIVES.get(family, (None, {}))
+    if name is None or not featzoo.is_model(name):
+        return featzoo.list_models(module=family)[0], {}
+    return name, kwargs
+
+
+def _batch_norms(model: nn.Module) -> int:
+    return sum(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in model.modules())
+
+
+def _check_optimized(model: nn.Module, what: str) -> None:
+    model.eval()
+    randomize_state(model)
+    with torch.no_grad():
+        reference = model(X)
+    norms = _batch_norms(model)
+    linears = sum(type(m) is nn.Linear for m in model.modules())
+    optimized = optimize_for_inference(model)
+    out = optimized(X)
+    for a, b in zip(torch.utils._pytree.tree_flatten(out)[0], torch.utils._pytree.tree_flatten(reference)[0]):
+        assert_equal(a, b, what, rtol=1e-3)
+        assert a.is_inference()
+    if norms:  # every batch-norm family here has at least a conv -> norm stem
+        assert _batch_norms(model) < norms, f'{what}: no batch norm was folded'
+    if linears and _onednn_linear_works():
+        assert any(isinstance(m, OneDnnLinear) for m in model.modules()), f'{what}: no linear layer on oneDNN'
+    assert not model.training
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
+
+
+@pytest.mark.parametrize('family', featzoo.list_modules())
+def test_optimized_full_model_equals_eager(family):
+    name, kwargs = representative(family)
+    _check_optimized(featzoo.create_model(name, **kwargs), f'{name} full')
+
+
+@pytest.mark.parametrize('family', featzoo.list_modules())
+def test_optimized_features_equal_eager(family):
+    name, kwargs = representative(family)
+    _check_optimized(featzoo.create_model(name, features_only=True, **kwargs), f'{name} features')
+
+
+def test_optimized_hook_and_fx_wrappers_keep_their_taps():
+    # the hook wrapper reads modules inside blocks; the FX wrapper returns a conv's own output: neither may change
+    hook = featzoo.create_model('resnet18', features_only=True, feature_cls='hook')
+    _check_optimized(hook, 'resnet18 hook')
+    fx = featzoo.create_feature_extractor(featzoo.create_model('resnet18'), return_nodes=['layer1.0.conv1', 'layer2'])
+    randomize_state(fx)
+    fx.eval()
+    with torch.no_grad():
+        reference = fx(X)
+    out = optimize_for_inference(fx)(X)
+    for key in reference:
+        assert_equal(out[key], reference[key], f'fx {key}', rtol=1e-3)
+    assert isinstance(fx.get_submodule('layer1.0.bn1'), nn.BatchNorm2d), 'a returned conv output was folded'
+
+
+class _Shapes(nn.Module):
+    """Conv/norm layouts that must and must not fold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = ConvNormAct(8, 8, 3, act_layer='relu')                 # conv -> BatchNormAct2d: folds, act kept
+        self.conv_frozen, self.frozen = nn.Conv2d(8, 8, 1), FrozenBatchNorm2d(8)    # folds
+        self.conv_res, self.bn_res = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)  # conv output also added: must not fold
+        self.pre_bn, self.post_conv = nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1)  # norm before conv: nothing to fold
+        self.shared = nn.Conv2d(8, 8, 1)                                    # run twice: must not fold
+        self.bn_shared_a, self.bn_shared_b = nn.BatchNorm2d(8), nn.BatchNorm2d(8)
+        self.act = BatchNormAct2d(8, act_layer='gelu')
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(self.seq(x))
+        x = self.frozen(self.conv_frozen(x))
+        y = self.conv_res(x)
+        x = self.bn_res(y) + y
+        x = self.post_conv(self.pre_bn(x))
+        x = self.bn_shared_a(self.shared(x)) + self.bn_shared_b(self.shared(x))
+        return self.act(x)
+
+
+def test_fold_rules():
+    model = _Shapes().eval()
+    randomize_state(model)
+    with torch.no_grad():
+        reference = model(X)
+    folded = fold_conv_bn(model)
+    assert sorted(folded) == ['block.bn', 'frozen', 'seq.1']
+    assert isinstance(model.block.bn, nn.ReLU) and isinstance(model.seq[1], nn.Identity)
+    assert isinstance(model.bn_res, nn.BatchNorm2d) and isinstance(model.pre_bn, nn.BatchNorm2d)
+    assert isinstance(model.bn_shared_a, nn.BatchNorm2d) and isinstance(model.act, BatchNormAct2d)
+    with torch.no_grad():
+        assert_equal(model(X), reference, 'folded', rtol=1e-5)
+
+
+def test_fold_without_affine_and_with_conv_bias():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4, affine=False)).eval()
+    randomize_state(model)
+    with torch.no_grad():
+        reference = model(X)
+    assert fold_conv_bn(model, input_size=(3, 16, 16)) == ['1']
+    with torch.no_grad():
+        assert_equal(model(X), reference, 'no affine', rtol=1e-5)
+
+
+class _Linears(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.fc1, self.act1 = nn.Linear(12, 16), nn.GELU()   # fused
+        self.fc2, self.act2 = nn.Linear(16, 16), nn.ReLU()   # its output is also added: replaced, not fused
+        self.fc3 = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc2(self.act1(self.fc1(self.flat(x))))
+        return self.fc3(self.act2(y) + y)
+
+
+@pytest.mark.skipif(not _onednn_linear_works(), reason='this torch build has no oneDNN linear kernel')
+def test_onednn_linear_rules():
+    model = _Linears().eval()
+    randomize_state(model)
+    x = torch.randn(5, 3, 2, 2)
+    with torch.no_grad():
+        reference = model(x)
+    assert use_onednn_linear(model, input_size=(3, 2, 2)) == ['fc1', 'fc2', 'fc3']
+    assert model.fc1.post_op == 'gelu' and isinstance(model.act1, nn.Identity)
+    assert model.fc2.post_op == 'none' and isinstance(model.act2, nn.ReLU)
+    assert set(model.state_dict()) == {f'fc{i}.{p}' for i in (1, 2, 3) for p in ('weight', 'bias')}
+    with torch.no_grad():
+        assert_equal(model(x), reference, 'oneDNN linears', rtol=1e-4)
+    with pytest.raises(ValueError, match='cannot be fused'):
+        OneDnnLinear(nn.Linear(2, 2), nn.Sigmoid())
+
+
+def test_inference_model_runs_forward_methods_in_inference_mode():
+    model = featzoo.create_model('convnext_atto').eval()
+    randomize_state(model)
+    with torch.no_grad():
+        features = model.forward_features(X)
+        pooled = model.forward_head(features, pre_logits=True)
+    optimized = optimize_for_inference(model)
+    out = optimized.forward_features(X)
+    assert out.is_inference()
+    assert_equal(out, features, 'forward_features', rtol=1e-3)
+    assert_equal(optimized.forward_head(out, pre_logits=True), pooled, 'forward_head', rtol=1e-3)
+
+
+def test_inference_model_delegates_and_refuses_training():
+    model = optimize_for_inference(featzoo.create_model('resnet18', features_only=True, out_indices=(2, 4)))
+    assert isinstance(model, InferenceModel)
+    assert model.feature_info.channels() == [128, 512]
+    assert set(model.state_dict()) == {f'module.{k}' for k in model.module.state_dict()}
+    model.eval()
+    with pytest.raises(RuntimeError, match='cannot be trained'):
+        model.train()
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match='nn.Module'):
+        optimize_for_inference('resnet18')
+    with pytest.raises(TypeError, match="compile must be True or False, got 'yes'"):
+        optimize_for_inference(nn.Conv2d(3, 3, 1), compile='yes')
+    with pytest.raises(ValueError, match=r'input_size .*\(3, 0, 8\)'):
+        fold_conv_bn(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), input_size=(3, 0, 8))
+    already = optimize_for_inference(nn.Conv2d(3, 3, 1))
+    with pytest.raises(TypeError, match='already'):
+        optimize_for_inference(already)
+    with pytest.raises(RuntimeError, match=r'input_size=\(C, H, W\)'):
+        fold_conv_bn(nn.Sequential(nn.Conv2d(5, 3, 1), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 7 * 7, 2)))
+
+
+def test_max_relative_error_checks_structure():
+    assert max_relative_error({'a': torch.ones(2)}, {'a': torch.ones(2) * 1.5}) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match='1 tensors vs 2'):
+        max_relative_error([torch.ones(1)], [torch.ones(1), torch.ones(1)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['resnet18', 'convnext_atto'])
+def test_compiled_features_equal_eager(name):
+    model = featzoo.create_model(name, features_only=True).eval()
+    randomize_state(model)
+    with torch.no_grad():
+        reference = model(X)
+    out = optimize_for_inference(model, compile=True)(X)
+    for a, b in zip(out, reference):
+        assert_equal(a, b, f'{name} compiled', rtol=1e-3)
+
+
+@pytest.mark.parametrize('family', featzoo.list_modules())
+def test_meta_creation_equals_slow_path(family, tmp_path):
+    """Building on the meta device and assigning the file's tensors gives exactly the weights and computed
+    buffers of building normally and copying the file in."""
+    from safetensors.torch import save_file
+    name, kwargs = representative(family)
+    source = featzoo.create_model(name, **kwargs)
+    randomize_state(source, seed=5)
+    path = str(tmp_path / 'w.safetensors')
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, path)
+    fast = featzoo.create_model(name, checkpoint_path=path, **kwargs)
+    slow = featzoo.create_model(name, **kwargs)
+    slow.load_state_dict(read_state_dict(path))
+    fast_tensors = dict(list(fast.named_parameters()) + list(fast.named_buffers()))
+    slow_tensors = dict(list(slow.named_parameters()) + list(slow.named_buffers()))
+    assert fast_tensors.keys() == slow_tensors.keys()
+    for key, value in slow_tensors.items():
+        assert not fast_tensors[key].is_meta, key
+        assert fast_tensors[key].dtype == value.dtype and torch.equal(fast_tensors[key], value), key
+    fast.eval()
+    slow.eval()
+    with torch.no_grad():
+        assert torch.equal(fast(X), slow(X))
+
+
+def _run(code: str) -> Any:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_lazy_import_lists_every_model():
+    """``import featzoo`` and listing read only the index: no family code, no timm, no torchvision, no dynamo."""
+    result = _run('import json, sys; import featzoo; names = featzoo.list_models(); '
+                  'mods = featzoo.list_modules(); loaded = sorted(sys.modules); '
+                  'print(json.dumps(dict(names=names, modules=mods, loaded=loaded)))')
+    index_dir = os.path.join(ROOT, 'featzoo', 'index')
+    expected = set()
+    for file in os.listdir(index_dir):
+        if file.endswith('.json'):
+            with open(os.path.join(index_dir, file)) as f:
+                expected |= set(json.load(f)['models'])
+    assert set(result['names']) == expected and len(result['names']) == len(expected)
+    assert sorted(result['modules']) == sorted(f[:-5] for f in os.listdir(index_dir) if f.endswith('.json'))
+    heavy = [m for m in result['loaded'] if m.startswith(('featzoo.models', 'timm', 'torchvision', 'torch._dynamo',
+                                                          'featzoo.features', 'safetensors', 'huggingface_hub'))]
+    assert heavy == []
