@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import registry
-from .features.info import FeatureInfo, OutIndices, normalize_out_indices
+from .features.info import OutIndices, normalize_out_indices
 from .weights import loading
 
 HUB_PREFIX = 'hf-hub:'

@@ -16,7 +16,6 @@ import featzoo
     (dict(drop_rate=1.5), ValueError, 'drop_rate'),
     (dict(drop_path_rate=-0.1), ValueError, 'drop_path_rate'),
     (dict(features_only=True, feature_cls='pyramid'), ValueError, "unknown feature_cls 'pyramid'"),
-    (dict(features_only=True, feature_cls='getter'), ValueError, "cannot serve 'resnet18'"),
     (dict(features_only=True, out_indices=(5,)), ValueError, 'out of range'),
     (dict(features_only=True, out_indices=()), ValueError, 'empty'),
     (dict(features_only=True, out_indices=(1, 1)), ValueError, 'more than once'),
@@ -32,6 +31,11 @@ import featzoo
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         featzoo.create_model('resnet18', **kwargs)
+
+
+def test_wrapper_the_family_cannot_serve():
+    with pytest.raises(ValueError, match=r"cannot serve 'xception41'; it supports \('hook', 'fx'\)"):
+        featzoo.create_model('xception41', features_only=True, feature_cls='list')
 
 
 def test_bad_model_name_types():

@@ -1,7 +1,6 @@
 """Fine-tuning controls on every family: freezing, frozen/eval batch norm, checkpointing, param groups, autocast."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import featzoo
-from helpers import assert_equal, check_feature_shapes, timm_parity
+from helpers import check_feature_shapes, timm_parity
 
 FAMILY = 'resnet'
 NAMES = featzoo.list_models(module=FAMILY)

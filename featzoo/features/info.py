@@ -1,7 +1,7 @@
 """FeatureInfo: what each feature level of a backbone outputs (channels, stride, module), and out_indices rules."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 OutIndices = Union[int, Sequence[int]]
 

@@ -5,7 +5,6 @@ from typing import Optional, Tuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 POOL_TYPES = ('', 'avg', 'max', 'avgmax', 'catavgmax')
 

@@ -6,8 +6,7 @@ Other families built on this trunk (ResNeSt) pass their own block class to :clas
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 import torch
 from torch import nn

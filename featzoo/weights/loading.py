@@ -5,7 +5,7 @@ Only safetensors files and pickles read with ``weights_only=True`` are accepted,
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
 import torch
 from torch import nn
@@ -264,7 +264,6 @@ def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Opt
     target_keys = set(target)
     full_keys = set(full_keys) if full_keys is not None else target_keys
     file_keys = checkpoint_keys(path)
-    file_key_set = set(file_keys)
     classifier_names = _names(classifier)
     is_classifier = lambda k: any(k == c or k.startswith(c + '.') for c in classifier_names)  # noqa: E731
 
