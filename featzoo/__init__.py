@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+import threading
 from typing import Any
 
 __version__ = '0.1.0'
@@ -56,13 +58,26 @@ _SUBMODULES = ('data', 'layers', 'features', 'weights', 'models', 'extract', 're
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 
 
+# Python 3.11 can deadlock (and raise _DeadlockError) when threads import a package and one of its submodules at
+# the same moment; every lazy import in featzoo goes through this one lock so the first imports happen in one order.
+_IMPORT_LOCK = threading.RLock()
+
+
+def _import_module(name: str) -> Any:
+    module = sys.modules.get(name)
+    if module is not None and not getattr(getattr(module, '__spec__', None), '_initializing', False):
+        return module
+    with _IMPORT_LOCK:
+        return importlib.import_module(name)
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        value = getattr(_import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
     if name in _SUBMODULES:
-        module = importlib.import_module(f'featzoo.{name}')
+        module = _import_module(f'featzoo.{name}')
         globals()[name] = module
         return module
     raise AttributeError(f'module featzoo has no attribute {name!r}')

@@ -12,7 +12,10 @@ from torch import nn
 
 from . import registry
 from .features.info import OutIndices, normalize_out_indices
-from .weights import loading
+from .features import wrappers
+from .features.fx import FeatureFxNet
+from .finetune import freeze as freeze_levels
+from .weights import hub, loading
 
 HUB_PREFIX = 'hf-hub:'
 LOCAL_PREFIX = 'local-dir:'
@@ -79,7 +82,6 @@ def _weights_file(arch_name: str, entry: Dict[str, Any], cfg: Dict[str, Any], ca
         raise ValueError(f'{arch_name!r} has no published pretrained weights; build it with pretrained=False, or '
                          f"pass your own file: checkpoint_path='weights.safetensors' or "
                          f"pretrained_cfg_overlay=dict(file='weights.safetensors')")
-    from .weights import hub
     return hub.resolve_pretrained_file(cfg, cache_dir=cache_dir)
 
 
@@ -146,7 +148,6 @@ def create_model(
     model_args: Dict[str, Any] = {}
     hub_file: Optional[str] = None
     if source:
-        from .weights import hub
         loaded = hub.load_model_config(model_name, cache_dir=os.fspath(cache_dir) if cache_dir else None,
                                        download_weights=bool(pretrained))
         arch_name = loaded['architecture']
@@ -249,15 +250,12 @@ def create_model(
                              filter_model=filter_model, assign=True)
         loading.materialize_meta(model)
     if freeze is not None:
-        from .finetune import freeze as freeze_levels
         freeze_levels(model, levels=freeze, bn=freeze_bn)
     return model
 
 
 def _wrap(model: nn.Module, feature_cls: str, indices, output_fmt, out_map, feature_kwargs, family) -> nn.Module:
-    from .features import wrappers
     if feature_cls == 'fx':
-        from .features.fx import FeatureFxNet
         return FeatureFxNet(model, out_indices=indices, output_fmt=output_fmt, out_map=out_map, **feature_kwargs)
     if feature_cls == 'getter':
         pyramid = feature_kwargs.pop('feature_pyramid', False)

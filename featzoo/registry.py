@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import functools
-import importlib
 import json
 import re
 import threading
@@ -74,23 +73,44 @@ def _pretrained_names(arch: str, entry: Dict[str, Any]) -> List[str]:
     return [f"{arch}.{cfg['tag']}" for cfg in entry.get('pretrained', ())]
 
 
-def _supports(entry: Dict[str, Any], requirement: str) -> bool:
+_CAPABILITY_KEYS = ('output_stride', 'feature_cls', 'export', 'pretrained')
+
+
+def _known_values(index: Dict[str, Dict[str, Any]], key: str) -> List[str]:
+    """Every value some registered model has for ``key``: what a ``supports`` filter may sensibly ask for."""
+    field = {'output_stride': 'output_strides'}.get(key, key)
+    values = {str(v) for entry in index.values() for v in entry.get(field, ())}
+    return sorted(values, key=_natural_key)
+
+
+def _parse_requirement(index: Dict[str, Dict[str, Any]], requirement: Any) -> Tuple[str, str]:
+    if not isinstance(requirement, str):
+        raise TypeError(f"supports entries are strings like 'output_stride=8'; got {type(requirement).__name__}: "
+                        f'{requirement!r}')
     key, sep, value = requirement.partition('=')
     if not sep:
         raise ValueError(f"supports entries look like 'output_stride=8', 'feature_cls=fx' or 'export=onnx'; "
                          f'got {requirement!r}')
-    key = key.strip()
-    value = value.strip()
-    if key == 'output_stride':
-        return value.isdigit() and int(value) in entry['output_strides']
-    if key == 'feature_cls':
-        return value in entry['feature_cls']
-    if key == 'export':
-        return value in entry.get('export', ())
+    key, value = key.strip(), value.strip()
+    if key not in _CAPABILITY_KEYS:
+        raise ValueError(f"unknown capability {key!r} in {requirement!r}; valid: {', '.join(_CAPABILITY_KEYS)}")
     if key == 'pretrained':
-        return bool(entry.get('pretrained')) == (value.lower() in ('1', 'true', 'yes'))
-    raise ValueError(f"unknown capability {key!r} in {requirement!r}; valid: output_stride, feature_cls, export, "
-                     f'pretrained')
+        if value.lower() not in ('1', 'true', 'yes', '0', 'false', 'no'):
+            raise ValueError(f'{requirement!r}: pretrained takes true or false, got {value!r}')
+        return key, str(value.lower() in ('1', 'true', 'yes'))
+    known = _known_values(index, key)
+    if value not in known:
+        # a misspelt value would otherwise just match nothing, which reads like "no model can do this"
+        raise ValueError(f"{requirement!r}: no registered model has {key} {value!r}; valid: {', '.join(known)}")
+    return key, value
+
+
+def _supports(entry: Dict[str, Any], key: str, value: str) -> bool:
+    if key == 'output_stride':
+        return int(value) in entry['output_strides']
+    if key == 'pretrained':
+        return bool(entry.get('pretrained')) == (value == 'True')
+    return value in entry.get(key, ())
 
 
 def list_models(filter: Filter = '', module: Filter = '', pretrained: bool = False,
@@ -111,11 +131,12 @@ def list_models(filter: Filter = '', module: Filter = '', pretrained: bool = Fal
         include_tags = pretrained
     if isinstance(supports, str):
         supports = (supports,)
+    requirements = [_parse_requirement(index, req) for req in supports]
     names: List[str] = []
     for arch, entry in index.items():
         if modules and entry['family'] not in modules:
             continue
-        if supports and not all(_supports(entry, req) for req in supports):
+        if requirements and not all(_supports(entry, key, value) for key, value in requirements):
             continue
         if pretrained and not entry.get('pretrained'):
             continue
@@ -248,9 +269,10 @@ def model_entrypoint(name: str) -> Callable[..., Any]:
 
 
 def import_family(family: str):
-    """Import a family's module (once; thread-safe through the import lock)."""
+    """Import a family's module (once; thread-safe through featzoo's import lock)."""
+    from . import _import_module
     header = get_family_header(family)
-    return importlib.import_module(header['module'])
+    return _import_module(header['module'])
 
 
 @dataclass(frozen=True)

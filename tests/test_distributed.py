@@ -129,8 +129,6 @@ def test_ddp_trains_features_only_backbones_without_find_unused_parameters(ddp_r
         _check(ddp_report, name, kwargs)
 
 
-@pytest.mark.xfail(strict=True, reason='FeatureHookNet runs the whole step holding the last tapped module, so the '
-                                       'modules after it inside that block get no gradient (fix reported to the lead)')
 def test_ddp_hook_level_inside_a_block(ddp_report):
     for name, kwargs in HOOK_INSIDE_BLOCK:
         _check(ddp_report, name, kwargs)

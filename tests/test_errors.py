@@ -134,8 +134,6 @@ def test_bad_out_indices_in_every_family(family):
             featzoo.create_model(name, features_only=True, out_indices=bad)
 
 
-@pytest.mark.xfail(strict=True, reason='features/info.normalize_out_indices iterates a dict\'s keys instead of '
-                                       'rejecting it (fix reported to the lead: reject Mapping and set)')
 def test_out_indices_mapping_is_rejected():
     with pytest.raises(TypeError, match='out_indices'):
         featzoo.create_model('resnet10t', features_only=True, out_indices={1: 'layer1'})
@@ -251,8 +249,6 @@ def test_capability_filters_reject_malformed_requests(supports, match):
         featzoo.list_models(supports=supports)
 
 
-@pytest.mark.xfail(strict=True, reason='registry._supports answers [] for values no model could ever have '
-                                       '(fix reported to the lead: check the value against the known ones)')
 @pytest.mark.parametrize('supports', ['output_stride=eight', 'feature_cls=pyramid', 'export=tflite'])
 def test_capability_filters_reject_impossible_values(supports):
     with pytest.raises(ValueError, match=supports.split('=')[1]):

@@ -116,7 +116,8 @@ def _dynamic_shapes(model: nn.Module, dynamic_hw: bool) -> Tuple[Dict[int, Any]]
     return (dims,)
 
 
-@functools.lru_cache(maxsize=4)
+# one entry per family in the default suite; the slow sweep clears it after each variant to free memory
+@functools.lru_cache(maxsize=16)
 def _exported(name: str, overrides_key: Tuple[Tuple[str, Any], ...], feature_cls: str = None):
     """Build and torch.export a backbone once per process (the ONNX test converts the same program)."""
     overrides = dict(overrides_key)
@@ -261,16 +262,14 @@ def _wrapper_cases() -> List[Tuple[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ALL)
-def test_torch_export_every_variant(name):
+def test_torch_export_and_onnx_every_variant(name, tmp_path):
     _require(name, 'torch.export')
-    check_torch_export(name, {})
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('name', ALL)
-def test_onnx_every_variant(name, tmp_path):
-    _require(name, 'onnx')
-    check_onnx(name, {}, str(tmp_path))
+    try:
+        check_torch_export(name, {})
+        if 'onnx' in recorded(name) or RUN_UNCLAIMED:
+            check_onnx(name, {}, str(tmp_path))
+    finally:
+        _exported.cache_clear()
 
 
 @pytest.mark.slow
@@ -278,9 +277,12 @@ def test_onnx_every_variant(name, tmp_path):
 def test_torch_export_and_onnx_every_wrapper(family, feature_cls, tmp_path):
     name, overrides = representative(family)
     _require(name, 'torch.export')
-    check_torch_export(name, overrides, feature_cls)
-    if 'onnx' in recorded(name) or RUN_UNCLAIMED:
-        check_onnx(name, overrides, str(tmp_path), feature_cls)
+    try:
+        check_torch_export(name, overrides, feature_cls)
+        if 'onnx' in recorded(name) or RUN_UNCLAIMED:
+            check_onnx(name, overrides, str(tmp_path), feature_cls)
+    finally:
+        _exported.cache_clear()
 
 
 @pytest.mark.slow
@@ -299,6 +301,7 @@ def test_torch_export_every_output_stride(family):
     for stride in featzoo.model_capabilities(name).output_strides:
         for feature_cls in featzoo.model_capabilities(name).feature_cls:
             check_torch_export(name, dict(overrides, output_stride=stride), feature_cls)
+            _exported.cache_clear()
 
 
 @pytest.mark.slow

@@ -105,6 +105,38 @@ def test_pruning_drops_modules_and_parameters():
     assert sum(p.numel() for p in m.parameters()) < sum(p.numel() for p in full.parameters()) / 4
 
 
+def _levels_inside_blocks():
+    """(name, level) for every family representative whose hook level sits inside a block rather than after it."""
+    cases = []
+    for name in FAMILY_REPS:
+        caps = featzoo.model_capabilities(name)
+        if 'hook' not in caps.feature_cls:
+            continue
+        for i, level in enumerate(caps.feature_levels):
+            with torch.device('meta'):
+                net = featzoo.create_model(name, features_only=True, feature_cls='hook', out_indices=(i,))
+            if net.steps[-1] != level['module']:
+                cases.append((name, i))
+    return cases
+
+
+@pytest.mark.parametrize('name,level', _levels_inside_blocks() or [pytest.param('xception41', 0, marks=pytest.mark.skip)])
+def test_hook_net_stops_at_a_level_inside_a_block(name, level):
+    """Nothing after the last tapped module runs: every kept parameter gets a gradient and outputs stay equal."""
+    torch.manual_seed(0)
+    full = featzoo.create_model(name, features_only=True, feature_cls='hook').eval()
+    cut = featzoo.create_model(name, features_only=True, feature_cls='hook', out_indices=(level,)).eval()
+    cut.load_state_dict({k: v for k, v in full.state_dict().items() if k in cut.state_dict()})
+    assert cut.dropped_modules, 'a level inside a block leaves part of the block to drop'
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert_equal(cut(x)[0], full(x)[level], f'{name} level {level}')
+    cut.train()
+    cut(x)[0].square().mean().backward()
+    missing = [n for n, p in cut.named_parameters() if p.grad is None]
+    assert not missing, f'parameters after the last tapped module still in {name}: {missing[:5]}'
+
+
 def test_wrapper_train_eval_and_deepcopy():
     m = featzoo.create_model('resnet18', features_only=True, feature_cls='hook')
     m.eval()

@@ -157,14 +157,23 @@ def test_malicious_pickle_never_runs(tmp_path):
         os.remove(marker)
     file = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'conv1.weight': torch.zeros(1)}, 'payload': _Boom()}, file)
-    with pytest.raises(RuntimeError, match='evil.pth'):
+    with pytest.raises(RuntimeError, match=r"evil.pth': it holds Python objects other than tensors"):
         featzoo.create_model('resnet18', checkpoint_path=str(file))
     assert not os.path.exists(marker)
     raw = tmp_path / 'raw.bin'
     raw.write_bytes(pickle.dumps(_Boom()))
-    with pytest.raises(RuntimeError, match='raw.bin'):
+    with pytest.raises(RuntimeError, match=r"raw.bin': it is neither a safetensors file nor a checkpoint"):
         featzoo.create_model('resnet18', checkpoint_path=str(raw))
     assert not os.path.exists(marker)
+
+
+def test_random_bytes_are_called_unreadable_not_unsafe(tmp_path):
+    # the safe unpickler rejects unknown opcodes the same way it rejects objects; the message must tell them apart
+    file = tmp_path / 'noise.pth'
+    file.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(RuntimeError, match=r"noise.pth': it is neither a safetensors file .*Unsupported operand") as err:
+        featzoo.create_model('resnet18', checkpoint_path=str(file))
+    assert 'Python objects' not in str(err.value) and 'weights_only` set to `False`' not in str(err.value)
 
 
 def test_pretrained_without_published_weights_explains(monkeypatch):

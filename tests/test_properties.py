@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 import torch

@@ -7,6 +7,8 @@ from typing import IO, Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import NotAFileError
+
 __all__ = ['load_image', 'to_8bit']
 
 ImageSource = Union[str, os.PathLike, IO[bytes], Image.Image]
@@ -65,7 +67,7 @@ def load_image(source: ImageSource, mode: Optional[str] = 'RGB') -> Image.Image:
         if not os.path.exists(path):
             raise FileNotFoundError(f'image file {path!r} does not exist')
         if os.path.isdir(path):
-            raise IsADirectoryError(f'{path!r} is a directory, not an image file')
+            raise NotAFileError(f'{path!r} is a directory, not an image file')
         name = repr(path)
     elif hasattr(source, 'read'):
         name = repr(getattr(source, 'name', '<file object>'))

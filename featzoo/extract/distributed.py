@@ -14,14 +14,17 @@ from typing import Any, List, Optional, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from ..errors import NotAFileError, NotAFolderError
+
 __all__ = ['DistContext', 'init_distributed', 'split_work']
 
 T = TypeVar('T')
 
 # Errors raised on rank 0 during setup are re-raised with the same type on every rank, so that all ranks stop with
 # the same message; other types become RuntimeError.
-_SHAREABLE_ERRORS = ('ValueError', 'TypeError', 'KeyError', 'FileNotFoundError', 'NotADirectoryError',
-                     'FileExistsError', 'RuntimeError', 'PermissionError')
+_SHAREABLE_ERRORS = {name: getattr(builtins, name) for name in (
+    'ValueError', 'TypeError', 'KeyError', 'FileNotFoundError', 'FileExistsError', 'RuntimeError', 'PermissionError')}
+_SHAREABLE_ERRORS.update(NotAFolderError=NotAFolderError, NotAFileError=NotAFileError)
 # Ranks wait at barriers while others still work: the wait is bounded by the slowest rank, not by a timer.
 _TIMEOUT = datetime.timedelta(days=7)
 
@@ -80,7 +83,7 @@ class DistContext:
             raise error
         if message is not None:
             name, text = message
-            cls = getattr(builtins, name, None) if name in _SHAREABLE_ERRORS else None
+            cls = _SHAREABLE_ERRORS.get(name)
             raise (cls or RuntimeError)(text)
 
     def close(self) -> None:

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
+from ..errors import NotAFolderError
+
 __all__ = ['IMAGE_EXTENSIONS', 'ImageFile', 'list_images', 'image_set_digest', 'describe_image_set_change',
            'write_listing', 'read_listing']
 
@@ -46,7 +48,7 @@ def list_images(root: Union[str, os.PathLike]) -> List[ImageFile]:
     if not os.path.exists(root):
         raise FileNotFoundError(f'image folder {root!r} does not exist')
     if not os.path.isdir(root):
-        raise NotADirectoryError(f'{root!r} is a file; IMAGES must be a folder of images '
+        raise NotAFolderError(f'{root!r} is a file; IMAGES must be a folder of images '
                                  f'(searched recursively for {", ".join(IMAGE_EXTENSIONS)})')
     found: List[ImageFile] = []
     for directory, _, names in os.walk(root):

@@ -29,6 +29,7 @@ from .manifest import (
     FORMAT_VERSION, JOB_FILE, LISTING_FILE, MANIFEST_FILE, SHARD_DIR, job_differences, job_digest, jsonable,
     read_json, write_json_atomic,
 )
+from ..errors import NotAFolderError
 from .shards import read_shard_info, remove_stale_temporaries, shard_name, write_shard
 
 __all__ = ['extract_embeddings', 'ExtractResult', 'WeightsUnavailableError', 'DTYPES', 'AUTOCAST_MODES',
@@ -262,7 +263,7 @@ def _check_existing(out: str, spec: Dict[str, Any], files: List[ImageFile], over
     if not os.path.exists(out):
         return
     if not os.path.isdir(out):
-        raise NotADirectoryError(f'output {out!r} is a file; give a folder (it is created if missing)')
+        raise NotAFolderError(f'output {out!r} is a file; give a folder (it is created if missing)')
     entries = os.listdir(out)
     job_path = os.path.join(out, JOB_FILE)
     if overwrite:
@@ -488,7 +489,7 @@ def extract_embeddings(
             raise FileNotFoundError(f'checkpoint file {checkpoint!r} does not exist')
     if not os.path.isdir(images):
         if os.path.exists(images):
-            raise NotADirectoryError(f'{images!r} is a file; IMAGES must be a folder of images')
+            raise NotAFolderError(f'{images!r} is a file; IMAGES must be a folder of images')
         raise FileNotFoundError(f'image folder {images!r} does not exist')
     if data_config is not None and not isinstance(data_config, dict):
         raise TypeError(f'data_config must be a dict, got {type(data_config).__name__}')

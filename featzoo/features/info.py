@@ -1,7 +1,7 @@
 """FeatureInfo: what each feature level of a backbone outputs (channels, stride, module), and out_indices rules."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 OutIndices = Union[int, Sequence[int]]
 
@@ -26,8 +26,10 @@ def normalize_out_indices(out_indices: OutIndices, num_levels: int) -> Tuple[int
             raise ValueError(f'out_indices={out_indices} as an int means "the last n levels"; '
                              f'valid: 1 to {num_levels} for a model with {num_levels} feature levels')
         return tuple(range(num_levels - out_indices, num_levels))
-    if isinstance(out_indices, (str, bytes)) or not isinstance(out_indices, Iterable):
-        raise TypeError(f'out_indices must be an int or a sequence of ints, got {out_indices!r}')
+    # a dict or set iterates in an order the caller did not choose, and a dict's values would be silently ignored
+    if isinstance(out_indices, (str, bytes, Mapping, AbstractSet)) or not isinstance(out_indices, Iterable):
+        raise TypeError(f'out_indices must be an int or a sequence of ints (list or tuple), got {out_indices!r} '
+                        f'({type(out_indices).__name__})')
     raw = list(out_indices)
     if not raw:
         raise ValueError(f'out_indices is empty; give at least one level index in [{-num_levels}, {num_levels - 1}]')

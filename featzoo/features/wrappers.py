@@ -114,6 +114,46 @@ def _prune_after(model: nn.Module, last_step: str) -> List[str]:
     return dropped
 
 
+def _truncate_step(model: nn.Module, step: str, target: str) -> List[str]:
+    """Cut the block ``step`` right after ``target`` (a module inside it) runs; return the dropped names.
+
+    The block's own output is never used when its last tapped level sits inside it, so whatever runs after the tap
+    (a residual shortcut, the rest of the stack) would only waste time and leave parameters without gradients, which
+    DistributedDataParallel rejects. The block is traced with ``torch.fx`` (entering only the modules on the path to
+    ``target``), its graph ends at ``target``'s output, and dead code is removed; the cut block reuses the very same
+    submodules, so parameter names do not change. A block that cannot be traced is kept whole.
+    """
+    from torch import fx
+
+    block = model.get_submodule(step)
+    inner = target[len(step) + 1:]
+
+    class PathTracer(fx.Tracer):
+        def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
+            return not inner.startswith(qualname + '.')
+
+    try:
+        graph = PathTracer().trace(block)
+    except Exception:  # data-dependent control flow: running the whole block is still correct
+        return []
+    calls = [node for node in graph.nodes if node.op == 'call_module' and node.target == inner]
+    if not calls:
+        return []
+    old_output = next(node for node in graph.nodes if node.op == 'output')
+    with graph.inserting_after(calls[-1]):
+        graph.output(calls[-1])
+    graph.erase_node(old_output)
+    cut = fx.GraphModule(block, graph, class_name=f'{type(block).__name__}Truncated')
+    cut.graph.eliminate_dead_code()
+    cut.delete_all_unused_submodules()
+    cut.recompile()
+    gone = {name for name, _ in block.named_modules() if name} - {name for name, _ in cut.named_modules() if name}
+    parent_name, _, leaf = step.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    parent._modules[leaf] = cut
+    return sorted(f'{step}.{name}' for name in gone if name.rpartition('.')[0] not in gone)
+
+
 def _run_step(module: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
     # Only steps with parameters are worth recomputing; parameter-free steps (often in-place activations)
     # would also corrupt the saved input under checkpointing.
@@ -208,6 +248,8 @@ class FeatureHookNet(_AdoptingNet):
         modules = info.module_name()
         steps, _ = _sequential_plan(model, modules)
         self.dropped_modules = _prune_after(model, steps[-1])
+        if modules[-1] != steps[-1]:
+            self.dropped_modules += _truncate_step(model, steps[-1], modules[-1])
         self.feature_info = info
         self.output_fmt = output_fmt
         self.steps = tuple(steps)

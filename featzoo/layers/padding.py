@@ -1,7 +1,6 @@
 """TensorFlow-style 'SAME' padding for ported TensorFlow weights (tf_* variants)."""
 from __future__ import annotations
 
-import math
 from typing import Tuple, Union
 
 import torch
@@ -17,7 +16,9 @@ def same_padding_amount(size: int, kernel: int, stride: int, dilation: int) -> i
     >>> same_padding_amount(224, 3, 2, 1)
     1
     """
-    return max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    # integer ceil division: with symbolic sizes (dynamic export) a float ceil becomes a harder expression to reason about
+    out_size = (size + stride - 1) // stride
+    return max((out_size - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
 
 
 def pad_same(x: torch.Tensor, kernel_size, stride, dilation=(1, 1), value: float = 0.0) -> torch.Tensor:

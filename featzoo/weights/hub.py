@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..errors import NotAFolderError
+
 _logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -94,6 +96,9 @@ def hub_cache_dir(cache_dir: Optional[Union[str, os.PathLike]] = None) -> str:
     '/tmp/hf'
     """
     if cache_dir is not None:
+        if not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(f'cache_dir must be a folder path (str or os.PathLike), got {type(cache_dir).__name__}: '
+                            f'{cache_dir!r}')
         return os.fspath(cache_dir)
     for var in ('HF_HUB_CACHE', 'HUGGINGFACE_HUB_CACHE'):
         if os.environ.get(var):
@@ -122,6 +127,13 @@ def split_hub_id(hub_id: str) -> Tuple[str, Optional[str]]:
 
 
 def _supply_hint(repo_id: str, filename: str) -> str:
+    if filename == CONFIG_NAME:
+        # an hf-hub: name needs the repo's config before it knows the architecture, so a bare weights file is no help
+        return (f"Supply it in one of these ways: copy the repo's files ({CONFIG_NAME} and the weights) into a folder "
+                f"and use create_model('local-dir:/path/to/that/folder', pretrained=True); or put the repo in the "
+                f"Hugging Face cache (run `hf download {repo_id}` where the Hub is reachable and copy the cache here, "
+                f"or pass cache_dir= / set HF_HUB_CACHE to a cache that holds it); or, knowing the architecture, use "
+                f"create_model('<architecture>', checkpoint_path='/path/to/model.safetensors').")
     return (f"Supply them in one of these ways: pass the file instead of pretrained=True "
             f"(create_model(name, checkpoint_path='/path/{filename}')); point at a directory holding config.json "
             f"and the weights (create_model('local-dir:/path/to/dir', pretrained=True)); or put the file in the "
@@ -462,6 +474,10 @@ def load_model_config(source: str, cache_dir: Optional[Union[str, os.PathLike]] 
         directory = os.path.expanduser(source[len(LOCAL_PREFIX):])
         if not directory:
             raise ValueError(f"{source!r} names no directory: use 'local-dir:/path/to/model_dir'")
+        if os.path.isfile(directory):
+            raise NotAFolderError(f'{source!r}: {directory!r} is a file, but local-dir: wants the folder that holds '
+                                  f'{CONFIG_NAME} and the weights; to load a single weights file use '
+                                  f"create_model('<architecture>', checkpoint_path={directory!r})")
         if not os.path.isdir(directory):
             raise FileNotFoundError(f'{source!r}: directory {directory!r} does not exist')
         config_file = os.path.join(directory, CONFIG_NAME)

@@ -10,6 +10,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 import torch
 from torch import nn
 
+from ..errors import NotAFileError
+
 PICKLE_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.pth.tar')
 NESTED_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
 
@@ -21,7 +23,7 @@ def _check_file(path: Union[str, os.PathLike]) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f'checkpoint file {path!r} does not exist')
     if os.path.isdir(path):
-        raise IsADirectoryError(f'checkpoint {path!r} is a directory; pass the weights file inside it '
+        raise NotAFileError(f'checkpoint {path!r} is a directory; pass the weights file inside it '
                                 f"(model.safetensors or pytorch_model.bin), or 'local-dir:{path}' as the model name")
     if not os.access(path, os.R_OK):
         raise PermissionError(f'checkpoint file {path!r} is not readable')
@@ -131,6 +133,16 @@ def _read_safetensors(path: str, keys: Optional[Iterable[str]]) -> Dict[str, tor
         return state
 
 
+def _unpickler_reason(message: str) -> str:
+    """The one line of torch's weights-only error that says what it met, without its advice to disable safety."""
+    for line in message.splitlines():
+        line = line.strip()
+        if line.startswith(('Unsupported', 'Trying to load', 'WeightsUnpickler error:')) and \
+                line != 'WeightsUnpickler error:':
+            return line
+    return message.splitlines()[0] if message else 'unreadable'
+
+
 def _read_pickle(path: str) -> Any:
     try:
         try:
@@ -140,11 +152,17 @@ def _read_pickle(path: str) -> Any:
                 raise
             return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as exc:
-        if 'Weights only load failed' in str(exc) or 'Unsupported global' in str(exc):
+        text = str(exc)
+        if 'unsupported global' in text.lower():
             raise RuntimeError(f'refusing to load {path!r}: it holds Python objects other than tensors, and '
                                f'featzoo only loads pickles with weights_only=True so that no code can run. '
-                               f'Convert it to safetensors from a trusted environment. ({exc.__class__.__name__})') \
+                               f'Convert it to safetensors from a trusted environment. ({_unpickler_reason(text)})') \
                 from exc
+        if 'Weights only load failed' in text:
+            # an opcode the safe unpickler does not know: random bytes, or a pickle not written by torch.save
+            raise RuntimeError(f'cannot read checkpoint {path!r}: it is neither a safetensors file nor a checkpoint '
+                               f'written by torch.save (corrupt, truncated, or a plain pickle); featzoo never '
+                               f'unpickles with weights_only=False. ({_unpickler_reason(text)})') from exc
         raise RuntimeError(f'cannot read checkpoint {path!r} (corrupt or truncated?): {exc}') from exc
 
 
