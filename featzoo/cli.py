@@ -26,7 +26,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     'nodes': dict(input_size=None, filter=None, json=False),
     'extract': dict(checkpoint=None, pretrained=True, batch_size=32, workers=None, device=None, normalize=False,
                     dtype='float32', fast_decode=False, overwrite=False, input_size=None, shard_size=10000,
-                    autocast='none', seed=0, quiet=False),
+                    autocast='none', seed=0, quiet=False, optimize=True, compile=False),
     'visualize': dict(out_indices=None, checkpoint=None, pretrained=True, mode='top', input_size=None, seed=0),
 }
 # Values a command cannot run without, by dest, with how the user names them.
@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='images per shard, the unit of resumption (default 10000)')
     p.add_argument('--autocast', choices=('none', 'bf16', 'fp16'),
                    help='run the model under torch.autocast: bf16 (CPU or CUDA) or fp16 (CUDA); default none')
+    p.add_argument('--optimize', action=argparse.BooleanOptionalAction,
+                   help='run through featzoo.optimize_for_inference: batch norm folded into convolutions, '
+                        'channels_last, oneDNN linear layers (default; --no-optimize runs the model as built)')
+    p.add_argument('--compile', action=argparse.BooleanOptionalAction,
+                   help='also torch.compile the model with frozen weights (slow first batch, faster after)')
     p.add_argument('--quiet', action='store_true', help='no progress bar and no summary line')
     _common(p)
 
@@ -447,7 +452,7 @@ def cmd_extract(o: Dict[str, Any]) -> int:
         batch_size=o['batch_size'], workers=o['workers'], device=o['device'], normalize=o['normalize'],
         dtype=o['dtype'], fast_decode=o['fast_decode'], overwrite=o['overwrite'],
         input_size=tuple(o['input_size']) if o['input_size'] else None, shard_size=o['shard_size'],
-        autocast=o['autocast'], seed=o['seed'], quiet=o['quiet'])
+        autocast=o['autocast'], seed=o['seed'], quiet=o['quiet'], optimize=o['optimize'], compile=o['compile'])
     return 0
 
 

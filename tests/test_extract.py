@@ -291,9 +291,36 @@ def test_module_instead_of_name(dataset, baseline, tmp_path):
     root, _, _ = dataset
     _, _, paths, emb = baseline
     out = str(tmp_path / 'out')
-    result = featzoo.extract_embeddings(reference_model(), root, out, input_size=SIZE, workers=0, quiet=True)
+    module = reference_model()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    result = featzoo.extract_embeddings(module, root, out, input_size=SIZE, workers=0, quiet=True)
     assert result.manifest['weights']['source'] == 'module'
     assert_equal(featzoo.read_embeddings(out)[1], emb, 'module', rtol=1e-4)
+    # a caller's module runs as given: no batch norm folded away, no weight changed
+    after = module.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_named_models_run_optimized_unless_told_not_to(dataset, baseline, tmp_path, monkeypatch):
+    from featzoo.extract import pipeline
+    root, _, _ = dataset
+    _, _, paths, emb = baseline
+    seen = []
+    original = pipeline._prepare_for_inference
+
+    def recording(*args, **kwargs):
+        prepared = original(*args, **kwargs)
+        seen.append(type(prepared).__name__)
+        return prepared
+
+    monkeypatch.setattr(pipeline, '_prepare_for_inference', recording)
+    featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'optimized'), **FAST)
+    eager = str(tmp_path / 'eager')
+    featzoo.extract_embeddings(MODEL, root, eager, **dict(FAST, optimize=False))
+    assert seen == ['InferenceModel', 'ResNet']
+    assert_equal(featzoo.read_embeddings(eager)[1], emb, 'eager vs optimized', rtol=1e-4)
+    with pytest.raises(TypeError, match='optimize'):
+        featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'bad'), **dict(FAST, optimize='no'))
 
 
 def test_autocast_bf16_on_cpu(dataset, baseline, tmp_path):

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from typing import Any, Dict, Tuple
 
 import pytest
@@ -277,3 +278,31 @@ def test_lazy_import_lists_every_model():
     heavy = [m for m in result['loaded'] if m.startswith(('featzoo.models', 'timm', 'torchvision', 'torch._dynamo',
                                                           'featzoo.features', 'safetensors', 'huggingface_hub'))]
     assert heavy == []
+
+
+def test_meta_builds_stay_in_native_kernels(tmp_path):
+    """Building any registered model on the meta device, and loading one per family through the pretrained path,
+    never reaches torch's Python references (they import torch._dynamo, seconds on a cold start)."""
+    from safetensors.torch import save_file
+    files = {}
+    for family in featzoo.list_modules():
+        name, kwargs = representative(family)
+        path = str(tmp_path / f'{family}.safetensors')
+        save_file({k: v.contiguous() for k, v in featzoo.create_model(name, **kwargs).state_dict().items()}, path)
+        files[family] = (name, kwargs, path)
+    result = _run(textwrap.dedent(f'''
+        import json, sys, torch, featzoo
+        reached = []
+        for name in featzoo.list_models():
+            with torch.device('meta'):
+                featzoo.create_model(name)
+            if 'torch._dynamo' in sys.modules and not reached:
+                reached.append(name)
+        for name, kwargs, path in {list(files.values())!r}:
+            featzoo.create_model(name, checkpoint_path=path, **kwargs)
+            featzoo.create_model(name, checkpoint_path=path, features_only=True, **kwargs)
+            if 'torch._dynamo' in sys.modules and not reached:
+                reached.append(name + ' (loaded from a file)')
+        print(json.dumps(reached))
+    '''))
+    assert result == [], f'building {result[0]} imported torch._dynamo'

@@ -211,14 +211,19 @@ def build_with_weights(name: str, checkpoint: Optional[PathLike] = None, pretrai
     return model, {'source': 'pretrained', 'name': label, 'hf_hub_id': cfg.get('hf_hub_id')}
 
 
-def _prepare_for_inference(model: nn.Module, device: str) -> nn.Module:
+def _prepare_for_inference(model: nn.Module, device: str, optimize: bool, compile: bool,
+                           input_size: Sequence[int]) -> nn.Module:
     """The model as the extraction loop runs it.
 
-    Inference-path rewrites (``featzoo.inference.optimize_for_inference``: batch-norm folding, channels_last,
-    torch.compile) belong here and nowhere else: the probe forward and every batch go through what this returns,
-    while the weights digest of the job is taken before it, from the weights as loaded.
+    Inference-path rewrites (``featzoo.inference.optimize_for_inference``: batch-norm folding, oneDNN linear layers,
+    channels_last, optionally torch.compile) belong here and nowhere else: the probe forward and every batch go
+    through what this returns, while the weights digest of the job is taken before it, from the weights as loaded.
     """
-    return model.eval().to(device)
+    model = model.eval().to(device)
+    if not optimize:
+        return model
+    from ..inference import optimize_for_inference
+    return optimize_for_inference(model, compile=compile, input_size=tuple(input_size))
 
 
 def _embed_fn(model: nn.Module, device: str, autocast: Optional[str]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -449,6 +454,8 @@ def extract_embeddings(
         seed: int = 0,
         quiet: bool = False,
         data_config: Optional[Dict[str, Any]] = None,
+        optimize: bool = True,
+        compile: bool = False,
 ) -> ExtractResult:
     """Embed every image under ``images`` into sharded safetensors files and a manifest in ``out``.
 
@@ -458,7 +465,9 @@ def extract_embeddings(
     Unreadable files are skipped and listed in the manifest. Running the same call again after an interruption
     finishes the job without redoing finished shards; under ``torchrun`` the shards are split across ranks.
     ``input_size`` ((H, W) or (C, H, W)) overrides the preprocessing size; ``autocast`` is 'bf16' (CPU, CUDA) or
-    'fp16' (CUDA); ``dtype`` ('float32' or 'float16') is the storage type.
+    'fp16' (CUDA); ``dtype`` ('float32' or 'float16') is the storage type. A model given by name runs through
+    :func:`featzoo.optimize_for_inference` (``optimize=False`` runs it eagerly as built; ``compile=True`` adds
+    ``torch.compile``); a module you pass runs as given, so optimize it yourself if you want that.
 
     >>> result = extract_embeddings('resnet18', 'photos/', 'emb/', pretrained=False, normalize=True)  # doctest: +SKIP
     >>> paths, emb = read_embeddings('emb/')  # doctest: +SKIP
@@ -469,7 +478,7 @@ def extract_embeddings(
     if not isinstance(model, (str, nn.Module)):
         raise TypeError(f'model must be a registered model name or an nn.Module, got {type(model).__name__}')
     for name, value in (('pretrained', pretrained), ('normalize', normalize), ('fast_decode', fast_decode),
-                        ('overwrite', overwrite), ('quiet', quiet)):
+                        ('overwrite', overwrite), ('quiet', quiet), ('optimize', optimize), ('compile', compile)):
         _check_bool(name, value)
     _check_int('batch_size', batch_size, 1)
     _check_int('shard_size', shard_size, 1)
@@ -496,7 +505,8 @@ def extract_embeddings(
     arguments = dict(model=model if isinstance(model, str) else type(model).__name__, images=images, out=out,
                      checkpoint=checkpoint, pretrained=pretrained, batch_size=batch_size, workers=workers,
                      device=device, normalize=normalize, dtype=dtype, fast_decode=fast_decode, overwrite=overwrite,
-                     input_size=size, shard_size=shard_size, autocast=autocast or 'none', seed=seed, quiet=quiet)
+                     input_size=size, shard_size=shard_size, autocast=autocast or 'none', seed=seed, quiet=quiet,
+                     optimize=optimize, compile=compile)
 
     ctx = init_distributed(device)
     try:
@@ -505,7 +515,8 @@ def extract_embeddings(
         return _extract(model, images, out, ctx=ctx, started=started, arguments=arguments, checkpoint=checkpoint,
                         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
                         normalize=normalize, dtype=dtype, fast_decode=fast_decode, overwrite=overwrite, size=size,
-                        shard_size=shard_size, autocast=autocast, seed=seed, quiet=quiet, data_config=data_config)
+                        shard_size=shard_size, autocast=autocast, seed=seed, quiet=quiet, data_config=data_config,
+                        optimize=optimize, compile=compile)
     finally:
         ctx.close()
 
@@ -514,7 +525,7 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
              arguments: Dict[str, Any], checkpoint: Optional[str], pretrained: bool, batch_size: int, workers: int,
              device: str, normalize: bool, dtype: str, fast_decode: bool, overwrite: bool,
              size: Optional[Tuple[int, ...]], shard_size: int, autocast: Optional[str], seed: int, quiet: bool,
-             data_config: Optional[Dict[str, Any]]) -> ExtractResult:
+             data_config: Optional[Dict[str, Any]], optimize: bool, compile: bool) -> ExtractResult:
     from ..data import create_transform, resolve_data_config
 
     if isinstance(model, str):
@@ -534,7 +545,9 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
     transform = create_transform(**cfg)
     mode = 'L' if cfg['input_size'][0] == 1 else 'RGB'
 
-    net = _prepare_for_inference(net, device)
+    # only a model this function built is rewritten in place; a caller's module is theirs to keep as it is
+    net = _prepare_for_inference(net, device, optimize=optimize and isinstance(model, str), compile=compile,
+                                 input_size=cfg['input_size'])
     embed = _embed_fn(net, device, autocast)
     # One zero image through the whole path before any work: a model that cannot take this input size, or whose
     # pre-logits are not one vector per image, fails here rather than after a listing of a million files.

@@ -62,6 +62,8 @@ class BlurPool2d(nn.Module):
         >>> m = BlurPool2d(2); _ = m.filt.zero_(); m.init_non_persistent_buffers(); float(m.filt[0].sum())
         1.0
         """
+        if self.filt.is_meta:  # recomputed after loading; meta arithmetic would only cost time
+            return
         kernel = binomial_filter(self.filt_size, device=self.filt.device, dtype=self.filt.dtype)
         self.register_buffer('filt', kernel.expand(self.channels, 1, -1, -1).contiguous(), persistent=False)
 

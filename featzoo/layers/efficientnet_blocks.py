@@ -28,6 +28,7 @@ from .helpers import make_divisible
 from .norm import BatchNormAct2d
 from .padding import create_conv2d
 from .pooling import POOL_TYPES
+from .weight_init import normal_, uniform_
 
 BLOCK_TYPES = ('ir', 'ds', 'dsa', 'er', 'cn')
 ACT_CODES = {'re': 'relu', 'r6': 'relu6', 'hs': 'hard_swish', 'sw': 'swish', 'mi': 'mish'}
@@ -575,7 +576,7 @@ def init_weights_goog(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
@@ -583,7 +584,7 @@ def init_weights_goog(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             bound = 1.0 / math.sqrt(m.weight.size(0))
-            nn.init.uniform_(m.weight, -bound, bound)
+            uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
 
 

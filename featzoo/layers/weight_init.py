@@ -7,6 +7,42 @@ import torch
 from torch import nn
 
 
+# On the meta device there is nothing to draw, and torch routes random fills of meta tensors through its Python
+# references, which import torch._dynamo (seconds on a cold start): every random initializer skips meta tensors.
+
+def normal_(tensor: torch.Tensor, mean: float = 0., std: float = 1.) -> torch.Tensor:
+    """Fill ``tensor`` from N(mean, std^2) (no-op on the meta device).
+
+    >>> float(normal_(torch.empty(1000), std=0.01).std()) < 0.02
+    True
+    """
+    if tensor.is_meta:
+        return tensor
+    return nn.init.normal_(tensor, mean, std)
+
+
+def uniform_(tensor: torch.Tensor, low: float = 0., high: float = 1.) -> torch.Tensor:
+    """Fill ``tensor`` from U(low, high) (no-op on the meta device).
+
+    >>> bool(uniform_(torch.empty(100), -1., 1.).abs().max() <= 1)
+    True
+    """
+    if tensor.is_meta:
+        return tensor
+    return nn.init.uniform_(tensor, low, high)
+
+
+def kaiming_normal_(tensor: torch.Tensor, mode: str = 'fan_in', nonlinearity: str = 'leaky_relu') -> torch.Tensor:
+    """He-normal initialization (no-op on the meta device).
+
+    >>> kaiming_normal_(torch.empty(8, 4, 3, 3), mode='fan_out', nonlinearity='relu').shape
+    torch.Size([8, 4, 3, 3])
+    """
+    if tensor.is_meta:
+        return tensor
+    return nn.init.kaiming_normal_(tensor, mode=mode, nonlinearity=nonlinearity)
+
+
 def trunc_normal_(tensor: torch.Tensor, mean: float = 0., std: float = 1., a: float = -2., b: float = 2.):
     """Fill ``tensor`` from a normal distribution truncated to [a, b] (no-op on the meta device).
 
@@ -22,7 +58,7 @@ def init_conv_bn(module: nn.Module) -> None:
     """Kaiming-normal (fan-out) convolutions, unit batch norms, default linear layers."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+            kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from featzoo.features.info import normalize_out_indices
-from featzoo.layers import DropPath, LayerNorm2d, create_conv2d, drop_path_rates, trunc_normal_
-from featzoo.layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
+from ..features.info import normalize_out_indices
+from ..layers import DropPath, LayerNorm2d, create_conv2d, drop_path_rates, trunc_normal_
+from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
 
 FAMILY = 'convnext'
 DEFAULT_FEATURE_CLS = 'list'
@@ -78,7 +78,7 @@ class ConvNeXtBlock(nn.Module):
         self.conv_dw = create_conv2d(dim, dim, kernel_size, dilation=dilation, depthwise=True, bias=conv_bias)
         self.norm = LayerNorm2d(dim, eps=norm_eps) if conv_mlp else nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = ConvMlp(dim, int(mlp_ratio * dim), use_conv=conv_mlp)
-        self.gamma = nn.Parameter(ls_init_value * torch.ones(dim)) if ls_init_value is not None else None
+        self.gamma = nn.Parameter(torch.full((dim,), float(ls_init_value))) if ls_init_value is not None else None
         # In- and out-width and stride never differ inside a stage here, so the residual needs no projection.
         self.shortcut = nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()

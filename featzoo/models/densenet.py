@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from ..features.info import normalize_out_indices
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
+from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['DenseNet', 'DenseLayer', 'DenseBlock', 'DenseTransition', 'build', 'checkpoint_filter_fn', 'VARIANTS']
 
@@ -257,7 +258,7 @@ class DenseNet(nn.Module):
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
+                kaiming_normal_(m.weight)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

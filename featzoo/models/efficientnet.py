@@ -14,12 +14,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from featzoo.layers.activations import ActLayer
-from featzoo.layers.efficientnet_blocks import (
+from ..layers.activations import ActLayer
+from ..layers.efficientnet_blocks import (
     EfficientTrunk, SEConfig, check_model_args, check_pool, init_weights_goog, round_channels)
-from featzoo.layers.norm import BatchNormAct2d
-from featzoo.layers.padding import create_conv2d
-from featzoo.layers.pooling import create_classifier
+from ..layers.norm import BatchNormAct2d
+from ..layers.padding import create_conv2d
+from ..layers.pooling import create_classifier
 
 FAMILY = 'efficientnet'
 DEFAULT_FEATURE_CLS = 'list'

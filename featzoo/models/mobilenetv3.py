@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from featzoo.layers.activations import ActLayer, create_act_layer
-from featzoo.layers.efficientnet_blocks import (
+from ..layers.activations import ActLayer, create_act_layer
+from ..layers.efficientnet_blocks import (
     EfficientTrunk, SEConfig, check_model_args, check_pool, init_weights_goog)
-from featzoo.layers.padding import create_conv2d
-from featzoo.layers.pooling import SelectAdaptivePool2d
+from ..layers.padding import create_conv2d
+from ..layers.pooling import SelectAdaptivePool2d
 
 FAMILY = 'mobilenetv3'
 DEFAULT_FEATURE_CLS = 'list'

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from featzoo.layers import ClassifierHead, ConvNormAct, DropPath, SEModule, drop_path_rates
-from featzoo.layers.intermediates import IndicesArg, feature_take_indices
+from ..layers import ClassifierHead, ConvNormAct, DropPath, SEModule, drop_path_rates
+from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.weight_init import normal_
 
 FAMILY = 'regnet'
 DEFAULT_FEATURE_CLS = 'list'
@@ -207,11 +208,11 @@ class RegNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
+                normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
             elif zero_init_last and isinstance(m, RegNetBottleneck):
                 m.zero_init_last()

@@ -15,10 +15,10 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from featzoo.layers import DropPath
-from featzoo.layers.activations import ActLayer, get_act_layer
-from featzoo.layers.split_attn import SplitAttn
-from featzoo.models.resnet import ResNet
+from ..layers import DropPath
+from ..layers.activations import ActLayer, get_act_layer
+from ..layers.split_attn import SplitAttn
+from .resnet import ResNet
 
 FAMILY = 'resnest'
 DEFAULT_FEATURE_CLS = 'list'

@@ -17,6 +17,7 @@ from ..layers import DropPath, create_classifier, get_attn
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.helpers import get_padding
 from ..layers.intermediates import feature_take_indices
+from ..layers.weight_init import kaiming_normal_
 
 FAMILY = 'resnet'
 DEFAULT_FEATURE_CLS = 'list'
@@ -243,7 +244,7 @@ class ResNet(nn.Module):
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+                kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
         if zero_init_last:
             for m in self.modules():
                 if hasattr(m, 'zero_init_last') and not next(m.parameters()).is_meta:

@@ -77,6 +77,12 @@ def _stage_window_sizes(window_size: Any, num_stages: int) -> Tuple[Pair, ...]:
     return (_pair(window_size, 'window_size'),) * num_stages
 
 
+def _on_meta(device: Optional[torch.device]) -> bool:
+    # Buffers built on the meta device are recomputed after loading (init_non_persistent_buffers); computing them
+    # there would only cost time, as meta arithmetic runs through torch's Python references.
+    return torch.empty(0, device=device).is_meta
+
+
 def relative_position_index(window: Pair, device: Optional[torch.device] = None) -> torch.Tensor:
     """Index into the ``(2h-1)*(2w-1)`` bias table for every (query, key) pair of a window, shape ``(N, N)``.
 
@@ -87,6 +93,8 @@ def relative_position_index(window: Pair, device: Optional[torch.device] = None)
             [8, 7, 5, 4]])
     """
     wh, ww = window
+    if _on_meta(device):
+        return torch.empty(wh * ww, wh * ww, dtype=torch.long, device='meta')
     rows = torch.arange(wh, device=device).repeat_interleave(ww)
     cols = torch.arange(ww, device=device).repeat(wh)
     # offsets shifted to be non-negative, then flattened row-major over the (2h-1, 2w-1) table
@@ -128,6 +136,10 @@ def shifted_window_mask(height: int, width: int, window: Pair, shift: Pair, devi
     >>> shifted_window_mask(4, 4, (2, 2), (1, 1))[-1, 0]
     tensor([   0., -100., -100., -100.])
     """
+    if _on_meta(device):
+        count, area = (height // window[0]) * (width // window[1]), window[0] * window[1]
+        return torch.empty(count, area, area, dtype=dtype or torch.get_default_dtype(), device='meta')
+
     def region(size: int, win: int, sft: int) -> torch.Tensor:
         ids = torch.zeros(size, device=device, dtype=torch.long)
         if sft > 0:

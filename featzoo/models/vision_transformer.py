@@ -26,6 +26,7 @@ from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import SimplePyramid
+from ..layers.weight_init import normal_
 
 FAMILY = 'vision_transformer'
 DEFAULT_FEATURE_CLS = 'getter'
@@ -291,9 +292,9 @@ class VisionTransformer(nn.Module):
         """
         _trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None and not self.cls_token.is_meta:
-            nn.init.normal_(self.cls_token, std=1e-6)
+            normal_(self.cls_token, std=1e-6)
         if self.reg_token is not None and not self.reg_token.is_meta:
-            nn.init.normal_(self.reg_token, std=1e-6)
+            normal_(self.reg_token, std=1e-6)
         if self.dist_token is not None:
             _trunc_normal_(self.dist_token, std=0.02)
         for module in self.modules():

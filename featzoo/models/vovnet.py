@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from ..features.info import normalize_out_indices
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
+from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['VovNet', 'OsaBlock', 'OsaStage', 'SeparableConvNormAct', 'EffectiveSEModule', 'build', 'VARIANTS']
 
@@ -288,7 +289,7 @@ class VovNet(nn.Module):
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+                kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from featzoo.layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, create_conv2d
+from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, create_conv2d
 
 FAMILY = 'xception_aligned'
 # The strided feature levels are taken inside a block (the input of its last, strided separable conv), so only the
