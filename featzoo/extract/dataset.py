@@ -106,6 +106,17 @@ def collate_images(items: List[Item]) -> Tuple[List[int], Optional[torch.Tensor]
     return [index for index, _ in good], batch, bad
 
 
+# Decoding needs a small share of the CPU; at a lower priority it fills the gaps of the forward pass instead of
+# preempting one of its threads mid-layer, which would stall the others at the layer's end (CPU inference).
+WORKER_NICENESS = 10
+
+
 def worker_init(_: int) -> None:
-    """Keep each decoding worker on one thread: the processes share the cores with the forward pass."""
+    """Keep each decoding worker on one thread and below the forward pass in priority: the processes share the
+    cores with it."""
     torch.set_num_threads(1)
+    if hasattr(os, 'nice'):
+        try:
+            os.nice(WORKER_NICENESS)
+        except OSError:  # a sandbox may forbid it; decoding then competes as an equal
+            pass
