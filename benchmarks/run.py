@@ -524,6 +524,37 @@ def render(report: Report, args: argparse.Namespace, started: str, load: Tuple[f
     return '\n'.join(lines)
 
 
+README_START, README_END = '<!-- performance:start -->', '<!-- performance:end -->'
+
+
+def readme_block(report: Report, started: str, machine_line: str) -> str:
+    """The README's Performance summary: every figure with a target, quoted from this run."""
+    met = [r for r in report.rows if r.met is not None]
+    lines = [README_START,
+             f'From `benchmarks/RESULTS.md` ({started}, {machine_line}; ratios featzoo/timm, lower is better, '
+             f'unless the target says otherwise): **{sum(r.met for r in met)} of {len(met)} targets met.**', '',
+             '| figure | value | target | met |', '|---|---:|---:|:---:|']
+    for r in met:
+        value = _fmt(r.value, 's') if r.section in ('import', 'fx') else _fmt(r.value, 'x') + (
+            'x' if r.unit in ('MiB', 'ips') or r.section == 'optimize' else '')
+        lines.append(f'| {r.figure} | {value} | {r.target} | {"yes" if r.met else "**no**"} |')
+    lines.append(README_END)
+    return '\n'.join(lines)
+
+
+def update_readme(block: str, path: str = os.path.join(ROOT, 'README.md')) -> bool:
+    """Replace the README's performance block (between the markers) with ``block``; False if there is none."""
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(head + block + tail)
+    return True
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='python -m benchmarks', description=__doc__.splitlines()[0])
     parser.add_argument('--sections', nargs='+', default=list(SECTIONS), choices=SECTIONS)
@@ -581,6 +612,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     with open(args.output, 'w') as f:
         f.write(text + '\n')
     print(f'wrote {args.output}')
+    if set(args.sections) == set(SECTIONS) and args.models == list(EAGER_MODELS) and args.threads == 2:
+        # only a complete run at the issue's settings speaks for the README
+        machine = _machine()
+        if update_readme(readme_block(report, started, f'{machine["cpu"]}, {args.threads} threads')):
+            print('updated the Performance block of README.md')
 
 
 if __name__ == '__main__':
