@@ -10,11 +10,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from . import registry
+from . import _import_module, registry
 from .features.info import OutIndices, normalize_out_indices
 from .features import wrappers
-from .features.fx import FeatureFxNet
-from .finetune import freeze as freeze_levels
 from .weights import hub, loading
 
 HUB_PREFIX = 'hf-hub:'
@@ -250,13 +248,15 @@ def create_model(
                              filter_model=filter_model, assign=True)
         loading.materialize_meta(model)
     if freeze is not None:
-        freeze_levels(model, levels=freeze, bn=freeze_bn)
+        # rarely used: imported on demand (through featzoo's import lock, so first use from threads is safe)
+        _import_module('featzoo.finetune').freeze(model, levels=freeze, bn=freeze_bn)
     return model
 
 
 def _wrap(model: nn.Module, feature_cls: str, indices, output_fmt, out_map, feature_kwargs, family) -> nn.Module:
     if feature_cls == 'fx':
-        return FeatureFxNet(model, out_indices=indices, output_fmt=output_fmt, out_map=out_map, **feature_kwargs)
+        fx = _import_module('featzoo.features.fx')  # the FX machinery costs import time; only fx needs it
+        return fx.FeatureFxNet(model, out_indices=indices, output_fmt=output_fmt, out_map=out_map, **feature_kwargs)
     if feature_cls == 'getter':
         pyramid = feature_kwargs.pop('feature_pyramid', False)
         extra = {}

@@ -1,4 +1,8 @@
-"""ConvNeXt family: every variant against timm, output strides, wrappers, head options and the model contract."""
+"""ConvNeXt family: the getter at output stride 8, head options and reset_classifier against timm, drop path,
+checkpointing and errors.
+
+What every family shares (timm parity, output strides, levels, wrappers, intermediates, the model contract):
+test_models.py."""
 from __future__ import annotations
 
 import importlib
@@ -7,66 +11,17 @@ import pytest
 import torch
 
 import featzoo
-from helpers import assert_equal, build_timm_reference, check_feature_shapes, timm_parity
+from helpers import assert_equal, build_timm_reference, timm_parity
 
 FAMILY = 'convnext'
-NAMES = featzoo.list_models(module=FAMILY)
 FAMILY_MODULE = importlib.import_module(f'featzoo.models.{FAMILY}')
 INPUT = (1, 3, 64, 64)
-
-
-def _meta_shapes(name, **kwargs):
-    with torch.device('meta'):
-        model = FAMILY_MODULE.build(name, **kwargs)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, model.feature_info
 
 
 def _meta_timm(name, **kwargs):
     import timm
     with torch.device('meta'):
         return timm.create_model(name, pretrained=False, **kwargs)
-
-
-def test_every_variant_is_listed():
-    assert NAMES == sorted(FAMILY_MODULE.VARIANTS)
-
-
-@pytest.mark.parametrize('name', NAMES)
-def test_timm_parity(name):
-    timm_parity(name, input_size=INPUT)
-
-
-@pytest.mark.parametrize('name, output_stride', [('convnext_atto', 16), ('convnext_atto', 8), ('convnext_tiny', 8)])
-def test_timm_parity_dilated(name, output_stride):
-    timm_parity(name, input_size=INPUT, output_stride=output_stride)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('output_stride', [16, 8])
-@pytest.mark.parametrize('name', NAMES)
-def test_timm_parity_dilated_all(name, output_stride):
-    timm_parity(name, input_size=INPUT, output_stride=output_stride)
-
-
-@pytest.mark.parametrize('name', NAMES)
-def test_output_stride_keeps_parameters_and_feature_info_matches_timm(name):
-    ref_shapes, _ = _meta_shapes(name)
-    for stride in (32, 16, 8):
-        shapes, info = _meta_shapes(name, output_stride=stride)
-        assert shapes == ref_shapes, f'output_stride={stride} changed the parameters'
-        timm_info = _meta_timm(name, output_stride=stride).feature_info
-        assert [dict(num_chs=d['num_chs'], reduction=d['reduction'], module=d['module']) for d in timm_info] == info
-
-
-@pytest.mark.parametrize('output_stride', [16, 8])
-def test_output_stride_feature_shapes(output_stride):
-    name = 'convnext_atto'
-    backbone = featzoo.create_model(name, features_only=True, output_stride=output_stride).eval()
-    assert backbone.feature_info.reduction() == [4, 8, min(16, output_stride), output_stride]
-    check_feature_shapes(backbone, INPUT)
-    model = featzoo.create_model(name, output_stride=output_stride).eval()
-    with torch.no_grad():
-        assert model.forward_features(torch.randn(*INPUT)).shape[-2:] == (64 // output_stride,) * 2
 
 
 @pytest.mark.parametrize('output_stride', [8])
@@ -93,23 +48,6 @@ def test_getter_matches_timm_intermediates(output_stride):
         assert_equal(a, b, 'intermediate')
 
 
-@pytest.mark.parametrize('output_stride', [16])
-@pytest.mark.parametrize('feature_cls', FAMILY_MODULE.FEATURE_CLS)
-def test_every_declared_wrapper_gives_the_same_levels(feature_cls, output_stride):
-    # At output_stride 16 the stride-1 downsample conv pads per input ('same'), which FX must treat as a leaf.
-    x = torch.randn(*INPUT)
-    kwargs = dict(features_only=True, out_indices=(0, 3), output_stride=output_stride)
-    ref = featzoo.create_model('convnext_atto', **kwargs).eval()
-    backbone = featzoo.create_model('convnext_atto', feature_cls=feature_cls, **kwargs).eval()
-    backbone.load_state_dict(ref.state_dict())
-    with torch.no_grad():
-        expected, got = ref(x), backbone(x)
-    got = list(got.values()) if isinstance(got, dict) else list(got)
-    assert len(got) == 2
-    for a, b in zip(got, expected):
-        assert_equal(a, b, feature_cls)
-
-
 @pytest.mark.parametrize('kwargs', [dict(global_pool='max', head_hidden_size=48, kernel_sizes=5, in_chans=1),
                                     dict(num_classes=0, global_pool='')])
 def test_constructor_options_match_timm(kwargs):
@@ -128,29 +66,6 @@ def test_reset_classifier_matches_timm():
         assert model.head_hidden_size == ref.head_hidden_size
         with torch.no_grad():
             assert_equal(model(x), ref(x), f'reset_classifier{args}')
-
-
-def test_model_contract():
-    model = featzoo.create_model('convnext_atto').eval()
-    x = torch.randn(*INPUT)
-    with torch.no_grad():
-        feat = model.forward_features(x)
-        assert feat.shape == (1, 320, 2, 2)
-        assert model.forward_head(feat, pre_logits=True).shape == (1, 320)
-        assert model(x).shape == (1, 1000)
-    assert model.num_features == model.head_hidden_size == 320
-    assert model.get_classifier().out_features == 1000
-    model.reset_classifier(10)
-    assert model(x).shape == (1, 10) and model.num_classes == 10
-    model.reset_classifier(0)
-    assert model(x).shape == (1, 320)
-    model.reset_classifier(0, '')
-    assert model(x).shape == (1, 320, 2, 2)
-    assert model.no_weight_decay() == set()
-    with pytest.raises(ValueError, match='catavgmax'):
-        model.reset_classifier(5, 'catavgmax')
-    with pytest.raises(ValueError, match='num_classes'):
-        model.reset_classifier(-1)
 
 
 def test_group_matcher_and_drop_path_match_timm():

@@ -1,4 +1,8 @@
-"""DenseNet family: every variant against timm; dilated output strides; the seed guide's example."""
+"""DenseNet family: dilated levels are the stride-32 levels densified, blur pooling, errors, group matcher,
+checkpointing, torchvision checkpoints, export and the seed guide's example.
+
+What every family shares (timm parity, output strides, levels, wrappers, intermediates, the model contract):
+test_models.py."""
 from __future__ import annotations
 
 import re
@@ -8,10 +12,8 @@ import torch
 
 import featzoo
 from featzoo.models import densenet
-from helpers import assert_equal, check_feature_shapes, randomize_state, timm_parity
+from helpers import assert_equal, check_feature_shapes, randomize_state
 
-FAMILY = 'densenet'
-NAMES = featzoo.list_models(module=FAMILY)
 # a small DenseNet with the deep stem, blur pooling in every transition and dropout-free dense layers: the code
 # paths of densenetblur121d (and more) at a fraction of its cost
 TINY_BLUR = dict(growth_rate=8, block_config=(2, 3, 2, 2), stem_type='deep_tiered', aa_layer='blur',
@@ -20,25 +22,6 @@ TINY_BLUR = dict(growth_rate=8, block_config=(2, 3, 2, 2), stem_type='deep_tiere
 
 def _shapes(model: torch.nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def test_every_variant_is_listed():
-    assert sorted(NAMES) == sorted(densenet.VARIANTS)
-    assert len(NAMES) == 5
-
-
-@pytest.mark.parametrize('name', NAMES)
-def test_timm_parity(name):
-    model = timm_parity(name, input_size=(1, 3, 64, 64))
-    assert model.feature_info[-1]['module'] == 'features.norm5'
-
-
-@pytest.mark.parametrize('name', NAMES)
-def test_output_stride_keeps_parameters(name):
-    with torch.device('meta'):
-        ref = _shapes(densenet.build(name))
-        for stride in (16, 8):
-            assert _shapes(densenet.build(name, output_stride=stride)) == ref, f'{name} output_stride={stride}'
 
 
 def _check_densified(expected, got, ref_reductions, reductions, what):
@@ -109,20 +92,6 @@ def test_seed_densenet121():
         assert m(x).shape == (2, 1024, 7, 7)
 
 
-def test_model_contract():
-    m = featzoo.create_model('densenet121', num_classes=0).eval()
-    x = torch.randn(1, 3, 64, 64)
-    f = m.forward_features(x)
-    assert f.shape == (1, 1024, 2, 2)
-    assert m.forward_head(f, pre_logits=True).shape == (1, 1024)
-    assert m.num_features == m.head_hidden_size == 1024 and m.num_classes == 0
-    m.reset_classifier(10)
-    assert m(x).shape == (1, 10) and m.get_classifier().out_features == 10
-    m.reset_classifier(5, 'catavgmax')
-    assert m(x).shape == (1, 5) and m.head_hidden_size == 2048
-    assert m.no_weight_decay() == set()
-
-
 def test_group_matcher_groups_like_timm():
     from timm.models import create_model
     from timm.models._manipulate import group_with_matcher
@@ -132,58 +101,6 @@ def test_group_matcher_groups_like_timm():
         ours = group_with_matcher(model.named_parameters(), model.group_matcher(coarse), return_values=False)
         theirs = group_with_matcher(ref.named_parameters(), ref.group_matcher(coarse), return_values=False)
         assert ours == theirs
-
-
-def test_forward_intermediates_and_prune_match_timm():
-    from timm.models.densenet import DenseNet as TimmDenseNet
-    ref = TimmDenseNet(growth_rate=8, block_config=(2, 3, 2, 2)).eval()
-    randomize_state(ref)
-    model = densenet.DenseNet(growth_rate=8, block_config=(2, 3, 2, 2)).eval()
-    model.load_state_dict(ref.state_dict())
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        for indices in (None, 2, (0, 3)):
-            final, inter = model.forward_intermediates(x, indices=indices)
-            ref_final, ref_inter = ref.forward_intermediates(x, indices=indices)
-            assert_equal(final, ref_final, f'final {indices}')
-            assert len(inter) == len(ref_inter)
-            for a, b in zip(inter, ref_inter):
-                assert_equal(a, b, f'intermediate {indices}')
-            if indices is None:
-                levels = inter
-        early = model.forward_intermediates(x, indices=(1,), stop_early=True, intermediates_only=True)
-        assert_equal(early[0], levels[1], 'stop_early')
-    with pytest.raises(ValueError, match='NHWC'):
-        model.forward_intermediates(x, output_fmt='NHWC')
-    assert model.prune_intermediate_layers((0, 3)) == ref.prune_intermediate_layers((0, 3)) == [0, 3]
-    assert list(model.state_dict()) == list(ref.state_dict())
-    with torch.no_grad():
-        assert_equal(model(x), ref(x), 'pruned forward')
-
-
-@pytest.fixture(scope='module')
-def os16_reference():
-    """The default (list) backbone at output_stride 16 with random weights, and its outputs on one input."""
-    ref = featzoo.create_model('densenetblur121d', features_only=True, output_stride=16, out_indices=(0, 2, 4))
-    randomize_state(ref.eval())
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        return ref.state_dict(), x, ref(x)
-
-
-@pytest.mark.parametrize('feature_cls', ['dict', 'hook', 'getter', 'fx'])
-def test_every_declared_wrapper_matches_list(feature_cls, os16_reference):
-    state, x, expected = os16_reference
-    model = featzoo.create_model('densenetblur121d', features_only=True, output_stride=16, out_indices=(0, 2, 4),
-                                 feature_cls=feature_cls).eval()
-    model.load_state_dict(state)
-    assert model.feature_info.reduction() == [2, 8, 16]
-    with torch.no_grad():
-        out = model(x)
-    out = list(out.values()) if isinstance(out, dict) else out
-    assert len(out) == 3
-    for i, (a, b) in enumerate(zip(out, expected)):
-        assert_equal(a, b, f'{feature_cls} level {i}')
 
 
 def test_grad_checkpointing_gives_the_same_gradients():

@@ -1,4 +1,7 @@
-"""ResNeSt family: every variant against timm; dilated output strides; split attention; the seed example."""
+"""ResNeSt family: split attention, group matcher, checkpointing, FX, drop path, errors and the seed example.
+
+What every family shares (timm parity, output strides, levels, wrappers, intermediates, the model contract):
+test_models.py."""
 from __future__ import annotations
 
 import pytest
@@ -7,59 +10,10 @@ import torch
 import featzoo
 from featzoo.layers.split_attn import SplitAttn
 from featzoo.models import resnest
-from helpers import assert_equal, check_feature_shapes, randomize_state, timm_parity
+from helpers import assert_equal, randomize_state
 
-FAMILY = 'resnest'
-NAMES = featzoo.list_models(module=FAMILY)
-# radix 2 with the avd pool after the split conv (resnest14d), radix 4 x cardinality 2 with the pool before it,
-# radix 1 (sigmoid gate) x cardinality 4: every split-attention and avd code path.
-DILATED = ['resnest14d', 'resnest50d_4s2x40d', 'resnest50d_1s4x24d']
 # A resnest14d-sized trunk with the radix-1, cardinality-4, avd-first block, for cheap checks of that path.
 SMALL_RADIX1 = dict(cardinality=4, base_width=24, block_args=dict(radix=1, avd=True, avd_first=True))
-
-
-def _shapes(model: torch.nn.Module) -> dict:
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def test_every_variant_is_listed():
-    assert sorted(NAMES) == sorted(resnest.VARIANTS)
-    assert len(NAMES) == 8
-
-
-@pytest.mark.parametrize('name', NAMES)
-def test_timm_parity(name):
-    model = timm_parity(name, input_size=(1, 3, 64, 64))
-    assert [f['module'] for f in model.feature_info] == ['act1', 'layer1', 'layer2', 'layer3', 'layer4']
-
-
-@pytest.mark.parametrize('output_stride', [16, 8])
-@pytest.mark.parametrize('name', DILATED)
-def test_timm_parity_dilated(name, output_stride):
-    timm_parity(name, input_size=(1, 3, 64, 64), output_stride=output_stride)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('output_stride', [16, 8])
-@pytest.mark.parametrize('name', NAMES)
-def test_timm_parity_dilated_all(name, output_stride):
-    timm_parity(name, input_size=(1, 3, 64, 64), output_stride=output_stride)
-
-
-@pytest.mark.parametrize('name', NAMES)
-def test_output_stride_keeps_parameters_and_shapes(name):
-    """Dilated models hold exactly the stride-32 parameters, and their levels have the shapes their reductions
-    imply. Built on the meta device and given uninitialized storage: shapes need no initialization (the slow part
-    for the big variants). Stride 32 is checked by the parity test."""
-    expected = {16: [2, 4, 8, 16, 16], 8: [2, 4, 8, 8, 8]}
-    with torch.device('meta'):
-        ref = _shapes(resnest.build(name))
-        for stride in (16, 8):
-            assert _shapes(resnest.build(name, output_stride=stride)) == ref, f'{name} output_stride={stride}'
-        backbones = {s: featzoo.create_model(name, features_only=True, output_stride=s) for s in (16, 8)}
-    for stride, backbone in backbones.items():
-        assert backbone.feature_info.reduction() == expected[stride]
-        check_feature_shapes(backbone.to_empty(device='cpu').eval(), torch.zeros(1, 3, 64, 64))
 
 
 def test_seed_resnest26d_features():
@@ -81,23 +35,6 @@ def test_split_attention_matches_timm(radix, cardinality):
     x = torch.randn(2, 32, 9, 9)
     with torch.no_grad():
         assert_equal(ours(x), ref(x), f'radix={radix} cardinality={cardinality}')
-
-
-def test_model_contract():
-    m = featzoo.create_model('resnest14d', num_classes=0).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        f = m.forward_features(x)
-        assert f.shape == (1, 2048, 2, 2)
-        assert m.forward_head(f, pre_logits=True).shape == (1, 2048)
-        assert m.num_features == m.head_hidden_size == 2048 and m.num_classes == 0
-        m.reset_classifier(10)
-        assert m(x).shape == (1, 10) and m.get_classifier().out_features == 10
-        m.reset_classifier(0, '')
-        assert m(x).shape == (1, 2048, 2, 2)
-        m.reset_classifier(5, 'catavgmax')
-        assert m(x).shape == (1, 5) and m.head_hidden_size == 4096
-    assert m.no_weight_decay() == set()
 
 
 def test_group_matcher_groups_like_timm():
@@ -124,23 +61,6 @@ def test_grad_checkpointing_gives_the_same_gradients(extra):
     model(x).sum().backward()
     for n, p in model.named_parameters():
         assert_equal(p.grad, grads[n], n)
-
-
-@pytest.mark.parametrize('feature_cls', ['dict', 'hook', 'fx'])
-def test_every_declared_wrapper_matches_the_default(feature_cls):
-    assert feature_cls in resnest.FEATURE_CLS
-    ref = featzoo.create_model('resnest14d', features_only=True, out_indices=(0, 2, 4), output_stride=16).eval()
-    randomize_state(ref)
-    model = featzoo.create_model('resnest14d', features_only=True, out_indices=(0, 2, 4), output_stride=16,
-                                 feature_cls=feature_cls).eval()
-    model.load_state_dict(ref.state_dict(), strict=False)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        expected, got = ref(x), model(x)
-    got = list(got.values()) if isinstance(got, dict) else list(got)
-    assert len(got) == len(expected) == 3
-    for a, b in zip(got, expected):
-        assert_equal(a, b, feature_cls)
 
 
 @pytest.mark.parametrize('extra', [{}, SMALL_RADIX1], ids=['radix2', 'radix1'])

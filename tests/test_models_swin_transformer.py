@@ -17,8 +17,7 @@ NAMES = featzoo.list_models(module=FAMILY)
 TINY = 'swin_tiny_patch4_window7_224'
 
 
-def test_table_and_registry_agree():
-    assert NAMES == sorted(swin.VARIANTS)
+def test_published_sizes_are_registered():
     assert set(NAMES) >= {TINY, 'swin_small_patch4_window7_224', 'swin_base_patch4_window7_224'}
 
 

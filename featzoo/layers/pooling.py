@@ -79,9 +79,12 @@ def create_classifier(
     >>> fc
     Linear(in_features=2048, out_features=10, bias=True)
     """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        # every family's reset_classifier comes through here, so a bad count is refused the same way everywhere
+        raise ValueError(f'num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}')
     global_pool = SelectAdaptivePool2d(pool_type, flatten=not use_conv and bool(pool_type), input_fmt=input_fmt)
     pooled = num_features * global_pool.feat_mult()
-    if num_classes <= 0:
+    if num_classes == 0:
         fc: nn.Module = nn.Identity()
     elif use_conv:
         fc = nn.Conv2d(pooled, num_classes, 1, bias=True)
