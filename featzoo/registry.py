@@ -74,16 +74,16 @@ def _pretrained_names(arch: str, entry: Dict[str, Any]) -> List[str]:
 
 
 _CAPABILITY_KEYS = ('output_stride', 'feature_cls', 'export', 'pretrained')
+_INDEX_FIELD = {'output_stride': 'output_strides'}  # capability name -> index field, where they differ
 
 
 def _known_values(index: Dict[str, Dict[str, Any]], key: str) -> List[str]:
     """Every value some registered model has for ``key``: what a ``supports`` filter may sensibly ask for."""
-    field = {'output_stride': 'output_strides'}.get(key, key)
-    values = {str(v) for entry in index.values() for v in entry.get(field, ())}
+    values = {str(v) for entry in index.values() for v in entry.get(_INDEX_FIELD.get(key, key), ())}
     return sorted(values, key=_natural_key)
 
 
-def _parse_requirement(index: Dict[str, Dict[str, Any]], requirement: Any) -> Tuple[str, str]:
+def _parse_requirement(index: Dict[str, Dict[str, Any]], requirement: Any) -> Tuple[str, Any]:
     if not isinstance(requirement, str):
         raise TypeError(f"supports entries are strings like 'output_stride=8'; got {type(requirement).__name__}: "
                         f'{requirement!r}')
@@ -97,20 +97,18 @@ def _parse_requirement(index: Dict[str, Dict[str, Any]], requirement: Any) -> Tu
     if key == 'pretrained':
         if value.lower() not in ('1', 'true', 'yes', '0', 'false', 'no'):
             raise ValueError(f'{requirement!r}: pretrained takes true or false, got {value!r}')
-        return key, str(value.lower() in ('1', 'true', 'yes'))
+        return key, value.lower() in ('1', 'true', 'yes')
     known = _known_values(index, key)
     if value not in known:
         # a misspelt value would otherwise just match nothing, which reads like "no model can do this"
         raise ValueError(f"{requirement!r}: no registered model has {key} {value!r}; valid: {', '.join(known)}")
-    return key, value
+    return key, int(value) if key == 'output_stride' else value
 
 
-def _supports(entry: Dict[str, Any], key: str, value: str) -> bool:
-    if key == 'output_stride':
-        return int(value) in entry['output_strides']
+def _supports(entry: Dict[str, Any], key: str, value: Any) -> bool:
     if key == 'pretrained':
-        return bool(entry.get('pretrained')) == (value == 'True')
-    return value in entry.get(key, ())
+        return bool(entry.get('pretrained')) == value
+    return value in entry.get(_INDEX_FIELD.get(key, key), ())
 
 
 def list_models(filter: Filter = '', module: Filter = '', pretrained: bool = False,

@@ -243,11 +243,11 @@ class ResNet(nn.Module):
 
     def _init_weights(self, zero_init_last: bool) -> None:
         for m in self.modules():
-            if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
+            if isinstance(m, nn.Conv2d):
                 kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
         if zero_init_last:
             for m in self.modules():
-                if hasattr(m, 'zero_init_last') and not next(m.parameters()).is_meta:
+                if hasattr(m, 'zero_init_last'):
                     m.zero_init_last()
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, str]:

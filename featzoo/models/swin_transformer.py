@@ -494,7 +494,7 @@ class SwinTransformer(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None and not module.bias.is_meta:
+                if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
     def no_weight_decay(self) -> Set[str]:

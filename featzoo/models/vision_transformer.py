@@ -26,7 +26,7 @@ from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import SimplePyramid
-from ..layers.weight_init import normal_
+from ..layers.weight_init import normal_, trunc_normal_
 
 FAMILY = 'vision_transformer'
 DEFAULT_FEATURE_CLS = 'getter'
@@ -66,21 +66,6 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 GLOBAL_POOLS = ('', 'token', 'avg', 'avgmax', 'max')
 FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
 PYRAMID_REDUCTIONS = (4, 8, 16, 32)
-
-
-def _trunc_normal_(tensor: torch.Tensor, std: float, a: float = -2.0, b: float = 2.0) -> torch.Tensor:
-    """Zero-mean normal truncated to [a, b] by inverse-CDF sampling (one pass, unlike rejection sampling, which
-    takes seconds on a ViT-B); a no-op on the meta device.
-
-    >>> _trunc_normal_(torch.empty(1000), std=1.0).abs().max() <= 2
-    tensor(True)
-    """
-    if tensor.is_meta:
-        return tensor
-    with torch.no_grad():
-        lo, hi = (1.0 + math.erf(a / std / math.sqrt(2.0))) / 2.0, (1.0 + math.erf(b / std / math.sqrt(2.0))) / 2.0
-        tensor.uniform_(2.0 * lo - 1.0, 2.0 * hi - 1.0).erfinv_().mul_(std * math.sqrt(2.0))
-        return tensor.clamp_(a, b)
 
 
 class Attention(nn.Module):
@@ -290,17 +275,17 @@ class VisionTransformer(nn.Module):
         >>> float(m.head.bias.detach().abs().max())
         0.0
         """
-        _trunc_normal_(self.pos_embed, std=0.02)
-        if self.cls_token is not None and not self.cls_token.is_meta:
+        trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
             normal_(self.cls_token, std=1e-6)
-        if self.reg_token is not None and not self.reg_token.is_meta:
+        if self.reg_token is not None:
             normal_(self.reg_token, std=1e-6)
         if self.dist_token is not None:
-            _trunc_normal_(self.dist_token, std=0.02)
+            trunc_normal_(self.dist_token, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                _trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None and not module.bias.is_meta:
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
     # ---- the model contract -------------------------------------------------------------------------------------

@@ -65,34 +65,28 @@ def _read_into(f: Any, jobs: List[Any], corrupt: Any) -> None:
     Copying from the page cache is bound by one core's memory bandwidth; a large file is read by two threads with
     positional reads (no shared file position, and the GIL is released while the kernel copies).
     """
-    total = sum(buffer.numel() for _, buffer in jobs)
+    positional = hasattr(os, 'preadv')
 
     def fill(job: Any) -> None:
         offset, buffer = job
         view, done, nbytes = memoryview(buffer.numpy()), 0, buffer.numel()
         while done < nbytes:
-            got = os.preadv(f.fileno(), [view[done:]], offset + done)
+            if positional:
+                got = os.preadv(f.fileno(), [view[done:]], offset + done)
+            else:
+                f.seek(offset + done)
+                got = f.readinto(view[done:])
             if not got:
                 raise corrupt('the file ended inside a tensor')
             done += got
 
-    if not hasattr(os, 'preadv'):
-        for offset, buffer in jobs:
-            f.seek(offset)
-            view, done = memoryview(buffer.numpy()), 0
-            while done < buffer.numel():
-                got = f.readinto(view[done:])
-                if not got:
-                    raise corrupt('the file ended inside a tensor')
-                done += got
-        return
-    workers = min(2, os.cpu_count() or 1) if total >= _PARALLEL_READ_BYTES else 1
-    if workers == 1:
+    total = sum(buffer.numel() for _, buffer in jobs)
+    if not positional or total < _PARALLEL_READ_BYTES or (os.cpu_count() or 1) < 2:
         for job in jobs:
             fill(job)
         return
     from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(2) as pool:
         list(pool.map(fill, sorted(jobs, key=lambda job: -job[1].numel())))
 
 
