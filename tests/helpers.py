@@ -61,12 +61,23 @@ def build_timm_reference(name: str, seed: int = 0, **kwargs: Any) -> nn.Module:
     return ref.eval()
 
 
+def _scratch_for(state: Dict[str, torch.Tensor]) -> Optional[str]:
+    """A RAM-backed folder for small files (parity tests write and read back many); the disk for big ones.
+
+    A file in /dev/shm is memory that no process owns: the largest models (1.4 GB for convnext_xlarge) would
+    add to the peak of two test workers, and a small /dev/shm (64 MB in many containers) cannot hold them.
+    """
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    if not (os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK)) or size > 256 * 2 ** 20:
+        return None
+    stats = os.statvfs('/dev/shm')
+    return '/dev/shm' if size * 4 < stats.f_bavail * stats.f_frsize else None
+
+
 def save_state(state: Dict[str, torch.Tensor], directory: Optional[str] = None) -> str:
     """Write a state_dict as safetensors in a temporary file; return its path."""
     from safetensors.torch import save_file
-    # a RAM-backed folder where there is one: parity tests write and read back hundreds of MB
-    scratch = '/dev/shm' if os.path.isdir('/dev/shm') and os.access('/dev/shm', os.W_OK) else None
-    directory = directory or tempfile.mkdtemp(prefix='featzoo-test-', dir=scratch)
+    directory = directory or tempfile.mkdtemp(prefix='featzoo-test-', dir=_scratch_for(state))
     path = os.path.join(directory, 'weights.safetensors')
     save_file({k: v.detach().contiguous() for k, v in state.items()}, path)
     return path
@@ -127,17 +138,32 @@ def timm_parity(name: str, input_size: Tuple[int, ...] = (2, 3, 64, 64), output_
         featzoo_kwargs.setdefault('output_stride', output_stride)
     torch.manual_seed(seed)
     ref = build_timm_reference(name, seed, **timm_kwargs)
-    ref_state = ref.state_dict()
-    path = save_state(ref_state)
+    ref_shapes = {key: tuple(value.shape) for key, value in ref.state_dict().items()}
+    path = save_state(ref.state_dict())
+    x = torch.randn(*input_size, generator=torch.Generator().manual_seed(seed))
     try:
+        # the backbone first and released before the full model: at most two copies of the largest models'
+        # weights live at once (test workers run side by side)
+        if check_features:
+            fkw = {k: v for k, v in featzoo_kwargs.items() if k not in ('num_classes', 'global_pool')}
+            backbone = featzoo.create_model(name, features_only=True, checkpoint_path=path, **fkw).eval()
+            feats = check_feature_shapes(backbone, x)
+            modules = backbone.feature_info.module_name()
+            use_inter = not hasattr(backbone, 'steps') and type(backbone).__name__ == 'FeatureGetterNet'
+            out_indices = backbone.feature_info.out_indices
+            del backbone
+            refs = timm_reference_features(ref, modules, x, use_inter, out_indices)
+            for i, (a, b) in enumerate(zip(feats, refs)):
+                assert_equal(a, b, f'{name} feature level {i} ({modules[i]})')
+            assert len(feats) == len(refs)
+            del feats, refs
         model = featzoo.create_model(name, checkpoint_path=path, **featzoo_kwargs).eval()
-        state = model.state_dict()
-        assert list(state) == list(ref_state) or sorted(state) == sorted(ref_state), \
-            f'keys differ: only featzoo {sorted(set(state) - set(ref_state))[:5]}, ' \
-            f'only timm {sorted(set(ref_state) - set(state))[:5]}'
-        for key, value in ref_state.items():
-            assert tuple(state[key].shape) == tuple(value.shape), f'{key}: {state[key].shape} vs {value.shape}'
-        x = torch.randn(*input_size, generator=torch.Generator().manual_seed(seed))
+        shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        assert list(shapes) == list(ref_shapes) or sorted(shapes) == sorted(ref_shapes), \
+            f'keys differ: only featzoo {sorted(set(shapes) - set(ref_shapes))[:5]}, ' \
+            f'only timm {sorted(set(ref_shapes) - set(shapes))[:5]}'
+        for key, shape in ref_shapes.items():
+            assert shapes[key] == shape, f'{key}: {shapes[key]} vs {shape}'
         with torch.no_grad():
             ref_feat = ref.forward_features(x)
             feat = model.forward_features(x)
@@ -145,16 +171,6 @@ def timm_parity(name: str, input_size: Tuple[int, ...] = (2, 3, 64, 64), output_
             assert_equal(model.forward_head(feat, pre_logits=True), ref.forward_head(ref_feat, pre_logits=True),
                          f'{name} pre_logits')
             assert_equal(model(x), ref(x), f'{name} logits')
-        if check_features:
-            fkw = {k: v for k, v in featzoo_kwargs.items() if k not in ('num_classes', 'global_pool')}
-            backbone = featzoo.create_model(name, features_only=True, checkpoint_path=path, **fkw).eval()
-            feats = check_feature_shapes(backbone, x)
-            modules = backbone.feature_info.module_name()
-            use_inter = not hasattr(backbone, 'steps') and type(backbone).__name__ == 'FeatureGetterNet'
-            refs = timm_reference_features(ref, modules, x, use_inter, backbone.feature_info.out_indices)
-            for i, (a, b) in enumerate(zip(feats, refs)):
-                assert_equal(a, b, f'{name} feature level {i} ({modules[i]})')
-            assert len(feats) == len(refs)
     finally:
         os.remove(path)
         os.rmdir(os.path.dirname(path))
