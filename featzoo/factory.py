@@ -226,7 +226,7 @@ def create_model(
     family = registry.import_family(entry['family'])
     load_on_meta = weights_path is not None
     if load_on_meta:
-        with torch.device('meta'):
+        with loading.meta_skeleton():
             model = family.build(arch, **build_kwargs)
     else:
         model = family.build(arch, **build_kwargs)

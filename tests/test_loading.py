@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 from safetensors.torch import save_file
 
 import featzoo
@@ -57,6 +58,46 @@ def test_meta_load_equals_slow_path(saved):
     for (k, a), (_, b) in zip(fast.state_dict().items(), slow.state_dict().items()):
         assert torch.equal(a, b), k
     assert not any(t.is_meta for t in list(fast.parameters()) + list(fast.buffers()))
+
+
+def test_meta_skeleton_skips_meta_fills_only(monkeypatch):
+    """Inside meta_skeleton, modules come out on meta without their init having run; real tensors made there are
+    still filled."""
+    from featzoo.weights.loading import meta_skeleton
+    with monkeypatch.context() as patch:  # a meta fill that ran would end here
+        patch.setattr(torch.Tensor, 'uniform_', lambda *a, **k: (_ for _ in ()).throw(AssertionError('filled')))
+        with meta_skeleton():
+            skeleton = nn.Conv2d(3, 8, 3)
+    with meta_skeleton():
+        real = torch.empty(4, device='cpu').fill_(2.0)
+        initialized = nn.init.ones_(torch.empty(4, device='cpu'))
+    assert skeleton.weight.is_meta and skeleton.bias.is_meta
+    assert torch.equal(real, torch.full((4,), 2.0)) and torch.equal(initialized, torch.ones(4))
+
+
+def test_meta_skeleton_stays_on_its_own_thread():
+    """A thread building while another is inside meta_skeleton gets real, properly initialized weights."""
+    import threading
+    from featzoo.weights.loading import meta_skeleton
+    started, finish = threading.Event(), threading.Event()
+    built = {}
+
+    def outside():
+        started.wait(10)
+        torch.manual_seed(0)
+        built['conv'] = nn.Conv2d(3, 8, 3)
+        finish.set()
+
+    worker = threading.Thread(target=outside)
+    worker.start()
+    with meta_skeleton():
+        nn.Conv2d(3, 8, 3)
+        started.set()
+        assert finish.wait(10)
+    worker.join()
+    torch.manual_seed(0)
+    assert not built['conv'].weight.is_meta
+    assert torch.equal(built['conv'].weight, nn.Conv2d(3, 8, 3).weight)
 
 
 def test_features_only_skips_head_quietly(saved):
