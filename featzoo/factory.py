@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
-import torch
 from torch import nn
 
 from . import _import_module, registry
