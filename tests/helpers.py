@@ -83,6 +83,16 @@ def save_state(state: Dict[str, torch.Tensor], directory: Optional[str] = None) 
     return path
 
 
+def input_side(stride: int, at_least: int = 64) -> int:
+    """The smallest side of at least ``at_least`` pixels and two strides that ``stride`` divides exactly
+    (64 for stride 32, 70 for a 14-pixel patch).
+
+    >>> input_side(32), input_side(14)
+    (64, 70)
+    """
+    return stride * max(2, -(-at_least // stride))
+
+
 def _capture(model: nn.Module, modules: Sequence[str], x: torch.Tensor) -> List[torch.Tensor]:
     captured: Dict[str, torch.Tensor] = {}
     handles = []

@@ -22,7 +22,7 @@ from torch import nn
 
 import featzoo
 from featzoo import registry
-from helpers import assert_equal
+from helpers import assert_equal, input_side
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('gen_capabilities_table',
@@ -121,7 +121,7 @@ def _build(name: str, overrides: Dict[str, Any], **kwargs: Any) -> nn.Module:
 def _inputs(model: nn.Module, dynamic_hw: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     """The example input for tracing, and a check input of another batch size (and another size, if dynamic)."""
     stride = max(model.feature_info.reduction())
-    side = stride * max(2, -(-64 // stride))
+    side = input_side(stride)
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, side, side, generator=gen)
     check = torch.randn(3, 3, side + stride if dynamic_hw else side, side, generator=gen)

@@ -22,8 +22,8 @@ import torch
 
 import featzoo
 from featzoo import registry
-from helpers import (assert_equal, build_timm_reference, check_feature_shapes, randomize_state, representatives,
-                     save_state, timm_parity)
+from helpers import (assert_equal, build_timm_reference, check_feature_shapes, input_side, randomize_state,
+                     representatives, save_state, timm_parity)
 
 ALL = featzoo.list_models()
 FAMILIES = featzoo.list_modules()
@@ -465,7 +465,7 @@ def default_wrapper():
             randomize_state(model)
             files[name] = save_state(model.state_dict())
         if (name, stride) not in outputs:
-            side = _natural(name) * -(-64 // _natural(name))  # 64, or the next multiple of a ViT's patch
+            side = input_side(_natural(name))
             x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(1))
             ref = featzoo.create_model(name, features_only=True, checkpoint_path=files[name],
                                        **_wrapper_kwargs(name, stride)).eval()
