@@ -318,6 +318,13 @@ def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = No
     return replaced
 
 
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled('cpu')
+    except TypeError:  # torch < 2.4 has no device argument
+        return torch.is_autocast_cpu_enabled()
+
+
 class PrepackedConv2d(nn.Conv2d):
     """A Conv2d that, in float32 CPU inference, runs on a copy of its weight reordered once into oneDNN's blocked
     layout, instead of reordering the weight at every call as ``F.conv2d`` does.
@@ -354,9 +361,16 @@ class PrepackedConv2d(nn.Conv2d):
 
     def _runs_packed(self, x: torch.Tensor) -> bool:
         weight = self.weight
-        return (x.device.type == 'cpu' and x.dtype == torch.float32 and weight.dtype == torch.float32
-                and weight.device.type == 'cpu' and x.dim() == 4
-                and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+        if (type(x) is not torch.Tensor or x.device.type != 'cpu' or x.dtype != torch.float32 or x.dim() != 4
+                or weight.device.type != 'cpu' or weight.dtype != torch.float32 or weight.is_inference()
+                or (self.bias is not None and self.bias.is_inference())):
+            # tensor subclasses (fake, functional, proxies), other devices and dtypes, and parameters made in
+            # inference mode, whose in-place changes no version counter records
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return False
+        # autocast picks the dtype of F.conv2d; tracing and compiling must see F.conv2d, not the oneDNN call
+        return not (_cpu_autocast_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._runs_packed(x):

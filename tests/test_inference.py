@@ -237,6 +237,24 @@ def test_prepacked_convolutions_compute_what_conv2d_does():
         PrepackedConv2d.from_conv(nn.Conv2d(3, 3, 3, padding='same'))
 
 
+@pytest.mark.skipif(not _prepacked_conv_works(), reason='this torch build cannot pack convolution weights for oneDNN')
+def test_prepacked_convolutions_leave_autocast_and_inference_weights_to_conv2d():
+    model = _Convs().eval()
+    prepack_convolutions(model)
+    x = torch.randn(2, 3, 20, 20)
+    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert model.dense(x).dtype == torch.bfloat16  # autocast decided the dtype: the plain convolution ran
+    assert model.dense._packed is None
+    with torch.inference_mode():
+        made_here = PrepackedConv2d.from_conv(nn.Conv2d(3, 8, 3))
+        plain = nn.Conv2d(3, 8, 3)
+        plain.load_state_dict(made_here.state_dict())
+        made_here.weight.add_(1.0)  # an in-place change no version counter sees: packing would go stale
+        plain.weight.add_(1.0)
+        assert_equal(made_here(x), plain(x), 'inference-mode parameters', rtol=1e-5)
+        assert made_here._packed is None
+
+
 def test_compiled_path_does_not_prepack():
     model = optimize_for_inference(nn.Sequential(nn.Conv2d(3, 4, 3)), compile=True)
     assert not any(isinstance(m, PrepackedConv2d) for m in model.modules())
