@@ -12,6 +12,7 @@ from torch import nn
 from . import _import_module, registry
 from .features.info import OutIndices, normalize_out_indices
 from .features import wrappers
+from .layers import onednn
 from .weights import hub, loading
 
 HUB_PREFIX = 'hf-hub:'
@@ -229,6 +230,8 @@ def create_model(
             model = family.build(arch, **build_kwargs)
     else:
         model = family.build(arch, **build_kwargs)
+    # float32 CPU inference runs the convolutions on oneDNN's packed weights (FEATZOO_ONEDNN=0 turns it off)
+    onednn.prepack_convolutions(model)
     model.pretrained_cfg = cfg
     # what save_pretrained records so that timm and featzoo rebuild the same architecture
     model._model_args = {k: v for k, v in build_kwargs.items()

@@ -19,9 +19,10 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from .layers.norm import FrozenBatchNorm2d
+from .layers.onednn import prepack_convolutions
 
 __all__ = ['optimize_for_inference', 'fold_conv_bn', 'use_onednn_linear', 'prepack_convolutions', 'InferenceModel',
-           'OneDnnLinear', 'PrepackedConv2d', 'max_relative_error']
+           'OneDnnLinear', 'max_relative_error']
 
 # methods of the wrapped model that InferenceModel runs under the same settings as forward
 _FORWARD_METHODS = ('forward_features', 'forward_head', 'forward_intermediates')
@@ -318,147 +319,14 @@ def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = No
     return replaced
 
 
-def _cpu_autocast_enabled() -> bool:
-    try:
-        return torch.is_autocast_enabled('cpu')
-    except TypeError:  # torch < 2.4 has no device argument
-        return torch.is_autocast_cpu_enabled()
-
-
-class PrepackedConv2d(nn.Conv2d):
-    """A Conv2d that, in float32 CPU inference, runs on a copy of its weight reordered once into oneDNN's blocked
-    layout, instead of reordering the weight at every call as ``F.conv2d`` does.
-
-    ``weight`` and ``bias`` stay ordinary parameters (same state_dict); the packed copy is made at the first call
-    and made again when either parameter is replaced or changed in place. Calls that need autograd, another device
-    or dtype, run the plain convolution. Built by :func:`prepack_convolutions`; not for torch.compile, whose weight
-    freezing does its own packing.
-
-    >>> conv = PrepackedConv2d.from_conv(nn.Conv2d(3, 8, 3, padding=1))
-    >>> with torch.inference_mode():
-    ...     conv(torch.ones(1, 3, 8, 8)).shape
-    torch.Size([1, 8, 8, 8])
-    """
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> 'PrepackedConv2d':
-        if type(conv) is not nn.Conv2d or isinstance(conv.padding, str) or conv.padding_mode != 'zeros':
-            raise TypeError(f'only a plain nn.Conv2d with numeric zero padding can be prepacked, got {conv!r}')
-        packed = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                     conv.dilation, conv.groups, conv.bias is not None, device='meta')
-        packed.weight = conv.weight
-        packed.bias = conv.bias
-        return packed
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._packed: Optional[torch.Tensor] = None
-        self._packed_key: Optional[Tuple[Any, ...]] = None
-
-    def _state_key(self) -> Tuple[Any, ...]:
-        bias = self.bias
-        return (id(self.weight), self.weight._version, id(bias), bias._version if bias is not None else None)
-
-    def _runs_packed(self, x: torch.Tensor) -> bool:
-        weight = self.weight
-        if (type(x) is not torch.Tensor or x.device.type != 'cpu' or x.dtype != torch.float32 or x.dim() != 4
-                or weight.device.type != 'cpu' or weight.dtype != torch.float32 or weight.is_inference()
-                or (self.bias is not None and self.bias.is_inference())):
-            # tensor subclasses (fake, functional, proxies), other devices and dtypes, and parameters made in
-            # inference mode, whose in-place changes no version counter records
-            return False
-        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-            return False
-        # autocast picks the dtype of F.conv2d; tracing and compiling must see F.conv2d, not the oneDNN call
-        return not (_cpu_autocast_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._runs_packed(x):
-            return super().forward(x)
-        key = self._state_key()
-        packed = self._packed
-        if packed is None or self._packed_key != key:
-            # the layout oneDNN picks depends on the call's shape: the first call's shape decides it; other shapes
-            # still compute correctly
-            with torch.no_grad():
-                packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                    self.weight.detach().contiguous().to_mkldnn(), list(self.padding), list(self.stride),
-                    list(self.dilation), self.groups, list(x.shape))
-            self._packed, self._packed_key = packed, key
-        bias = self.bias.detach() if self.bias is not None else None
-        return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, list(self.padding), list(self.stride),
-                                                       list(self.dilation), self.groups, 'none', [], '')
-
-    def _apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> 'PrepackedConv2d':
-        # .to(), .half(), .cuda()... replace or convert the parameters: the packed copy is stale
-        self._packed, self._packed_key = None, None
-        return super()._apply(fn, *args, **kwargs)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        # oneDNN tensors can be neither pickled nor deep-copied; the copy packs again at its first call
-        state = self.__dict__.copy()
-        state['_packed'], state['_packed_key'] = None, None
-        return state
-
-
-@functools.lru_cache(maxsize=None)
-def _prepacked_conv_works() -> bool:
-    """Whether this torch build packs convolution weights for oneDNN and computes what F.conv2d does (checked once)."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_convolution_pointwise')
-            and hasattr(torch._C._nn, 'mkldnn_reorder_conv2d_weight')):
-        return False
-    gen = torch.Generator().manual_seed(0)
-    conv = nn.Conv2d(8, 16, 3, padding=1, stride=2)
-    with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
-        conv.bias.copy_(torch.randn(16, generator=gen))
-    x = torch.randn(2, 8, 9, 9, generator=gen).contiguous(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode():
-            return torch.allclose(PrepackedConv2d.from_conv(conv)(x), conv(x), atol=1e-4, rtol=1e-4)
-    except RuntimeError:  # a build whose oneDNN lacks these kernels for this CPU
-        return False
-
-
-def _prepackable(module: nn.Module) -> bool:
-    # grouped and depthwise convolutions run slower on packed weights (efficientnet_b0 1.10x the time, measured)
-    return (type(module) is nn.Conv2d and module.groups == 1 and not isinstance(module.padding, str)
-            and module.padding_mode == 'zeros' and module.weight.dtype == torch.float32
-            and module.weight.device.type == 'cpu' and not _has_hooks(module))
-
-
-def prepack_convolutions(model: nn.Module) -> List[str]:
-    """Replace every ungrouped float32 CPU ``nn.Conv2d`` without hooks by :class:`PrepackedConv2d`, in place.
-
-    Grouped and depthwise convolutions are left alone (slower on packed weights), and so is every convolution of a
-    build without oneDNN. Returns the names of the replaced layers.
-
-    >>> m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8))
-    >>> prepack_convolutions(m) if _prepacked_conv_works() else ['0']
-    ['0']
-    """
-    _check_model(model)
-    if not _prepacked_conv_works():
-        return []
-    owners = _owners(model)
-    replaced = []
-    for name, module in list(model.named_modules()):
-        places = owners.get(id(module), [])
-        if not _prepackable(module) or len(places) != 1:
-            continue  # registered under two parents: replacing one place would split the shared layer
-        parent, attr = places[0]
-        setattr(parent, attr, PrepackedConv2d.from_conv(module))
-        replaced.append(name)
-    return replaced
-
-
 class InferenceModel(nn.Module):
     """Runs the wrapped model in inference mode on channels_last input.
 
     ``forward_features``, ``forward_head`` and ``forward_intermediates`` of the wrapped model run under the same
     settings; other attributes (``feature_info``, ``pretrained_cfg``, ``num_features``...) are read from it, and it
-    stays reachable as ``.module``. Convolutional outputs come back in channels_last memory format: equal values,
-    but call ``.contiguous()`` before ``.view()``.
+    stays reachable as ``.module``. featzoo models and feature wrappers return NCHW-contiguous maps; the
+    convolutional outputs of other models may come back channels_last (equal values: call ``.contiguous()`` before
+    ``.view()``).
 
     >>> m = InferenceModel(nn.Conv2d(3, 4, 1))
     >>> m(torch.ones(1, 3, 2, 2)).is_inference()
@@ -511,9 +379,10 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
 
     Always: eval mode, gradients off, batch norm folded into the preceding convolution (:func:`fold_conv_bn`),
     linear layers on oneDNN with their GELU/ReLU fused (:func:`use_onednn_linear`, CPU float32), weights and inputs
-    in channels_last, every call in ``torch.inference_mode()``. Without compile, ungrouped convolutions also keep a
-    copy of their weights in oneDNN's blocked layout (:func:`prepack_convolutions`), made at their first call.
-    With ``compile=True`` the model instead goes through ``torch.compile`` with weight freezing (each new input shape compiles at its first call, which takes a while).
+    in channels_last, every call in ``torch.inference_mode()``, and ungrouped convolutions on weights packed once
+    for oneDNN (:func:`featzoo.layers.onednn.prepack_convolutions`, which featzoo models have from creation on).
+    With ``compile=True`` the model also goes through ``torch.compile`` with weight freezing, which packs the
+    weights of the graph it compiles (each new input shape compiles at its first call, which takes a while).
     ``input_size`` (C, H, W) sizes the one tracing forward when the model accepts neither 64x64 nor its
     configured size. The model is modified in place (keep a ``copy.deepcopy`` for training).
 
@@ -536,9 +405,7 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
     fold_conv_bn(model, input_size)
     model.to(memory_format=torch.channels_last)
     use_onednn_linear(model, input_size)
-    if not compile:
-        # inductor's freezing packs the weights of the graph it compiles; packed copies here would only be traced
-        prepack_convolutions(model)
+    prepack_convolutions(model)  # models from elsewhere; inside torch.compile the plain convolution is traced
     return InferenceModel(model, torch.compile(model) if compile else None)
 
 

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 import featzoo
-from featzoo.inference import (InferenceModel, OneDnnLinear, PrepackedConv2d, _onednn_linear_works,
-                               _prepacked_conv_works, fold_conv_bn, max_relative_error, optimize_for_inference,
-                               prepack_convolutions, use_onednn_linear)
+from featzoo.inference import (InferenceModel, OneDnnLinear, _onednn_linear_works, fold_conv_bn, max_relative_error,
+                               optimize_for_inference, use_onednn_linear)
 from featzoo.layers import BatchNormAct2d, ConvNormAct, FrozenBatchNorm2d
+from featzoo.layers.onednn import PackedConvForward, _onednn_conv_works
 from featzoo.weights.loading import read_state_dict
 from helpers import assert_equal, randomize_state
 
@@ -69,9 +69,9 @@ def _check_optimized(model: nn.Module, what: str) -> None:
         assert _batch_norms(model) < norms, f'{what}: no batch norm was folded'
     if linears and _onednn_linear_works():
         assert any(isinstance(m, OneDnnLinear) for m in model.modules()), f'{what}: no linear layer on oneDNN'
-    if dense_convs and _prepacked_conv_works():
-        assert any(isinstance(m, PrepackedConv2d) for m in model.modules()), f'{what}: no prepacked convolution'
-        assert not any(isinstance(m, PrepackedConv2d) and m.groups > 1 for m in model.modules()), what
+    if dense_convs and _onednn_conv_works():
+        packed = [m for m in model.modules() if isinstance(m.__dict__.get('_conv_forward'), PackedConvForward)]
+        assert packed and all(m.groups == 1 for m in packed), f'{what}: no prepacked convolution, or a grouped one'
     assert not model.training
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.ndim == 4)
 
@@ -179,85 +179,6 @@ def test_onednn_linear_rules():
         assert_equal(model(x), reference, 'oneDNN linears', rtol=1e-4)
     with pytest.raises(ValueError, match='cannot be fused'):
         OneDnnLinear(nn.Linear(2, 2), nn.Sigmoid())
-
-
-class _Convs(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.dense = nn.Conv2d(3, 8, 3, stride=2, padding=1)                # packed
-        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)           # grouped: left alone
-        self.same = nn.Conv2d(8, 8, 3, padding='same', bias=False)         # string padding: left alone
-        self.hooked = nn.Conv2d(8, 8, 1)                                   # a hook reads it: left alone
-        self.dilated = nn.Conv2d(8, 4, 3, padding=2, dilation=2, bias=False)  # packed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dilated(self.hooked(self.same(self.depthwise(self.dense(x)))))
-
-
-def _no_op_hook(*args: Any) -> None:
-    return None
-
-
-@pytest.mark.skipif(not _prepacked_conv_works(), reason='this torch build cannot pack convolution weights for oneDNN')
-def test_prepacked_convolutions_compute_what_conv2d_does():
-    import copy
-    import pickle
-    model = _Convs().eval()
-    randomize_state(model)
-    model.hooked.register_forward_hook(_no_op_hook)
-    keys = set(model.state_dict())
-    inputs = [torch.randn(2, 3, 20, 20), torch.randn(3, 3, 33, 17),  # a second shape after packing for the first
-              torch.randn(1, 3, 16, 16).contiguous(memory_format=torch.channels_last)]
-    with torch.no_grad():
-        references = [model(x) for x in inputs]
-    assert prepack_convolutions(model) == ['dense', 'dilated']
-    assert set(model.state_dict()) == keys
-    for x, reference in zip(inputs, references):
-        with torch.inference_mode():
-            assert_equal(model(x), reference, f'packed at {tuple(x.shape)}', rtol=1e-5)
-    # the parameters change in place (load_state_dict): the packed copy follows
-    fresh = _Convs().eval()
-    randomize_state(fresh, seed=9)
-    with torch.no_grad():
-        expected = fresh(inputs[0])
-    model.load_state_dict(fresh.state_dict())
-    with torch.inference_mode():
-        assert_equal(model(inputs[0]), expected, 'after load_state_dict', rtol=1e-5)
-    # copies, autograd and other dtypes run as a plain convolution would
-    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
-        with torch.inference_mode():
-            assert_equal(clone(inputs[0]), expected, 'copied', rtol=1e-5)
-    x = inputs[0].clone().requires_grad_(True)
-    model(x).sum().backward()
-    assert x.grad is not None and model.dense.weight.grad is not None
-    double = model.double()
-    with torch.no_grad():
-        assert_equal(double(inputs[0].double()).float(), expected, 'float64', rtol=1e-5)
-    with pytest.raises(TypeError, match='plain nn.Conv2d'):
-        PrepackedConv2d.from_conv(nn.Conv2d(3, 3, 3, padding='same'))
-
-
-@pytest.mark.skipif(not _prepacked_conv_works(), reason='this torch build cannot pack convolution weights for oneDNN')
-def test_prepacked_convolutions_leave_autocast_and_inference_weights_to_conv2d():
-    model = _Convs().eval()
-    prepack_convolutions(model)
-    x = torch.randn(2, 3, 20, 20)
-    with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16):
-        assert model.dense(x).dtype == torch.bfloat16  # autocast decided the dtype: the plain convolution ran
-    assert model.dense._packed is None
-    with torch.inference_mode():
-        made_here = PrepackedConv2d.from_conv(nn.Conv2d(3, 8, 3))
-        plain = nn.Conv2d(3, 8, 3)
-        plain.load_state_dict(made_here.state_dict())
-        made_here.weight.add_(1.0)  # an in-place change no version counter sees: packing would go stale
-        plain.weight.add_(1.0)
-        assert_equal(made_here(x), plain(x), 'inference-mode parameters', rtol=1e-5)
-        assert made_here._packed is None
-
-
-def test_compiled_path_does_not_prepack():
-    model = optimize_for_inference(nn.Sequential(nn.Conv2d(3, 4, 3)), compile=True)
-    assert not any(isinstance(m, PrepackedConv2d) for m in model.modules())
 
 
 def test_inference_model_runs_forward_methods_in_inference_mode():

@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_tracing
 
 from .activations import ActLayer, create_act_layer
 from .helpers import make_divisible
@@ -34,6 +35,10 @@ class RadixSoftmax(nn.Module):
             x = x.flatten(1).unflatten(1, (self.cardinality, self.radix, -1)).transpose(1, 2)
             return x.softmax(dim=1).flatten(1)
         return x.flatten(1).sigmoid()
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class SplitAttn(nn.Module):
@@ -75,6 +80,9 @@ class SplitAttn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act0(self.drop(self.bn0(self.conv(x))))
+        # the convolutions around this block may run channels_last (layers.onednn): hand that format on rather than
+        # converting to NCHW and back at every block
+        keep_format = not is_fx_tracing() and _is_channels_last(x)
         if self.radix > 1:
             # (B, radix * C, H, W) -> (B, radix, C, H, W): the splits are stacked radix-major by the grouped conv.
             x = x.unflatten(1, (self.radix, self.out_channels))
@@ -88,4 +96,4 @@ class SplitAttn(nn.Module):
             out = (x * x_attn.unflatten(1, (self.radix, self.out_channels, 1, 1))).sum(dim=1)
         else:
             out = x * x_attn.unflatten(1, (self.out_channels, 1, 1))
-        return out.contiguous()
+        return out.contiguous(memory_format=torch.channels_last) if keep_format else out.contiguous()
