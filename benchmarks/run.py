@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -261,6 +262,7 @@ def _eager_models(name: str, path: str):
 
 def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
     import featzoo
+    from featzoo.layers import onednn
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(0))
     report.note('eager', f'batch {args.batch_size}, {args.img_size}x{args.img_size}, eval mode, '
                          f'torch.inference_mode() on both sides, {args.repeats} paired repetitions after one warm-up')
@@ -283,6 +285,16 @@ def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
                             f'first pass of {first.ratio:.3f}')
                 report.add(Row('eager', f'{name}: {figure}', pair.featzoo_median, pair.timm_median, pair.ratio,
                                f'<= {EAGER_TARGET}', pair.ratio <= EAGER_TARGET, note=note))
+            # the opt-in oneDNN path (featzoo.layers.onednn): informational, it rounds differently from timm
+            onednn.set_enabled(True)
+            try:
+                fast, reference = functools.partial(fz, x), functools.partial(tm, x)
+                fast()
+                pair = paired(fast, reference, args.repeats)
+            finally:
+                onednn.set_enabled(False)
+            report.add(Row('eager', f'{name}: forward with FEATZOO_ONEDNN=1 (opt-in)', pair.featzoo_median,
+                           pair.timm_median, pair.ratio, '', None, note=f'min/min {pair.min_ratio:.3f}'))
         del fz, tm, fz_feat, tm_feat
 
 

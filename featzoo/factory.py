@@ -230,7 +230,7 @@ def create_model(
             model = family.build(arch, **build_kwargs)
     else:
         model = family.build(arch, **build_kwargs)
-    # float32 CPU inference runs the convolutions on oneDNN's packed weights (FEATZOO_ONEDNN=0 turns it off)
+    # opt-in fast path of float32 CPU inference (featzoo.layers.onednn.set_enabled / FEATZOO_ONEDNN=1)
     onednn.prepack_convolutions(model)
     model.pretrained_cfg = cfg
     # what save_pretrained records so that timm and featzoo rebuild the same architecture

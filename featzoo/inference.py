@@ -380,7 +380,7 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
     Always: eval mode, gradients off, batch norm folded into the preceding convolution (:func:`fold_conv_bn`),
     linear layers on oneDNN with their GELU/ReLU fused (:func:`use_onednn_linear`, CPU float32), weights and inputs
     in channels_last, every call in ``torch.inference_mode()``, and ungrouped convolutions on weights packed once
-    for oneDNN (:func:`featzoo.layers.onednn.prepack_convolutions`, which featzoo models have from creation on).
+    for oneDNN at their first call (:func:`featzoo.layers.onednn.prepack_convolutions` with ``always=True``).
     With ``compile=True`` the model also goes through ``torch.compile`` with weight freezing, which packs the
     weights of the graph it compiles (each new input shape compiles at its first call, which takes a while).
     ``input_size`` (C, H, W) sizes the one tracing forward when the model accepts neither 64x64 nor its
@@ -405,7 +405,7 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
     fold_conv_bn(model, input_size)
     model.to(memory_format=torch.channels_last)
     use_onednn_linear(model, input_size)
-    prepack_convolutions(model)  # models from elsewhere; inside torch.compile the plain convolution is traced
+    prepack_convolutions(model, always=True)  # inside torch.compile the plain convolution is traced
     return InferenceModel(model, torch.compile(model) if compile else None)
 
 

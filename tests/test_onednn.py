@@ -1,6 +1,6 @@
-"""The oneDNN fast path of eager CPU inference computes what F.conv2d computes and never shows itself: same module
-class and state_dict, NCHW outputs from every public method, F.conv2d wherever autograd, autocast, tracing or an
-unusual tensor is involved."""
+"""The opt-in oneDNN fast path of eager CPU inference computes what F.conv2d computes and never shows itself: same
+module class and state_dict, NCHW outputs from every public method, F.conv2d wherever autograd, autocast, tracing or
+an unusual tensor is involved."""
 from __future__ import annotations
 
 import copy
@@ -18,6 +18,14 @@ from helpers import assert_equal, randomize_state
 
 pytestmark = pytest.mark.skipif(not _onednn_conv_works(), reason='this torch build has no oneDNN convolution kernels')
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+
+
+@pytest.fixture(autouse=True)
+def fast_path_on():
+    before = onednn.is_enabled()
+    onednn.set_enabled(True)
+    yield
+    onednn.set_enabled(before)
 
 
 class _Convs(nn.Module):
@@ -50,7 +58,8 @@ def test_prepacked_convolutions_compute_what_conv2d_does():
         references = [model(x) for x in inputs]
     keys = set(model.state_dict())
     assert prepack_convolutions(model) == ['dense', 'hooked', 'dilated']
-    assert prepack_convolutions(model) == []  # installed once
+    stand_in = model.dense._conv_forward
+    assert prepack_convolutions(model) == ['dense', 'hooked', 'dilated'] and model.dense._conv_forward is stand_in
     assert all(type(m) is nn.Conv2d for m in model.children()) and set(model.state_dict()) == keys
     seen: List[Any] = []
     model.hooked.register_forward_hook(lambda *args: _record(seen, *args))
@@ -108,6 +117,23 @@ def test_switch_turns_the_fast_path_off():
         onednn.set_enabled(True)
     with pytest.raises(TypeError, match="enabled must be True or False, got 'no'"):
         onednn.set_enabled('no')
+
+
+def test_off_by_default_and_always_for_optimize_for_inference():
+    import subprocess
+    import sys
+    code = 'import featzoo.layers.onednn as o; print(o.is_enabled())'
+    env = {k: v for k, v in __import__('os').environ.items() if k != 'FEATZOO_ONEDNN'}
+    assert subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True).stdout.strip() \
+        == 'False'
+    onednn.set_enabled(False)
+    model = featzoo.create_model('resnet18').eval()
+    with torch.inference_mode():
+        model(X)
+    assert not any(_packed(m) for m in model.modules()), 'the fast path ran while switched off'
+    optimized = featzoo.optimize_for_inference(model)
+    optimized(X)
+    assert any(_packed(m) for m in model.modules()), 'optimize_for_inference did not use the packed weights'
 
 
 def test_tracers_see_a_plain_convolution():

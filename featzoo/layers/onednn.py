@@ -1,20 +1,24 @@
-"""Eager float32 CPU inference on oneDNN's own weight layout, with activations in channels_last.
+"""Opt-in eager float32 CPU inference on oneDNN's own weight layout, with activations in channels_last.
 
 ``F.conv2d`` on the CPU hands oneDNN a plain OIHW weight, which oneDNN reorders into its blocked layout at every
-call, and on NCHW activations it runs its slower plain-layout kernels. :func:`prepack_convolutions` gives each
-ungrouped ``nn.Conv2d`` a stand-in for its ``_conv_forward`` that reorders the weight once, at the first inference
-call, and calls oneDNN directly; its output comes back channels_last, so the rest of the network (norms,
-activations, pooling, grouped and depthwise convolutions) also runs on channels_last activations. Families turn
-their public 4D outputs back into contiguous NCHW (:func:`contiguous_outputs`), so callers see what they always saw.
-Measured against timm's eager forward at batch 2, 224 px, 2 threads: resnet50 0.75x the time, densenet121 0.70x,
-efficientnet_b0 0.73x, regnety_032 0.88x.
+call, and on NCHW activations it runs its slower plain-layout kernels. Every featzoo model's ungrouped
+``nn.Conv2d`` gets a stand-in for its ``_conv_forward`` (:func:`prepack_convolutions`) that, once enabled, reorders
+the weight once, at the first inference call, and calls oneDNN directly; its output comes back channels_last, so
+the rest of the network (norms, activations, pooling, grouped and depthwise convolutions) also runs on channels_last
+activations. Public methods turn 4D outputs back into contiguous NCHW (:func:`contiguous_outputs`), so callers
+see what they always saw. Measured against timm's eager forward at batch 2, 224 px, 2 threads: resnet50 0.75x the
+time, densenet121 0.70x, efficientnet_b0 0.73x, regnety_032 0.88x.
+
+Off by default: channels_last 3x3 convolutions round differently (about 2e-6 relative per layer against float64,
+0.3e-6 for the plain NCHW kernels), so outputs are no longer the very numbers timm computes; deep networks with
+random weights drift apart by more than the 1e-5 that featzoo's weight-compatibility tests allow. Turn it on with
+``FEATZOO_ONEDNN=1`` in the environment (read at import) or :func:`set_enabled`; ``optimize_for_inference`` always
+uses it (it already runs channels_last). The packed copy costs the convolution weights' memory once more.
 
 The module stays a plain ``nn.Conv2d`` (same class, state_dict, repr; FX keeps it a leaf). The fast path runs only
-where nothing can tell the difference: float32 CPU tensors of the plain ``torch.Tensor`` type, no autograd, no
-autocast, not while tracing, scripting or compiling (torch.compile and torch.export see ``F.conv2d``), and
-parameters that record in-place changes (so a changed weight is packed again). Everything else runs ``F.conv2d``.
-The packed copy costs the convolution weights' memory once more; ``FEATZOO_ONEDNN=0`` in the environment (read at
-import) or :func:`set_enabled` turns the fast path off.
+for float32 CPU tensors of the plain ``torch.Tensor`` type, without autograd or autocast, not while tracing,
+scripting or compiling (torch.compile and torch.export see ``F.conv2d``), and for parameters that record in-place
+changes (a changed or replaced weight is packed again). Everything else runs ``F.conv2d``.
 """
 from __future__ import annotations
 
@@ -30,13 +34,13 @@ from torch.utils._pytree import tree_map
 
 __all__ = ['prepack_convolutions', 'contiguous_outputs', 'nchw_outputs', 'set_enabled', 'is_enabled', 'PackedConvForward']
 
-_enabled = os.environ.get('FEATZOO_ONEDNN', '1').strip().lower() not in ('0', 'false', 'no', 'off')
+_enabled = os.environ.get('FEATZOO_ONEDNN', '0').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
 def set_enabled(enabled: bool) -> None:
-    """Turn the oneDNN fast path of every prepacked convolution on or off (process-wide).
+    """Turn the oneDNN fast path of featzoo models' convolutions on or off (process-wide; off by default).
 
-    >>> set_enabled(True)
+    >>> set_enabled(False)
     """
     global _enabled
     if not isinstance(enabled, bool):
@@ -81,15 +85,16 @@ class PackedConvForward:
     torch.Size([1, 8, 8, 8])
     """
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, always: bool = False) -> None:
         self.conv = conv
+        self.always = always  # set by optimize_for_inference: on whatever the process-wide switch says
         self.packed: Optional[torch.Tensor] = None
         self.key: Optional[Tuple[Any, ...]] = None
         self.source: Optional['weakref.ReferenceType[torch.Tensor]'] = None
 
     def _applies(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
         # first: tracers and compilers must record F.conv2d, not the oneDNN call (and cannot evaluate what follows)
-        if not _enabled or torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        if not (_enabled or self.always) or torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
             return False
         if not (x.dim() == 4 and _plain_cpu_float(x) and _packable_parameter(weight) and _packable_parameter(bias)):
             return False
@@ -128,7 +133,7 @@ class PackedConvForward:
 
     def __getstate__(self) -> dict:
         # oneDNN tensors can be neither pickled nor deep-copied; a copy packs again at its first call
-        return {'conv': self.conv, 'packed': None, 'key': None, 'source': None}
+        return {'conv': self.conv, 'always': self.always, 'packed': None, 'key': None, 'source': None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -160,12 +165,13 @@ def _onednn_conv_works() -> bool:
 def _prepackable(module: nn.Module) -> bool:
     # grouped and depthwise convolutions run slower on packed weights (efficientnet_b0 1.10x the time, measured)
     return (type(module) is nn.Conv2d and module.groups == 1 and not isinstance(module.padding, str)
-            and module.padding_mode == 'zeros' and '_conv_forward' not in module.__dict__)
+            and module.padding_mode == 'zeros')
 
 
-def prepack_convolutions(model: nn.Module) -> List[str]:
+def prepack_convolutions(model: nn.Module, always: bool = False) -> List[str]:
     """Give every ungrouped, zero-padded ``nn.Conv2d`` of ``model`` the oneDNN fast path, in place; returns their
-    names. A torch build without oneDNN's kernels is left unchanged.
+    names. The path runs when :func:`set_enabled` (or ``FEATZOO_ONEDNN=1``) turns it on, or for every call with
+    ``always=True``. A torch build without oneDNN's kernels is left unchanged.
 
     >>> m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8))
     >>> prepack_convolutions(m) if _onednn_conv_works() else ['0']
@@ -173,13 +179,22 @@ def prepack_convolutions(model: nn.Module) -> List[str]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
+    if not isinstance(always, bool):
+        raise TypeError(f'always must be True or False, got {always!r}')
     if not _onednn_conv_works():
         return []
     names = []
     for name, module in model.named_modules():
-        if _prepackable(module):
-            module._conv_forward = PackedConvForward(module)
-            names.append(name)
+        if not _prepackable(module):
+            continue
+        installed = module.__dict__.get('_conv_forward')
+        if isinstance(installed, PackedConvForward):
+            installed.always = installed.always or always
+        elif installed is None:
+            module._conv_forward = PackedConvForward(module, always)
+        else:
+            continue  # someone else's stand-in: left alone
+        names.append(name)
     return names
 
 

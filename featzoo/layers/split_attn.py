@@ -10,7 +10,11 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.fx._symbolic_trace import is_fx_tracing
+
+try:  # only symbolic tracing cannot evaluate the format check; torch.export evaluates it on real strides
+    from torch.fx._symbolic_trace import is_fx_symbolic_tracing as is_fx_tracing
+except ImportError:  # pragma: no cover - older torch
+    from torch.fx._symbolic_trace import is_fx_tracing
 
 from .activations import ActLayer, create_act_layer
 from .helpers import make_divisible
