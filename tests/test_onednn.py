@@ -75,6 +75,22 @@ def test_prepacked_convolutions_compute_what_conv2d_does():
     model.load_state_dict(fresh.state_dict())
     with torch.no_grad():
         assert_equal(model(inputs[0]), expected, 'after load_state_dict', rtol=1e-5)
+    # replaced weights (fold_conv_bn and .to() replace them) are packed again; a successor at the freed tensor's
+    # address with the same version once served a stale packing in test_extract's checkpoint test, which guards that
+    shape, sources = model.dense.weight.shape, [torch.randn(model.dense.weight.shape) for _ in range(4)]
+    model.dense.weight = nn.Parameter(torch.empty(shape).copy_(sources[0]), requires_grad=False)
+    for source in sources[1:]:
+        with torch.inference_mode():
+            model.dense(inputs[0])  # packed for the current weight
+        del model.dense.weight
+        replacement = torch.empty(shape)
+        replacement.copy_(source)
+        model.dense.weight = nn.Parameter(replacement, requires_grad=False)
+        with torch.inference_mode():
+            got = model.dense(inputs[0])
+        assert_equal(got, torch.nn.functional.conv2d(inputs[0], replacement, model.dense.bias, 2, 1), 'replaced',
+                     rtol=1e-5)
+    model.load_state_dict(fresh.state_dict())
     model.hooked._forward_hooks.clear()
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert clone.dense._conv_forward.conv is clone.dense and clone.dense._conv_forward.packed is None
