@@ -94,14 +94,17 @@ class PackedConvForward:
 
     def _applies(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> bool:
         # first: tracers and compilers must record F.conv2d, not the oneDNN call (and cannot evaluate what follows)
-        if not (_enabled or self.always) or torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        if not (_enabled or self.always):
+            return False
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
             return False
         if not (x.dim() == 4 and _plain_cpu_float(x) and _packable_parameter(weight) and _packable_parameter(bias)):
             return False
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad)):
             return False
-        return not _cpu_autocast_enabled()  # autocast decides the dtype of F.conv2d
+        # autocast decides the dtype of F.conv2d; the build check runs once, at the first call that qualifies
+        return not _cpu_autocast_enabled() and _onednn_conv_works()
 
     def _weight_for(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         conv = self.conv
@@ -171,18 +174,17 @@ def _prepackable(module: nn.Module) -> bool:
 def prepack_convolutions(model: nn.Module, always: bool = False) -> List[str]:
     """Give every ungrouped, zero-padded ``nn.Conv2d`` of ``model`` the oneDNN fast path, in place; returns their
     names. The path runs when :func:`set_enabled` (or ``FEATZOO_ONEDNN=1``) turns it on, or for every call with
-    ``always=True``. A torch build without oneDNN's kernels is left unchanged.
+    ``always=True``; a torch build without oneDNN's kernels runs ``F.conv2d`` throughout.
 
     >>> m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8))
-    >>> prepack_convolutions(m) if _onednn_conv_works() else ['0']
+    >>> prepack_convolutions(m)
     ['0']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f'model must be a torch.nn.Module, got {type(model).__name__}')
     if not isinstance(always, bool):
         raise TypeError(f'always must be True or False, got {always!r}')
-    if not _onednn_conv_works():
-        return []
+    # no kernel check here: creation stays free of oneDNN's start-up (the first call that qualifies checks the build)
     names = []
     for name, module in model.named_modules():
         if not _prepackable(module):
