@@ -285,17 +285,22 @@ def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
                             f'first pass of {first.ratio:.3f}')
                 report.add(Row('eager', f'{name}: {figure}', pair.featzoo_median, pair.timm_median, pair.ratio,
                                f'<= {EAGER_TARGET}', pair.ratio <= EAGER_TARGET, note=note))
-            # the opt-in oneDNN path (featzoo.layers.onednn): informational, it rounds differently from timm
-            onednn.set_enabled(True)
-            try:
+        del fz, tm, fz_feat, tm_feat
+    # the opt-in oneDNN path (featzoo.layers.onednn), informational (it rounds differently from timm); measured after
+    # every targeted figure, so that no packed weights or oneDNN state from it is around while those run
+    for name in [m for m in args.models if featzoo.is_model(m)]:
+        fz, tm, _, _ = _eager_models(name, _timm_weights(name, workdir))
+        onednn.set_enabled(True)
+        try:
+            with torch.inference_mode():
                 fast, reference = functools.partial(fz, x), functools.partial(tm, x)
                 fast()
                 pair = paired(fast, reference, args.repeats)
-            finally:
-                onednn.set_enabled(False)
-            report.add(Row('eager', f'{name}: forward with FEATZOO_ONEDNN=1 (opt-in)', pair.featzoo_median,
-                           pair.timm_median, pair.ratio, '', None, note=f'min/min {pair.min_ratio:.3f}'))
-        del fz, tm, fz_feat, tm_feat
+        finally:
+            onednn.set_enabled(False)
+        report.add(Row('eager', f'{name}: forward with FEATZOO_ONEDNN=1 (opt-in)', pair.featzoo_median,
+                       pair.timm_median, pair.ratio, '', None, note=f'min/min {pair.min_ratio:.3f}'))
+        del fz, tm
 
 
 def bench_optimize(report: Report, args: argparse.Namespace, workdir: str) -> None:
