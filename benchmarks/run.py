@@ -249,15 +249,17 @@ def bench_create(report: Report, args: argparse.Namespace, workdir: str) -> None
                        tm_fwd / mib, fz_fwd / size, '', None, unit='MiB', note=f'timm: {tm_fwd / size:.2f}x'))
 
 
-def _eager_models(name: str, path: str):
+def _eager_pair(name: str, path: str, **kwargs: Any):
+    """featzoo's and timm's model ``name`` in eval mode, both with the weights of ``path``."""
     import featzoo
     import timm
-    overlay = dict(file=path)
-    fz = featzoo.create_model(name, checkpoint_path=path).eval()
-    tm = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay).eval()
-    fz_feat = featzoo.create_model(name, features_only=True, checkpoint_path=path).eval()
-    tm_feat = timm.create_model(name, features_only=True, pretrained=True, pretrained_cfg_overlay=overlay).eval()
-    return fz, tm, fz_feat, tm_feat
+    fz = featzoo.create_model(name, checkpoint_path=path, **kwargs).eval()
+    tm = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path), **kwargs).eval()
+    return fz, tm
+
+
+def _eager_models(name: str, path: str):
+    return _eager_pair(name, path) + _eager_pair(name, path, features_only=True)
 
 
 def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
@@ -289,7 +291,7 @@ def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
     # the opt-in oneDNN path (featzoo.layers.onednn), informational (it rounds differently from timm); measured after
     # every targeted figure, so that no packed weights or oneDNN state from it is around while those run
     for name in [m for m in args.models if featzoo.is_model(m)]:
-        fz, tm, _, _ = _eager_models(name, _timm_weights(name, workdir))
+        fz, tm = _eager_pair(name, _timm_weights(name, workdir))
         onednn.set_enabled(True)
         try:
             with torch.inference_mode():

@@ -21,8 +21,8 @@ from torch.utils._pytree import tree_flatten
 from .layers.norm import FrozenBatchNorm2d
 from .layers.onednn import prepack_convolutions
 
-__all__ = ['optimize_for_inference', 'fold_conv_bn', 'use_onednn_linear', 'prepack_convolutions', 'InferenceModel',
-           'OneDnnLinear', 'max_relative_error']
+__all__ = ['optimize_for_inference', 'fold_conv_bn', 'use_onednn_linear', 'InferenceModel', 'OneDnnLinear',
+           'max_relative_error']
 
 # methods of the wrapped model that InferenceModel runs under the same settings as forward
 _FORWARD_METHODS = ('forward_features', 'forward_head', 'forward_intermediates')

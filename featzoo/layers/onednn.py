@@ -25,14 +25,15 @@ from __future__ import annotations
 import functools
 import os
 import weakref
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._pytree import tree_map
 
-__all__ = ['prepack_convolutions', 'contiguous_outputs', 'nchw_outputs', 'set_enabled', 'is_enabled', 'PackedConvForward']
+__all__ = ['prepack_convolutions', 'contiguous_outputs', 'nchw_outputs', 'is_channels_last', 'set_enabled',
+           'is_enabled', 'PackedConvForward']
 
 _enabled = os.environ.get('FEATZOO_ONEDNN', '0').strip().lower() in ('1', 'true', 'yes', 'on')
 
@@ -74,6 +75,26 @@ def _packable_parameter(t: Optional[torch.Tensor]) -> bool:
     return t is None or (_plain_cpu_float(t) and not t.is_inference())
 
 
+def _geometry(conv: nn.Conv2d) -> Tuple[List[int], List[int], List[int], int]:
+    return list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
+
+
+def _pack(weight: torch.Tensor, geometry: Tuple[List[int], List[int], List[int], int],
+          input_shape: Sequence[int]) -> torch.Tensor:
+    # oneDNN picks the blocked layout for this input shape; other shapes still compute correctly
+    padding, stride, dilation, groups = geometry
+    with torch.no_grad():
+        return torch._C._nn.mkldnn_reorder_conv2d_weight(weight.detach().contiguous().to_mkldnn(), padding, stride,
+                                                         dilation, groups, list(input_shape))
+
+
+def _run_packed(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor],
+                geometry: Tuple[List[int], List[int], List[int], int]) -> torch.Tensor:
+    padding, stride, dilation, groups = geometry
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, None if bias is None else bias.detach(), padding,
+                                                   stride, dilation, groups, 'none', [], '')
+
+
 class PackedConvForward:
     """Stands in for one ``nn.Conv2d``'s ``_conv_forward``: oneDNN on a weight packed once where that is invisible,
     ``F.conv2d`` everywhere else. Installed by :func:`prepack_convolutions`.
@@ -107,29 +128,22 @@ class PackedConvForward:
         return not _cpu_autocast_enabled() and _onednn_conv_works()
 
     def _weight_for(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        conv = self.conv
+        geometry = _geometry(self.conv)
         # the very tensor object (not its address: a replaced weight's memory is soon reused by its successor), its
         # storage and its in-place version, and the geometry it was packed for
-        key = (weight.data_ptr(), weight._version, tuple(weight.shape), tuple(conv.padding), tuple(conv.stride),
-               tuple(conv.dilation), conv.groups)
-        source = self.source() if self.source is not None else None
-        if self.packed is None or source is not weight or self.key != key:
-            # oneDNN picks the blocked layout for the first call's shape; other shapes still compute correctly
-            with torch.no_grad():
-                self.packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                    weight.detach().contiguous().to_mkldnn(), list(conv.padding), list(conv.stride),
-                    list(conv.dilation), conv.groups, list(x.shape))
-            self.key = key
-            self.source = weakref.ref(weight)
+        padding, stride, dilation, groups = geometry
+        key = (weight.data_ptr(), weight._version, tuple(weight.shape), tuple(padding), tuple(stride), tuple(dilation),
+               groups)
+        if self.source is None or self.source() is not weight or self.key != key:
+            self.packed = _pack(weight, geometry, x.shape)
+            self.key, self.source = key, weakref.ref(weight)
         return self.packed
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         conv = self.conv
         if self._applies(x, weight, bias):
             try:
-                return torch.ops.mkldnn._convolution_pointwise(
-                    x, self._weight_for(x, weight), None if bias is None else bias.detach(), list(conv.padding),
-                    list(conv.stride), list(conv.dilation), conv.groups, 'none', [], '')
+                return _run_packed(x, self._weight_for(x, weight), bias, _geometry(conv))
             except RuntimeError:
                 pass  # a call oneDNN refuses (wrong channel count...): F.conv2d gives the usual error or result
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
@@ -137,9 +151,6 @@ class PackedConvForward:
     def __getstate__(self) -> dict:
         # oneDNN tensors can be neither pickled nor deep-copied; a copy packs again at its first call
         return {'conv': self.conv, 'always': self.always, 'packed': None, 'key': None, 'source': None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f'PackedConvForward(packed={self.packed is not None})'
@@ -155,11 +166,10 @@ def _onednn_conv_works() -> bool:
     weight = torch.randn(16, 8, 3, 3, generator=gen, device='cpu')
     bias = torch.randn(16, generator=gen, device='cpu')
     x = torch.randn(2, 8, 9, 9, generator=gen, device='cpu')
+    geometry = ([1, 1], [2, 2], [1, 1], 1)
     try:
         with torch.no_grad():
-            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), [1, 1], [2, 2], [1, 1], 1,
-                                                               list(x.shape))
-            fast = torch.ops.mkldnn._convolution_pointwise(x, packed, bias, [1, 1], [2, 2], [1, 1], 1, 'none', [], '')
+            fast = _run_packed(x, _pack(weight, geometry, x.shape), bias, geometry)
             return torch.allclose(fast, F.conv2d(x, weight, bias, 2, 1), atol=1e-4, rtol=1e-4)
     except RuntimeError:  # a build whose oneDNN lacks these kernels for this CPU
         return False
@@ -200,11 +210,18 @@ def prepack_convolutions(model: nn.Module, always: bool = False) -> List[str]:
     return names
 
 
+def is_channels_last(t: Any) -> bool:
+    """Whether ``t`` is a 4D tensor laid out channels_last (and not also plain contiguous, as 1x1 maps are).
+
+    >>> is_channels_last(torch.ones(1, 2, 3, 3).contiguous(memory_format=torch.channels_last))
+    True
+    """
+    return (isinstance(t, torch.Tensor) and t.dim() == 4 and not t.is_contiguous()
+            and t.is_contiguous(memory_format=torch.channels_last))
+
+
 def _nchw(t: Any) -> Any:
-    if isinstance(t, torch.Tensor) and t.dim() == 4 and not t.is_contiguous():
-        if t.is_contiguous(memory_format=torch.channels_last):
-            return t.contiguous()
-    return t
+    return t.contiguous() if is_channels_last(t) else t
 
 
 def nchw_outputs(outputs: Any) -> Any:

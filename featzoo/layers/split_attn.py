@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - older torch
 
 from .activations import ActLayer, create_act_layer
 from .helpers import make_divisible
+from .onednn import is_channels_last
 
 
 class RadixSoftmax(nn.Module):
@@ -39,10 +40,6 @@ class RadixSoftmax(nn.Module):
             x = x.flatten(1).unflatten(1, (self.cardinality, self.radix, -1)).transpose(1, 2)
             return x.softmax(dim=1).flatten(1)
         return x.flatten(1).sigmoid()
-
-
-def _is_channels_last(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class SplitAttn(nn.Module):
@@ -86,7 +83,7 @@ class SplitAttn(nn.Module):
         x = self.act0(self.drop(self.bn0(self.conv(x))))
         # the convolutions around this block may run channels_last (layers.onednn): hand that format on rather than
         # converting to NCHW and back at every block
-        keep_format = not is_fx_tracing() and _is_channels_last(x)
+        keep_format = not is_fx_tracing() and is_channels_last(x)
         if self.radix > 1:
             # (B, radix * C, H, W) -> (B, radix, C, H, W): the splits are stacked radix-major by the grouped conv.
             x = x.unflatten(1, (self.radix, self.out_channels))
