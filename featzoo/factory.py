@@ -224,6 +224,9 @@ def create_model(
     build_kwargs.update(kwargs)
 
     family = registry.import_family(entry['family'])
+    # a full model needs every tensor of its file: read them on another core while this one builds the skeleton
+    # (a features_only wrapper may drop whole stages, whose tensors are then never read)
+    pending = loading.BackgroundRead(weights_path) if weights_path is not None and not features_only else None
     load_on_meta = weights_path is not None
     if load_on_meta:
         with loading.meta_skeleton():
@@ -247,7 +250,8 @@ def create_model(
     if weights_path is not None:
         loading.load_weights(model, weights_path, full_keys=full_keys, first_conv=cfg.get('first_conv'),
                              classifier=cfg.get('classifier'), filter_fn=getattr(family, 'checkpoint_filter_fn', None),
-                             filter_model=filter_model, assign=True)
+                             filter_model=filter_model, assign=True, prefetched=pending)
+        del pending
         loading.materialize_meta(model)
     if freeze is not None:
         # rarely used: imported on demand (through featzoo's import lock, so first use from threads is safe)

@@ -184,6 +184,87 @@ def test_short_reads_and_gaps_still_give_every_byte(saved, monkeypatch, chunk):
     assert list(some) == subset and all(torch.equal(some[k], expected[k]) for k in subset)
 
 
+@pytest.mark.parametrize('fmt', ['safetensors', 'pickle'])
+def test_background_read_equals_direct_read(saved, tmp_path, fmt):
+    """The read that runs while the model is built gives the same tensors, in aligned memory of their own."""
+    from featzoo.weights.loading import BackgroundRead
+    path, model, _ = saved
+    if fmt == 'pickle':
+        path = str(tmp_path / 'w.pth')
+        torch.save(model.state_dict(), path)
+    pending = BackgroundRead(path)
+    got, expected = pending.result(), model.state_dict()
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+    if fmt == 'safetensors':
+        assert all(t.data_ptr() % 64 == 0 for t in got.values())
+        assert len({t.untyped_storage().data_ptr() for t in got.values()}) == len(got)  # saveable one by one
+    assert pending.result() is got
+
+
+def test_read_without_preadv(saved, monkeypatch):
+    """Platforms without os.preadv (Windows) read with seek and readinto, one thread."""
+    from featzoo.weights import loading
+    path, model, _ = saved
+    monkeypatch.delattr(loading.os, 'preadv')
+    expected = model.state_dict()
+    subset = [k for i, k in enumerate(expected) if i % 2 == 0]
+    for keys in (None, subset):
+        got = read_state_dict(path, keys)
+        assert set(got) == set(keys or expected) and all(torch.equal(got[k], expected[k]) for k in got)
+
+
+def test_background_read_raises_on_the_callers_thread(saved, tmp_path, monkeypatch):
+    from featzoo.weights import loading
+    path, model, _ = saved
+    truncated = tmp_path / 'truncated.safetensors'
+    truncated.write_bytes(open(path, 'rb').read()[:-1000])
+    pending = loading.BackgroundRead(str(truncated))  # the header's check fails while planning
+    with pytest.raises(RuntimeError, match='truncated.safetensors.*corrupt or truncated.*layer4'):
+        pending.result()
+
+    def ends_early(fd, buffers, offset):  # the file shrinks after its header was read
+        return 0
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loading.os, 'preadv', ends_early)
+        pending = loading.BackgroundRead(path)
+        with pytest.raises(RuntimeError, match='ended inside a tensor'):
+            pending.result()
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        loading.BackgroundRead(str(tmp_path / 'nowhere.safetensors'))
+    with pytest.raises(ValueError, match='not the checkpoint to load'):
+        loading.load_weights(model, str(truncated), prefetched=loading.BackgroundRead(path))
+
+
+def test_direct_assignment_equals_load_state_dict(saved):
+    """The quick assignment leaves the model exactly as load_state_dict(assign=True) does, and steps aside for
+    modules that load their own way."""
+    from featzoo.layers.norm import FrozenBatchNorm2d
+    from featzoo.weights import loading
+    path, _, _ = saved
+    state = read_state_dict(path)
+    with loading.meta_skeleton():
+        quick, stock = featzoo.create_model('resnet18'), featzoo.create_model('resnet18')
+    quick.layer1[0].conv1.weight.requires_grad_(False)
+    stock.layer1[0].conv1.weight.requires_grad_(False)
+    assert loading._assign_checked(quick, dict(state))
+    stock.load_state_dict(dict(state), strict=False, assign=True)
+    for (name, a), (_, b) in zip(quick.named_parameters(), stock.named_parameters()):
+        assert type(a) is type(b) and a.requires_grad == b.requires_grad and a.data_ptr() == b.data_ptr(), name
+    for (name, a), (_, b) in zip(quick.named_buffers(), stock.named_buffers()):
+        assert a.data_ptr() == b.data_ptr(), name
+
+    with loading.meta_skeleton():
+        custom = featzoo.create_model('resnet18')
+    custom.bn1 = FrozenBatchNorm2d(64).to('meta')  # loads through its own _load_from_state_dict
+    assert not loading._assign_checked(custom, dict(state))
+    assert custom.conv1.weight.is_meta  # nothing was assigned
+    with loading.meta_skeleton():
+        hooked = featzoo.create_model('resnet18')
+    hooked.fc.register_load_state_dict_post_hook(lambda module, keys: None)
+    assert not loading._assign_checked(hooked, dict(state))
+
+
 def test_corrupt_truncated_and_empty_files(tmp_path, saved):
     path, _, _ = saved
     data = open(path, 'rb').read()

@@ -60,142 +60,168 @@ def _aligned(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
 
 
-def _read_into(f: Any, jobs: List[Any], corrupt: Any) -> None:
-    """Fill each (file offset, uint8 buffer) job from the open file ``f``.
+class _PlannedRead:
+    """The tensors of (the ``keys`` subset of) a safetensors file, allocated, with the reads that fill them planned.
 
-    Tensors that lie back to back in the file are read by one scattering ``os.preadv`` call, so the GIL is given up
-    once per run of tensors rather than once per tensor (a thread that keeps taking the GIL back waits behind one
-    that runs Python, e.g. a model being built meanwhile). Copying from the page cache is bound by one core's
-    memory bandwidth: a large file is read by two threads, each with its own half of the bytes.
+    Planning (header, checks, allocation, buffer views) is Python and runs on the caller's thread; the reads are
+    ``os.preadv`` system calls that give up the GIL, so they can run on other threads while the caller goes on
+    building a model. Each tensor is read once from the page cache into its own torch allocation: no intermediate
+    copy, 64-byte aligned memory (zero-copy views of a mapping would sit at the file's offsets, see ``_aligned``),
+    and resident memory of exactly the tensors read. Keys are the model's: a DDP ``module.`` prefix is removed.
+    """
+
+    def __init__(self, path: str, keys: Optional[Iterable[str]]) -> None:
+        import json
+        import sys
+
+        self.path = path
+        self.state: Dict[str, torch.Tensor] = {}
+        self.parts: List[List[Any]] = []  # per thread: [(file offset, [buffer views back to back]), ...]
+        # safetensors dtype codes with a torch equivalent in this torch build; any other code goes to the library
+        dtypes = {code: getattr(torch, name) for code, name in (
+            ('F64', 'float64'), ('F32', 'float32'), ('F16', 'float16'), ('BF16', 'bfloat16'), ('I64', 'int64'),
+            ('I32', 'int32'), ('I16', 'int16'), ('I8', 'int8'), ('U8', 'uint8'), ('BOOL', 'bool'),
+            ('U16', 'uint16'), ('U32', 'uint32'), ('U64', 'uint64'), ('F8_E4M3', 'float8_e4m3fn'),
+            ('F8_E5M2', 'float8_e5m2')) if hasattr(torch, name)}
+        self.file = open(path, 'rb', buffering=0)
+        try:
+            size = os.fstat(self.file.fileno()).st_size
+            head = self.file.read(8)
+            if len(head) < 8:
+                raise self.corrupt(f'{size} bytes is too short for a header')
+            header_len = int.from_bytes(head, 'little')
+            if header_len > size - 8:
+                raise self.corrupt(f'the header claims {header_len} bytes but the file has {size - 8} after its length')
+            try:
+                header = json.loads(self.file.read(header_len))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise self.corrupt(f'the header is not JSON ({exc})') from exc
+            if not isinstance(header, dict):
+                raise self.corrupt('the header is not a JSON object')
+            header.pop('__metadata__', None)
+            data_start, data_size = 8 + header_len, size - 8 - header_len
+            strip = bool(header) and all(k.startswith('module.') for k in header)
+            by_key = {(k[len('module.'):] if strip else k): k for k in header}
+            names = list(by_key) if keys is None else [k for k in dict.fromkeys(keys) if k in by_key]
+            entries = [header[by_key[k]] for k in names]
+            if sys.byteorder != 'little' or any(not isinstance(e, dict) or e.get('dtype') not in dtypes
+                                                for e in entries):
+                # a dtype this torch build cannot name, or a big-endian host: the safetensors library converts
+                from safetensors import safe_open
+                try:
+                    with safe_open(path, framework='pt', device='cpu') as lib:
+                        self.state = {name: _aligned(lib.get_tensor(by_key[name])) for name in names}
+                except Exception as exc:  # safetensors raises its own error type for corrupt or truncated files
+                    raise self.corrupt(str(exc)) from exc
+                return
+            jobs = []
+            for name, entry in zip(names, entries):
+                dtype, shape, offsets = dtypes[entry['dtype']], entry.get('shape'), entry.get('data_offsets')
+                valid = (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+                         and isinstance(offsets, list) and len(offsets) == 2
+                         and all(isinstance(o, int) for o in offsets))
+                if not valid:
+                    raise self.corrupt(f'tensor {name!r} has a malformed entry {entry!r}')
+                begin, end = offsets
+                nbytes = dtype.itemsize
+                for d in shape:
+                    nbytes *= d
+                if not 0 <= begin <= end <= data_size or end - begin != nbytes:
+                    raise self.corrupt(f'tensor {name!r} claims bytes {begin}..{end} of a {data_size}-byte data '
+                                       f'section for {nbytes} bytes of {entry["dtype"]}{shape}')
+                buffer = torch.empty(nbytes, dtype=torch.uint8)
+                jobs.append((data_start + begin, buffer))
+                self.state[name] = buffer.view(dtype).reshape(shape)
+            self.parts = [_preadv_calls(part) for part in _split_for_threads(jobs)]
+        except BaseException:
+            self.close()
+            raise
+
+    def corrupt(self, detail: str) -> RuntimeError:
+        return RuntimeError(f'cannot read safetensors file {self.path!r} (corrupt or truncated?): {detail}')
+
+    def read_part(self, index: int) -> None:
+        """Run the reads of one part (any thread; the GIL is given up inside each system call)."""
+        fd = self.file.fileno()
+        for position, views in self.parts[index]:
+            views = list(views)
+            while views:  # a short read (rare; over 2 GB per call on Linux) continues where it stopped
+                if hasattr(os, 'preadv'):
+                    got = os.preadv(fd, views, position)
+                else:
+                    self.file.seek(position)
+                    got = self.file.readinto(views[0])
+                if not got or got <= 0:
+                    raise self.corrupt('the file ended inside a tensor')
+                position += got
+                while views and got >= len(views[0]):
+                    got -= len(views[0])
+                    views.pop(0)
+                if got:
+                    views[0] = views[0][got:]
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _split_for_threads(jobs: List[Any]) -> List[List[Any]]:
+    """Jobs (file offset, buffer) in file order, in two halves by bytes for a large file on a multi-core host.
+
+    Copying from the page cache into fresh pages is bound by one core (page faults and memcpy), so a large file
+    is read by two threads, each with its own half of the bytes.
     """
     jobs = sorted(jobs, key=lambda job: job[0])
-    if not hasattr(os, 'preadv'):
-        for offset, buffer in jobs:
-            view, done = memoryview(buffer.numpy()), 0
-            while done < len(view):
-                f.seek(offset + done)
-                got = f.readinto(view[done:])
-                if not got:
-                    raise corrupt('the file ended inside a tensor')
-                done += got
-        return
     total = sum(buffer.numel() for _, buffer in jobs)
-    if total >= _PARALLEL_READ_BYTES and (os.cpu_count() or 1) >= 2:
-        half, acc, cut = total // 2, 0, len(jobs)
-        for i, (_, buffer) in enumerate(jobs):
-            acc += buffer.numel()
-            if acc >= half:
-                cut = i + 1
-                break
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(1) as pool:
-            other = pool.submit(_scatter_read, f.fileno(), jobs[cut:], corrupt)
-            _scatter_read(f.fileno(), jobs[:cut], corrupt)
-            other.result()
-        return
-    _scatter_read(f.fileno(), jobs, corrupt)
+    if total < _PARALLEL_READ_BYTES or (os.cpu_count() or 1) < 2 or not hasattr(os, 'preadv'):
+        return [jobs]
+    acc = 0
+    for i, (_, buffer) in enumerate(jobs):
+        acc += buffer.numel()
+        if acc >= total // 2:
+            return [jobs[:i + 1], jobs[i + 1:]]
+    return [jobs]
 
 
 _IOV_MAX = 1024  # buffers per preadv call (Linux's IOV_MAX)
-
-
-def _scatter_read(fd: int, jobs: List[Any], corrupt: Any) -> None:
-    """Read jobs sorted by offset with as few ``os.preadv`` calls as their layout allows."""
-    i = 0
-    while i < len(jobs):
-        start = jobs[i][0]
-        views, end = [], start
-        while i < len(jobs) and jobs[i][0] == end and len(views) < _IOV_MAX:
-            view = memoryview(jobs[i][1].numpy())
-            if len(view):
-                views.append(view)
-            end += len(view)
-            i += 1
-        if not views:
-            continue
-        position = start
-        while views:  # a short read (rare; over 2 GB per call on Linux) continues where it stopped
-            got = os.preadv(fd, views, position)
-            if got <= 0:
-                raise corrupt('the file ended inside a tensor')
-            position += got
-            while views and got >= len(views[0]):
-                got -= len(views[0])
-                views.pop(0)
-            if got:
-                views[0] = views[0][got:]
-
-
 _PARALLEL_READ_BYTES = 32 << 20
 
 
-def _read_safetensors(path: str, keys: Optional[Iterable[str]]) -> Dict[str, torch.Tensor]:
-    """Read (the ``keys`` subset of) a safetensors file straight into aligned tensors, one read per tensor.
+def _preadv_calls(jobs: List[Any]) -> List[Any]:
+    """Group jobs sorted by offset into read calls: one per run of back-to-back tensors (at most ``_IOV_MAX``).
 
-    Each tensor is read once from the page cache into its own torch allocation: no intermediate copy, 64-byte
-    aligned memory (zero-copy views of a mapping would sit at the file's offsets, see ``_aligned``), and resident
-    memory of exactly the tensors read. Keys are the model's: a DDP ``module.`` prefix on every name is removed.
+    One scattering call per run gives up the GIL once per run rather than once per tensor (a thread that keeps
+    taking the GIL back waits behind one that runs Python, e.g. a model being built meanwhile).
     """
-    import json
-    import sys
+    calls: List[Any] = []
+    end = -1
+    for offset, buffer in jobs:
+        view = memoryview(buffer.numpy())
+        if not len(view):
+            continue
+        if calls and offset == end and len(calls[-1][1]) < _IOV_MAX:
+            calls[-1][1].append(view)
+        else:
+            calls.append((offset, [view]))
+        end = offset + len(view)
+    return calls
 
-    # safetensors dtype codes with a torch equivalent in this torch build; any other code goes to the library
-    dtypes = {code: getattr(torch, name) for code, name in (
-        ('F64', 'float64'), ('F32', 'float32'), ('F16', 'float16'), ('BF16', 'bfloat16'), ('I64', 'int64'),
-        ('I32', 'int32'), ('I16', 'int16'), ('I8', 'int8'), ('U8', 'uint8'), ('BOOL', 'bool'),
-        ('U16', 'uint16'), ('U32', 'uint32'), ('U64', 'uint64'), ('F8_E4M3', 'float8_e4m3fn'),
-        ('F8_E5M2', 'float8_e5m2')) if hasattr(torch, name)}
 
-    def corrupt(detail: str) -> RuntimeError:
-        return RuntimeError(f'cannot read safetensors file {path!r} (corrupt or truncated?): {detail}')
-
-    with open(path, 'rb', buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
-        head = f.read(8)
-        if len(head) < 8:
-            raise corrupt(f'{size} bytes is too short for a header')
-        header_len = int.from_bytes(head, 'little')
-        if header_len > size - 8:
-            raise corrupt(f'the header claims {header_len} bytes but the file has {size - 8} after its length')
-        try:
-            header = json.loads(f.read(header_len))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise corrupt(f'the header is not JSON ({exc})') from exc
-        if not isinstance(header, dict):
-            raise corrupt('the header is not a JSON object')
-        header.pop('__metadata__', None)
-        data_start, data_size = 8 + header_len, size - 8 - header_len
-        strip = bool(header) and all(k.startswith('module.') for k in header)
-        by_key = {(k[len('module.'):] if strip else k): k for k in header}
-        names = list(by_key) if keys is None else [k for k in dict.fromkeys(keys) if k in by_key]
-        entries = [header[by_key[k]] for k in names]
-        if sys.byteorder != 'little' or any(not isinstance(e, dict) or e.get('dtype') not in dtypes for e in entries):
-            # a dtype this torch build cannot name, or a big-endian host: the safetensors library converts
-            from safetensors import safe_open
-            try:
-                with safe_open(path, framework='pt', device='cpu') as lib:
-                    return {name: _aligned(lib.get_tensor(by_key[name])) for name in names}
-            except Exception as exc:  # safetensors raises its own error type for corrupt or truncated files
-                raise corrupt(str(exc)) from exc
-        plan = []
-        for name, entry in zip(names, entries):
-            dtype, shape, offsets = dtypes[entry['dtype']], entry.get('shape'), entry.get('data_offsets')
-            valid = (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
-                     and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets))
-            if not valid:
-                raise corrupt(f'tensor {name!r} has a malformed entry {entry!r}')
-            begin, end = offsets
-            nbytes = dtype.itemsize
-            for d in shape:
-                nbytes *= d
-            if not 0 <= begin <= end <= data_size or end - begin != nbytes:
-                raise corrupt(f'tensor {name!r} claims bytes {begin}..{end} of a {data_size}-byte data section '
-                              f'for {nbytes} bytes of {entry["dtype"]}{shape}')
-            plan.append((name, dtype, shape, data_start + begin, torch.empty(nbytes, dtype=torch.uint8)))
-        _read_into(f, [(offset, buffer) for _, _, _, offset, buffer in plan], corrupt)
-        state: Dict[str, torch.Tensor] = {name: buffer.view(dtype).reshape(shape)
-                                          for name, dtype, shape, _, buffer in plan}
-        return state
+def _read_safetensors(path: str, keys: Optional[Iterable[str]]) -> Dict[str, torch.Tensor]:
+    """Read (the ``keys`` subset of) a safetensors file straight into aligned tensors (see ``_PlannedRead``)."""
+    plan = _PlannedRead(path, keys)
+    try:
+        if len(plan.parts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(len(plan.parts) - 1) as pool:
+                others = [pool.submit(plan.read_part, i) for i in range(1, len(plan.parts))]
+                plan.read_part(0)
+                for other in others:
+                    other.result()
+        elif plan.parts:
+            plan.read_part(0)
+    finally:
+        plan.close()
+    return plan.state
 
 
 def _unpickler_reason(message: str) -> str:
@@ -267,6 +293,63 @@ def read_state_dict(path: Union[str, os.PathLike], keys: Optional[Iterable[str]]
     return state if keys is None else {k: v for k, v in state.items() if k in set(keys)}
 
 
+class BackgroundRead:
+    """A whole checkpoint file being read on threads of their own while the caller does other work.
+
+    Reading is system time (the kernel copies from the page cache into fresh pages) and gives up the GIL, so it
+    runs on the other cores while this one builds the model on the meta device. A safetensors file is planned
+    (header, allocation) before this returns, so the threads need the GIL only once per read call. Errors are
+    raised by :meth:`result`, exactly as :func:`read_state_dict` would raise them.
+
+    Example::
+
+        pending = BackgroundRead('resnet50.safetensors')
+        model = build_skeleton()                 # meanwhile the tensors are read
+        load_weights(model, pending.path, prefetched=pending)
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]) -> None:
+        import threading
+
+        self.path = _check_file(path)
+        self._state: Dict[str, torch.Tensor] = {}
+        self._errors: List[BaseException] = []
+        self._plan: Optional[_PlannedRead] = None
+        work: List[Any] = []
+        try:
+            if os.path.getsize(self.path) == 0 or not is_safetensors(self.path):
+                work = [self._read_whole]  # read_state_dict names an empty file; pickles unpickle on the thread
+            else:
+                self._plan = _PlannedRead(self.path, None)
+                self._state = self._plan.state
+                work = [lambda i=i: self._plan.read_part(i) for i in range(len(self._plan.parts))]
+        except Exception as exc:
+            self._errors.append(exc)
+        self._threads = [threading.Thread(target=self._run, args=(job,), name='featzoo-checkpoint-read', daemon=True)
+                         for job in work]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_whole(self) -> None:
+        self._state = read_state_dict(self.path)
+
+    def _run(self, job: Any) -> None:
+        try:
+            job()
+        except BaseException as exc:  # handed to the caller's thread by result()
+            self._errors.append(exc)
+
+    def result(self) -> Dict[str, torch.Tensor]:
+        """Wait for the read and return the state_dict (the same dict on every call), or raise its error."""
+        for thread in self._threads:
+            thread.join()
+        if self._plan is not None:
+            self._plan.close()
+        if self._errors:
+            raise self._errors[0]
+        return self._state
+
+
 def checkpoint_keys(path: Union[str, os.PathLike]) -> List[str]:
     """All state_dict keys a checkpoint file holds (without reading safetensors data)."""
     path = _check_file(path)
@@ -325,7 +408,8 @@ def _describe(keys: Iterable[str], limit: int = 5) -> str:
 def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Optional[Set[str]] = None,
                  first_conv: Union[None, str, Sequence[str]] = None,
                  classifier: Union[None, str, Sequence[str]] = None,
-                 filter_fn=None, filter_model: Optional[nn.Module] = None, assign: bool = False) -> Dict[str, List[str]]:
+                 filter_fn=None, filter_model: Optional[nn.Module] = None, assign: bool = False,
+                 prefetched: Optional[BackgroundRead] = None) -> Dict[str, List[str]]:
     """Load a checkpoint file into ``model`` strictly, with the adaptations users expect.
 
     - keys of the full model that ``model`` (a pruned feature wrapper) no longer has are skipped quietly,
@@ -333,6 +417,9 @@ def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Opt
     - classifier keys are skipped when the classifier's shape differs (a fresh head for another num_classes);
     - the first convolution is adapted when ``in_chans`` differs from the weights';
     - anything else that does not fit (missing or unexpected keys, other shapes) raises naming the first keys.
+
+    ``prefetched`` is a :class:`BackgroundRead` of ``path`` started earlier; its tensors are used instead of
+    reading the file again (keys the model does not have are dropped).
 
     Returns ``{'skipped': [...], 'reinitialized': [...]}``.
 
@@ -346,7 +433,10 @@ def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Opt
     target = model.state_dict(keep_vars=True)
     target_keys = set(target)
     full_keys = set(full_keys) if full_keys is not None else target_keys
-    file_keys = checkpoint_keys(path)
+    if prefetched is not None and prefetched.path != path:
+        raise ValueError(f'prefetched holds {prefetched.path!r}, not the checkpoint to load, {path!r}')
+    everything = prefetched.result() if prefetched is not None else None
+    file_keys = list(everything) if everything is not None else checkpoint_keys(path)
     classifier_names = _names(classifier)
     is_classifier = lambda k: any(k == c or k.startswith(c + '.') for c in classifier_names)  # noqa: E731
 
@@ -360,7 +450,10 @@ def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Opt
         if len(clf_only) != len(unexpected):
             raise RuntimeError(f'checkpoint {path!r} does not fit this model: unexpected keys '
                                f'{_describe(set(unexpected) - set(clf_only))}; is it for another architecture?')
-    state = read_state_dict(path, wanted)
+    if everything is not None:
+        state = dict(everything) if wanted is None else {k: everything[k] for k in wanted}
+    else:
+        state = read_state_dict(path, wanted)
     if filter_fn is not None:
         state = filter_fn(state, filter_model if filter_model is not None else model)
         extra = [k for k in state if k not in full_keys and not k.endswith('num_batches_tracked')
@@ -399,11 +492,60 @@ def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Opt
     for key in list(state):
         if state[key].dtype != target[key].dtype and target[key].dtype.is_floating_point:
             state[key] = state[key].to(target[key].dtype)
-    result = model.load_state_dict(state, strict=False, assign=assign)
-    leftover = [k for k in result.missing_keys if k not in reinitialized and not k.endswith('num_batches_tracked')]
+    if assign and _assign_checked(model, state):
+        loaded = set(state)
+        missing_keys = [k for k in target_keys if k not in loaded]
+    else:
+        missing_keys = model.load_state_dict(state, strict=False, assign=assign).missing_keys
+    leftover = [k for k in missing_keys if k not in reinitialized and not k.endswith('num_batches_tracked')]
     if leftover:
         raise RuntimeError(f'checkpoint {path!r} lacks keys {_describe(leftover)}')
     return {'skipped': sorted(set(skipped) - set(reinitialized)), 'reinitialized': sorted(set(reinitialized))}
+
+
+def _assign_checked(model: nn.Module, state: Dict[str, torch.Tensor]) -> bool:
+    """Make the tensors of ``state`` (keys, shapes and dtypes already checked) the model's parameters and buffers,
+    as ``load_state_dict(state, strict=False, assign=True)`` would, in a fraction of its time (0.7 ms instead of
+    4.6 ms for resnet50: no per-module Python machinery for what is a plain assignment here).
+
+    Returns False, having changed nothing, when any module could load differently from the stock code: its own
+    ``_load_from_state_dict``, load hooks, extra state, parametrizations, global registration hooks, or a key that
+    is not a plain parameter or persistent buffer; the caller then uses ``load_state_dict``.
+    """
+    from torch.nn.modules import batchnorm, module as module_lib
+
+    if any(getattr(module_lib, hooks, None) for hooks in (
+            '_global_parameter_registration_hooks', '_global_buffer_registration_hooks',
+            '_global_module_registration_hooks')):
+        return False
+    stock_loaders = (nn.Module._load_from_state_dict, batchnorm._NormBase._load_from_state_dict)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for module in modules.values():
+        cls = type(module)
+        if (cls._load_from_state_dict not in stock_loaders or cls.set_extra_state is not nn.Module.set_extra_state
+                or module._load_state_dict_pre_hooks or module._load_state_dict_post_hooks
+                or getattr(module, 'parametrizations', None) is not None):
+            return False
+    plan = []
+    for key, tensor in state.items():
+        prefix, _, attr = key.rpartition('.')
+        module = modules.get(prefix)
+        if module is None or not isinstance(tensor, torch.Tensor):
+            return False
+        if module._parameters.get(attr) is not None:
+            plan.append((module._parameters, attr, tensor, module._parameters[attr].requires_grad))
+        elif attr in module._buffers and attr not in module._non_persistent_buffers_set:
+            plan.append((module._buffers, attr, tensor, None))
+        else:
+            return False
+    for slots, attr, tensor, requires_grad in plan:
+        if requires_grad is None:
+            slots[attr] = tensor
+        elif isinstance(tensor, nn.Parameter):
+            slots[attr] = tensor.requires_grad_(requires_grad)
+        else:
+            slots[attr] = nn.Parameter(tensor, requires_grad=requires_grad)
+    return True
 
 
 class _Skeleton(_DeviceContext):
