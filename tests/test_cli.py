@@ -413,3 +413,30 @@ def test_samples_quickstart_rows_match_the_model(tmp_path, monkeypatch, capsys):
         ref = model.forward_head(model.forward_features(x), pre_logits=True)
     assert_equal(emb, ref, 'samples quickstart', rtol=1e-3)
 
+
+
+_WAIT_POLICY_CHILD = '''
+import json, os, sys, types
+seen = {}
+fake = types.ModuleType('featzoo.extract')
+fake.extract_embeddings = lambda *a, **k: seen.update(policy=os.environ.get('OMP_WAIT_POLICY'),
+                                                       torch='torch' in sys.modules)
+sys.modules['featzoo.extract'] = fake
+from featzoo import cli
+status = cli.main(['extract', 'resnet18', 'photos', '-o', 'out'])
+print(json.dumps(dict(seen, status=status)))
+'''
+
+
+@pytest.mark.parametrize('given', [None, 'ACTIVE'])
+def test_extract_lets_idle_openmp_threads_sleep(given):
+    """Before torch (and its OpenMP runtime) loads, `featzoo extract` asks for sleeping idle threads, so decoding
+    workers get the cores between parallel regions; a policy the user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    if given:
+        env['OMP_WAIT_POLICY'] = given
+    out = subprocess.run([sys.executable, '-c', _WAIT_POLICY_CHILD], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == dict(policy=given or 'PASSIVE', torch=False, status=0)
