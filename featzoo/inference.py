@@ -18,6 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from .layers.activations import GELU, GELUTanh
 from .layers.norm import FrozenBatchNorm2d
 from .layers.onednn import prepack_convolutions
 
@@ -91,8 +92,11 @@ def _trace(model: nn.Module, example: torch.Tensor, producers: Sequence[nn.Modul
             counter.uses[id(output)] = 0
             made_by[id(output)] = module
 
+    producer_ids = {id(m) for m in producers}
+
     def before_consumer(module: nn.Module, args: Any) -> None:
-        trace.calls[id(module)] = trace.calls.get(id(module), 0) + 1
+        if id(module) not in producer_ids:  # a module in both roles is counted once, by its forward hook
+            trace.calls[id(module)] = trace.calls.get(id(module), 0) + 1
         x = args[0] if args else None
         if isinstance(x, torch.Tensor) and counter.watched.get(id(x)) is x:
             candidates.append((made_by[id(x)], module, x))
@@ -222,10 +226,25 @@ def fold_conv_bn(model: nn.Module, input_size: Optional[Sequence[int]] = None) -
     return folded
 
 
+def _remove_dropout(model: nn.Module) -> None:
+    """Replace dropout layers (identities in eval mode) by ``nn.Identity``, so that an MLP's two linear layers are
+    seen as one reading the other's output alone (see :meth:`OneDnnLinear.chain_with`)."""
+    for places in _owners(model).values():
+        parent, attr = places[0]
+        module = getattr(parent, attr)
+        if type(module) in (nn.Dropout, nn.Dropout1d, nn.Dropout2d) and not _has_hooks(module):
+            for parent, attr in places:
+                setattr(parent, attr, nn.Identity())
+
+
 def _onednn_activation(module: nn.Module) -> Optional[Tuple[str, str]]:
     """(post-op, algorithm) of an activation module oneDNN can apply inside the matrix multiply."""
     if isinstance(module, nn.GELU) and module.approximate in ('none', 'tanh'):
         return 'gelu', module.approximate
+    if type(module) is GELU:
+        return 'gelu', 'none'
+    if type(module) is GELUTanh:
+        return 'gelu', 'tanh'
     if type(module) is nn.ReLU:
         return 'relu', ''
     return None
@@ -254,13 +273,49 @@ class OneDnnLinear(nn.Module):
         self.bias = linear.bias
         self.post_op, self.algorithm = post if post is not None else ('none', '')
 
+        self.applied_by: Optional[str] = None  # set when the previous layer runs this one (see chain_with)
+
+    def chain_with(self, second: 'OneDnnLinear', first_name: str = 'the previous layer') -> None:
+        """Run ``second`` right after this layer, block of rows by block of rows, when the activations between them
+        are large; ``second`` (which keeps its weights and its place) then passes its input through unchanged.
+        Only valid when ``second`` alone reads this layer's output.
+
+        Blocks matter on the CPU: hidden activations above glibc's largest mmap threshold (32 MiB, e.g. ConvNeXt's
+        first stage at batch 8) are fresh pages on every call, and a block's stay in the caches; the results are
+        the same rows of the same products.
+        """
+        if second.in_features != self.out_features:
+            raise ValueError(f'cannot chain a layer of {self.out_features} outputs with one of {second.in_features} '
+                             f'inputs')
+        self.__dict__['_second'] = second  # not a child: the second layer's weights stay under its own name
+        second.applied_by = first_name
+
+    def _rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.post_op, [], self.algorithm)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features).contiguous(), self.weight,
-                                                 self.bias, self.post_op, [], self.algorithm)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        if self.applied_by is not None:
+            return x
+        rows = x.reshape(-1, self.in_features).contiguous()
+        second: Optional[OneDnnLinear] = self.__dict__.get('_second')
+        if second is None:
+            out = self._rows(rows)
+        elif rows.shape[0] * self.out_features * rows.element_size() <= _BLOCK_ABOVE_BYTES:
+            out = second._rows(self._rows(rows))
+        else:
+            block = max(64, _BLOCK_BYTES // (self.out_features * rows.element_size()))
+            out = rows.new_empty(rows.shape[0], second.out_features)
+            for start in range(0, rows.shape[0], block):
+                out[start:start + block] = second._rows(self._rows(rows[start:start + block]))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def extra_repr(self) -> str:
-        return f'in_features={self.in_features}, out_features={self.out_features}, post_op={self.post_op!r}'
+        text = f'in_features={self.in_features}, out_features={self.out_features}, post_op={self.post_op!r}'
+        return text + (f', applied_by={self.applied_by!r}' if self.applied_by is not None else '')
+
+
+_BLOCK_ABOVE_BYTES = 32 << 20  # glibc never serves larger blocks from its heap: fresh pages at every call
+_BLOCK_BYTES = 2 << 20  # hidden activations of one block of rows, small enough to stay in the caches
 
 
 @functools.lru_cache(maxsize=None)
@@ -316,7 +371,23 @@ def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = No
             act_parent, act_attr = act_places[0]
             setattr(act_parent, act_attr, nn.Identity())
         replaced.append(names[id(linear)])
+    _chain_linear_pairs(model, input_size)
     return replaced
+
+
+def _chain_linear_pairs(model: nn.Module, input_size: Optional[Tuple[int, int, int]]) -> None:
+    """Chain each oneDNN linear layer whose output only the next oneDNN linear layer reads (an MLP's two layers,
+    with the activation fused into the first) so that large hidden activations are computed in blocks of rows."""
+    layers = [m for m in model.modules() if type(m) is OneDnnLinear and m.applied_by is None]
+    if len(layers) < 2:
+        return
+    trace = _traced(model, input_size, layers, layers)
+    names = {id(m): n for n, m in model.named_modules()}
+    owners = _owners(model)
+    for first, second in trace.pairs:
+        if len(owners.get(id(first), [])) == 1 and len(owners.get(id(second), [])) == 1 \
+                and '_second' not in first.__dict__ and second.applied_by is None and first.applied_by is None:
+            first.chain_with(second, names[id(first)])
 
 
 class InferenceModel(nn.Module):
@@ -404,6 +475,7 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
     model.requires_grad_(False)
     fold_conv_bn(model, input_size)
     model.to(memory_format=torch.channels_last)
+    _remove_dropout(model)
     use_onednn_linear(model, input_size)
     prepack_convolutions(model, always=True)  # inside torch.compile the plain convolution is traced
     return InferenceModel(model, torch.compile(model) if compile else None)

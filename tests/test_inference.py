@@ -4,6 +4,7 @@ Correctness only; timings live in ``python -m benchmarks``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -181,6 +182,56 @@ def test_onednn_linear_rules():
         OneDnnLinear(nn.Linear(2, 2), nn.Sigmoid())
 
 
+@pytest.mark.skipif(not _onednn_linear_works(), reason='this torch build has no oneDNN linear kernel')
+def test_linear_pairs_run_in_blocks_of_rows(monkeypatch):
+    """An MLP's second layer runs right after the first, block by block, when the hidden activations are large;
+    a layer whose output has another reader is never chained. Weights keep their names; copies keep working."""
+    import copy
+    from featzoo import inference
+    model = _Linears().eval()
+    randomize_state(model)
+    x = torch.randn(300, 3, 2, 2)
+    with torch.no_grad():
+        reference = model(x)
+    use_onednn_linear(model, input_size=(3, 2, 2))
+    assert model.fc2.applied_by == 'fc1' and model.fc1.applied_by is None
+    assert model.fc3.applied_by is None  # fc2's output is read twice (act2 and the sum)
+    assert 'applied_by' in repr(model.fc2)
+    assert set(model.state_dict()) == {f'fc{i}.{p}' for i in (1, 2, 3) for p in ('weight', 'bias')}
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(inference, '_BLOCK_ABOVE_BYTES', 0)  # every call is 'large': 300 rows in blocks of 64
+    monkeypatch.setattr(inference, '_BLOCK_BYTES', 64 * 16 * 4)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.ops.mkldnn, '_linear_pointwise', lambda rows, *a: calls.append(rows.shape[0]) or
+                      real(rows, *a))
+        with torch.no_grad():
+            out = model(x)
+    assert calls[:10] == [64, 64, 64, 64, 64, 64, 64, 64, 44, 44], calls
+    assert_equal(out, reference, 'blocked MLP', rtol=1e-4)
+    twin = copy.deepcopy(model)
+    assert twin.fc1.__dict__['_second'] is twin.fc2
+    with torch.no_grad():
+        assert_equal(twin(x), reference, 'copied blocked MLP', rtol=1e-4)
+    with pytest.raises(ValueError, match='cannot chain'):
+        model.fc1.chain_with(OneDnnLinear(nn.Linear(5, 2)))
+
+
+@pytest.mark.skipif(not _onednn_linear_works(), reason='this torch build has no oneDNN linear kernel')
+def test_transformer_mlps_fuse_their_gelu_and_chain():
+    """featzoo's own GELU modules fuse like nn.GELU; with dropout gone, each MLP's layers are chained."""
+    model = featzoo.create_model('vit_small_patch16_224', depth=2).eval()
+    randomize_state(model)
+    with torch.no_grad():
+        reference = model(X)
+    optimized = optimize_for_inference(model)
+    assert not any(isinstance(m, nn.Dropout) for m in model.modules())
+    for i, block in enumerate(model.blocks):
+        assert block.mlp.fc1.post_op == 'gelu' and isinstance(block.mlp.act, nn.Identity)
+        assert block.mlp.fc2.applied_by == f'blocks.{i}.mlp.fc1'
+    assert_equal(optimized(X), reference, 'vit with chained MLPs', rtol=1e-3)
+
+
 def test_inference_model_runs_forward_methods_in_inference_mode():
     model = featzoo.create_model('convnext_atto').eval()
     randomize_state(model)
@@ -234,6 +285,23 @@ def test_compiled_features_equal_eager(name):
     out = optimize_for_inference(model, compile=True)(X)
     for a, b in zip(out, reference):
         assert_equal(a, b, f'{name} compiled', rtol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _onednn_linear_works(), reason='this torch build has no oneDNN linear kernel')
+def test_compiled_blocked_mlps_equal_eager(monkeypatch):
+    """Chained MLP layers in blocks of rows under torch.compile, at two batch sizes (the second recompiles)."""
+    from featzoo import inference
+    monkeypatch.setattr(inference, '_BLOCK_ABOVE_BYTES', 0)
+    monkeypatch.setattr(inference, '_BLOCK_BYTES', 64 * 1536 * 4)  # 64 rows of vit_small's hidden width
+    model = featzoo.create_model('vit_small_patch16_224', depth=2).eval()
+    randomize_state(model)
+    optimized = optimize_for_inference(copy.deepcopy(model), compile=True)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            reference = model(x)
+        assert_equal(optimized(x), reference, f'compiled blocked MLPs, batch {batch}', rtol=1e-3)
 
 
 @pytest.mark.parametrize('family', featzoo.list_modules())
