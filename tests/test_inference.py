@@ -104,6 +104,26 @@ def test_optimized_hook_and_fx_wrappers_keep_their_taps():
     assert isinstance(fx.get_submodule('layer1.0.bn1'), nn.BatchNorm2d), 'a returned conv output was folded'
 
 
+@pytest.mark.parametrize('feature_cls', ['list', 'fx'])
+def test_output_layout(feature_cls):
+    """By default the optimized maps come out as computed, channels_last; 'nchw' copies them into NCHW. Equal values
+    either way, and the layout does not leak into later eager calls of other models."""
+    model = featzoo.create_model('resnet18', features_only=True, feature_cls=feature_cls).eval()
+    randomize_state(model)
+    with torch.no_grad():
+        reference = model(X)
+    fast = optimize_for_inference(copy.deepcopy(model))
+    nchw = optimize_for_inference(copy.deepcopy(model), output_layout='nchw')
+    assert fast.output_layout == 'channels_last' and nchw.output_layout == 'nchw'
+    for a, b, r in zip(fast(X), nchw(X), reference):
+        assert a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
+        assert b.is_contiguous()
+        assert_equal(a, r, 'channels_last output', rtol=1e-3)
+        assert torch.equal(a, b)
+    from featzoo.layers.onednn import nchw_outputs
+    assert nchw_outputs(X.contiguous(memory_format=torch.channels_last)).is_contiguous()  # the context has ended
+
+
 class _Shapes(nn.Module):
     """Conv/norm layouts that must and must not fold."""
 
@@ -260,6 +280,8 @@ def test_bad_arguments_are_named():
         optimize_for_inference('resnet18')
     with pytest.raises(TypeError, match="compile must be True or False, got 'yes'"):
         optimize_for_inference(nn.Conv2d(3, 3, 1), compile='yes')
+    with pytest.raises(ValueError, match=r"output_layout 'NHWC'.*'channels_last', 'nchw'"):
+        optimize_for_inference(nn.Conv2d(3, 3, 1), output_layout='NHWC')
     with pytest.raises(ValueError, match=r'input_size .*\(3, 0, 8\)'):
         fold_conv_bn(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)), input_size=(3, 0, 8))
     already = optimize_for_inference(nn.Conv2d(3, 3, 1))

@@ -22,18 +22,20 @@ changes (a changed or replaced weight is packed again). Everything else runs ``F
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 import weakref
-from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._pytree import tree_map
 
-__all__ = ['prepack_convolutions', 'contiguous_outputs', 'nchw_outputs', 'is_channels_last', 'set_enabled',
-           'is_enabled', 'PackedConvForward']
+__all__ = ['prepack_convolutions', 'contiguous_outputs', 'nchw_outputs', 'channels_last_outputs', 'is_channels_last',
+           'set_enabled', 'is_enabled', 'PackedConvForward']
 
 _enabled = os.environ.get('FEATZOO_ONEDNN', '0').strip().lower() in ('1', 'true', 'yes', 'on')
 
@@ -224,12 +226,35 @@ def _nchw(t: Any) -> Any:
     return t.contiguous() if is_channels_last(t) else t
 
 
+_layout = threading.local()  # .keep: this thread's calls hand channels_last maps out as they are
+
+
+@contextlib.contextmanager
+def channels_last_outputs() -> Iterator[None]:
+    """Inside this context, :func:`nchw_outputs` (and so :func:`contiguous_outputs`) leave channels_last maps as
+    they are: ``optimize_for_inference`` models skip a copy per returned map. Per thread; torch.compile guards on it.
+
+    >>> with channels_last_outputs():
+    ...     nchw_outputs(torch.ones(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)).is_contiguous()
+    False
+    """
+    previous = getattr(_layout, 'keep', False)
+    _layout.keep = True
+    try:
+        yield
+    finally:
+        _layout.keep = previous
+
+
 def nchw_outputs(outputs: Any) -> Any:
-    """``outputs`` (a tensor, or lists, tuples, dicts of them) with every 4D channels_last tensor made contiguous NCHW.
+    """``outputs`` (a tensor, or lists, tuples, dicts of them) with every 4D channels_last tensor made contiguous NCHW
+    (unchanged inside :func:`channels_last_outputs`).
 
     >>> nchw_outputs({'a': torch.ones(1, 2, 3, 3).contiguous(memory_format=torch.channels_last)})['a'].is_contiguous()
     True
     """
+    if getattr(_layout, 'keep', False):
+        return outputs
     return tree_map(_nchw, outputs)
 
 
