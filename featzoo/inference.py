@@ -6,7 +6,8 @@ when the norm receives the very tensor the convolution returned and nothing else
 covers every family's layout (``conv``/``bn``, ``conv_pw``/``bn2``, ``Sequential(Conv2d, BatchNorm2d)``,
 ConvNormAct, BatchNormAct2d, FrozenBatchNorm2d) and never folds a norm that sits before a convolution (DenseNet's
 pre-activation) or a convolution whose output is also used elsewhere (a tapped feature, a residual). The same rule
-fuses a GELU or ReLU module into the linear layer that feeds it.
+fuses a GELU or ReLU module into the linear layer that feeds it, and chains an MLP's second linear layer to its
+first so that large hidden activations are computed in blocks of rows.
 """
 from __future__ import annotations
 
@@ -273,7 +274,6 @@ class OneDnnLinear(nn.Module):
         self.weight = linear.weight
         self.bias = linear.bias
         self.post_op, self.algorithm = post if post is not None else ('none', '')
-
         self.applied_by: Optional[str] = None  # set when the previous layer runs this one (see chain_with)
 
     def chain_with(self, second: 'OneDnnLinear', first_name: str = 'the previous layer') -> None:
@@ -337,7 +337,9 @@ def _onednn_linear_works() -> bool:
 
 def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> List[str]:
     """Replace every float32 CPU ``nn.Linear`` by :class:`OneDnnLinear`, fusing a GELU/ReLU module that alone reads
-    its output, in place. A build without oneDNN is left unchanged. Returns the names of the replaced layers.
+    its output, in place, and chain each pair whose second layer alone reads the first one's output
+    (:meth:`OneDnnLinear.chain_with`). A build without oneDNN is left unchanged. Returns the names of the replaced
+    layers.
 
     >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.GELU(), nn.Linear(8, 2)).eval()
     >>> use_onednn_linear(m, input_size=(3, 2, 2))
@@ -394,6 +396,11 @@ def _chain_linear_pairs(model: nn.Module, input_size: Optional[Tuple[int, int, i
 OUTPUT_LAYOUTS = ('channels_last', 'nchw')
 
 
+def _check_output_layout(output_layout: Any) -> None:
+    if output_layout not in OUTPUT_LAYOUTS:
+        raise ValueError(f'unknown output_layout {output_layout!r}; valid: {OUTPUT_LAYOUTS}')
+
+
 class InferenceModel(nn.Module):
     """Runs the wrapped model in inference mode on channels_last input.
 
@@ -411,8 +418,7 @@ class InferenceModel(nn.Module):
     def __init__(self, module: nn.Module, compiled: Optional[Callable[..., Any]] = None,
                  output_layout: str = 'channels_last') -> None:
         super().__init__()
-        if output_layout not in OUTPUT_LAYOUTS:
-            raise ValueError(f'unknown output_layout {output_layout!r}; valid: {OUTPUT_LAYOUTS}')
+        _check_output_layout(output_layout)
         self.module = module
         self.output_layout = output_layout
         # the compiled callable shares the module's parameters: kept out of _modules so they are not listed twice
@@ -483,8 +489,7 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
         raise TypeError('model was already passed through optimize_for_inference; pass the original model')
     if not isinstance(compile, bool):
         raise TypeError(f'compile must be True or False, got {compile!r}')
-    if output_layout not in OUTPUT_LAYOUTS:
-        raise ValueError(f'unknown output_layout {output_layout!r}; valid: {OUTPUT_LAYOUTS}')
+    _check_output_layout(output_layout)  # before the model is changed in place
     input_size = _check_input_size(input_size)
     model = getattr(model, '_orig_mod', model)  # an already torch.compile'd module: optimize what it wraps
     model.eval()

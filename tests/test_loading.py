@@ -201,6 +201,15 @@ def test_background_read_equals_direct_read(saved, tmp_path, fmt):
     assert pending.result() is got
 
 
+def test_background_read_closes_its_file_without_a_caller(saved):
+    """A read whose result nobody takes (the build failed meanwhile) still closes the file when it ends."""
+    from featzoo.weights.loading import BackgroundRead
+    pending = BackgroundRead(saved[0])
+    for thread in pending._threads:
+        thread.join()
+    assert pending._plan is not None and pending._plan.file.closed
+
+
 def test_read_without_preadv(saved, monkeypatch):
     """Platforms without os.preadv (Windows) read with seek and readinto, one thread."""
     from featzoo.weights import loading

@@ -151,7 +151,7 @@ class _PlannedRead:
                 else:
                     self.file.seek(position)
                     got = self.file.readinto(views[0])
-                if not got or got <= 0:
+                if not got:
                     raise self.corrupt('the file ended inside a tensor')
                 position += got
                 while views and got >= len(views[0]):
@@ -325,6 +325,10 @@ class BackgroundRead:
                 work = [lambda i=i: self._plan.read_part(i) for i in range(len(self._plan.parts))]
         except Exception as exc:
             self._errors.append(exc)
+        self._running = len(work)
+        self._lock = threading.Lock()
+        if not work:
+            self._close()
         self._threads = [threading.Thread(target=self._run, args=(job,), name='featzoo-checkpoint-read', daemon=True)
                          for job in work]
         for thread in self._threads:
@@ -338,13 +342,21 @@ class BackgroundRead:
             job()
         except BaseException as exc:  # handed to the caller's thread by result()
             self._errors.append(exc)
+        finally:
+            with self._lock:
+                self._running -= 1
+                last = self._running == 0
+            if last:  # the file is closed even when nobody asks for the result (the build failed meanwhile)
+                self._close()
+
+    def _close(self) -> None:
+        if self._plan is not None:
+            self._plan.close()
 
     def result(self) -> Dict[str, torch.Tensor]:
         """Wait for the read and return the state_dict (the same dict on every call), or raise its error."""
         for thread in self._threads:
             thread.join()
-        if self._plan is not None:
-            self._plan.close()
         if self._errors:
             raise self._errors[0]
         return self._state
