@@ -1,8 +1,10 @@
 """Shared test helpers: the project's tolerance, timm parity, feature-shape checks."""
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import shutil
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -74,10 +76,24 @@ def _scratch_for(state: Dict[str, torch.Tensor]) -> Optional[str]:
     return '/dev/shm' if size * 4 < stats.f_bavail * stats.f_frsize else None
 
 
+_CREATED: List[str] = []  # temporary folders of save_state, removed when the test process exits
+
+
+def _remove_created() -> None:
+    for folder in _CREATED:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+atexit.register(_remove_created)
+
+
 def save_state(state: Dict[str, torch.Tensor], directory: Optional[str] = None) -> str:
-    """Write a state_dict as safetensors in a temporary file; return its path."""
+    """Write a state_dict as safetensors in a temporary file (removed at exit); return its path."""
     from safetensors.torch import save_file
-    directory = directory or tempfile.mkdtemp(prefix='featzoo-test-', dir=_scratch_for(state))
+    if directory is None:
+        # /dev/shm is memory: folders left behind by every run would pile up until the machine runs out
+        directory = tempfile.mkdtemp(prefix='featzoo-test-', dir=_scratch_for(state))
+        _CREATED.append(directory)
     path = os.path.join(directory, 'weights.safetensors')
     save_file({k: v.detach().contiguous() for k, v in state.items()}, path)
     return path
