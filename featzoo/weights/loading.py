@@ -143,10 +143,11 @@ class _PlannedRead:
     def read_part(self, index: int) -> None:
         """Run the reads of one part (any thread; the GIL is given up inside each system call)."""
         fd = self.file.fileno()
+        positional = hasattr(os, 'preadv')
         for position, views in self.parts[index]:
             views = list(views)
             while views:  # a short read (rare; over 2 GB per call on Linux) continues where it stopped
-                if hasattr(os, 'preadv'):
+                if positional:
                     got = os.preadv(fd, views, position)
                 else:
                     self.file.seek(position)
