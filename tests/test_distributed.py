@@ -77,9 +77,16 @@ WORKER = textwrap.dedent('''
             changed=bool((after - before).abs().max() > 0),
             frozen=[n for n, p in backbone.named_parameters() if p.grad is None],
         ))
+    # both ranks are past their last collective before either tears gloo down; a rank that left early once made
+    # the other abort under load ('terminate called without an active exception', exit -6)
+    dist.barrier()
     dist.destroy_process_group()
     if rank == 0:
         print(json.dumps(report))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # skip interpreter teardown, where gloo threads still alive at exit can also end in std::terminate
+    os._exit(0)
 ''')
 
 
