@@ -77,8 +77,8 @@ WORKER = textwrap.dedent('''
             changed=bool((after - before).abs().max() > 0),
             frozen=[n for n, p in backbone.named_parameters() if p.grad is None],
         ))
-    # both ranks are past their last collective before either tears gloo down; a rank that left early once made
-    # the other abort under load ('terminate called without an active exception', exit -6)
+    # one CI run under load lost a rank to 'terminate called without an active exception' (exit -6), cause unproven:
+    # both ranks now finish their collectives before either tears gloo down
     dist.barrier()
     dist.destroy_process_group()
     if rank == 0:
