@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 import sys
@@ -18,10 +17,10 @@ torch.set_num_threads(1)
 
 
 def _glibc_trim():
-    name = ctypes.util.find_library('c')
+    # the symbols already loaded into this process (no library search, which may start ldconfig at import)
     try:
-        return getattr(ctypes.CDLL(name), 'malloc_trim', None) if name else None
-    except OSError:
+        return getattr(ctypes.CDLL(None), 'malloc_trim', None)
+    except (OSError, TypeError):  # Windows has no CDLL(None)
         return None
 
 
