@@ -223,16 +223,16 @@ def create_model(
         build_kwargs['drop_path_rate'] = drop_path_rate
     build_kwargs.update(kwargs)
 
-    family = registry.import_family(entry['family'])
+    spec = registry.family_spec(entry['family'])
     # a full model needs every tensor of its file: read them on another core while this one builds the skeleton
     # (a features_only wrapper may drop whole stages, whose tensors are then never read)
     pending = loading.BackgroundRead(weights_path) if weights_path is not None and not features_only else None
     load_on_meta = weights_path is not None
     if load_on_meta:
         with loading.meta_skeleton():
-            model = family.build(arch, **build_kwargs)
+            model = spec.build(arch, **build_kwargs)
     else:
-        model = family.build(arch, **build_kwargs)
+        model = spec.build(arch, **build_kwargs)
     # opt-in fast path of float32 CPU inference (featzoo.layers.onednn.set_enabled / FEATZOO_ONEDNN=1)
     onednn.prepack_convolutions(model)
     model.pretrained_cfg = cfg
@@ -245,11 +245,11 @@ def create_model(
     if features_only:
         if out_indices is None and isinstance(indices, int):  # a family's default 'last n' may exceed a shrunk depth
             indices = min(indices, len(model.feature_info))
-        model = _wrap(model, feature_cls, indices, output_fmt, out_map, feature_kwargs, family)
+        model = _wrap(model, feature_cls, indices, output_fmt, out_map, feature_kwargs, spec)
 
     if weights_path is not None:
         loading.load_weights(model, weights_path, full_keys=full_keys, first_conv=cfg.get('first_conv'),
-                             classifier=cfg.get('classifier'), filter_fn=getattr(family, 'checkpoint_filter_fn', None),
+                             classifier=cfg.get('classifier'), filter_fn=spec.checkpoint_filter,
                              filter_model=filter_model, assign=True, prefetched=pending)
         del pending
         loading.materialize_meta(model)
@@ -259,7 +259,7 @@ def create_model(
     return model
 
 
-def _wrap(model: nn.Module, feature_cls: str, indices, output_fmt, out_map, feature_kwargs, family) -> nn.Module:
+def _wrap(model: nn.Module, feature_cls: str, indices, output_fmt, out_map, feature_kwargs, spec) -> nn.Module:
     if feature_cls == 'fx':
         fx = _import_module('featzoo.features.fx')  # the FX machinery costs import time; only fx needs it
         return fx.FeatureFxNet(model, out_indices=indices, output_fmt=output_fmt, out_map=out_map, **feature_kwargs)
@@ -267,9 +267,9 @@ def _wrap(model: nn.Module, feature_cls: str, indices, output_fmt, out_map, feat
         pyramid = feature_kwargs.pop('feature_pyramid', False)
         extra = {}
         if pyramid:
-            if not hasattr(family, 'create_feature_pyramid'):
+            if spec.feature_pyramid is None:
                 raise ValueError('feature_pyramid=True is available for plain ViT families only')
-            extra = family.create_feature_pyramid(model, indices)
+            extra = spec.feature_pyramid(model, indices)
             indices = extra.pop('out_indices', indices)
         if feature_kwargs.keys() - {'norm'}:
             raise ValueError(f"{sorted(feature_kwargs.keys() - {'norm'})} do not apply to feature_cls='getter'")

@@ -262,8 +262,7 @@ def model_entrypoint(name: str) -> Callable[..., Any]:
     """
     entry = get_arch_entry(name)
     arch = split_model_name_tag(name)[0]
-    module = import_family(entry['family'])
-    return functools.partial(module.build, arch)
+    return functools.partial(family_spec(entry['family']).build, arch)
 
 
 def import_family(family: str):
@@ -271,6 +270,15 @@ def import_family(family: str):
     from . import _import_module
     header = get_family_header(family)
     return _import_module(header['module'])
+
+
+def family_spec(family: str):
+    """The :class:`featzoo.family.FamilySpec` of a family (importing its module on first use).
+
+    >>> family_spec('resnet').default_feature_cls_for('resnet50')
+    'list'
+    """
+    return import_family(family).SPEC
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What every registered family must satisfy, parametrized over the registry: a new family or variant gets these checks
 with no new test code. The family files (tests/test_models_<family>.py) keep what is specific to one family.
 
-- the family module's VARIANTS and FEATURE_CLS are what the registry lists;
+- the family spec's variants and wrappers are what the registry lists;
 - every variant computes what timm computes (classifier and default feature backbone), at output stride 32 and, for
   chosen rows, at 16 and 8 (every row with -m slow);
 - forward_intermediates / prune_intermediate_layers and the model contract (heads, reset_classifier) are timm's;
@@ -279,15 +279,15 @@ def test_tables_name_registered_families_and_variants():
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_every_variant_is_listed(family):
-    module = registry.import_family(family)
+    spec = registry.family_spec(family)
     names = featzoo.list_models(module=family)
-    assert names == sorted(module.VARIANTS, key=registry._natural_key)
-    assert {featzoo.model_capabilities(n).feature_cls for n in names} == {tuple(module.FEATURE_CLS)}
+    assert names == sorted(spec.variants, key=registry._natural_key)
+    assert [featzoo.model_capabilities(n).feature_cls for n in names] == [spec.feature_cls_for(n) for n in names]
     pinned = PINNED.get(family, {})
     if 'variants' in pinned:
         assert len(names) == pinned['variants']
     if 'feature_cls' in pinned:
-        assert set(module.FEATURE_CLS) == pinned['feature_cls']
+        assert {c for n in names for c in spec.feature_cls_for(n)} == pinned['feature_cls']
 
 
 # ---- parity with timm ----------------------------------------------------------------------------------------------

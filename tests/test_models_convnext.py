@@ -69,7 +69,7 @@ def test_reset_classifier_matches_timm():
 
 
 def test_group_matcher_and_drop_path_match_timm():
-    model = FAMILY_MODULE.build('convnext_atto', drop_path_rate=0.2)
+    model = FAMILY_MODULE.SPEC.build('convnext_atto', drop_path_rate=0.2)
     ref = _meta_timm('convnext_atto', drop_path_rate=0.2)
     for coarse in (False, True):
         assert model.group_matcher(coarse) == ref.group_matcher(coarse)

@@ -68,17 +68,17 @@ def test_blur_transitions_dilate_too(output_stride):
 
 def test_invalid_arguments_name_the_value():
     with pytest.raises(ValueError, match=r'output_stride=4.*\(8, 16, 32\)'):
-        densenet.build('densenet121', output_stride=4)
+        densenet.SPEC.build('densenet121', output_stride=4)
     with pytest.raises(ValueError, match=r"stem_type 'wide'"):
-        densenet.build('densenet121', stem_type='wide')
+        densenet.SPEC.build('densenet121', stem_type='wide')
     with pytest.raises(ValueError, match=r"aa_layer 'gauss'"):
-        densenet.build('densenet121', aa_layer='gauss')
+        densenet.SPEC.build('densenet121', aa_layer='gauss')
     with pytest.raises(ValueError, match=r'drop_path_rate=0.1'):
-        densenet.build('densenet121', drop_path_rate=0.1)
+        densenet.SPEC.build('densenet121', drop_path_rate=0.1)
     with pytest.raises(ValueError, match=r'block_config'):
-        densenet.build('densenet121', block_config=())
+        densenet.SPEC.build('densenet121', block_config=())
     with pytest.raises(KeyError, match=r"densenet999.*densenet121"):
-        densenet.build('densenet999')
+        densenet.SPEC.build('densenet999')
     with pytest.raises(ValueError, match='output_stride=12'):
         featzoo.create_model('densenet121', output_stride=12)
 
@@ -96,7 +96,7 @@ def test_group_matcher_groups_like_timm():
     from timm.models import create_model
     from timm.models._manipulate import group_with_matcher
     ref = create_model('densenetblur121d')
-    model = densenet.build('densenetblur121d')
+    model = densenet.SPEC.build('densenetblur121d')
     for coarse in (False, True):
         ours = group_with_matcher(model.named_parameters(), model.group_matcher(coarse), return_values=False)
         theirs = group_with_matcher(ref.named_parameters(), ref.group_matcher(coarse), return_values=False)
@@ -116,7 +116,7 @@ def test_grad_checkpointing_gives_the_same_gradients():
 
 def test_blur_filter_rebuilt_after_meta_build():
     with torch.device('meta'):
-        model = densenet.build('densenetblur121d')
+        model = densenet.SPEC.build('densenetblur121d')
     model.to_empty(device='cpu')
     blur = model.features.pool0[1]
     blur.init_non_persistent_buffers()

@@ -84,14 +84,14 @@ def test_other_input_channels_and_classes():
 ])
 def test_invalid_constructor_values_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        efficientnet.build('efficientnet_b0', **kwargs)
+        efficientnet.SPEC.build('efficientnet_b0', **kwargs)
 
 
 def test_unknown_variant_and_argument():
     with pytest.raises(KeyError, match='efficientnet_b9'):
-        efficientnet.build('efficientnet_b9')
+        efficientnet.SPEC.build('efficientnet_b9')
     with pytest.raises(TypeError, match='colour'):
-        efficientnet.build('efficientnet_b0', colour='red')
+        efficientnet.SPEC.build('efficientnet_b0', colour='red')
 
 
 @pytest.mark.parametrize('block_str, match', [

@@ -98,9 +98,9 @@ def test_grad_checkpointing_gives_the_same_gradients():
 ])
 def test_invalid_constructor_values_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        mobilenetv3.build('mobilenetv3_small_100', **kwargs)
+        mobilenetv3.SPEC.build('mobilenetv3_small_100', **kwargs)
 
 
 def test_unknown_variant():
     with pytest.raises(KeyError, match='mobilenetv3_huge'):
-        mobilenetv3.build('mobilenetv3_huge')
+        mobilenetv3.SPEC.build('mobilenetv3_huge')

@@ -34,7 +34,7 @@ def test_group_matcher_groups_like_timm():
     from timm.models import create_model
     from timm.models._manipulate import group_with_matcher
     ref = create_model('regnety_002')
-    model = regnet.build('regnety_002')
+    model = regnet.SPEC.build('regnety_002')
     for coarse in (False, True):
         ours = group_with_matcher(model.named_parameters(), model.group_matcher(coarse), return_values=False)
         theirs = group_with_matcher(ref.named_parameters(), ref.group_matcher(coarse), return_values=False)
@@ -42,7 +42,7 @@ def test_group_matcher_groups_like_timm():
 
 
 def test_grad_checkpointing_gives_the_same_values_and_gradients():
-    model = regnet.build('regnety_002', num_classes=4)
+    model = regnet.SPEC.build('regnety_002', num_classes=4)
     randomize_state(model)
     model.train()
     x = torch.randn(2, 3, 64, 64)
@@ -60,7 +60,7 @@ def test_grad_checkpointing_gives_the_same_values_and_gradients():
 
 def test_fx_trace_of_the_whole_model_matches_eager():
     from featzoo.features.fx import create_feature_extractor, get_graph_node_names
-    model = regnet.build('regnety_002', output_stride=8).eval()
+    model = regnet.SPEC.build('regnety_002', output_stride=8).eval()
     randomize_state(model)
     _, nodes = get_graph_node_names(model)
     # The last node is the classifier output; 's3' (a module, not a node) selects that module's output.
@@ -73,24 +73,24 @@ def test_fx_trace_of_the_whole_model_matches_eager():
 
 
 def test_invalid_arguments_name_the_value():
-    with pytest.raises(ValueError, match=r'output_stride 4.*\(8, 16, 32\)'):
-        regnet.build('regnetx_002', output_stride=4)
+    with pytest.raises(ValueError, match=r'output_stride=4.*\(8, 16, 32\)'):
+        regnet.SPEC.build('regnetx_002', output_stride=4)
     with pytest.raises(KeyError, match=r"regnetx_999.*regnetx_002"):
-        regnet.build('regnetx_999')
+        regnet.SPEC.build('regnetx_999')
     with pytest.raises(ValueError, match=r'wm=0.5'):
-        regnet.build('regnetx_002', wm=0.5)
+        regnet.SPEC.build('regnetx_002', wm=0.5)
     with pytest.raises(ValueError, match=r'w0=20'):
-        regnet.build('regnetx_002', w0=20)
+        regnet.SPEC.build('regnetx_002', w0=20)
     with pytest.raises(ValueError, match=r'3 stages'):
-        regnet.build('regnetx_002', depth=3)
+        regnet.SPEC.build('regnetx_002', depth=3)
     with pytest.raises(ValueError, match=r'se_ratio'):
-        regnet.build('regnety_002', se_ratio=2.0)
+        regnet.SPEC.build('regnety_002', se_ratio=2.0)
     with pytest.raises(ValueError, match=r'in_chans'):
-        regnet.build('regnety_002', in_chans=0)
+        regnet.SPEC.build('regnety_002', in_chans=0)
     with pytest.raises(ValueError, match=r'drop_path_rate'):
-        regnet.build('regnety_002', drop_path_rate=1.5)
+        regnet.SPEC.build('regnety_002', drop_path_rate=1.5)
     with pytest.raises(TypeError, match='bogus'):
-        regnet.build('regnety_002', bogus=1)
+        regnet.SPEC.build('regnety_002', bogus=1)
     with pytest.raises(ValueError, match='output_stride'):
         featzoo.create_model('regnetx_002', output_stride=12)
 

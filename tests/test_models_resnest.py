@@ -41,7 +41,7 @@ def test_group_matcher_groups_like_timm():
     from timm.models import create_model
     from timm.models._manipulate import group_with_matcher
     ref = create_model('resnest14d')
-    model = resnest.build('resnest14d')
+    model = resnest.SPEC.build('resnest14d')
     for coarse in (False, True):
         ours = group_with_matcher(model.named_parameters(), model.group_matcher(coarse), return_values=False)
         theirs = group_with_matcher(ref.named_parameters(), ref.group_matcher(coarse), return_values=False)
@@ -50,7 +50,7 @@ def test_group_matcher_groups_like_timm():
 
 @pytest.mark.parametrize('extra', [{}, SMALL_RADIX1], ids=['radix2', 'radix1'])
 def test_grad_checkpointing_gives_the_same_gradients(extra):
-    model = resnest.build('resnest14d', num_classes=4, **extra)
+    model = resnest.SPEC.build('resnest14d', num_classes=4, **extra)
     randomize_state(model)
     model.train()
     x = torch.randn(2, 3, 64, 64)
@@ -66,7 +66,7 @@ def test_grad_checkpointing_gives_the_same_gradients(extra):
 @pytest.mark.parametrize('extra', [{}, SMALL_RADIX1], ids=['radix2', 'radix1'])
 def test_fx_trace_of_the_whole_model_matches_eager(extra):
     from featzoo.features.fx import create_feature_extractor, get_graph_node_names
-    model = resnest.build('resnest14d', output_stride=8, **extra).eval()
+    model = resnest.SPEC.build('resnest14d', output_stride=8, **extra).eval()
     randomize_state(model)
     _, nodes = get_graph_node_names(model)
     # The last node is the classifier output; 'layer3' (a module, not a node) selects that module's output.
@@ -79,9 +79,9 @@ def test_fx_trace_of_the_whole_model_matches_eager(extra):
 
 
 def test_drop_path_only_changes_training_outputs():
-    ref = resnest.build('resnest14d').eval()
+    ref = resnest.SPEC.build('resnest14d').eval()
     randomize_state(ref)
-    model = resnest.build('resnest14d', drop_path_rate=0.9)
+    model = resnest.SPEC.build('resnest14d', drop_path_rate=0.9)
     model.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -93,12 +93,12 @@ def test_drop_path_only_changes_training_outputs():
 
 def test_invalid_arguments_name_the_value():
     with pytest.raises(ValueError, match=r'output_stride=4.*\(8, 16, 32\)'):
-        resnest.build('resnest14d', output_stride=4)
+        resnest.SPEC.build('resnest14d', output_stride=4)
     with pytest.raises(KeyError, match=r"resnest999.*resnest14d"):
-        resnest.build('resnest999')
+        resnest.SPEC.build('resnest999')
     with pytest.raises(ValueError, match=r'radix.*-1'):
-        resnest.build('resnest14d', block_args=dict(radix=-1, avd=True))
+        resnest.SPEC.build('resnest14d', block_args=dict(radix=-1, avd=True))
     with pytest.raises(ValueError, match=r'reduce_first.*2'):
-        resnest.build('resnest14d', block_reduce_first=2)
+        resnest.SPEC.build('resnest14d', block_reduce_first=2)
     with pytest.raises(ValueError, match='output_stride'):
         featzoo.create_model('resnest14d', output_stride=12)

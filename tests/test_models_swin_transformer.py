@@ -52,7 +52,7 @@ def test_timm_parity_other_variants(name):
     # the factory and wrapper path is covered on tiny; here the weights go in directly, skipping file round trips
     ref = _random_timm(name, img_size=64)
     with torch.device('meta'):
-        model = swin.build(name, img_size=64)
+        model = swin.SPEC.build(name, img_size=64)
     model.load_state_dict(ref.state_dict(), strict=True, assign=True)
     for module in model.modules():
         if hasattr(module, 'init_non_persistent_buffers'):

@@ -246,8 +246,8 @@ def test_output_stride(name):
         with pytest.raises(ValueError, match=str(natural)):
             featzoo.create_model(name, output_stride=bad)
     from featzoo.models import vision_transformer
-    with pytest.raises(ValueError, match=f'valid: {natural}'):
-        vision_transformer.build(name, depth=1, output_stride=natural * 2)
+    with pytest.raises(ValueError, match=rf'valid: \({natural},\)'):
+        vision_transformer.SPEC.build(name, depth=1, output_stride=natural * 2)
 
 
 # ---- any input size, img_size and checkpoints -------------------------------------------------------------------
@@ -326,8 +326,8 @@ def test_static_size_model_equals_timm_at_native_size():
 
 
 def test_checkpoint_filter_converts_meta_dinov2_layout():
-    from featzoo.models.vision_transformer import build, checkpoint_filter_fn
-    model = build('vit_small_patch14_reg4_dinov2', depth=1, img_size=56)
+    from featzoo.models.vision_transformer import SPEC, checkpoint_filter_fn
+    model = SPEC.build('vit_small_patch14_reg4_dinov2', depth=1, img_size=56)
     randomize_state(model)
     ours = model.state_dict()
     # Meta's release keeps a position for the class token and names the registers differently
@@ -345,8 +345,8 @@ def test_checkpoint_filter_converts_meta_dinov2_layout():
 
 
 def test_checkpoint_filter_renames_gamma_and_rejects_odd_grids():
-    from featzoo.models.vision_transformer import build, checkpoint_filter_fn
-    model = build('deit_tiny_patch16_224', depth=1, img_size=32)
+    from featzoo.models.vision_transformer import SPEC, checkpoint_filter_fn
+    model = SPEC.build('deit_tiny_patch16_224', depth=1, img_size=32)
     state = {k.replace('ls1.gamma', 'gamma_1'): v for k, v in model.state_dict().items()}
     state['blocks.0.gamma_1'] = torch.ones(192)
     state['pre_logits.fc.weight'] = torch.ones(1)

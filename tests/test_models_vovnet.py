@@ -47,17 +47,17 @@ def test_output_stride_8_full_model():
 
 def test_invalid_arguments_name_the_value():
     with pytest.raises(ValueError, match=r'output_stride=64.*\(8, 16, 32\)'):
-        vovnet.build('ese_vovnet39b', output_stride=64)
+        vovnet.SPEC.build('ese_vovnet39b', output_stride=64)
     with pytest.raises(ValueError, match=r"attn 'cbam'"):
-        vovnet.build('ese_vovnet39b', attn='cbam')
+        vovnet.SPEC.build('ese_vovnet39b', attn='cbam')
     with pytest.raises(ValueError, match=r'stem_stride=3'):
-        vovnet.build('ese_vovnet39b', stem_stride=3)
+        vovnet.SPEC.build('ese_vovnet39b', stem_stride=3)
     with pytest.raises(ValueError, match=r'block_per_stage must have 4 entries'):
-        vovnet.build('ese_vovnet39b', block_per_stage=(1, 1, 1))
+        vovnet.SPEC.build('ese_vovnet39b', block_per_stage=(1, 1, 1))
     with pytest.raises(ValueError, match=r'layer_per_block must be an int >= 1, got 0'):
-        vovnet.build('ese_vovnet39b', layer_per_block=0)
+        vovnet.SPEC.build('ese_vovnet39b', layer_per_block=0)
     with pytest.raises(KeyError, match=r"vovnet11.*ese_vovnet19b_dw"):
-        vovnet.build('vovnet11')
+        vovnet.SPEC.build('vovnet11')
     with pytest.raises(ValueError, match='output_stride=4'):
         featzoo.create_model('ese_vovnet39b', output_stride=4)
 
@@ -77,7 +77,7 @@ def test_group_matcher_and_drop_path_like_timm():
     from timm.layers import DropPath as TimmDropPath
     from featzoo.layers import DropPath
     ref = timm.create_model('ese_vovnet57b', drop_path_rate=0.2)
-    model = vovnet.build('ese_vovnet57b', drop_path_rate=0.2)
+    model = vovnet.SPEC.build('ese_vovnet57b', drop_path_rate=0.2)
     for coarse in (False, True):
         ours = group_with_matcher(model.named_parameters(), model.group_matcher(coarse), return_values=False)
         theirs = group_with_matcher(ref.named_parameters(), ref.group_matcher(coarse), return_values=False)
@@ -91,7 +91,7 @@ def test_group_matcher_and_drop_path_like_timm():
 
 def test_prune_to_the_last_level_then_to_the_stem():
     x = torch.randn(1, 3, 64, 64)
-    stem_only = vovnet.build('ese_vovnet19b_slim_dw')
+    stem_only = vovnet.SPEC.build('ese_vovnet19b_slim_dw')
     assert stem_only.prune_intermediate_layers(1) == [4]
     stem_only.prune_intermediate_layers((0,))
     assert not any(k.startswith(('stem.2', 'stages', 'head.fc')) for k in stem_only.state_dict())

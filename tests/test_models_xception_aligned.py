@@ -92,7 +92,7 @@ def test_list_and_dict_wrappers_are_refused():
 
 def test_group_matcher_and_drop_path_match_timm():
     import timm
-    model = FAMILY_MODULE.build('xception41', drop_path_rate=0.2)
+    model = FAMILY_MODULE.SPEC.build('xception41', drop_path_rate=0.2)
     with torch.device('meta'):
         ref = timm.create_model('xception41', drop_path_rate=0.2)
     for coarse in (False, True):

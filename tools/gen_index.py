@@ -66,33 +66,30 @@ def _levels(model: torch.nn.Module) -> List[Dict[str, Any]]:
 
 
 def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
-    """The index document of one family."""
-    module = importlib.import_module(f'featzoo.models.{family}')
+    """The index document of one family, read from its :class:`featzoo.family.FamilySpec`."""
+    spec = importlib.import_module(f'featzoo.models.{family}').SPEC
+    if spec.name != family:
+        raise SystemExit(f'featzoo/models/{family}.py declares SPEC.name={spec.name!r}; it must be {family!r}')
     models: Dict[str, Any] = {}
-    for arch in module.VARIANTS:
-        strides_fn = getattr(module, 'output_strides', None)
-        strides = tuple(strides_fn(arch)) if strides_fn else tuple(module.OUTPUT_STRIDES)
-        feature_cls_fn = getattr(module, 'feature_cls', None)
-        feature_cls = tuple(feature_cls_fn(arch)) if feature_cls_fn else tuple(module.FEATURE_CLS)
-        default_cls_fn = getattr(module, 'default_feature_cls', None)
-        default_cls = default_cls_fn(arch) if default_cls_fn else module.DEFAULT_FEATURE_CLS
+    for arch in spec.variants:
+        strides = spec.output_strides_for(arch)
         levels = {}
         natural = max(strides)
         for stride in strides:
-            kwargs = {} if stride == natural else {'output_stride': stride}
             with torch.device('meta'):
-                model = module.build(arch, **kwargs)
+                model = spec.build(arch, output_stride=stride)
             levels[str(stride)] = _levels(model)
             if stride == natural:
                 num_params = sum(p.numel() for p in model.parameters())
-        entry = dict(default_feature_cls=default_cls, feature_cls=list(feature_cls), output_strides=list(strides),
-                     feature_levels=levels, export=list(getattr(module, 'EXPORT', ())), num_params=num_params)
-        default_out = getattr(module, 'DEFAULT_OUT_INDICES', None)
+        entry = dict(default_feature_cls=spec.default_feature_cls_for(arch), feature_cls=list(spec.feature_cls_for(arch)),
+                     output_strides=list(strides), feature_levels=levels, export=list(spec.export),
+                     num_params=num_params)
+        default_out = spec.default_out_indices_for(arch)
         if default_out is not None:
             entry['default_out_indices'] = _jsonable(default_out)
         entry['pretrained'] = pretrained_entries(arch) if with_pretrained else []
         models[arch] = entry
-    return dict(family=family, module=f'featzoo.models.{family}', default_cfg=_jsonable(module.DEFAULT_CFG),
+    return dict(family=family, module=f'featzoo.models.{family}', default_cfg=_jsonable(dict(spec.default_cfg)),
                 models=models)
 
 

@@ -6,7 +6,6 @@ Paper: "A ConvNet for the 2020s", https://arxiv.org/abs/2201.03545
 """
 from __future__ import annotations
 
-import inspect
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -15,15 +14,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..features.info import normalize_out_indices
+from ..family import FamilySpec
 from ..layers import DropPath, LayerNorm2d, create_conv2d, drop_path_rates, trunc_normal_
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
 from ..layers.onednn import contiguous_outputs
 
-FAMILY = 'convnext'
-DEFAULT_FEATURE_CLS = 'list'
-FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
-EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.0', classifier='head.fc')
@@ -366,18 +362,7 @@ class ConvNeXt(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-_ARGS = frozenset(inspect.signature(ConvNeXt.__init__).parameters) - {'self'}
-
-
-def build(variant: str, **kwargs: Any) -> ConvNeXt:
-    """Build a variant from :data:`VARIANTS`, with keyword arguments overriding the table row.
-
-    >>> build('convnext_atto', num_classes=0).num_features
-    320
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown {FAMILY} variant {variant!r}; valid: {sorted(VARIANTS)}')
-    unknown = sorted(set(kwargs) - _ARGS)
-    if unknown:
-        raise TypeError(f'{variant} got unexpected arguments {unknown}; valid: {sorted(_ARGS)}')
-    return ConvNeXt(**{**VARIANTS[variant], **kwargs})
+SPEC = FamilySpec(
+    name='convnext', model=ConvNeXt, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))

@@ -17,18 +17,15 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..features.info import normalize_out_indices
+from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
 from ..layers.weight_init import kaiming_normal_
 from ..layers.onednn import contiguous_outputs
 
-__all__ = ['DenseNet', 'DenseLayer', 'DenseBlock', 'DenseTransition', 'build', 'checkpoint_filter_fn', 'VARIANTS']
+__all__ = ['DenseNet', 'DenseLayer', 'DenseBlock', 'DenseTransition', 'SPEC', 'checkpoint_filter_fn', 'VARIANTS']
 
-FAMILY = 'densenet'
-DEFAULT_FEATURE_CLS = 'list'
-FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
-EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='features.conv0', classifier='classifier')
@@ -274,7 +271,7 @@ class DenseNet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Regex rules that group parameter names into stem and blocks (for layer-wise learning-rate decay).
 
-        >>> sorted(build('densenet121').group_matcher())
+        >>> sorted(SPEC.build('densenet121').group_matcher())
         ['blocks', 'stem']
         """
         blocks: Union[str, List[Tuple[str, Any]]]
@@ -289,7 +286,7 @@ class DenseNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each dense layer's bottleneck in backward instead of keeping the concatenations.
 
-        >>> m = build('densenet121'); m.set_grad_checkpointing(); m.features.denseblock1.denselayer1.grad_checkpointing
+        >>> m = SPEC.build('densenet121'); m.set_grad_checkpointing(); m.features.denseblock1.denselayer1.grad_checkpointing
         True
         """
         self.grad_checkpointing = enable
@@ -301,7 +298,7 @@ class DenseNet(nn.Module):
     def no_weight_decay(self) -> Set[str]:
         """Parameter names exempt from weight decay: none for DenseNet.
 
-        >>> build('densenet121').no_weight_decay()
+        >>> SPEC.build('densenet121').no_weight_decay()
         set()
         """
         return set()
@@ -310,7 +307,7 @@ class DenseNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         """The final classifier (``classifier``).
 
-        >>> build('densenet121', num_classes=5).get_classifier()
+        >>> SPEC.build('densenet121', num_classes=5).get_classifier()
         Linear(in_features=1024, out_features=5, bias=True)
         """
         return self.classifier
@@ -318,7 +315,7 @@ class DenseNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=''`` also removes the pooling.
 
-        >>> m = build('densenet121'); m.reset_classifier(0, ''); m(torch.ones(1, 3, 64, 64)).shape
+        >>> m = SPEC.build('densenet121'); m.reset_classifier(0, ''); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
         num_classes = _positive_int('num_classes', num_classes, minimum=0)
@@ -342,7 +339,7 @@ class DenseNet(nn.Module):
 
         ``norm`` has no effect: the last level already is the final norm's output.
 
-        >>> m = build('densenet121'); [t.shape[1] for t in m.forward_intermediates(
+        >>> m = SPEC.build('densenet121'); [t.shape[1] for t in m.forward_intermediates(
         ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
         [1024, 1024]
         """
@@ -367,7 +364,7 @@ class DenseNet(nn.Module):
                                   prune_head: bool = True) -> List[int]:
         """Drop the layers after the last level in ``indices`` (and the head); returns the kept level indices.
 
-        >>> m = build('densenet121'); m.prune_intermediate_layers((0, 1)); m.num_features
+        >>> m = SPEC.build('densenet121'); m.prune_intermediate_layers((0, 1)); m.num_features
         [0, 1]
         256
         """
@@ -388,7 +385,7 @@ class DenseNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the final norm, ``(N, num_features, H / r, W / r)``.
 
-        >>> build('densenet121').forward_features(torch.ones(1, 3, 64, 64)).shape
+        >>> SPEC.build('densenet121').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
         return self.features(x)
@@ -396,7 +393,7 @@ class DenseNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout and classify a ``forward_features`` map; ``pre_logits=True`` stops before the classifier.
 
-        >>> m = build('densenet121'); m.forward_head(torch.ones(1, 1024, 2, 2), pre_logits=True).shape
+        >>> m = SPEC.build('densenet121'); m.forward_head(torch.ones(1, 1024, 2, 2), pre_logits=True).shape
         torch.Size([1, 1024])
         """
         x = self.global_pool(x)
@@ -423,12 +420,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn
     return out
 
 
-def build(variant: str, **kwargs: Any) -> DenseNet:
-    """Build a DenseNet variant from :data:`VARIANTS`, with constructor arguments overriding the row.
-
-    >>> build('densenet121', output_stride=8).feature_info[-1]['reduction']
-    8
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown densenet variant {variant!r}; valid: {sorted(VARIANTS)}')
-    return DenseNet(**dict(VARIANTS[variant], **kwargs))
+SPEC = FamilySpec(
+    name='densenet', model=DenseNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), checkpoint_filter=checkpoint_filter_fn)

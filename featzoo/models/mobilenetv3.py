@@ -9,12 +9,13 @@ Parameter names equal timm's ``MobileNetV3`` so its checkpoints load unchanged.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..family import FamilySpec
 from ..layers.activations import ActLayer, create_act_layer
 from ..layers.efficientnet_blocks import (
     EfficientTrunk, SEConfig, check_model_args, check_pool, init_weights_goog)
@@ -22,11 +23,7 @@ from ..layers.padding import create_conv2d
 from ..layers.pooling import SelectAdaptivePool2d
 from ..layers.onednn import contiguous_outputs
 
-FAMILY = 'mobilenetv3'
-DEFAULT_FEATURE_CLS = 'list'
-FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
-EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), interpolation='bicubic', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='conv_stem', classifier='classifier')
@@ -233,18 +230,14 @@ class MobileNetV3(EfficientTrunk):
         return taken
 
 
-def build(variant: str, **kwargs) -> MobileNetV3:
-    """Build ``variant``: its architecture defaults, then its table row, then ``kwargs``.
-
-    >>> build('mobilenetv3_small_050').head_hidden_size
-    1024
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown {FAMILY} variant {variant!r}; valid: {sorted(VARIANTS)}')
-    args = {**VARIANTS[variant], **kwargs}
-    arch = args.pop('arch')
+def _from_arch(arch: str, **kwargs: Any) -> MobileNetV3:
+    """A MobileNetV3 of architecture ``arch`` (a key of :data:`ARCHS`) with its defaults overridden by ``kwargs``."""
     if arch not in ARCHS:
-        raise ValueError(f'unknown {FAMILY} architecture {arch!r}; valid: {sorted(ARCHS)}')
-    if args.get('drop_path_rate') is None:
-        args.pop('drop_path_rate', None)
-    return MobileNetV3(**{**ARCHS[arch], **args})
+        raise ValueError(f'unknown mobilenetv3 architecture {arch!r}; valid: {sorted(ARCHS)}')
+    return MobileNetV3(**{**ARCHS[arch], **kwargs})
+
+
+SPEC = FamilySpec(
+    name='mobilenetv3', model=_from_arch, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))

@@ -5,7 +5,7 @@ total ``depth``, the ``group_size`` of the 3x3 convolutions and the squeeze-exci
 RegNet-X). Stage widths and depths are derived from them by the paper's quantized linear rule, with the same float32
 arithmetic as timm so that every published checkpoint gets exactly the shapes it was trained with.
 
->>> model = build('regnety_032', num_classes=10)
+>>> model = SPEC.build('regnety_032', num_classes=10)
 >>> [f['num_chs'] for f in model.feature_info]
 [32, 72, 216, 576, 1512]
 """
@@ -19,16 +19,13 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, SEModule, drop_path_rates
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.weight_init import normal_
 from ..layers.onednn import contiguous_outputs
 
-FAMILY = 'regnet'
-DEFAULT_FEATURE_CLS = 'list'
-FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
-EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.95, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.conv', classifier='head.fc')
@@ -221,7 +218,7 @@ class RegNet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
         """Parameter-group regexes (stem, then per stage or per block).
 
-        >>> build('regnetx_002').group_matcher(coarse=True)['blocks']
+        >>> SPEC.build('regnetx_002').group_matcher(coarse=True)['blocks']
         '^s(\\\\d+)'
         """
         return dict(stem=r'^stem', blocks=r'^s(\d+)' if coarse else r'^s(\d+)\.b(\d+)')
@@ -229,7 +226,7 @@ class RegNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations.
 
-        >>> m = build('regnetx_002'); m.set_grad_checkpointing(); m.s1.grad_checkpointing
+        >>> m = SPEC.build('regnetx_002'); m.set_grad_checkpointing(); m.s1.grad_checkpointing
         True
         """
         for stage in self.children():
@@ -239,7 +236,7 @@ class RegNet(nn.Module):
     def no_weight_decay(self) -> set:
         """Names of parameters exempt from weight decay (none for RegNet).
 
-        >>> build('regnetx_002').no_weight_decay()
+        >>> SPEC.build('regnetx_002').no_weight_decay()
         set()
         """
         return set()
@@ -247,7 +244,7 @@ class RegNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
 
-        >>> build('regnetx_002', num_classes=3).get_classifier().out_features
+        >>> SPEC.build('regnetx_002', num_classes=3).get_classifier().out_features
         3
         """
         return self.head.fc
@@ -255,7 +252,7 @@ class RegNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.
 
-        >>> m = build('regnetx_002'); m.reset_classifier(0, ''); m(torch.ones(1, 3, 64, 64)).shape
+        >>> m = SPEC.build('regnetx_002'); m.reset_classifier(0, ''); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 368, 2, 2])
         """
         _check_args(num_classes=num_classes)
@@ -274,7 +271,7 @@ class RegNet(nn.Module):
 
         ``norm`` is accepted for API symmetry; RegNet has no final norm to apply.
 
-        >>> m = build('regnetx_002'); [t.shape[1] for t in m.forward_intermediates(
+        >>> m = SPEC.build('regnetx_002'); [t.shape[1] for t in m.forward_intermediates(
         ...     torch.ones(1, 3, 64, 64), indices=(0, 4), intermediates_only=True)]
         [32, 368]
         """
@@ -301,7 +298,7 @@ class RegNet(nn.Module):
                                   prune_head: bool = True) -> List[int]:
         """Drop the stages after the last index kept (and the classifier); returns the absolute indices kept.
 
-        >>> m = build('regnetx_002'); m.prune_intermediate_layers((1, 2)), m.num_features
+        >>> m = SPEC.build('regnetx_002'); m.prune_intermediate_layers((1, 2)), m.num_features
         ([1, 2], 56)
         """
         take_indices, max_index = feature_take_indices(5, indices)
@@ -321,7 +318,7 @@ class RegNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled feature map of the last stage (NCHW).
 
-        >>> build('regnetx_002').forward_features(torch.ones(1, 3, 64, 64)).shape
+        >>> SPEC.build('regnetx_002').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 368, 2, 2])
         """
         x = self.stem(x)
@@ -334,7 +331,7 @@ class RegNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout and (unless ``pre_logits``) the classifier.
 
-        >>> m = build('regnetx_002'); m.forward_head(torch.ones(1, 368, 2, 2), pre_logits=True).shape
+        >>> m = SPEC.build('regnetx_002'); m.forward_head(torch.ones(1, 368, 2, 2), pre_logits=True).shape
         torch.Size([1, 368])
         """
         return self.head(x, pre_logits=pre_logits)
@@ -403,15 +400,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn
     return out
 
 
-def build(variant: str, **kwargs) -> RegNet:
-    """Build a RegNet from its table row merged with ``kwargs`` (num_classes, in_chans, output_stride, ...).
-
-    >>> build('regnetx_002', output_stride=16).feature_info[-1]['reduction']
-    16
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown RegNet variant {variant!r}; valid: {sorted(VARIANTS)}')
-    args = dict(VARIANTS[variant])
-    # The factory may forward unset options as None; those mean "the default".
-    args.update({k: v for k, v in kwargs.items() if v is not None})
-    return RegNet(**args)
+SPEC = FamilySpec(
+    name='regnet', model=RegNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), checkpoint_filter=checkpoint_filter_fn)

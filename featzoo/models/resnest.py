@@ -4,7 +4,7 @@ A ResNet-D trunk (deep 3x3 stem, average-pool shortcuts) from :mod:`featzoo.mode
 convolution is a split-attention convolution, with the stride moved to an average pool ("avd") before or after it.
 Parameter names follow timm's ResNeSt so its checkpoints load unchanged.
 
->>> model = build('resnest14d', num_classes=10)
+>>> model = SPEC.build('resnest14d', num_classes=10)
 >>> [f['module'] for f in model.feature_info]
 ['act1', 'layer1', 'layer2', 'layer3', 'layer4']
 """
@@ -15,16 +15,13 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
+from ..family import FamilySpec
 from ..layers import DropPath
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.split_attn import SplitAttn
 from .resnet import ResNet
 
-FAMILY = 'resnest'
-DEFAULT_FEATURE_CLS = 'list'
-FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
-EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='conv1.0', classifier='fc')
@@ -115,7 +112,8 @@ class ResNestBottleneck(nn.Module):
 def _row(layers: tuple, stem_width: int = 32, base_width: int = 64, cardinality: int = 1, radix: int = 2,
          avd_first: bool = False) -> Dict[str, Any]:
     # Every ResNeSt is a 'd'/'e' trunk (deep stem, average-pool shortcut) with stride moved to an avd pool.
-    return dict(layers=layers, stem_width=stem_width, base_width=base_width, cardinality=cardinality,
+    return dict(block=ResNestBottleneck, stem_type='deep', avg_down=True, layers=layers, stem_width=stem_width,
+                base_width=base_width, cardinality=cardinality,
                 block_args=dict(radix=radix, avd=True, avd_first=avd_first))
 
 
@@ -130,16 +128,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'resnest50d_1s4x24d': _row((3, 4, 6, 3), base_width=24, cardinality=4, radix=1, avd_first=True),
 }
 
-
-def build(variant: str, **kwargs: Any) -> ResNet:
-    """Build a ResNeSt from its table row merged with ``kwargs`` (num_classes, in_chans, output_stride, ...).
-
-    >>> build('resnest14d', output_stride=8).feature_info[-1]['reduction']
-    8
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown ResNeSt variant {variant!r}; valid: {sorted(VARIANTS)}')
-    args = dict(VARIANTS[variant], block=ResNestBottleneck, stem_type='deep', avg_down=True)
-    # The factory may forward unset options as None; those mean "the default".
-    args.update({k: v for k, v in kwargs.items() if v is not None})
-    return ResNet(**args)
+SPEC = FamilySpec(
+    name='resnest', model=ResNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))

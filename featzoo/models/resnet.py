@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..family import FamilySpec
 from ..layers import DropPath, create_classifier, get_attn
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.helpers import get_padding
@@ -20,11 +21,7 @@ from ..layers.intermediates import feature_take_indices
 from ..layers.weight_init import kaiming_normal_
 from ..layers.onednn import contiguous_outputs
 
-FAMILY = 'resnet'
-DEFAULT_FEATURE_CLS = 'list'
-FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
-EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(input_size=(3, 224, 224), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='conv1', classifier='fc',
                    num_classes=1000)
@@ -293,7 +290,7 @@ class ResNet(nn.Module):
                               output_fmt: str = 'NCHW', intermediates_only: bool = False):
         """The stem output and each stage's output (timm's semantics: ``indices`` int = last n, or positions).
 
-        >>> [t.shape[1] for t in build('resnet18').forward_intermediates(torch.ones(1, 3, 64, 64), indices=2,
+        >>> [t.shape[1] for t in SPEC.build('resnet18').forward_intermediates(torch.ones(1, 3, 64, 64), indices=2,
         ...                                                               intermediates_only=True)]
         [256, 512]
         """
@@ -382,14 +379,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def build(variant: str, **kwargs: Any) -> ResNet:
-    """Build a ResNet variant from its table row, overridden by ``kwargs``.
-
-    >>> build('resnet18', num_classes=0).num_features
-    512
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown ResNet variant {variant!r}; valid: {sorted(VARIANTS)}')
-    args = dict(VARIANTS[variant])
-    args.update(kwargs)
-    return ResNet(**args)
+SPEC = FamilySpec(
+    name='resnet', model=ResNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))

@@ -7,13 +7,12 @@ rebuilt for a size other than the one given at creation, exactly as timm's ``str
 Window sizes and shifts are fixed at creation from ``img_size`` (a stage whose map is no larger than the window
 attends over the whole map without shifting), as in timm.
 
->>> m = build('swin_tiny_patch4_window7_224', num_classes=0)
+>>> m = SPEC.build('swin_tiny_patch4_window7_224', num_classes=0)
 >>> m.forward_features(torch.randn(1, 3, 224, 224)).shape
 torch.Size([1, 7, 7, 768])
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -23,6 +22,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..features.notrace import register_notrace_function
+from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, drop_path_rates, trunc_normal_
 from ..layers.intermediates import feature_take_indices
 from ..layers.mlp import Mlp
@@ -30,11 +30,7 @@ from ..layers.patch_embed import PatchEmbed
 from ..layers.pooling import POOL_TYPES
 from ..layers.onednn import contiguous_outputs
 
-FAMILY = 'swin_transformer'
-DEFAULT_FEATURE_CLS = 'getter'
-FEATURE_CLS = ('getter', 'fx')
 OUTPUT_STRIDES = (32,)
-EXPORT = ('torch.export', 'onnx', 'compile')  # no dynamic_hw: symbolic window padding takes minutes to trace
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), interpolation='bicubic', crop_pct=0.9, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj', classifier='head.fc')
@@ -663,33 +659,12 @@ def _check_config(img_size: Pair, patch_size: Pair, in_chans: Any, num_classes: 
         raise ValueError(f'mlp_ratio must be a positive number, got {mlp_ratio!r}')
 
 
-_CONSTRUCTOR_ARGS = tuple(inspect.signature(SwinTransformer.__init__).parameters)[1:]
-
-
-def build(variant: str, **kwargs: Any) -> SwinTransformer:
-    """Build ``variant`` from its table row updated by ``kwargs`` (``output_stride`` may only be 32).
-
-    >>> build('swin_tiny_patch4_window7_224', num_classes=10, img_size=112).feature_info[-1]['reduction']
-    32
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown Swin Transformer variant {variant!r}; valid: {sorted(VARIANTS)}')
-    output_stride = kwargs.pop('output_stride', None)
-    if output_stride is not None and output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f'output_stride={output_stride!r} is not supported by Swin Transformer; its natural stride '
-                         f'is {OUTPUT_STRIDES[0]} (the only valid value)')
-    unknown = sorted(set(kwargs) - set(_CONSTRUCTOR_ARGS))
-    if unknown:
-        raise TypeError(f'{variant} got unexpected arguments {unknown}; valid: {list(_CONSTRUCTOR_ARGS)}')
-    return SwinTransformer(**{**VARIANTS[variant], **kwargs})
-
-
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """Fit a timm-layout Swin checkpoint to ``model``: drop computed buffers and resample relative position
     tables whose window differs (a model created with a small ``img_size`` shrinks the windows of late stages).
 
-    >>> m = build('swin_tiny_patch4_window7_224', img_size=112)
-    >>> sd = build('swin_tiny_patch4_window7_224').state_dict()
+    >>> m = SPEC.build('swin_tiny_patch4_window7_224', img_size=112)
+    >>> sd = SPEC.build('swin_tiny_patch4_window7_224').state_dict()
     >>> checkpoint_filter_fn(sd, m)['layers.3.blocks.0.attn.relative_position_bias_table'].shape
     torch.Size([49, 24])
     """
@@ -707,3 +682,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
                 value = resize_relative_position_table(value, attn.window_size)
         out[key] = value
     return out
+
+SPEC = FamilySpec(
+    name='swin_transformer', model=SwinTransformer, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('getter', 'fx'), default_feature_cls='getter', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'onnx', 'compile'),  # no dynamic_hw: symbolic window padding takes minutes to trace
+    checkpoint_filter=checkpoint_filter_fn)

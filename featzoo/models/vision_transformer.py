@@ -9,7 +9,6 @@ that size, so outputs there equal timm's static model. ``dynamic_img_size=False`
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -18,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..family import FamilySpec
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.drop import DropPath
 from ..layers.helpers import to_2tuple
@@ -29,14 +29,6 @@ from ..layers.pyramid import SimplePyramid
 from ..layers.weight_init import normal_, trunc_normal_
 from ..layers.onednn import contiguous_outputs
 
-FAMILY = 'vision_transformer'
-DEFAULT_FEATURE_CLS = 'getter'
-FEATURE_CLS = ('getter', 'fx')
-# the patch size is the only stride a plain ViT has; ``output_strides(variant)`` gives it per variant
-OUTPUT_STRIDES = (14, 16, 32)
-EXPORT = ('torch.export', 'onnx', 'compile')  # no dynamic_hw: the position-embedding resample branches on the grid
-# timm's default feature levels for ViTs: the last three blocks
-DEFAULT_OUT_INDICES = 3
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), interpolation='bicubic', crop_pct=0.9, crop_mode='center',
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='patch_embed.proj', classifier='head')
@@ -508,32 +500,13 @@ class VisionTransformer(nn.Module):
 
 # ---- builders and adapters for the factory --------------------------------------------------------------------------
 
-_CONSTRUCTOR_ARGS = tuple(inspect.signature(VisionTransformer.__init__).parameters)[1:]
-
-
-def output_strides(variant: str) -> Tuple[int, ...]:
+def output_strides(variant: str, row: Any = None) -> Tuple[int, ...]:
     """The output strides ``variant`` accepts: only its patch size.
 
     >>> output_strides('vit_small_patch14_dinov2')
     (14,)
     """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown vision_transformer variant {variant!r}; valid: {sorted(VARIANTS)}')
     return (max(to_2tuple(VARIANTS[variant]['patch_size'])),)
-
-
-def build(variant: str, **kwargs: Any) -> VisionTransformer:
-    """Build ``variant`` from its table row, overridden by ``kwargs`` (any :class:`VisionTransformer` argument).
-
-    >>> build('vit_tiny_patch16_224', num_classes=10, img_size=64).pos_embed.shape
-    torch.Size([1, 17, 192])
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown vision_transformer variant {variant!r}; valid: {sorted(VARIANTS)}')
-    unknown = sorted(set(kwargs) - set(_CONSTRUCTOR_ARGS))
-    if unknown:
-        raise TypeError(f'{variant} got unexpected argument(s) {unknown}; valid: {sorted(_CONSTRUCTOR_ARGS)}')
-    return VisionTransformer(**{**VARIANTS[variant], **kwargs})
 
 
 def _checkpoint_grid(model: VisionTransformer, num_tokens: int) -> Tuple[int, int]:
@@ -557,8 +530,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTrans
     the layouts timm converts for these architectures (DeiT III ``gamma_1``, original DINOv2 keys, old
     ``pre_logits`` layers).
 
-    >>> m = build('vit_tiny_patch16_224', img_size=32)
-    >>> sd = build('vit_tiny_patch16_224').state_dict()
+    >>> m = SPEC.build('vit_tiny_patch16_224', img_size=32)
+    >>> sd = SPEC.build('vit_tiny_patch16_224').state_dict()
     >>> checkpoint_filter_fn(sd, m)['pos_embed'].shape
     torch.Size([1, 5, 192])
     """
@@ -594,7 +567,7 @@ def create_feature_pyramid(model: VisionTransformer, out_indices: Optional[Seque
     ``dict(pyramid=SimplePyramid, pyramid_levels=[level dicts], out_indices=blocks)``; the pyramid has no
     parameters.
 
-    >>> extra = create_feature_pyramid(build('vit_tiny_patch16_224'), (2, 5, 8, 11))
+    >>> extra = create_feature_pyramid(SPEC.build('vit_tiny_patch16_224'), (2, 5, 8, 11))
     >>> [level['reduction'] for level in extra['pyramid_levels']]
     [4, 8, 16, 32]
     """
@@ -611,3 +584,10 @@ def create_feature_pyramid(model: VisionTransformer, out_indices: Optional[Seque
     levels = [dict(num_chs=model.embed_dim, reduction=r, module=f'blocks.{i}')
               for i, r in zip(take, PYRAMID_REDUCTIONS)]
     return dict(pyramid=SimplePyramid((stride,) * 4, PYRAMID_REDUCTIONS), pyramid_levels=levels, out_indices=tuple(take))
+
+SPEC = FamilySpec(
+    name='vision_transformer', model=VisionTransformer, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('getter', 'fx'), default_feature_cls='getter', output_strides=output_strides,
+    default_out_indices=3,  # timm's default feature levels for ViTs: the last three blocks
+    export=('torch.export', 'onnx', 'compile'),  # no dynamic_hw: the position-embedding resample branches on the grid
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)

@@ -17,18 +17,15 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..features.info import normalize_out_indices
+from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
 from ..layers.weight_init import kaiming_normal_
 from ..layers.onednn import contiguous_outputs
 
-__all__ = ['VovNet', 'OsaBlock', 'OsaStage', 'SeparableConvNormAct', 'EffectiveSEModule', 'build', 'VARIANTS']
+__all__ = ['VovNet', 'OsaBlock', 'OsaStage', 'SeparableConvNormAct', 'EffectiveSEModule', 'SPEC', 'VARIANTS']
 
-FAMILY = 'vovnet'
-DEFAULT_FEATURE_CLS = 'list'
-FEATURE_CLS = ('list', 'dict', 'hook', 'fx', 'getter')
 OUTPUT_STRIDES = (8, 16, 32)
-EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.0.conv', classifier='head.fc')
@@ -298,7 +295,7 @@ class VovNet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Regex rules that group parameter names into stem and blocks (for layer-wise learning-rate decay).
 
-        >>> build('ese_vovnet19b_dw').group_matcher()['stem']
+        >>> SPEC.build('ese_vovnet19b_dw').group_matcher()['stem']
         '^stem'
         """
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.blocks\.(\d+)')
@@ -307,7 +304,7 @@ class VovNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each OSA block's activations in backward instead of storing them.
 
-        >>> m = build('ese_vovnet19b_dw'); m.set_grad_checkpointing(); m.stages[0].grad_checkpointing
+        >>> m = SPEC.build('ese_vovnet19b_dw'); m.set_grad_checkpointing(); m.stages[0].grad_checkpointing
         True
         """
         for stage in self.stages:
@@ -317,7 +314,7 @@ class VovNet(nn.Module):
     def no_weight_decay(self) -> Set[str]:
         """Parameter names exempt from weight decay: none for VoVNet.
 
-        >>> build('ese_vovnet19b_dw').no_weight_decay()
+        >>> SPEC.build('ese_vovnet19b_dw').no_weight_decay()
         set()
         """
         return set()
@@ -326,7 +323,7 @@ class VovNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         """The final classifier (``head.fc``).
 
-        >>> build('ese_vovnet19b_dw', num_classes=5).get_classifier()
+        >>> SPEC.build('ese_vovnet19b_dw', num_classes=5).get_classifier()
         Linear(in_features=1024, out_features=5, bias=True)
         """
         return self.head.fc
@@ -334,7 +331,7 @@ class VovNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=''`` also removes the pooling.
 
-        >>> m = build('ese_vovnet19b_dw'); m.reset_classifier(0); m(torch.ones(1, 3, 64, 64)).shape
+        >>> m = SPEC.build('ese_vovnet19b_dw'); m.reset_classifier(0); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024])
         """
         num_classes = _positive_int('num_classes', num_classes, minimum=0)
@@ -357,7 +354,7 @@ class VovNet(nn.Module):
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """The feature levels of ``feature_info`` selected by ``indices`` (all by default; an int n = the last n).
 
-        >>> m = build('ese_vovnet19b_dw'); [t.shape[1] for t in m.forward_intermediates(
+        >>> m = SPEC.build('ese_vovnet19b_dw'); [t.shape[1] for t in m.forward_intermediates(
         ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
         [768, 1024]
         """
@@ -384,7 +381,7 @@ class VovNet(nn.Module):
                                   prune_head: bool = True) -> List[int]:
         """Drop the layers after the last level in ``indices`` (and the head); returns the kept level indices.
 
-        >>> m = build('ese_vovnet19b_dw'); m.prune_intermediate_layers((0, 2)); m.num_features
+        >>> m = SPEC.build('ese_vovnet19b_dw'); m.prune_intermediate_layers((0, 2)); m.num_features
         [0, 2]
         512
         """
@@ -408,7 +405,7 @@ class VovNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the last stage, ``(N, num_features, H / r, W / r)``.
 
-        >>> build('ese_vovnet19b_dw').forward_features(torch.ones(1, 3, 64, 64)).shape
+        >>> SPEC.build('ese_vovnet19b_dw').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
         return self.stages(self.stem(x))
@@ -416,7 +413,7 @@ class VovNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout and classify a ``forward_features`` map; ``pre_logits=True`` stops before the classifier.
 
-        >>> build('ese_vovnet19b_dw').forward_head(torch.ones(1, 1024, 2, 2), pre_logits=True).shape
+        >>> SPEC.build('ese_vovnet19b_dw').forward_head(torch.ones(1, 1024, 2, 2), pre_logits=True).shape
         torch.Size([1, 1024])
         """
         return self.head(x, pre_logits=pre_logits)
@@ -425,12 +422,7 @@ class VovNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build(variant: str, **kwargs: Any) -> VovNet:
-    """Build a VoVNet variant from :data:`VARIANTS`, with constructor arguments overriding the row.
-
-    >>> build('ese_vovnet39b', output_stride=8).feature_info[-1]['reduction']
-    8
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown vovnet variant {variant!r}; valid: {sorted(VARIANTS)}')
-    return VovNet(**dict(VARIANTS[variant], **kwargs))
+SPEC = FamilySpec(
+    name='vovnet', model=VovNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))

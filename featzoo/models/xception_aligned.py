@@ -7,23 +7,19 @@ https://arxiv.org/abs/1802.02611
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, create_conv2d
 from ..layers.onednn import contiguous_outputs
 
-FAMILY = 'xception_aligned'
 # The strided feature levels are taken inside a block (the input of its last, strided separable conv), so only the
 # hook and fx wrappers can reach them.
-DEFAULT_FEATURE_CLS = 'hook'
-FEATURE_CLS = ('hook', 'fx')
 OUTPUT_STRIDES = (8, 16, 32)
-EXPORT = ('torch.export', 'dynamic_hw', 'onnx', 'compile')  # what tests/test_export.py proves for this family
 DEFAULT_CFG = dict(
     input_size=(3, 299, 299), pool_size=(10, 10), interpolation='bicubic', crop_pct=0.903, crop_mode='center',
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='stem.0.conv', classifier='head.fc')
@@ -347,18 +343,7 @@ class XceptionAligned(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-_ARGS = frozenset(inspect.signature(XceptionAligned.__init__).parameters) - {'self'}
-
-
-def build(variant: str, **kwargs: Any) -> XceptionAligned:
-    """Build a variant from :data:`VARIANTS`, with keyword arguments overriding the table row.
-
-    >>> build('xception41', num_classes=0).num_features
-    2048
-    """
-    if variant not in VARIANTS:
-        raise KeyError(f'unknown {FAMILY} variant {variant!r}; valid: {sorted(VARIANTS)}')
-    unknown = sorted(set(kwargs) - _ARGS)
-    if unknown:
-        raise TypeError(f'{variant} got unexpected arguments {unknown}; valid: {sorted(_ARGS)}')
-    return XceptionAligned(**{**VARIANTS[variant], **kwargs})
+SPEC = FamilySpec(
+    name='xception_aligned', model=XceptionAligned, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    feature_cls=('hook', 'fx'), default_feature_cls='hook', output_strides=OUTPUT_STRIDES,
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))
