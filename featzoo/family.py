@@ -61,6 +61,10 @@ class FamilySpec:
     - ``feature_pyramid``: ``(model, out_indices) -> dict`` of FeatureGetterNet arguments for a simple pyramid
       (plain ViTs).
     - ``size_args``: extra row keys (beyond :data:`SIZE_ARGS`) that only scale this family's networks.
+    - ``input_multiple`` / ``min_input_size`` (per-variant): the input sides a variant takes are the multiples of
+      ``input_multiple`` that are >= ``min_input_size`` (a patch grid, a window grid, a stem that needs room).
+    - ``img_size_arg`` (per-variant): the constructor argument that fixes the input size (``'img_size'`` for models
+      whose position tables are built for one size), or None when the model takes any valid size as built.
     """
 
     name: str
@@ -75,6 +79,9 @@ class FamilySpec:
     checkpoint_filter: Optional[Callable[[Dict[str, Any], nn.Module], Dict[str, Any]]] = None
     feature_pyramid: Optional[Callable[..., Dict[str, Any]]] = None
     size_args: Tuple[str, ...] = ()
+    input_multiple: PerVariant = 1
+    min_input_size: PerVariant = 1
+    img_size_arg: PerVariant = None
     _accepted: Optional[frozenset] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +124,26 @@ class FamilySpec:
 
     def default_out_indices_for(self, variant: str) -> Any:
         return self._per_variant(self.default_out_indices, variant)
+
+    def input_multiple_for(self, variant: str) -> int:
+        return int(self._per_variant(self.input_multiple, variant))
+
+    def min_input_size_for(self, variant: str) -> int:
+        return int(self._per_variant(self.min_input_size, variant))
+
+    def img_size_arg_for(self, variant: str) -> Optional[str]:
+        return self._per_variant(self.img_size_arg, variant)
+
+    def smallest_input_side(self, variant: str, at_least: int = 64) -> int:
+        """The smallest input side >= ``at_least`` that ``variant`` takes (what the parity tests run at).
+
+        >>> from featzoo.registry import family_spec
+        >>> family_spec('vision_transformer').smallest_input_side('vit_base_patch14_dinov2')
+        70
+        """
+        multiple = self.input_multiple_for(variant)
+        side = max(at_least, self.min_input_size_for(variant))
+        return -(-side // multiple) * multiple
 
     def configuration(self, variant: str) -> Tuple[Tuple[str, str], ...]:
         """The variant's row without the keys that only scale it: rows with equal configurations run the same code."""

@@ -686,5 +686,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 SPEC = FamilySpec(
     name='swin_transformer', model=SwinTransformer, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('getter', 'fx'), default_feature_cls='getter', output_strides=OUTPUT_STRIDES,
+    input_multiple=lambda name, row: max(_pair(row.get('patch_size', 4), 'patch_size')), img_size_arg='img_size',
     export=('torch.export', 'onnx', 'compile'),  # no dynamic_hw: symbolic window padding takes minutes to trace
     checkpoint_filter=checkpoint_filter_fn)

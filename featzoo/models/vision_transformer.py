@@ -589,5 +589,6 @@ SPEC = FamilySpec(
     name='vision_transformer', model=VisionTransformer, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('getter', 'fx'), default_feature_cls='getter', output_strides=output_strides,
     default_out_indices=3,  # timm's default feature levels for ViTs: the last three blocks
+    input_multiple=lambda name, row: max(to_2tuple(row['patch_size'])), img_size_arg='img_size',
     export=('torch.export', 'onnx', 'compile'),  # no dynamic_hw: the position-embedding resample branches on the grid
     checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
