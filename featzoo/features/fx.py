@@ -29,7 +29,6 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import fx, nn
 
-from ..layers.onednn import nchw_outputs
 from .info import FeatureInfo, OutIndices
 from .notrace import get_notrace_functions, get_notrace_modules, register_notrace_function, register_notrace_module
 
@@ -589,10 +588,6 @@ class _DualGraphModule(fx.GraphModule):
     ``feature_info`` (a :class:`FeatureInfo` of the outputs) is computed on first access by meta shape propagation
     at the model's pretrained input size, or at the ``input_size`` given at construction.
     """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # leaf convolutions on the oneDNN fast path hand back channels_last maps: the caller gets NCHW, as always
-        return nchw_outputs(super().__call__(*args, **kwargs))
 
     def _install_graphs(self, train_graph: fx.Graph, eval_graph: fx.Graph, training: bool) -> None:
         self.train_graph = train_graph

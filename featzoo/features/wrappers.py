@@ -13,7 +13,6 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..layers.onednn import contiguous_outputs
 from .info import FeatureInfo, OutIndices
 
 OUTPUT_FORMATS = ('NCHW', 'NHWC')
@@ -210,7 +209,6 @@ class FeatureListNet(_AdoptingNet):
                 out[key] = x.permute(0, 2, 3, 1) if self.output_fmt == 'NHWC' else x
         return out
 
-    @contiguous_outputs
     def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], Dict[str, torch.Tensor]]:
         out = self._collect(x)
         return out if self.output_dict else list(out.values())
@@ -266,7 +264,6 @@ class FeatureHookNet(_AdoptingNet):
         """Recompute each step's activations in the backward pass instead of storing them."""
         self.grad_checkpointing = enable
 
-    @contiguous_outputs
     def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], Dict[str, torch.Tensor]]:
         self._captured = {}
         for name in self.steps:
@@ -311,7 +308,6 @@ class FeatureGetterNet(_AdoptingNet):
         """Checkpoint the wrapped model's blocks."""
         self._wrapped.set_grad_checkpointing(enable)
 
-    @contiguous_outputs
     def forward(self, x: torch.Tensor) -> Union[List[torch.Tensor], Dict[str, torch.Tensor]]:
         feats = self._wrapped.forward_intermediates(x, indices=self.indices, norm=self.intermediate_norm, output_fmt='NCHW',
                                                     intermediates_only=True)

@@ -5,6 +5,8 @@ import collections.abc
 import math
 from typing import Any, Tuple
 
+import torch
+
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
     """Round ``value`` to a multiple of ``divisor`` without dropping more than ``1 - round_limit`` of it.
@@ -51,3 +53,13 @@ def ceil_div(a: int, b: int) -> int:
 def log2_int(value: int) -> int:
     """Exact base-2 logarithm of a power of two."""
     return int(round(math.log2(value)))
+
+
+def is_channels_last(t: Any) -> bool:
+    """Whether ``t`` is a 4D tensor laid out channels_last (and not also plain contiguous, as 1x1 maps are).
+
+    >>> is_channels_last(torch.ones(1, 2, 3, 3).contiguous(memory_format=torch.channels_last))
+    True
+    """
+    return (isinstance(t, torch.Tensor) and t.dim() == 4 and not t.is_contiguous()
+            and t.is_contiguous(memory_format=torch.channels_last))

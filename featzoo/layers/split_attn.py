@@ -17,8 +17,7 @@ except ImportError:  # pragma: no cover - older torch
     from torch.fx._symbolic_trace import is_fx_tracing
 
 from .activations import ActLayer, create_act_layer
-from .helpers import make_divisible
-from .onednn import is_channels_last
+from .helpers import is_channels_last, make_divisible
 
 
 class RadixSoftmax(nn.Module):
@@ -81,8 +80,8 @@ class SplitAttn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act0(self.drop(self.bn0(self.conv(x))))
-        # the convolutions around this block may run channels_last (layers.onednn): hand that format on rather than
-        # converting to NCHW and back at every block
+        # under optimize_for_inference the surrounding convolutions run channels_last: hand that format on rather
+        # than converting to NCHW and back at every block (NCHW input gives the same contiguous NCHW output as before)
         keep_format = not is_fx_tracing() and is_channels_last(x)
         if self.radix > 1:
             # (B, radix * C, H, W) -> (B, radix, C, H, W): the splits are stacked radix-major by the grouped conv.

@@ -17,7 +17,6 @@ from ..features.info import normalize_out_indices
 from ..family import FamilySpec
 from ..layers import DropPath, LayerNorm2d, create_conv2d, drop_path_rates, trunc_normal_
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
-from ..layers.onednn import contiguous_outputs
 
 OUTPUT_STRIDES = (8, 16, 32)
 DEFAULT_CFG = dict(
@@ -281,7 +280,6 @@ class ConvNeXt(nn.Module):
         self.head.reset(num_classes, global_pool, reset_other=reset_other)
         self.head_hidden_size = self.head.num_features
 
-    @contiguous_outputs
     def forward_intermediates(
             self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
             stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
@@ -336,7 +334,6 @@ class ConvNeXt(nn.Module):
             self.head_hidden_size = self.head.num_features
         return list(take)
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled map of the last stage, ``(N, num_features, H/32, W/32)`` at output_stride 32.
 

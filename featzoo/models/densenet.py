@@ -21,7 +21,6 @@ from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
 from ..layers.weight_init import kaiming_normal_
-from ..layers.onednn import contiguous_outputs
 
 __all__ = ['DenseNet', 'DenseLayer', 'DenseBlock', 'DenseTransition', 'SPEC', 'checkpoint_filter_fn', 'VARIANTS']
 
@@ -330,7 +329,6 @@ class DenseNet(nn.Module):
         self.num_classes = num_classes
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
-    @contiguous_outputs
     def forward_intermediates(
             self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
             stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
@@ -381,7 +379,6 @@ class DenseNet(nn.Module):
             self.reset_classifier(0, '')
         return list(take)
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the final norm, ``(N, num_features, H / r, W / r)``.
 

@@ -21,7 +21,6 @@ from ..layers.efficientnet_blocks import (
 from ..layers.norm import BatchNormAct2d
 from ..layers.padding import create_conv2d
 from ..layers.pooling import create_classifier
-from ..layers.onednn import contiguous_outputs
 
 OUTPUT_STRIDES = (8, 16, 32)
 DEFAULT_CFG = dict(
@@ -216,7 +215,6 @@ class EfficientNet(EfficientTrunk):
         self.classifier = classifier.to(device=ref.device, dtype=ref.dtype).train(self.training)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled head-convolution map, ``(B, num_features, H / 32, W / 32)`` at output_stride 32.
 
@@ -240,7 +238,6 @@ class EfficientNet(EfficientTrunk):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    @contiguous_outputs
     def forward_intermediates(
             self,
             x: torch.Tensor,

@@ -21,7 +21,6 @@ from ..layers.efficientnet_blocks import (
     EfficientTrunk, SEConfig, check_model_args, check_pool, init_weights_goog)
 from ..layers.padding import create_conv2d
 from ..layers.pooling import SelectAdaptivePool2d
-from ..layers.onednn import contiguous_outputs
 
 OUTPUT_STRIDES = (8, 16, 32)
 DEFAULT_CFG = dict(
@@ -160,7 +159,6 @@ class MobileNetV3(EfficientTrunk):
         classifier = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.classifier = classifier.to(device=ref.device, dtype=ref.dtype).train(self.training)
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Last stage's unpooled map, ``(B, num_features, H / 32, W / 32)`` at output_stride 32.
 
@@ -185,7 +183,6 @@ class MobileNetV3(EfficientTrunk):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    @contiguous_outputs
     def forward_intermediates(
             self,
             x: torch.Tensor,

@@ -23,7 +23,6 @@ from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, SEModule, drop_path_rates
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.weight_init import normal_
-from ..layers.onednn import contiguous_outputs
 
 OUTPUT_STRIDES = (8, 16, 32)
 DEFAULT_CFG = dict(
@@ -263,7 +262,6 @@ class RegNet(nn.Module):
         self.head.train(self.training)
         self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
 
-    @contiguous_outputs
     def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
                               ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
@@ -314,7 +312,6 @@ class RegNet(nn.Module):
             self.reset_classifier(0, '')
         return take_indices
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled feature map of the last stage (NCHW).
 

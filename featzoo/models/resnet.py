@@ -19,7 +19,6 @@ from ..layers.activations import ActLayer, get_act_layer
 from ..layers.helpers import get_padding
 from ..layers.intermediates import feature_take_indices
 from ..layers.weight_init import kaiming_normal_
-from ..layers.onednn import contiguous_outputs
 
 OUTPUT_STRIDES = (8, 16, 32)
 DEFAULT_CFG = dict(input_size=(3, 224, 224), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
@@ -271,7 +270,6 @@ class ResNet(nn.Module):
         self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
@@ -285,7 +283,6 @@ class ResNet(nn.Module):
             return x
         return stage(x)
 
-    @contiguous_outputs
     def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False, stop_early: bool = False,
                               output_fmt: str = 'NCHW', intermediates_only: bool = False):
         """The stem output and each stage's output (timm's semantics: ``indices`` int = last n, or positions).

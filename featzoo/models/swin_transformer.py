@@ -28,7 +28,6 @@ from ..layers.intermediates import feature_take_indices
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pooling import POOL_TYPES
-from ..layers.onednn import contiguous_outputs
 
 OUTPUT_STRIDES = (32,)
 DEFAULT_CFG = dict(
@@ -549,7 +548,6 @@ class SwinTransformer(nn.Module):
             self.global_pool = global_pool
         self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
 
-    @contiguous_outputs
     def forward_intermediates(
             self,
             x: torch.Tensor,
@@ -607,7 +605,6 @@ class SwinTransformer(nn.Module):
             self.reset_classifier(0, '')
         return take
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embedding, stages, final norm: an NHWC map.
 

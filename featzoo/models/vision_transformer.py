@@ -27,7 +27,6 @@ from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import SimplePyramid
 from ..layers.weight_init import normal_, trunc_normal_
-from ..layers.onednn import contiguous_outputs
 
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), interpolation='bicubic', crop_pct=0.9, crop_mode='center',
@@ -383,7 +382,6 @@ class VisionTransformer(nn.Module):
             return checkpoint(block, x, use_reentrant=False)
         return block(x)
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens after the final norm: (B, prefix tokens + H / patch * W / patch, embed_dim).
 
@@ -437,7 +435,6 @@ class VisionTransformer(nn.Module):
 
     # ---- intermediates ------------------------------------------------------------------------------------------
 
-    @contiguous_outputs
     def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, return_prefix_tokens: bool = False,
                               norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
                               intermediates_only: bool = False

@@ -21,7 +21,6 @@ from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
 from ..layers.weight_init import kaiming_normal_
-from ..layers.onednn import contiguous_outputs
 
 __all__ = ['VovNet', 'OsaBlock', 'OsaStage', 'SeparableConvNormAct', 'EffectiveSEModule', 'SPEC', 'VARIANTS']
 
@@ -347,7 +346,6 @@ class VovNet(nn.Module):
     def _stem_tap(self) -> int:
         return int(self.feature_info[0]['module'].split('.')[1])
 
-    @contiguous_outputs
     def forward_intermediates(
             self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
             stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
@@ -401,7 +399,6 @@ class VovNet(nn.Module):
             self.reset_classifier(0, '')
         return list(take)
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the last stage, ``(N, num_features, H / r, W / r)``.
 

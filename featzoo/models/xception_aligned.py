@@ -15,7 +15,6 @@ from torch.utils.checkpoint import checkpoint
 
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, create_conv2d
-from ..layers.onednn import contiguous_outputs
 
 # The strided feature levels are taken inside a block (the input of its last, strided separable conv), so only the
 # hook and fx wrappers can reach them.
@@ -311,7 +310,6 @@ class XceptionAligned(nn.Module):
         self.head.reset(num_classes, global_pool)
         self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
 
-    @contiguous_outputs
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled feature map of the last block, ``(N, num_features, H/32, W/32)`` at output_stride 32.
 
