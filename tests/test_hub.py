@@ -612,3 +612,52 @@ def test_every_default_tag_loads_timm_format_weights_from_the_hub(name, fake_hub
     x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert_equal(ours(x), theirs(x), name)
+
+
+@pytest.fixture
+def flushed(monkeypatch):
+    """The paths that os.fsync is called on, in order (resolved from the file descriptors)."""
+    seen = []
+    real = os.fsync
+
+    def recording(fd):
+        seen.append(os.path.realpath(f'/proc/self/fd/{fd}'))
+        return real(fd)
+
+    if not os.path.isdir('/proc/self/fd'):
+        pytest.skip('needs /proc/self/fd to name what is flushed')
+    monkeypatch.setattr(os, 'fsync', recording)
+    return seen
+
+
+def _flushed_then_renamed(seen, final):
+    """The temporary of ``final`` was flushed, then the folder that now names ``final``."""
+    folder, name = os.path.split(os.path.realpath(final))
+    temps = [i for i, p in enumerate(seen) if os.path.basename(p).startswith(f'.tmp-{name}.')]
+    return bool(temps) and folder in seen[temps[-1] + 1:]
+
+
+def test_saves_and_downloads_are_flushed_with_their_folder(fake_hub, source_model, tmp_path, env, flushed):
+    """Durability: every file featzoo writes reaches the disk, and so does the folder entry of its rename; outputs
+    follow the umask."""
+    model, blob, state = source_model
+    old = os.umask(0o027)
+    try:
+        folder = featzoo.save_pretrained(model, tmp_path / 'saved', safe_serialization='both')
+        fake_hub.add('files/plain', {'w.pth': _pickle_bytes(state)})
+        url_path = hub.resolve_pretrained_file({'url': f'{fake_hub.url}/files/plain/resolve/main/w.pth'},
+                                               cache_dir=tmp_path / 'urls')
+    finally:
+        os.umask(old)
+    for name in ('model.safetensors', 'pytorch_model.bin', 'config.json'):
+        path = os.path.join(folder, name)
+        assert _flushed_then_renamed(flushed, path), (name, flushed)
+        assert oct(os.stat(path).st_mode & 0o777) == oct(0o640), name
+    assert _flushed_then_renamed(flushed, url_path), flushed
+    assert oct(os.stat(url_path).st_mode & 0o777) == oct(0o640)
+    name = _default_tag()
+    fake_hub.add(f'timm/{name}', {'model.safetensors': blob})
+    flushed.clear()
+    cached = hub.download_file(f'timm/{name}', 'model.safetensors')
+    blob_path = os.path.realpath(cached)
+    assert blob_path in flushed and os.path.dirname(blob_path) in flushed[flushed.index(blob_path):], flushed

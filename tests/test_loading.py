@@ -348,3 +348,58 @@ def test_pretrained_and_checkpoint_conflict(saved):
     path, _, _ = saved
     with pytest.raises(ValueError, match='checkpoint_path'):
         featzoo.create_model('resnet18', pretrained=True, checkpoint_path=path)
+
+
+def test_overlapping_tensors_are_refused_before_any_allocation(tmp_path, monkeypatch):
+    """200 header entries that all claim the same 4 KiB (the library's 'invalid offset'): refused while checking
+    the header, before a byte is allocated; the old reader allocated 200 times the data."""
+    import json
+    import struct
+    from featzoo.weights import safetensors_reader
+    entry = {'dtype': 'F32', 'shape': [1024], 'data_offsets': [0, 4096]}
+    header = json.dumps({f'w{i}': entry for i in range(200)}).encode()
+    path = tmp_path / 'aliases.safetensors'
+    path.write_bytes(struct.pack('<Q', len(header)) + header + b'\0' * 4096)
+    requested = []
+    real_empty = torch.empty
+
+    def counting_empty(*size, **kwargs):
+        out = real_empty(*size, **kwargs)
+        requested.append(out.numel() * out.element_size())
+        return out
+
+    monkeypatch.setattr(safetensors_reader.torch, 'empty', counting_empty)
+    with pytest.raises(RuntimeError, match=r"aliases.safetensors.*tensor 'w\d+' claims bytes 0..4096, but the "
+                                           r"previous tensor ends at byte 4096"):
+        read_state_dict(str(path))
+    assert sum(requested) == 0
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="aliases.safetensors.*tensor 'w"):
+        featzoo.create_model('resnet18', checkpoint_path=str(path))
+
+
+def test_checkpoint_without_classifier_is_an_error_unless_a_fresh_head_is_wanted(saved, tmp_path, caplog):
+    """A file that lacks exactly the classifier's keys would leave a random head: an error naming the keys and the
+    fixes, unless the caller asks for a fresh head (allow_fresh_classifier), which the 'featzoo' logger reports."""
+    import logging
+    from featzoo.weights.loading import load_weights
+    _, model, _ = saved
+    headless = tmp_path / 'headless.safetensors'
+    save_file({k: v for k, v in model.state_dict().items() if not k.startswith('fc.')}, str(headless))
+    with pytest.raises(RuntimeError, match=r"headless.safetensors' has no classifier: it lacks 'fc.bias', "
+                                           r"'fc.weight'.*num_classes=0.*features_only=True.*num_classes=N"):
+        load_weights(featzoo.create_model('resnet18'), str(headless), classifier='fc')
+    fresh = featzoo.create_model('resnet18')
+    head = fresh.fc.weight.detach().clone()
+    with caplog.at_level(logging.INFO, logger='featzoo'):
+        result = load_weights(fresh, str(headless), classifier='fc', allow_fresh_classifier=True)
+    assert result['reinitialized'] == ['fc.bias', 'fc.weight']
+    assert torch.equal(fresh.fc.weight, head) and torch.equal(fresh.conv1.weight, model.conv1.weight)
+    assert any('no classifier' in r.getMessage() and 'fc' in r.getMessage() for r in caplog.records
+               if r.name == 'featzoo')
+    # any other missing key stays an error, fresh head or not
+    partial = {k: v for k, v in model.state_dict().items() if not k.startswith('fc.') and k != 'layer1.0.bn1.bias'}
+    save_file(partial, str(tmp_path / 'partial.safetensors'))
+    with pytest.raises(RuntimeError, match='layer1.0.bn1.bias'):
+        load_weights(featzoo.create_model('resnet18'), str(tmp_path / 'partial.safetensors'), classifier='fc',
+                     allow_fresh_classifier=True)

@@ -247,3 +247,168 @@ def test_concurrent_first_use_from_threads():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, PYTHONWARNINGS='ignore'))
     assert out.returncode == 0 and out.stdout.strip() == 'ok', out.stdout + out.stderr
+
+
+# ---- featzoo's safetensors reader against the safetensors library ----------------------------------------------
+
+_ST_DTYPES = ['F32', 'F16', 'BF16', 'I64', 'BOOL', 'U8', 'F64', 'I8', 'F8_E4M3', 'F4', 'F6_E2M3', 'C64', 'f32', 'X',
+              '']
+
+
+def _real_safetensors() -> Tuple[Dict[str, Any], bytes]:
+    """The header (parsed) and data section of a real file with several dtypes, an empty tensor and metadata."""
+    import json
+    import struct
+    import tempfile
+    from safetensors.torch import save_file
+    gen = torch.Generator().manual_seed(0)
+    tensors = {'a': torch.randn(3, 4, generator=gen), 'b': torch.randn(5, generator=gen).half(),
+               'c': torch.arange(2), 'd': torch.tensor([True, False, True]),
+               'e': torch.empty(0, dtype=torch.bfloat16), 'f': torch.randn(2, 2, generator=gen).double()}
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, 'real.safetensors')
+        save_file(tensors, path, metadata={'format': 'pt'})
+        raw = open(path, 'rb').read()
+    (length,) = struct.unpack('<Q', raw[:8])
+    return json.loads(raw[8:8 + length]), raw[8 + length:]
+
+
+_REAL_HEADER, _REAL_DATA = _real_safetensors()
+_NUMBERS = st.one_of(st.integers(0, 80), st.integers(-3, -1), st.just(2 ** 64), st.just(2 ** 64 - 1),
+                     st.just(2 ** 40), st.floats(0, 80, allow_nan=False), st.booleans())
+
+
+@st.composite
+def mutated_safetensors(draw) -> bytes:
+    """A real safetensors file with a few random mutations of its header, length prefix or data."""
+    import copy
+    import json
+    import struct
+    header = copy.deepcopy(_REAL_HEADER)
+    data = _REAL_DATA
+    names = [k for k in header if k != '__metadata__']
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(('offsets', 'offset', 'shape', 'dtype', 'alias', 'field', 'swap', 'metadata',
+                                     'data', 'array', 'dtype_map')))
+        name = draw(st.sampled_from(names))
+        entry = header.get(name)
+        if not isinstance(entry, dict):
+            continue
+        if kind == 'offsets':
+            entry['data_offsets'] = [draw(_NUMBERS), draw(_NUMBERS)]
+        elif kind == 'offset' and isinstance(entry.get('data_offsets'), list) and len(entry['data_offsets']) == 2:
+            i = draw(st.integers(0, 1))
+            entry['data_offsets'][i] = int(entry['data_offsets'][i]) + draw(st.integers(-9, 9))
+        elif kind == 'shape':
+            entry['shape'] = draw(st.lists(_NUMBERS, max_size=3))
+        elif kind == 'dtype':
+            entry['dtype'] = draw(st.sampled_from(_ST_DTYPES))
+        elif kind == 'alias':  # another name for the same bytes: an overlap
+            header[name + '_alias'] = copy.deepcopy(entry)
+        elif kind == 'field':
+            field = draw(st.sampled_from(('dtype', 'shape', 'data_offsets', 'extra')))
+            if field == 'extra':
+                entry['extra'] = draw(st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none()))
+            else:
+                entry.pop(field, None)
+        elif kind == 'swap':
+            other = header.get(draw(st.sampled_from(names)))
+            if isinstance(other, dict) and 'data_offsets' in entry and 'data_offsets' in other:
+                entry['data_offsets'], other['data_offsets'] = other['data_offsets'], entry['data_offsets']
+        elif kind == 'metadata':
+            header['__metadata__'] = draw(st.sampled_from(({'format': 1}, None, {}, [], {'k': None}, 'pt')))
+        elif kind == 'data':
+            cut = draw(st.integers(-8, 8))
+            data = data[:cut] if cut < 0 else data + b'\0' * cut
+        elif kind == 'array':  # the library also takes an entry as [dtype, shape, data_offsets]
+            header[name] = [entry.get('dtype'), entry.get('shape'), entry.get('data_offsets')][:draw(st.integers(2, 3))]
+        elif kind == 'dtype_map' and isinstance(entry.get('dtype'), str):  # serde's other spelling of a dtype
+            entry['dtype'] = {entry['dtype']: draw(st.sampled_from((None, [])))}
+    text = json.dumps(header).encode()
+    if draw(st.booleans()):
+        text += b' ' * ((8 - len(text) % 8) % 8)
+    if draw(st.integers(0, 9)) == 0:  # a damaged byte in the header
+        i = draw(st.integers(0, len(text) - 1))
+        text = text[:i] + bytes([draw(st.integers(0, 255))]) + text[i + 1:]
+    length = len(text) + (draw(st.integers(-3, 3)) if draw(st.integers(0, 9)) == 0 else 0)
+    return struct.pack('<Q', max(0, length)) + text + data
+
+
+def _library_verdict(path: str) -> Optional[Dict[str, torch.Tensor]]:
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework='pt') as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception:  # noqa: BLE001 - the library's refusal, whatever its type, is the verdict
+        return None
+
+
+def _featzoo_verdict(path: str) -> Optional[Dict[str, torch.Tensor]]:
+    from featzoo.weights.loading import read_state_dict
+    try:
+        return read_state_dict(path)
+    except RuntimeError:  # featzoo's refusal of a bad file is always a RuntimeError naming it
+        return None
+
+
+def _raw_bytes(t: torch.Tensor) -> bytes:
+    return t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b''
+
+
+@settings(max_examples=int(os.environ.get('FEATZOO_PROPERTY_SAFETENSORS_EXAMPLES', 300)), **COMMON)
+@given(content=mutated_safetensors())
+@example(content=b'')
+@example(content=b'\x02\x00\x00\x00\x00\x00\x00\x00{}')
+def test_safetensors_reader_refuses_what_the_library_refuses(content, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('st') / 'mutated.safetensors')
+    with open(path, 'wb') as fh:
+        fh.write(content)
+    library, ours = _library_verdict(path), _featzoo_verdict(path)
+    assert (library is None) == (ours is None), (
+        f'library {"refuses" if library is None else "accepts"}, featzoo {"refuses" if ours is None else "accepts"}: '
+        f'{content[:400]!r}')
+    if ours is not None:
+        assert sorted(ours) == sorted(library)
+        for key in ours:
+            assert ours[key].dtype == library[key].dtype and ours[key].shape == library[key].shape, key
+            assert _raw_bytes(ours[key]) == _raw_bytes(library[key]), key
+        assert sum(t.numel() * t.element_size() for t in ours.values()) <= len(content)
+
+
+_F32x2 = '"dtype":"F32","shape":[2],"data_offsets":[0,8]'
+# Headers at the edges of the format and of JSON dialects (Python's json accepts more than serde_json), with 8
+# bytes of data: each must get the library's verdict.
+_EDGE_HEADERS = [
+    '{"a":{%s}}' % _F32x2, '{"a":{%s,"x":NaN}}' % _F32x2, '{"a":{%s,"x":Infinity}}' % _F32x2,
+    '{"a":{%s,"x":1e400}}' % _F32x2, '{"a":{%s,"x":-5,"y":1e308}}' % _F32x2, '{"\\udce9":{%s}}' % _F32x2,
+    '{"\\ud83d\\ude00":{%s}}' % _F32x2, '\ufeff{"a":{%s}}' % _F32x2, ' {"a":{%s}}\t\r\n' % _F32x2,
+    '{"a":{%s,"x":%s}}' % (_F32x2, '[' * 125 + ']' * 125), '{"a":{%s,"x":%s}}' % (_F32x2, '[' * 126 + ']' * 126),
+    '{"a":{"dtype":"F32","shape":[-0,2],"data_offsets":[0,8]}}', '{"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}}',
+    '{"a":{%s,"shape":[2]}}' % _F32x2, '{"a":{%s,"x":1,"x":2}}' % _F32x2,
+    '{"__metadata__":{"k":"a"},"__metadata__":null,"a":{%s}}' % _F32x2, '{"__metadata__":{"k":"a","k":"b"},"a":{%s}}' % _F32x2,
+    '{"__metadata__":{"k":null},"a":{%s}}' % _F32x2, '{"__metadata__":null,"a":{%s}}' % _F32x2,
+    '{"a":{"dtype":{"F32":null},"shape":[2],"data_offsets":[0,8]}}',
+    '{"a":{"dtype":{"F32":null,"F16":null},"shape":[2],"data_offsets":[0,8]}}',
+    '{"a":["F32",[2],[0,8]]}', '{"a":["F32",[2],[0,8],1]}', '{"a":["F32",[2]]}', '{"a":null}', '[]',
+    '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{%s}}' % _F32x2,
+    '{"a":{%s},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' % _F32x2,
+    '{"a":{"dtype":"F4","shape":[16],"data_offsets":[0,8]}}', '{"a":{"dtype":"F4","shape":[15],"data_offsets":[0,8]}}',
+    '{"a":{"dtype":"F6_E2M3","shape":[8],"data_offsets":[0,6]},"b":{"dtype":"U8","shape":[2],"data_offsets":[6,8]}}',
+    '{"a":{"dtype":"F32","shape":[4611686018427387904,8,0],"data_offsets":[0,0]},"b":{"dtype":"U8","shape":[8],'
+    '"data_offsets":[0,8]}}',
+    '{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}', '{"a":{"dtype":"F8_E8M0","shape":[8],"data_offsets":[0,8]}}',
+    '{"a\x01":{%s}}' % _F32x2, '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551616]}}',
+]
+
+
+@pytest.mark.parametrize('header', _EDGE_HEADERS, ids=range(len(_EDGE_HEADERS)))
+def test_safetensors_reader_edge_cases_get_the_librarys_verdict(header, tmp_path):
+    import struct
+    text = header.encode('utf-8', 'surrogatepass')
+    path = str(tmp_path / 'edge.safetensors')
+    with open(path, 'wb') as fh:
+        fh.write(struct.pack('<Q', len(text)) + text + bytes(range(1, 9)))
+    library, ours = _library_verdict(path), _featzoo_verdict(path)
+    assert (library is None) == (ours is None), f'library accepts: {library is not None}, featzoo: {ours is not None}'
+    if ours is not None:
+        assert {k: _raw_bytes(v) for k, v in ours.items()} == {k: _raw_bytes(v) for k, v in library.items()}

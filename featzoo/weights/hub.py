@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import NotAFolderError
+from ..fileio import atomic_write, fsync_dir, fsync_file
 
 _logger = logging.getLogger(__name__)
 
@@ -253,6 +254,10 @@ def download_file(repo_id: str, filenames: Union[str, Sequence[str]], revision: 
                     _forget_cached(path)
                     raise RuntimeError(f'{name!r} downloaded from {where} is corrupt twice in a row; it was removed '
                                        f'from the cache ({cache})')
+            # huggingface_hub renames a finished download into the cache without flushing it; a power cut could
+            # otherwise leave a cache entry whose blob is empty
+            fsync_file(path)
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
             return path
         if not reason:
             raise FileNotFoundError(f'cannot get the {what}: {where} at {endpoint} has no {wanted}')
@@ -298,8 +303,8 @@ def _download_url(url: str, cache_dir: Optional[Union[str, os.PathLike]]) -> str
             f"with checkpoint_path='/path/{filename}', or copy the file to {path!r}.")
     os.makedirs(folder, exist_ok=True)
     try:
-        # torch writes to a temporary file beside the target and renames it when complete.
-        torch.hub.download_url_to_file(url, path, progress=True)
+        # into a temporary beside the target, flushed and renamed: a crash never leaves half a file in the cache
+        atomic_write(path, lambda tmp: torch.hub.download_url_to_file(url, tmp, progress=True))
     except Exception as exc:
         raise PretrainedUnavailableError(f'cannot download weights from {url}: {exc}. Supply them with '
                                          f"checkpoint_path='/path/{filename}' or copy the file to {path!r}.") from exc
@@ -684,25 +689,12 @@ def save_pretrained(model: nn.Module, save_directory: Union[str, os.PathLike],
     directory.mkdir(parents=True, exist_ok=True)
     if safe_serialization in (True, 'both'):
         import safetensors.torch
-        _atomic_write(directory / SAFE_WEIGHTS_NAME,
-                      lambda p: safetensors.torch.save_file(state, p, metadata={'format': 'pt'}))
+        atomic_write(directory / SAFE_WEIGHTS_NAME,
+                     lambda p: safetensors.torch.save_file(state, p, metadata={'format': 'pt'}))
     if safe_serialization in (False, 'both'):
-        _atomic_write(directory / PICKLE_WEIGHTS_NAME, lambda p: torch.save(state, p))
-    _atomic_write(directory / CONFIG_NAME,
-                  lambda p: Path(p).write_text(json.dumps(config, indent=2) + '\n', encoding='utf-8'))
+        atomic_write(directory / PICKLE_WEIGHTS_NAME, lambda p: torch.save(state, p))
+    atomic_write(directory / CONFIG_NAME, json.dumps(config, indent=2) + '\n')
     return str(directory)
-
-
-def _atomic_write(path: Path, write) -> None:
-    # Write beside the target and rename, so that an interrupted save never leaves a half-written file in place.
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp', delete=False)
-    handle.close()
-    try:
-        write(handle.name)
-        os.replace(handle.name, path)
-    finally:
-        if os.path.exists(handle.name):
-            os.remove(handle.name)
 
 
 def generate_readme(model_card: Optional[Mapping[str, Any]], model_name: str,

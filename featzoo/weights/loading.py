@@ -4,6 +4,7 @@ Only safetensors files and pickles read with ``weights_only=True`` are accepted,
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
@@ -12,6 +13,9 @@ from torch import nn
 from torch.utils._device import DeviceContext as _DeviceContext  # the meta device's own mode, extended below
 
 from ..errors import NotAFileError
+from . import safetensors_reader as _st
+
+_logger = logging.getLogger('featzoo')
 
 PICKLE_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.pth.tar')
 NESTED_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')
@@ -37,192 +41,15 @@ def is_safetensors(path: str) -> bool:
 
 
 def safetensors_keys(path: str) -> List[str]:
-    """Tensor names in a safetensors file (header only; raises RuntimeError naming the file if it is corrupt).
+    """Tensor names in a safetensors file (header only, checked as strictly as the ``safetensors`` library checks
+    it; raises RuntimeError naming the file if it is corrupt).
 
     >>> import tempfile, safetensors.torch
     >>> f = tempfile.mktemp(suffix='.safetensors'); safetensors.torch.save_file({'a': torch.ones(1)}, f)
     >>> safetensors_keys(f)
     ['a']
     """
-    from safetensors import safe_open
-    path = _check_file(path)
-    try:
-        with safe_open(path, framework='pt', device='cpu') as f:
-            return list(f.keys())
-    except Exception as exc:  # safetensors raises its own error type for corrupt or truncated files
-        raise RuntimeError(f'cannot read safetensors file {path!r} (corrupt or truncated?): {exc}') from exc
-
-
-def _aligned(tensor: torch.Tensor) -> torch.Tensor:
-    # safetensors hands out buffers at the file's 8-byte offsets; kept as parameters (load with assign=True), such
-    # misaligned memory makes some CPU kernels take other code paths and round differently from the same weights in
-    # torch-allocated memory. A copy to a 64-byte aligned buffer gives identical numerics.
-    return tensor if tensor.data_ptr() % 64 == 0 else tensor.clone()
-
-
-class _PlannedRead:
-    """The tensors of (the ``keys`` subset of) a safetensors file, allocated, with the reads that fill them planned.
-
-    Planning (header, checks, allocation, buffer views) is Python and runs on the caller's thread; the reads are
-    ``os.preadv`` system calls that give up the GIL, so they can run on other threads while the caller goes on
-    building a model. Each tensor is read once from the page cache into its own torch allocation: no intermediate
-    copy, 64-byte aligned memory (zero-copy views of a mapping would sit at the file's offsets, see ``_aligned``),
-    and resident memory of exactly the tensors read. Keys are the model's: a DDP ``module.`` prefix is removed.
-    """
-
-    def __init__(self, path: str, keys: Optional[Iterable[str]]) -> None:
-        import json
-        import sys
-
-        self.path = path
-        self.state: Dict[str, torch.Tensor] = {}
-        self.parts: List[List[Any]] = []  # per thread: [(file offset, [buffer views back to back]), ...]
-        # safetensors dtype codes with a torch equivalent in this torch build; any other code goes to the library
-        dtypes = {code: getattr(torch, name) for code, name in (
-            ('F64', 'float64'), ('F32', 'float32'), ('F16', 'float16'), ('BF16', 'bfloat16'), ('I64', 'int64'),
-            ('I32', 'int32'), ('I16', 'int16'), ('I8', 'int8'), ('U8', 'uint8'), ('BOOL', 'bool'),
-            ('U16', 'uint16'), ('U32', 'uint32'), ('U64', 'uint64'), ('F8_E4M3', 'float8_e4m3fn'),
-            ('F8_E5M2', 'float8_e5m2')) if hasattr(torch, name)}
-        self.file = open(path, 'rb', buffering=0)
-        try:
-            size = os.fstat(self.file.fileno()).st_size
-            head = self.file.read(8)
-            if len(head) < 8:
-                raise self.corrupt(f'{size} bytes is too short for a header')
-            header_len = int.from_bytes(head, 'little')
-            if header_len > size - 8:
-                raise self.corrupt(f'the header claims {header_len} bytes but the file has {size - 8} after its length')
-            try:
-                header = json.loads(self.file.read(header_len))
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise self.corrupt(f'the header is not JSON ({exc})') from exc
-            if not isinstance(header, dict):
-                raise self.corrupt('the header is not a JSON object')
-            header.pop('__metadata__', None)
-            data_start, data_size = 8 + header_len, size - 8 - header_len
-            strip = bool(header) and all(k.startswith('module.') for k in header)
-            by_key = {(k[len('module.'):] if strip else k): k for k in header}
-            names = list(by_key) if keys is None else [k for k in dict.fromkeys(keys) if k in by_key]
-            entries = [header[by_key[k]] for k in names]
-            if sys.byteorder != 'little' or any(not isinstance(e, dict) or e.get('dtype') not in dtypes
-                                                for e in entries):
-                # a dtype this torch build cannot name, or a big-endian host: the safetensors library converts
-                from safetensors import safe_open
-                try:
-                    with safe_open(path, framework='pt', device='cpu') as lib:
-                        self.state = {name: _aligned(lib.get_tensor(by_key[name])) for name in names}
-                except Exception as exc:  # safetensors raises its own error type for corrupt or truncated files
-                    raise self.corrupt(str(exc)) from exc
-                return
-            jobs = []
-            for name, entry in zip(names, entries):
-                dtype, shape, offsets = dtypes[entry['dtype']], entry.get('shape'), entry.get('data_offsets')
-                valid = (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
-                         and isinstance(offsets, list) and len(offsets) == 2
-                         and all(isinstance(o, int) for o in offsets))
-                if not valid:
-                    raise self.corrupt(f'tensor {name!r} has a malformed entry {entry!r}')
-                begin, end = offsets
-                nbytes = dtype.itemsize
-                for d in shape:
-                    nbytes *= d
-                if not 0 <= begin <= end <= data_size or end - begin != nbytes:
-                    raise self.corrupt(f'tensor {name!r} claims bytes {begin}..{end} of a {data_size}-byte data '
-                                       f'section for {nbytes} bytes of {entry["dtype"]}{shape}')
-                buffer = torch.empty(nbytes, dtype=torch.uint8)
-                jobs.append((data_start + begin, buffer))
-                self.state[name] = buffer.view(dtype).reshape(shape)
-            self.parts = [_preadv_calls(part) for part in _split_for_threads(jobs)]
-        except BaseException:
-            self.close()
-            raise
-
-    def corrupt(self, detail: str) -> RuntimeError:
-        return RuntimeError(f'cannot read safetensors file {self.path!r} (corrupt or truncated?): {detail}')
-
-    def read_part(self, index: int) -> None:
-        """Run the reads of one part (any thread; the GIL is given up inside each system call)."""
-        fd = self.file.fileno()
-        positional = hasattr(os, 'preadv')
-        for position, views in self.parts[index]:
-            views = list(views)
-            while views:  # a short read (rare; over 2 GB per call on Linux) continues where it stopped
-                if positional:
-                    got = os.preadv(fd, views, position)
-                else:
-                    self.file.seek(position)
-                    got = self.file.readinto(views[0])
-                if not got:
-                    raise self.corrupt('the file ended inside a tensor')
-                position += got
-                while views and got >= len(views[0]):
-                    got -= len(views[0])
-                    views.pop(0)
-                if got:
-                    views[0] = views[0][got:]
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _split_for_threads(jobs: List[Any]) -> List[List[Any]]:
-    """Jobs (file offset, buffer) in file order, in two halves by bytes for a large file on a multi-core host.
-
-    Copying from the page cache into fresh pages is bound by one core (page faults and memcpy), so a large file
-    is read by two threads, each with its own half of the bytes.
-    """
-    jobs = sorted(jobs, key=lambda job: job[0])
-    total = sum(buffer.numel() for _, buffer in jobs)
-    if total < _PARALLEL_READ_BYTES or (os.cpu_count() or 1) < 2 or not hasattr(os, 'preadv'):
-        return [jobs]
-    acc = 0
-    for i, (_, buffer) in enumerate(jobs):
-        acc += buffer.numel()
-        if acc >= total // 2:
-            return [jobs[:i + 1], jobs[i + 1:]]
-    return [jobs]
-
-
-_IOV_MAX = 1024  # buffers per preadv call (Linux's IOV_MAX)
-_PARALLEL_READ_BYTES = 32 << 20
-
-
-def _preadv_calls(jobs: List[Any]) -> List[Any]:
-    """Group jobs sorted by offset into read calls: one per run of back-to-back tensors (at most ``_IOV_MAX``).
-
-    One scattering call per run gives up the GIL once per run rather than once per tensor (a thread that keeps
-    taking the GIL back waits behind one that runs Python, e.g. a model being built meanwhile).
-    """
-    calls: List[Any] = []
-    end = -1
-    for offset, buffer in jobs:
-        view = memoryview(buffer.numpy())
-        if not len(view):
-            continue
-        if calls and offset == end and len(calls[-1][1]) < _IOV_MAX:
-            calls[-1][1].append(view)
-        else:
-            calls.append((offset, [view]))
-        end = offset + len(view)
-    return calls
-
-
-def _read_safetensors(path: str, keys: Optional[Iterable[str]]) -> Dict[str, torch.Tensor]:
-    """Read (the ``keys`` subset of) a safetensors file straight into aligned tensors (see ``_PlannedRead``)."""
-    plan = _PlannedRead(path, keys)
-    try:
-        if len(plan.parts) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(len(plan.parts) - 1) as pool:
-                others = [pool.submit(plan.read_part, i) for i in range(1, len(plan.parts))]
-                plan.read_part(0)
-                for other in others:
-                    other.result()
-        elif plan.parts:
-            plan.read_part(0)
-    finally:
-        plan.close()
-    return plan.state
+    return _st.safetensors_keys(_check_file(path))
 
 
 def _unpickler_reason(message: str) -> str:
@@ -289,7 +116,7 @@ def read_state_dict(path: Union[str, os.PathLike], keys: Optional[Iterable[str]]
     if os.path.getsize(path) == 0:
         raise RuntimeError(f'checkpoint file {path!r} is empty')
     if is_safetensors(path):
-        return _read_safetensors(path, keys)
+        return _st.read_safetensors(path, keys)
     state = unwrap_checkpoint(_read_pickle(path), path)
     return state if keys is None else {k: v for k, v in state.items() if k in set(keys)}
 
@@ -315,13 +142,13 @@ class BackgroundRead:
         self.path = _check_file(path)
         self._state: Dict[str, torch.Tensor] = {}
         self._errors: List[BaseException] = []
-        self._plan: Optional[_PlannedRead] = None
+        self._plan: Optional[_st.PlannedRead] = None
         work: List[Any] = []
         try:
             if os.path.getsize(self.path) == 0 or not is_safetensors(self.path):
                 work = [self._read_whole]  # read_state_dict names an empty file; pickles unpickle on the thread
             else:
-                self._plan = _PlannedRead(self.path, None)
+                self._plan = _st.PlannedRead(self.path, None)
                 self._state = self._plan.state
                 work = [lambda i=i: self._plan.read_part(i) for i in range(len(self._plan.parts))]
         except Exception as exc:
@@ -422,12 +249,16 @@ def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Opt
                  first_conv: Union[None, str, Sequence[str]] = None,
                  classifier: Union[None, str, Sequence[str]] = None,
                  filter_fn=None, filter_model: Optional[nn.Module] = None, assign: bool = False,
-                 prefetched: Optional[BackgroundRead] = None) -> Dict[str, List[str]]:
+                 prefetched: Optional[BackgroundRead] = None,
+                 allow_fresh_classifier: bool = False) -> Dict[str, List[str]]:
     """Load a checkpoint file into ``model`` strictly, with the adaptations users expect.
 
     - keys of the full model that ``model`` (a pruned feature wrapper) no longer has are skipped quietly,
       and with safetensors they are never read from disk;
     - classifier keys are skipped when the classifier's shape differs (a fresh head for another num_classes);
+    - a file without the classifier's keys is an error naming them and the fixes, unless
+      ``allow_fresh_classifier`` (the caller asked for a head of its own: an explicit ``num_classes`` or a feature
+      backbone); then the head keeps its fresh initialization and the ``featzoo`` logger says so;
     - the first convolution is adapted when ``in_chans`` differs from the weights';
     - anything else that does not fit (missing or unexpected keys, other shapes) raises naming the first keys.
 
@@ -501,6 +332,14 @@ def load_weights(model: nn.Module, path: Union[str, os.PathLike], full_keys: Opt
     if missing_other:
         raise RuntimeError(f'checkpoint {path!r} lacks {len(missing_other)} key(s) this model needs: '
                            f'{_describe(missing_other)}; is it for another architecture?')
+    if missing_clf and not allow_fresh_classifier:
+        raise RuntimeError(
+            f'checkpoint {path!r} has no classifier: it lacks {_describe(missing_clf)}, so the model\'s head would '
+            f'be random. Pass num_classes=0 for pooled features without a head, features_only=True for a feature '
+            f'backbone, or an explicit num_classes=N to train a fresh head on purpose')
+    if missing_clf:
+        _logger.info('checkpoint %r has no classifier (%s): the head %s keeps its fresh initialization',
+                     path, _describe(missing_clf), ', '.join(classifier_names))
     reinitialized.extend(missing_clf)
     for key in list(state):
         if state[key].dtype != target[key].dtype and target[key].dtype.is_floating_point:
