@@ -1,5 +1,8 @@
 """A fast inference path: batch norm folded into convolutions, oneDNN linear layers and prepacked convolution
-weights, channels_last, inference mode.
+weights, channels_last, inference mode, optionally bfloat16, each chosen by what the running CPU does well.
+
+This is the only place where featzoo changes how a model computes for speed: models from ``create_model`` are plain
+modules that compute what timm computes.
 
 Rewrites are found by running one example forward, not by module names. A BatchNorm2d is folded into a Conv2d only
 when the norm receives the very tensor the convolution returned and nothing else reads that tensor. That one rule
@@ -11,21 +14,23 @@ first so that large hidden activations are computed in blocks of rows.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
+import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from .layers.activations import GELU, GELUTanh
 from .layers.norm import FrozenBatchNorm2d
-from .layers.onednn import channels_last_outputs, prepack_convolutions
+from .layers.helpers import is_channels_last
+from .layers.onednn import pack_convolutions
 
 __all__ = ['optimize_for_inference', 'fold_conv_bn', 'use_onednn_linear', 'InferenceModel', 'OneDnnLinear',
-           'max_relative_error']
+           'max_relative_error', 'CpuFeatures', 'cpu_features', 'InferencePlan', 'plan_inference']
 
 # methods of the wrapped model that InferenceModel runs under the same settings as forward
 _FORWARD_METHODS = ('forward_features', 'forward_head', 'forward_intermediates')
@@ -319,24 +324,29 @@ _BLOCK_ABOVE_BYTES = 32 << 20  # glibc never serves larger blocks from its heap:
 _BLOCK_BYTES = 2 << 20  # hidden activations of one block of rows, small enough to stay in the caches
 
 
+_LINEAR_DTYPES = (torch.float32, torch.bfloat16)
+
+
 @functools.lru_cache(maxsize=None)
-def _onednn_linear_works() -> bool:
-    """Whether this torch build has oneDNN's linear kernel and it agrees with F.linear (checked once)."""
+def _onednn_linear_works(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch build has oneDNN's linear kernel for ``dtype`` and it agrees with F.linear (checked once
+    per dtype; bfloat16 to its own rounding)."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_linear_pointwise')):
         return False
     gen = torch.Generator().manual_seed(0)
     x, w, b = (torch.randn(s, generator=gen, device='cpu') for s in ((37, 24), (40, 24), (40,)))
     layer = OneDnnLinear(nn.Linear(24, 40, device='cpu'), nn.GELU())
-    layer.weight, layer.bias = nn.Parameter(w), nn.Parameter(b)
+    layer.weight, layer.bias = nn.Parameter(w.to(dtype)), nn.Parameter(b.to(dtype))
+    reference = nn.functional.gelu(nn.functional.linear(x, w, b))
     try:
         with torch.no_grad():
-            return torch.allclose(layer(x), nn.functional.gelu(nn.functional.linear(x, w, b)), atol=1e-4)
-    except RuntimeError:  # a build whose oneDNN lacks this kernel for this CPU
+            return torch.allclose(layer(x.to(dtype)).float(), reference, atol=1e-4 if dtype == torch.float32 else 0.1)
+    except RuntimeError:  # a build whose oneDNN lacks this kernel for this CPU or dtype
         return False
 
 
 def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> List[str]:
-    """Replace every float32 CPU ``nn.Linear`` by :class:`OneDnnLinear`, fusing a GELU/ReLU module that alone reads
+    """Replace every float32 or bfloat16 CPU ``nn.Linear`` by :class:`OneDnnLinear`, fusing a GELU/ReLU module that alone reads
     its output, in place, and chain each pair whose second layer alone reads the first one's output
     (:meth:`OneDnnLinear.chain_with`). A build without oneDNN is left unchanged. Returns the names of the replaced
     layers.
@@ -351,8 +361,8 @@ def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = No
     input_size = _check_input_size(input_size)
     model.eval()
     linears = [m for m in model.modules() if type(m) is nn.Linear and not _has_hooks(m)
-               and m.weight.dtype == torch.float32 and m.weight.device.type == 'cpu']
-    if not linears or not _onednn_linear_works():
+               and m.weight.dtype in _LINEAR_DTYPES and m.weight.device.type == 'cpu']
+    if not linears or not all(_onednn_linear_works(dtype) for dtype in {m.weight.dtype for m in linears}):
         return []
     acts = [m for m in model.modules() if _onednn_activation(m) is not None and not _has_hooks(m)]
     trace = _traced(model, input_size, linears, acts)
@@ -394,6 +404,7 @@ def _chain_linear_pairs(model: nn.Module, input_size: Optional[Tuple[int, int, i
 
 
 OUTPUT_LAYOUTS = ('channels_last', 'nchw')
+DTYPES = (torch.float32, torch.bfloat16)
 
 
 def _check_output_layout(output_layout: Any) -> None:
@@ -401,14 +412,131 @@ def _check_output_layout(output_layout: Any) -> None:
         raise ValueError(f'unknown output_layout {output_layout!r}; valid: {OUTPUT_LAYOUTS}')
 
 
+def _check_dtype(dtype: Any) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f'unsupported dtype {dtype!r}; valid: {DTYPES}')
+    return dtype
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    """The instruction sets that decide what :func:`optimize_for_inference` does on a CPU.
+
+    >>> CpuFeatures(avx2=True).native_bf16
+    False
+    """
+    avx2: bool = False
+    avx512f: bool = False
+    avx512_bf16: bool = False
+    amx_bf16: bool = False
+
+    @property
+    def native_bf16(self) -> bool:
+        """Whether the CPU multiplies bfloat16 in hardware (otherwise oneDNN emulates it, slower than float32)."""
+        return self.avx512_bf16 or self.amx_bf16
+
+    def flags(self) -> List[str]:
+        """The names of the instruction sets present, as /proc/cpuinfo spells them.
+
+        >>> CpuFeatures(avx2=True, avx512f=True).flags()
+        ['avx2', 'avx512f']
+        """
+        return [name for name in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if getattr(self, name)]
+
+
+def _cpuinfo_flags(path: str = '/proc/cpuinfo') -> Optional[set]:
+    try:
+        with open(path, encoding='utf-8', errors='replace') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return set(line.partition(':')[2].split())
+    except OSError:
+        pass
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_features() -> CpuFeatures:
+    """The running CPU's instruction sets: from /proc/cpuinfo where there is one, else from what torch detected
+    (``torch.backends.cpu.get_cpu_capability()``, and oneDNN's bfloat16 check).
+
+    >>> isinstance(cpu_features(), CpuFeatures)
+    True
+    """
+    flags = _cpuinfo_flags()
+    if flags is not None:
+        return CpuFeatures(avx2='avx2' in flags, avx512f='avx512f' in flags, avx512_bf16='avx512_bf16' in flags,
+                           amx_bf16='amx_bf16' in flags)
+    capability = torch.backends.cpu.get_cpu_capability().upper()  # 'DEFAULT', 'AVX2', 'AVX512', 'ZVECTOR'...
+    bf16_check = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
+    bf16 = bool(bf16_check()) if bf16_check is not None and capability == 'AVX512' else False
+    return CpuFeatures(avx2=capability in ('AVX2', 'AVX512'), avx512f=capability == 'AVX512', avx512_bf16=bf16)
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """What :func:`optimize_for_inference` does to a model: chosen from the CPU's instruction sets by
+    :func:`plan_inference`, the same choice every time on the same CPU (no timing race).
+
+    >>> InferencePlan(torch.float32, onednn_linear=False, packed_convolutions=True).dtype
+    torch.float32
+    """
+    dtype: torch.dtype
+    onednn_linear: bool
+    packed_convolutions: bool
+    note: str = ''  # why a requested setting was not applied ('' when all was)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """A JSON-ready record of the plan (``featzoo extract`` stores it with its job).
+
+        >>> InferencePlan(torch.bfloat16, True, False).as_dict()['dtype']
+        'bfloat16'
+        """
+        return {'dtype': str(self.dtype).replace('torch.', ''), 'onednn_linear': self.onednn_linear,
+                'packed_convolutions': self.packed_convolutions, 'note': self.note}
+
+
+def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, device_type: str = 'cpu') -> InferencePlan:
+    """Choose the transformations for a model on ``device_type`` with a CPU of these ``features``.
+
+    Batch-norm folding, channels_last and inference mode always apply. On the CPU:
+    - convolutions without groups run on weights packed once for oneDNN (float32; faster with AVX2 and AVX-512);
+    - linear layers run as oneDNN matrix multiplies with their activation fused only with AVX-512: on AVX2-only
+      CPUs the default BLAS path was faster (issue 22: ConvNeXt and ViT ran 0.89x and 0.75x of eager with them);
+    - ``torch.bfloat16`` is used only where the CPU multiplies it natively (AVX512_BF16 or AMX); elsewhere oneDNN
+      emulates it, several times slower than float32 (4.7x for extraction on an AVX2 machine), so the plan keeps
+      float32 and says why in ``note``.
+    Other devices get the cast and no CPU kernel.
+
+    >>> plan_inference(CpuFeatures(avx2=True), torch.bfloat16).dtype
+    torch.float32
+    >>> plan_inference(CpuFeatures(avx2=True, avx512f=True, avx512_bf16=True), torch.bfloat16).dtype
+    torch.bfloat16
+    """
+    dtype = _check_dtype(dtype)
+    if device_type != 'cpu':
+        return InferencePlan(dtype, onednn_linear=False, packed_convolutions=False)
+    note = ''
+    if dtype == torch.bfloat16 and not features.native_bf16:
+        note = ('bfloat16 requested, but this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag; it would '
+                'be emulated, slower than float32): running float32')
+        dtype = torch.float32
+    return InferencePlan(dtype, onednn_linear=features.avx512f, packed_convolutions=dtype == torch.float32, note=note)
+
+
+def _nchw(t: Any) -> Any:
+    return t.contiguous() if is_channels_last(t) else t
+
+
 class InferenceModel(nn.Module):
-    """Runs the wrapped model in inference mode on channels_last input.
+    """Runs the wrapped model in inference mode on channels_last input (cast to bfloat16 for a bfloat16 plan).
 
     ``forward_features``, ``forward_head`` and ``forward_intermediates`` of the wrapped model run under the same
     settings; other attributes (``feature_info``, ``pretrained_cfg``, ``num_features``...) are read from it, and it
-    stays reachable as ``.module``. With ``output_layout='channels_last'`` 4D maps come out as the network computed
-    them, channels_last (equal values; ``.contiguous()`` gives NCHW, ``.reshape`` works where ``.view`` would not);
-    with ``'nchw'`` featzoo models and feature wrappers return contiguous NCHW maps, at the cost of a copy of each.
+    stays reachable as ``.module``; ``.plan`` tells what was applied. With ``output_layout='channels_last'`` 4D maps
+    come out as the network computed them, mostly channels_last (equal values; ``.contiguous()`` gives NCHW,
+    ``.reshape`` works where ``.view`` would not); with ``'nchw'`` every channels_last map is copied into contiguous
+    NCHW. A bfloat16 plan returns bfloat16 outputs.
 
     >>> m = InferenceModel(nn.Conv2d(3, 4, 1))
     >>> m(torch.ones(1, 3, 2, 2)).is_inference()
@@ -416,27 +544,32 @@ class InferenceModel(nn.Module):
     """
 
     def __init__(self, module: nn.Module, compiled: Optional[Callable[..., Any]] = None,
-                 output_layout: str = 'channels_last') -> None:
+                 output_layout: str = 'channels_last', plan: Optional[InferencePlan] = None) -> None:
         super().__init__()
         _check_output_layout(output_layout)
         self.module = module
         self.output_layout = output_layout
+        self.plan = plan if plan is not None else InferencePlan(torch.float32, False, False)
         # the compiled callable shares the module's parameters: kept out of _modules so they are not listed twice
         object.__setattr__(self, '_run', compiled if compiled is not None else module)
         object.__setattr__(self, '_compiled', compiled is not None)
 
     def _call(self, fn: Callable[..., Any], x: Any, *args: Any, **kwargs: Any) -> Any:
-        layout = channels_last_outputs() if self.output_layout == 'channels_last' else contextlib.nullcontext()
-        with torch.inference_mode(), layout:
-            if isinstance(x, torch.Tensor) and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                if self.plan.dtype != torch.float32:  # float32 plans leave a float64 model's inputs alone
+                    x = x.to(self.plan.dtype)
+                if x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
             if self._compiled:
                 # compilation happens at the first call of each new input shape, so freezing must be on at every
                 # call; torch.compile(options={'freezing': True}) does not reach the inductor pass that reads it
                 import torch._inductor.config as inductor_config
                 with inductor_config.patch(freezing=True):
-                    return fn(x, *args, **kwargs)
-            return fn(x, *args, **kwargs)
+                    out = fn(x, *args, **kwargs)
+            else:
+                out = fn(x, *args, **kwargs)
+            return tree_map(_nchw, out) if self.output_layout == 'nchw' else out
 
     def forward(self, x: torch.Tensor) -> Any:
         return self._call(self._run, x)
@@ -459,23 +592,33 @@ class InferenceModel(nn.Module):
         return super().train(False)
 
 
+def _model_device_type(model: nn.Module) -> str:
+    ref = next((t for t in list(model.parameters()) + list(model.buffers())), None)
+    return ref.device.type if ref is not None else 'cpu'
+
+
 def optimize_for_inference(model: nn.Module, compile: bool = False,
                            input_size: Optional[Sequence[int]] = None,
-                           output_layout: str = 'channels_last') -> InferenceModel:
-    """Prepare a model (or a features_only wrapper) for fast inference; outputs stay within 1e-3 of eager.
+                           output_layout: str = 'channels_last',
+                           dtype: torch.dtype = torch.float32,
+                           features: Optional[CpuFeatures] = None) -> InferenceModel:
+    """Prepare a model (or a features_only wrapper) for fast inference; float32 outputs stay within
+    1e-4 * max(1, max|eager|) of eager.
 
     Always: eval mode, gradients off, batch norm folded into the preceding convolution (:func:`fold_conv_bn`),
-    linear layers on oneDNN with their GELU/ReLU fused (:func:`use_onednn_linear`, CPU float32), weights and inputs
-    in channels_last, every call in ``torch.inference_mode()``, and ungrouped convolutions on weights packed once
-    for oneDNN at their first call (:func:`featzoo.layers.onednn.prepack_convolutions` with ``always=True``).
-    With ``compile=True`` the model also goes through ``torch.compile`` with weight freezing, which packs the
-    weights of the graph it compiles (each new input shape compiles at its first call, which takes a while).
-    ``input_size`` (C, H, W) sizes the one tracing forward when the model accepts neither 64x64 nor its
+    dropout removed, weights and inputs in channels_last, every call in ``torch.inference_mode()``. Then, as
+    :func:`plan_inference` chooses for this CPU (``features``, default :func:`cpu_features`): linear layers on oneDNN
+    with their GELU/ReLU fused (:func:`use_onednn_linear`, AVX-512 CPUs), ungrouped convolutions on weights packed
+    once for oneDNN (:func:`featzoo.layers.onednn.pack_convolutions`, float32). ``dtype=torch.bfloat16`` casts the
+    model, its inputs and so its outputs to bfloat16 where the CPU has native bfloat16 (AVX512_BF16 or AMX) or on a
+    GPU; elsewhere it warns once and runs float32 (``.plan.note`` says why). With ``compile=True`` the model also goes
+    through ``torch.compile`` with weight freezing (each new input shape compiles at its first call, which takes a
+    while). ``input_size`` (C, H, W) sizes the one tracing forward when the model accepts neither 64x64 nor its
     configured size. The model is modified in place (keep a ``copy.deepcopy`` for training).
 
     ``output_layout='channels_last'`` (the default) returns 4D maps in the layout the network computed them in,
-    channels_last, with the same values; ``'nchw'`` copies each into contiguous NCHW as the eager model returns it
-    (for resnet50 features at batch 8 those copies were about 10% of the optimized forward).
+    with the same values; ``'nchw'`` copies each channels_last map into contiguous NCHW (for resnet50 features at
+    batch 8 those copies were about 10% of the optimized forward).
 
     >>> import featzoo
     >>> m = optimize_for_inference(featzoo.create_model('resnet18', features_only=True))
@@ -489,17 +632,26 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
         raise TypeError('model was already passed through optimize_for_inference; pass the original model')
     if not isinstance(compile, bool):
         raise TypeError(f'compile must be True or False, got {compile!r}')
+    if features is not None and not isinstance(features, CpuFeatures):
+        raise TypeError(f'features must be a featzoo.inference.CpuFeatures, got {type(features).__name__}')
     _check_output_layout(output_layout)  # before the model is changed in place
     input_size = _check_input_size(input_size)
     model = getattr(model, '_orig_mod', model)  # an already torch.compile'd module: optimize what it wraps
+    plan = plan_inference(features if features is not None else cpu_features(), dtype, _model_device_type(model))
+    if plan.note:
+        warnings.warn(plan.note, RuntimeWarning, stacklevel=2)
     model.eval()
     model.requires_grad_(False)
-    fold_conv_bn(model, input_size)
+    fold_conv_bn(model, input_size)  # in the model's own precision, before any cast
+    if plan.dtype != torch.float32:
+        model.to(plan.dtype)
     model.to(memory_format=torch.channels_last)
     _remove_dropout(model)
-    use_onednn_linear(model, input_size)
-    prepack_convolutions(model, always=True)  # inside torch.compile the plain convolution is traced
-    return InferenceModel(model, torch.compile(model) if compile else None, output_layout)
+    if plan.onednn_linear:
+        use_onednn_linear(model, input_size)
+    if plan.packed_convolutions:
+        pack_convolutions(model)  # inside torch.compile the plain convolution is traced
+    return InferenceModel(model, torch.compile(model) if compile else None, output_layout, plan)
 
 
 def _relative_error(actual: torch.Tensor, reference: torch.Tensor) -> float:

@@ -64,11 +64,11 @@ def _check_optimized(model: nn.Module, what: str) -> None:
     optimized = optimize_for_inference(model)
     out = optimized(X)
     for a, b in zip(torch.utils._pytree.tree_flatten(out)[0], torch.utils._pytree.tree_flatten(reference)[0]):
-        assert_equal(a, b, what, rtol=1e-3)
+        assert_equal(a, b, what, rtol=1e-4)
         assert a.is_inference()
     if norms:  # every batch-norm family here has at least a conv -> norm stem
         assert _batch_norms(model) < norms, f'{what}: no batch norm was folded'
-    if linears and _onednn_linear_works():
+    if linears and optimized.plan.onednn_linear and _onednn_linear_works():
         assert any(isinstance(m, OneDnnLinear) for m in model.modules()), f'{what}: no linear layer on oneDNN'
     if dense_convs and _onednn_conv_works():
         packed = [m for m in model.modules() if isinstance(m.__dict__.get('_conv_forward'), PackedConvForward)]
@@ -100,7 +100,7 @@ def test_optimized_hook_and_fx_wrappers_keep_their_taps():
         reference = fx(X)
     out = optimize_for_inference(fx)(X)
     for key in reference:
-        assert_equal(out[key], reference[key], f'fx {key}', rtol=1e-3)
+        assert_equal(out[key], reference[key], f'fx {key}', rtol=1e-4)
     assert isinstance(fx.get_submodule('layer1.0.bn1'), nn.BatchNorm2d), 'a returned conv output was folded'
 
 
@@ -118,10 +118,10 @@ def test_output_layout(feature_cls):
     for a, b, r in zip(fast(X), nchw(X), reference):
         assert a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
         assert b.is_contiguous()
-        assert_equal(a, r, 'channels_last output', rtol=1e-3)
+        assert_equal(a, r, 'channels_last output', rtol=1e-4)
         assert torch.equal(a, b)
-    from featzoo.layers.onednn import nchw_outputs
-    assert nchw_outputs(X.contiguous(memory_format=torch.channels_last)).is_contiguous()  # the context has ended
+    with torch.no_grad():  # the eager model of another copy is untouched by the optimized runs
+        assert all(t.is_contiguous() for t in copy.deepcopy(model)(X))
 
 
 class _Shapes(nn.Module):
@@ -249,7 +249,7 @@ def test_transformer_mlps_fuse_their_gelu_and_chain():
     for i, block in enumerate(model.blocks):
         assert block.mlp.fc1.post_op == 'gelu' and isinstance(block.mlp.act, nn.Identity)
         assert block.mlp.fc2.applied_by == f'blocks.{i}.mlp.fc1'
-    assert_equal(optimized(X), reference, 'vit with chained MLPs', rtol=1e-3)
+    assert_equal(optimized(X), reference, 'vit with chained MLPs', rtol=1e-4)
 
 
 def test_inference_model_runs_forward_methods_in_inference_mode():
@@ -261,8 +261,8 @@ def test_inference_model_runs_forward_methods_in_inference_mode():
     optimized = optimize_for_inference(model)
     out = optimized.forward_features(X)
     assert out.is_inference()
-    assert_equal(out, features, 'forward_features', rtol=1e-3)
-    assert_equal(optimized.forward_head(out, pre_logits=True), pooled, 'forward_head', rtol=1e-3)
+    assert_equal(out, features, 'forward_features', rtol=1e-4)
+    assert_equal(optimized.forward_head(out, pre_logits=True), pooled, 'forward_head', rtol=1e-4)
 
 
 def test_inference_model_delegates_and_refuses_training():
@@ -306,7 +306,7 @@ def test_compiled_features_equal_eager(name):
         reference = model(X)
     out = optimize_for_inference(model, compile=True)(X)
     for a, b in zip(out, reference):
-        assert_equal(a, b, f'{name} compiled', rtol=1e-3)
+        assert_equal(a, b, f'{name} compiled', rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -323,7 +323,7 @@ def test_compiled_blocked_mlps_equal_eager(monkeypatch):
         x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
         with torch.no_grad():
             reference = model(x)
-        assert_equal(optimized(x), reference, f'compiled blocked MLPs, batch {batch}', rtol=1e-3)
+        assert_equal(optimized(x), reference, f'compiled blocked MLPs, batch {batch}', rtol=1e-4)
 
 
 @pytest.mark.parametrize('family', featzoo.list_modules())
