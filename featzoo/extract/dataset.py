@@ -11,7 +11,16 @@ from torch.utils.data import Dataset
 
 from ..data import load_image
 
-__all__ = ['ImageFileDataset', 'collate_images', 'decode_image', 'fast_decode_size', 'worker_init']
+__all__ = ['ImageFileDataset', 'collate_images', 'decode_image', 'fast_decode_size', 'worker_init', 'DEFAULT_MAX_PIXELS',
+           'ImageTooLargeError']
+
+# Pillow's own default of PIL.Image.MAX_IMAGE_PIXELS (about a 9459 x 9459 RGB image, 256 MiB decoded): featzoo
+# keeps it fixed, whatever a program sets Pillow's global to, so that a job's limit is what its record says.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header promises more pixels than the extraction's limit; it is skipped, never decoded."""
 
 # (file index, preprocessed tensor or None, reason the file was skipped or None)
 Item = Tuple[int, Optional[torch.Tensor], Optional[str]]
@@ -31,27 +40,51 @@ def fast_decode_size(data_config: Dict[str, Any]) -> int:
     return int(math.ceil(max(height, width) / min(crop_pct, 1.0)))
 
 
-def decode_image(path: str, mode: str = 'RGB', draft_size: Optional[int] = None) -> Image.Image:
-    """Open an image with :func:`featzoo.data.load_image`; with ``draft_size``, let Pillow decode a JPEG at a
-    reduced scale (1/2, 1/4 or 1/8) as long as both sides stay at least ``draft_size``.
+def _open_unchecked(path: str) -> Image.Image:
+    # Pillow refuses files over twice its global MAX_IMAGE_PIXELS inside Image.open, before featzoo can apply its
+    # own limit (which may be set higher); its check is off while the header is read. Decoding workers are separate
+    # processes, and in the main process the global is restored before anything else runs.
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        return Image.open(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def decode_image(path: str, mode: str = 'RGB', draft_size: Optional[int] = None,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image with :func:`featzoo.data.load_image` once its header shows at most ``max_pixels`` pixels
+    (None: no limit); a larger one raises :class:`ImageTooLargeError` without being decoded, so a small file that
+    expands to gigabytes (an image bomb) costs nothing. With ``draft_size``, Pillow may decode a JPEG at a reduced
+    scale (1/2, 1/4 or 1/8) as long as both sides stay at least ``draft_size``.
 
     Reduced-scale decoding changes pixels slightly, which is why it is opt-in (``--fast-decode``).
 
     >>> import tempfile; p = os.path.join(tempfile.mkdtemp(), 'a.jpg'); Image.new('RGB', (800, 600)).save(p)
     >>> decode_image(p, draft_size=200).size
     (400, 300)
+    >>> decode_image(p, max_pixels=1000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    featzoo.extract.dataset.ImageTooLargeError: 800 x 600 = 480000 pixels, over the limit of 1000 ...
     """
-    if draft_size is None:
-        return load_image(path, mode)
     try:
-        with Image.open(path) as img:
-            if img.format == 'JPEG':
-                img.draft(None, (draft_size, draft_size))
-            img.load()
-            return load_image(img, mode)
-    except (Image.UnidentifiedImageError, Image.DecompressionBombError, OSError):
-        # The plain loader turns these into the same messages as without fast decoding.
+        img = _open_unchecked(path)
+    except Exception:  # noqa: BLE001 - not an image, unreadable, missing: the loader words the reason
         return load_image(path, mode)
+    with img:
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageTooLargeError(f'{width} x {height} = {width * height} pixels, over the limit of {max_pixels} '
+                                     f'(max_pixels; --max-pixels on the command line); skipped without decoding')
+        if draft_size is not None and img.format == 'JPEG':
+            img.draft(None, (draft_size, draft_size))
+        try:
+            img.load()
+        except Exception:  # noqa: BLE001 - a truncated or corrupt file: the loader words the reason
+            return load_image(path, mode)
+        return load_image(img, mode)
 
 
 def _reason(exc: BaseException) -> str:
@@ -71,13 +104,15 @@ class ImageFileDataset(Dataset):
     """
 
     def __init__(self, root: str, paths: Sequence[str], indices: Sequence[int], transform: Callable[[Any], Any],
-                 mode: str = 'RGB', draft_size: Optional[int] = None) -> None:
+                 mode: str = 'RGB', draft_size: Optional[int] = None,
+                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> None:
         self.root = root
         self.paths = list(paths)
         self.indices = list(indices)
         self.transform = transform
         self.mode = mode
         self.draft_size = draft_size
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -86,7 +121,7 @@ class ImageFileDataset(Dataset):
         index = self.indices[position]
         path = os.path.join(self.root, *self.paths[index].split('/'))
         try:
-            image = decode_image(path, self.mode, self.draft_size)
+            image = decode_image(path, self.mode, self.draft_size, self.max_pixels)
             tensor = self.transform(image)
         except Exception as exc:  # noqa: BLE001 - any failure of one file is that file's skip reason
             return index, None, _reason(exc)

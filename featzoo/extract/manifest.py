@@ -1,8 +1,28 @@
 """The files that describe an extraction: ``job.json`` (written first, to resume) and ``manifest.json`` (written last).
 
-``job.json`` pins everything that changes the embeddings (model, weights digest, preprocessing, options, the image
-set and the shard plan), so a rerun can tell whether it continues the same job. ``manifest.json`` appears only when
-every shard is finished; readers take its presence as "complete".
+``job.json``, the job record (format 2), is one JSON object::
+
+    format_version  2
+    job_digest      16 hex digits: sha256 of the canonical JSON of ``job``, stamped into every shard of the job
+    num_shards      how many shards the image set is split into
+    started         UTC time the job was first started (ISO 8601)
+    job             everything that decides the stored numbers; a rerun continues the job only when its own
+                    ``job`` is equal (``job_differences`` names what is not):
+        model           registered name, or the module's class for a module passed in
+        weights         {'source': 'pretrained'|'checkpoint'|'random'|'module', 'sha256': digest of the state_dict,
+                         and 'name'/'hf_hub_id' or 'seed'}; a checkpoint's file path is left out (the file may move)
+        data_config     the preprocessing: input_size, interpolation, mean, std, crop_pct, crop_mode
+        normalize, dtype, fast_decode, autocast, shard_size, embedding_dim
+        optimize        whether the model ran through optimize_for_inference (False for a module passed in)
+        compile         whether torch.compile was added
+        max_pixels      images above this many pixels are skipped (null: no limit)
+        images          {'root': absolute IMAGES folder, 'count': files, 'sha256': image_set_digest of the listing}
+
+Arguments left out of ``job`` decide only how the work runs: batch_size, workers, device, quiet, overwrite.
+``images.jsonl`` beside it is the listing the digest was taken over, one ``[path, size, mtime_ns, inode, ctime_ns]``
+per line (see :mod:`featzoo.extract.files`). ``manifest.json`` appears only when every shard is finished; readers
+take its presence as "complete". Every JSON file is written atomically (:mod:`featzoo.fileio`), ASCII with ``\\u``
+escapes, so that any file name round-trips exactly.
 """
 from __future__ import annotations
 
@@ -11,14 +31,18 @@ import json
 import os
 from typing import Any, Dict, List, Mapping
 
-__all__ = ['FORMAT_VERSION', 'JOB_FILE', 'MANIFEST_FILE', 'LISTING_FILE', 'SHARD_DIR', 'write_json_atomic',
-           'read_json', 'job_digest', 'job_differences', 'jsonable']
+from ..fileio import write_json_atomic as _write_json_atomic
 
-FORMAT_VERSION = 1
+__all__ = ['FORMAT_VERSION', 'READABLE_VERSIONS', 'JOB_FILE', 'MANIFEST_FILE', 'LISTING_FILE', 'SHARD_DIR',
+           'LOCK_FILE', 'write_json_atomic', 'read_json', 'job_digest', 'job_differences', 'jsonable']
+
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1 outputs (no lock, no fingerprints in the listing) still read back
 JOB_FILE = 'job.json'
 MANIFEST_FILE = 'manifest.json'
 LISTING_FILE = 'images.jsonl'
 SHARD_DIR = 'shards'
+LOCK_FILE = '.featzoo-extract.lock'
 
 
 def jsonable(value: Any) -> Any:
@@ -37,25 +61,13 @@ def jsonable(value: Any) -> Any:
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    """Write JSON to a temporary file and rename it over ``path``: readers never see half a file.
+    """Write JSON atomically and durably (:func:`featzoo.fileio.write_json_atomic`); tuples become lists.
 
-    >>> import tempfile; p = os.path.join(tempfile.mkdtemp(), 'x.json'); write_json_atomic(p, {'a': 1})
+    >>> import tempfile; p = os.path.join(tempfile.mkdtemp(), 'x.json'); write_json_atomic(p, {'a': (1,)})
     >>> read_json(p)
-    {'a': 1}
+    {'a': [1]}
     """
-    from .shards import new_temporary
-    tmp = new_temporary(path)
-    try:
-        with open(tmp, 'w', encoding='utf-8') as fh:
-            json.dump(jsonable(data), fh, indent=2, ensure_ascii=False)
-            fh.write('\n')
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _write_json_atomic(path, jsonable(data))
 
 
 def read_json(path: str) -> Dict[str, Any]:

@@ -20,26 +20,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dataset import ImageFileDataset, collate_images, fast_decode_size, worker_init
+from ..checks import check_bool, check_choice, check_input_size, check_int
+from ..errors import NotAFolderError
+from ..fileio import is_temporary, remove_temporaries
+from .dataset import DEFAULT_MAX_PIXELS, ImageFileDataset, collate_images, fast_decode_size, worker_init
 from .distributed import DistContext, init_distributed, split_work
 from .files import (
     IMAGE_EXTENSIONS, ImageFile, describe_image_set_change, image_set_digest, list_images, read_listing, write_listing,
 )
+from .lock import OutputLock
 from .manifest import (
-    FORMAT_VERSION, JOB_FILE, LISTING_FILE, MANIFEST_FILE, SHARD_DIR, job_differences, job_digest, jsonable,
-    read_json, write_json_atomic,
+    FORMAT_VERSION, JOB_FILE, LISTING_FILE, LOCK_FILE, MANIFEST_FILE, SHARD_DIR, job_differences, job_digest,
+    jsonable, read_json, write_json_atomic,
 )
-from ..errors import NotAFolderError
-from .shards import read_shard_info, remove_stale_temporaries, shard_name, write_shard
+from .shards import read_shard_info, shard_name, write_shard
 
 __all__ = ['extract_embeddings', 'ExtractResult', 'WeightsUnavailableError', 'DTYPES', 'AUTOCAST_MODES',
-           'DEFAULT_SHARD_SIZE', 'weights_digest', 'build_with_weights']
+           'DEFAULT_SHARD_SIZE', 'DEFAULT_MAX_PIXELS', 'RESUMABLE_CHANGES', 'weights_digest', 'build_with_weights']
 
 PathLike = Union[str, os.PathLike]
 DTYPES = ('float32', 'float16')
 AUTOCAST_MODES = ('none', 'bf16', 'fp16')
 DEFAULT_SHARD_SIZE = 10000
 _AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+# The only arguments a resumed run may change: they decide how the work runs, not what it computes (batch size
+# and device can move the last bits of floating-point rounding, as any two runs on different hardware do).
+RESUMABLE_CHANGES = ('batch_size', 'workers', 'device', 'quiet')
 
 class WeightsUnavailableError(FileNotFoundError):
     """The pretrained weights an extraction needs are neither cached nor downloadable, and no file was given."""
@@ -84,38 +90,6 @@ class ExtractResult:
 # ----------------------------------------------------------------------------------------------- option checks
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f'{name} must be True or False, got {value!r}')
-    return value
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'{name} must be an int >= {minimum}, got {value!r}')
-    if value < minimum:
-        raise ValueError(f'{name}={value} is invalid; it must be >= {minimum}')
-    return value
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f'{name}={value!r} is invalid; valid: {", ".join(choices)}')
-    return value
-
-
-def _check_input_size(value: Any) -> Optional[Tuple[int, ...]]:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if (not isinstance(value, (tuple, list)) or len(value) not in (2, 3)
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        raise ValueError(f'input_size must be a positive int, (height, width) or (channels, height, width), '
-                         f'got {value!r}')
-    return tuple(value)
-
-
 def _resolve_device(device: Optional[str]) -> str:
     if device is None:
         return 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -135,7 +109,7 @@ def _autocast_mode(value: Optional[str], device: str) -> Optional[str]:
         return None
     aliases = {'bfloat16': 'bf16', 'float16': 'fp16', 'half': 'fp16'}
     mode = aliases.get(value, value) if isinstance(value, str) else value
-    _check_choice('autocast', mode, AUTOCAST_MODES)
+    check_choice('autocast', mode, AUTOCAST_MODES)
     if mode == 'fp16' and not device.startswith('cuda'):
         raise ValueError("autocast='fp16' runs on CUDA only; on CPU use autocast='bf16'")
     return mode
@@ -244,41 +218,45 @@ def _embed_fn(model: nn.Module, device: str, autocast: Optional[str]) -> Callabl
 
 
 def _own_entry(name: str) -> bool:
-    return name in (JOB_FILE, MANIFEST_FILE, LISTING_FILE, SHARD_DIR) or name.startswith('.tmp-')
+    return name in (JOB_FILE, MANIFEST_FILE, LISTING_FILE, SHARD_DIR, LOCK_FILE) or is_temporary(name)
 
 
 def _clear_output(out: str) -> None:
-    """Remove this package's files from ``out`` (and nothing else)."""
+    """Remove this package's files from ``out`` (and nothing else; the lock file stays, held by this run)."""
     for name in (MANIFEST_FILE, JOB_FILE, LISTING_FILE):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(out, name))
     shard_dir = os.path.join(out, SHARD_DIR)
     if os.path.isdir(shard_dir):
         for name in os.listdir(shard_dir):
-            if name.startswith('shard-') or name.startswith('.tmp-'):
+            if name.startswith('shard-') or is_temporary(name):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(shard_dir, name))
         with contextlib.suppress(OSError):
             os.rmdir(shard_dir)
-    remove_stale_temporaries(out)
+    remove_temporaries(out)
+
+
+def _open_output(out: str, overwrite: bool) -> OutputLock:
+    """Rank 0: refuse a file or a folder of other things, then create ``out`` and take its lock (at once, or an
+    error naming the run that holds it). Nothing in ``out`` is touched before the lock is held."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotAFolderError(f'output {out!r} is a file; give a folder (it is created if missing)')
+    if os.path.isdir(out) and not overwrite and not os.path.isfile(os.path.join(out, JOB_FILE)):
+        foreign = sorted(e for e in os.listdir(out) if not _own_entry(e))
+        if foreign:
+            raise FileExistsError(f'output folder {out!r} already holds other files ({", ".join(foreign[:3])}'
+                                  f'{", ..." if len(foreign) > 3 else ""}) and no featzoo extraction; choose a new '
+                                  f'or empty folder, or pass --overwrite to write beside them')
+    return OutputLock(out).acquire()
 
 
 def _check_existing(out: str, spec: Dict[str, Any], files: List[ImageFile], overwrite: bool) -> None:
     """Refuse to mix two jobs in one folder, naming what differs; ``overwrite`` starts over instead."""
-    if not os.path.exists(out):
-        return
-    if not os.path.isdir(out):
-        raise NotAFolderError(f'output {out!r} is a file; give a folder (it is created if missing)')
-    entries = os.listdir(out)
     job_path = os.path.join(out, JOB_FILE)
     if overwrite:
         _clear_output(out)
         return
-    foreign = sorted(e for e in entries if not _own_entry(e))
-    if foreign and not os.path.isfile(job_path):
-        raise FileExistsError(f'output folder {out!r} already holds other files ({", ".join(foreign[:3])}'
-                              f'{", ..." if len(foreign) > 3 else ""}) and no featzoo extraction; choose a new or '
-                              f'empty folder, or pass --overwrite to write beside them')
     if not os.path.isfile(job_path):
         return
     recorded = read_json(job_path)
@@ -298,8 +276,8 @@ def _check_existing(out: str, spec: Dict[str, Any], files: List[ImageFile], over
         problems.append(f'the image set changed: {change}')
     if problems:
         raise ValueError(f'{out!r} holds an extraction made with other settings: ' + '; '.join(problems)
-                         + '. Rerun with the original arguments, choose another output folder, or pass --overwrite '
-                         'to start over')
+                         + f'. Only {", ".join(RESUMABLE_CHANGES)} may change when resuming: rerun with the original '
+                         'arguments, choose another output folder, or pass --overwrite to start over')
 
 
 def _shard_range(index: int, shard_size: int, total: int) -> Tuple[int, int]:
@@ -309,12 +287,14 @@ def _shard_range(index: int, shard_size: int, total: int) -> Tuple[int, int]:
 
 def _prepare_output(out: str, spec: Dict[str, Any], digest: str, files: List[ImageFile], shard_size: int,
                     overwrite: bool) -> Tuple[List[int], int]:
-    """Rank 0: validate or start the job in ``out``; returns the shards still to do and the number resumed."""
+    """Rank 0, holding the lock: validate or start the job in ``out``; returns the shards still to do and the
+    number resumed."""
     _check_existing(out, spec, files, overwrite)
     shard_dir = os.path.join(out, SHARD_DIR)
     os.makedirs(shard_dir, exist_ok=True)
-    remove_stale_temporaries(shard_dir)
-    remove_stale_temporaries(out)
+    # safe only because this run holds the folder's lock: no other writer can own these temporaries
+    remove_temporaries(shard_dir)
+    remove_temporaries(out)
     num_shards = math.ceil(len(files) / shard_size)
     job_path = os.path.join(out, JOB_FILE)
     if not os.path.isfile(job_path):
@@ -354,7 +334,7 @@ class _ShardBuffer:
 
 
 def _run_shards(shards: Sequence[int], *, paths: List[str], root: str, out: str, num_shards: int, shard_size: int,
-                digest: str, transform: Callable, mode: str, draft_size: Optional[int],
+                digest: str, transform: Callable, mode: str, draft_size: Optional[int], max_pixels: Optional[int],
                 embed: Callable[[torch.Tensor], torch.Tensor], dim: int, normalize: bool, dtype: torch.dtype,
                 batch_size: int, workers: int, pin_memory: bool, progress: Any, rank: int) -> int:
     """Extract ``shards`` in order, writing each as soon as it is complete; returns the files processed."""
@@ -368,7 +348,8 @@ def _run_shards(shards: Sequence[int], *, paths: List[str], root: str, out: str,
         indices.extend(range(start, stop))
     if not indices:
         return 0
-    dataset = ImageFileDataset(root, paths, indices, transform, mode=mode, draft_size=draft_size)
+    dataset = ImageFileDataset(root, paths, indices, transform, mode=mode, draft_size=draft_size,
+                               max_pixels=max_pixels)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate_images, pin_memory=pin_memory,
                         worker_init_fn=worker_init if workers else None,
@@ -456,6 +437,7 @@ def extract_embeddings(
         data_config: Optional[Dict[str, Any]] = None,
         optimize: bool = True,
         compile: bool = False,
+        max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
 ) -> ExtractResult:
     """Embed every image under ``images`` into sharded safetensors files and a manifest in ``out``.
 
@@ -467,7 +449,14 @@ def extract_embeddings(
     ``input_size`` ((H, W) or (C, H, W)) overrides the preprocessing size; ``autocast`` is 'bf16' (CPU, CUDA) or
     'fp16' (CUDA); ``dtype`` ('float32' or 'float16') is the storage type. A model given by name runs through
     :func:`featzoo.optimize_for_inference` (``optimize=False`` runs it eagerly as built; ``compile=True`` adds
-    ``torch.compile``); a module you pass runs as given, so optimize it yourself if you want that.
+    ``torch.compile``); a module you pass runs as given, so optimize it yourself if you want that. Images whose
+    header promises more than ``max_pixels`` pixels (default: Pillow's default limit, 89,478,485; None: no limit)
+    are skipped, with the reason in the manifest, before they are decoded.
+
+    ``out`` is locked while the job runs: a second run on the same folder fails at once naming the first. Every
+    argument that changes the stored numbers is recorded in ``out/job.json``; a resumed run may change only
+    ``batch_size``, ``workers``, ``device`` and ``quiet`` (anything else is an error naming it, unless ``overwrite``).
+    Any file name the OS allows is stored and given back exactly by :func:`read_embeddings`.
 
     >>> result = extract_embeddings('resnet18', 'photos/', 'emb/', pretrained=False, normalize=True)  # doctest: +SKIP
     >>> paths, emb = read_embeddings('emb/')  # doctest: +SKIP
@@ -479,15 +468,17 @@ def extract_embeddings(
         raise TypeError(f'model must be a registered model name or an nn.Module, got {type(model).__name__}')
     for name, value in (('pretrained', pretrained), ('normalize', normalize), ('fast_decode', fast_decode),
                         ('overwrite', overwrite), ('quiet', quiet), ('optimize', optimize), ('compile', compile)):
-        _check_bool(name, value)
-    _check_int('batch_size', batch_size, 1)
-    _check_int('shard_size', shard_size, 1)
-    _check_int('seed', seed, 0)
+        check_bool(name, value)
+    check_int('batch_size', batch_size, 1)
+    check_int('shard_size', shard_size, 1)
+    check_int('seed', seed, 0)
+    if max_pixels is not None:
+        check_int('max_pixels', max_pixels, 1)
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
-    _check_int('workers', workers, 0)
-    _check_choice('dtype', dtype, DTYPES)
-    size = _check_input_size(input_size)
+    check_int('workers', workers, 0)
+    check_choice('dtype', dtype, DTYPES)
+    size = check_input_size(input_size)
     device = _resolve_device(device)
     autocast = _autocast_mode(autocast, device)
     if checkpoint is not None:
@@ -506,9 +497,10 @@ def extract_embeddings(
                      checkpoint=checkpoint, pretrained=pretrained, batch_size=batch_size, workers=workers,
                      device=device, normalize=normalize, dtype=dtype, fast_decode=fast_decode, overwrite=overwrite,
                      input_size=size, shard_size=shard_size, autocast=autocast or 'none', seed=seed, quiet=quiet,
-                     optimize=optimize, compile=compile)
+                     optimize=optimize, compile=compile, max_pixels=max_pixels)
 
     ctx = init_distributed(device)
+    held: List[OutputLock] = []
     try:
         if ctx.distributed and device.startswith('cuda'):
             device = f'cuda:{ctx.local_rank}'
@@ -516,8 +508,10 @@ def extract_embeddings(
                         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
                         normalize=normalize, dtype=dtype, fast_decode=fast_decode, overwrite=overwrite, size=size,
                         shard_size=shard_size, autocast=autocast, seed=seed, quiet=quiet, data_config=data_config,
-                        optimize=optimize, compile=compile)
+                        optimize=optimize, compile=compile, max_pixels=max_pixels, held=held)
     finally:
+        for lock in held:
+            lock.release()
         ctx.close()
 
 
@@ -525,7 +519,8 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
              arguments: Dict[str, Any], checkpoint: Optional[str], pretrained: bool, batch_size: int, workers: int,
              device: str, normalize: bool, dtype: str, fast_decode: bool, overwrite: bool,
              size: Optional[Tuple[int, ...]], shard_size: int, autocast: Optional[str], seed: int, quiet: bool,
-             data_config: Optional[Dict[str, Any]], optimize: bool, compile: bool) -> ExtractResult:
+             data_config: Optional[Dict[str, Any]], optimize: bool, compile: bool, max_pixels: Optional[int],
+             held: List[OutputLock]) -> ExtractResult:
     from ..data import create_transform, resolve_data_config
 
     if isinstance(model, str):
@@ -546,8 +541,9 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
     mode = 'L' if cfg['input_size'][0] == 1 else 'RGB'
 
     # only a model this function built is rewritten in place; a caller's module is theirs to keep as it is
-    net = _prepare_for_inference(net, device, optimize=optimize and isinstance(model, str), compile=compile,
-                                 input_size=cfg['input_size'])
+    optimize = optimize and isinstance(model, str)
+    compile = compile and optimize
+    net = _prepare_for_inference(net, device, optimize=optimize, compile=compile, input_size=cfg['input_size'])
     embed = _embed_fn(net, device, autocast)
     # One zero image through the whole path before any work: a model that cannot take this input size, or whose
     # pre-logits are not one vector per image, fails here rather than after a listing of a million files.
@@ -557,12 +553,13 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
                          f'([1, dim]); build it with global pooling')
     dim = int(probe.shape[1])
 
-    # The job: everything that decides the rows. batch_size, workers, device, quiet and overwrite only decide how
-    # the work runs, so a resumed run may change them.
+    # The job record (schema in featzoo.extract.manifest): everything that decides the rows. Only the arguments of
+    # RESUMABLE_CHANGES (and overwrite) decide how the work runs, so only they may differ when a run resumes.
     spec: Dict[str, Any] = jsonable({
         'model': name, 'weights': {k: v for k, v in weights.items() if k != 'file'}, 'data_config': cfg,
         'normalize': normalize, 'dtype': dtype, 'fast_decode': fast_decode, 'autocast': autocast or 'none',
-        'shard_size': shard_size, 'embedding_dim': dim})
+        'shard_size': shard_size, 'embedding_dim': dim, 'optimize': optimize, 'compile': compile,
+        'max_pixels': max_pixels})
     plan: Any = None
     error: Optional[BaseException] = None
     if ctx.is_main:
@@ -573,6 +570,7 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
                                         f'{", ".join(IMAGE_EXTENSIONS)}, any case)')
             spec['images'] = {'root': images, 'count': len(files), 'sha256': image_set_digest(files)}
             digest = job_digest(spec)
+            held.append(_open_output(out, overwrite))
             pending, resumed = _prepare_output(out, spec, digest, files, shard_size, overwrite)
             plan = dict(paths=[f.path for f in files], digest=digest, pending=pending, resumed=resumed,
                         images=spec['images'])
@@ -594,7 +592,8 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
         processed = _run_shards(
             mine, paths=paths, root=images, out=out, num_shards=num_shards, shard_size=shard_size,
             digest=plan['digest'], transform=transform, mode=mode,
-            draft_size=fast_decode_size(cfg) if fast_decode else None, embed=embed, dim=dim, normalize=normalize,
+            draft_size=fast_decode_size(cfg) if fast_decode else None, max_pixels=max_pixels, embed=embed, dim=dim,
+            normalize=normalize,
             dtype=getattr(torch, dtype), batch_size=batch_size, workers=workers,
             pin_memory=device.startswith('cuda'), progress=progress, rank=ctx.rank)
     finally:

@@ -9,8 +9,10 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
 import torch
 from safetensors import safe_open
 
-from .manifest import FORMAT_VERSION, JOB_FILE, MANIFEST_FILE, read_json
-from .shards import TENSOR_NAME, read_shard_info
+from .manifest import JOB_FILE, MANIFEST_FILE, READABLE_VERSIONS, SHARD_DIR, read_json
+from .shards import TENSOR_NAME, ShardInfo, read_shard_info, shard_name
+
+_STORAGE_DTYPES = ('float32', 'float16')
 
 __all__ = ['EmbeddingView', 'open_embeddings', 'read_embeddings', 'load_manifest']
 
@@ -36,9 +38,43 @@ def load_manifest(out: PathLike) -> Dict[str, Any]:
         raise FileNotFoundError(f'{out!r} holds no {MANIFEST_FILE}: it is not the output of `featzoo extract`')
     manifest = read_json(path)
     version = manifest.get('format_version')
-    if version != FORMAT_VERSION:
-        raise RuntimeError(f'{path!r} has format_version {version!r}; this featzoo reads version {FORMAT_VERSION}')
+    if version not in READABLE_VERSIONS:
+        raise RuntimeError(f'{path!r} has format_version {version!r}; this featzoo reads versions '
+                           f'{", ".join(map(str, READABLE_VERSIONS))}')
+    _check_manifest(path, manifest)
     return manifest
+
+
+def _tampered(path: str, detail: str) -> RuntimeError:
+    return RuntimeError(f'{path!r} is not a manifest featzoo wrote ({detail}); rerun the extraction with '
+                        f'--overwrite')
+
+
+def _check_manifest(path: str, manifest: Dict[str, Any]) -> None:
+    """The manifest's promises that the reader relies on: shard files named as extract names them (so inside the
+    folder, never elsewhere), row counts that add up, a storage dtype and dimension that make sense."""
+    shards = manifest.get('shards')
+    if not isinstance(shards, list):
+        raise _tampered(path, 'it has no list of shards')
+    dim, dtype = manifest.get('embedding_dim'), manifest.get('dtype')
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise _tampered(path, f'embedding_dim is {dim!r}')
+    if dtype not in _STORAGE_DTYPES:
+        raise _tampered(path, f'dtype is {dtype!r}, not one of {", ".join(_STORAGE_DTYPES)}')
+    if not isinstance(manifest.get('job_digest'), str):
+        raise _tampered(path, 'it names no job_digest')
+    total = 0
+    for index, shard in enumerate(shards):
+        expected = f'{SHARD_DIR}/{shard_name(index, len(shards))}'
+        if not isinstance(shard, dict) or shard.get('file') != expected:
+            got = shard.get('file') if isinstance(shard, dict) else shard
+            raise _tampered(path, f'shard {index} is {got!r}; extract writes it as {expected!r}')
+        rows = shard.get('rows')
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise _tampered(path, f'shard {index} has rows={rows!r}')
+        total += rows
+    if manifest.get('rows') != total:
+        raise _tampered(path, f"it promises {manifest.get('rows')!r} rows but its shards add up to {total}")
 
 
 class EmbeddingView:
@@ -57,13 +93,14 @@ class EmbeddingView:
         self.out = os.fspath(out)
         self.manifest = load_manifest(self.out)
         self.dim = int(self.manifest['embedding_dim'])
-        self.dtype = getattr(torch, self.manifest['dtype'])
+        self.dtype = getattr(torch, self.manifest['dtype'])  # one of _STORAGE_DTYPES, checked by load_manifest
         self._files = [os.path.join(self.out, shard['file']) for shard in self.manifest['shards']]
         counts = [int(shard['rows']) for shard in self.manifest['shards']]
         self._starts = [0]
         for count in counts:
             self._starts.append(self._starts[-1] + count)
         self._handles: Dict[int, Any] = {}
+        self._infos: Dict[int, ShardInfo] = {}
         self._paths: Union[List[str], None] = None
 
     def __len__(self) -> int:
@@ -72,13 +109,35 @@ class EmbeddingView:
     def __repr__(self) -> str:
         return f'EmbeddingView({self.out!r}, rows={len(self)}, dim={self.dim}, dtype={self.manifest["dtype"]})'
 
-    def _handle(self, shard: int) -> Any:
-        handle = self._handles.get(shard)
-        if handle is None:
+    def _info(self, shard: int) -> ShardInfo:
+        """The shard's header, checked against the manifest: it must be this shard of this job, with the rows,
+        width and storage type the manifest promises (a file swapped in from another job is refused)."""
+        info = self._infos.get(shard)
+        if info is None:
             path = self._files[shard]
             if not os.path.isfile(path):
                 raise FileNotFoundError(f'shard {path!r} listed in the manifest is missing')
-            handle = safe_open(path, framework='pt')
+            info = read_shard_info(path)
+            if info is None:
+                raise RuntimeError(f'shard {path!r} listed in the manifest is damaged or not a featzoo shard; rerun '
+                                   f'the extraction with --overwrite')
+            promised = (self.manifest['job_digest'], shard, self._starts[shard + 1] - self._starts[shard], self.dim,
+                        self.manifest['dtype'])
+            found = (info.job, info.index, info.rows, info.dim, info.dtype)
+            if found != promised:
+                names = ('job', 'index', 'rows', 'dim', 'dtype')
+                diff = '; '.join(f'{n} {f!r} in the file, {p!r} in the manifest'
+                                 for n, f, p in zip(names, found, promised) if f != p)
+                raise RuntimeError(f'shard {path!r} does not belong to this extraction ({diff}); it was replaced '
+                                   f'or the manifest was edited: rerun the extraction with --overwrite')
+            self._infos[shard] = info
+        return info
+
+    def _handle(self, shard: int) -> Any:
+        handle = self._handles.get(shard)
+        if handle is None:
+            self._info(shard)
+            handle = safe_open(self._files[shard], framework='pt')
             self._handles[shard] = handle
         return handle
 
@@ -135,12 +194,8 @@ class EmbeddingView:
         """Every row's path relative to the image folder, in row order (read from the shard headers once)."""
         if self._paths is None:
             paths: List[str] = []
-            for shard, path in enumerate(self._files):
-                info = read_shard_info(path)
-                if info is None:
-                    raise RuntimeError(f'shard {path!r} listed in the manifest is missing or damaged; rerun the '
-                                       f'extraction with --overwrite')
-                paths.extend(info.paths)
+            for shard in range(len(self._files)):
+                paths.extend(self._info(shard).paths)
             self._paths = paths
         return self._paths
 
@@ -149,10 +204,8 @@ class EmbeddingView:
 
         >>> for paths, emb in open_embeddings('embeddings/').iter_shards(): ...  # doctest: +SKIP
         """
-        for shard, path in enumerate(self._files):
-            info = read_shard_info(path)
-            if info is None:
-                raise RuntimeError(f'shard {path!r} listed in the manifest is missing or damaged')
+        for shard in range(len(self._files)):
+            info = self._info(shard)
             yield info.paths, self._rows(shard, 0, info.rows)
 
     def __iter__(self) -> Iterator[torch.Tensor]:

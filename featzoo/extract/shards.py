@@ -1,13 +1,14 @@
 """Safetensors shards of embeddings: written atomically, recognized as finished only when complete and ours.
 
 A shard holds the tensor ``embeddings`` [rows, dim] and, in the safetensors metadata, the rows' relative paths,
-the files of its range that were skipped (with reasons), its index and the digest of the job that made it.
+the files of its range that were skipped (with reasons), its index and the digest of the job that made it. Paths
+are stored as JSON with ``\\u`` escapes, so every name the OS gives (lone surrogates from names that are not valid
+UTF-8 included) is stored and given back exactly.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -15,12 +16,18 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..fileio import atomic_write, remove_temporaries
+
 __all__ = ['SHARD_FORMAT', 'ShardInfo', 'shard_name', 'write_shard', 'read_shard_info', 'remove_stale_temporaries',
-           'TENSOR_NAME', 'new_temporary']
+           'TENSOR_NAME', 'ShardWriteError']
 
 SHARD_FORMAT = 'featzoo-embeddings'
 TENSOR_NAME = 'embeddings'
-_TMP_PREFIX = '.tmp-'
+remove_stale_temporaries = remove_temporaries
+
+
+class ShardWriteError(RuntimeError):
+    """A shard could not be written; the message names the file, the images it holds and the cause."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class ShardInfo:
     first_file: int
     num_files: int
     rank: int = 0
+    dim: int = 0
+    dtype: str = ''
 
 
 def shard_name(index: int, num_shards: int) -> str:
@@ -49,36 +58,6 @@ def shard_name(index: int, num_shards: int) -> str:
     """
     width = max(5, len(str(max(num_shards - 1, 0))))
     return f'shard-{index:0{width}d}.safetensors'
-
-
-def new_temporary(target: str) -> str:
-    """Create an empty temporary file beside ``target`` (same filesystem, so a rename is atomic), with the
-    permissions an ordinary new file gets rather than mkstemp's owner-only ones.
-
-    >>> p = new_temporary(os.path.join(tempfile.mkdtemp(), 'x.json')); os.path.basename(p).startswith('.tmp-x.json.')
-    True
-    """
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + os.path.basename(target) + '.', dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return tmp
-
-
-def _fsync_dir(directory: str) -> None:
-    # The rename is durable only once the directory entry is on disk; some filesystems refuse to open a directory.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_shard(path: str, embeddings: torch.Tensor, *, index: int, job: str, paths: Sequence[str],
@@ -95,23 +74,18 @@ def write_shard(path: str, embeddings: torch.Tensor, *, index: int, job: str, pa
     if embeddings.ndim != 2 or embeddings.shape[0] != len(paths):
         raise ValueError(f'a shard needs one embedding row per path: got {tuple(embeddings.shape)} for '
                          f'{len(paths)} paths')
-    directory = os.path.dirname(os.path.abspath(path))
     metadata = {
         'format': SHARD_FORMAT, 'shard': str(index), 'job': job, 'first_file': str(first_file),
-        'num_files': str(num_files), 'paths': json.dumps(list(paths), ensure_ascii=False),
-        'skipped': json.dumps(list(skipped), ensure_ascii=False), 'rank': str(rank),
+        'num_files': str(num_files), 'paths': json.dumps(list(paths), ensure_ascii=True),
+        'skipped': json.dumps(list(skipped), ensure_ascii=True), 'rank': str(rank),
     }
-    tmp = new_temporary(path)
+    tensor = embeddings.detach().cpu().contiguous()
     try:
-        save_file({TENSOR_NAME: embeddings.detach().cpu().contiguous()}, tmp, metadata=metadata)
-        with open(tmp, 'rb+') as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+        atomic_write(path, lambda tmp: save_file({TENSOR_NAME: tensor}, tmp, metadata=metadata))
+    except Exception as exc:  # noqa: BLE001 - any cause, named, so that a failing shard is never a mystery
+        names = list(paths) + [s['path'] for s in skipped]
+        held = f'{min(names)!r} .. {max(names)!r}' if names else 'no rows'
+        raise ShardWriteError(f'cannot write shard {path!r} (images {held}): {type(exc).__name__}: {exc}') from exc
 
 
 def read_shard_info(path: str) -> Optional[ShardInfo]:
@@ -127,11 +101,12 @@ def read_shard_info(path: str) -> Optional[ShardInfo]:
             meta = fh.metadata() or {}
             if meta.get('format') != SHARD_FORMAT or TENSOR_NAME not in fh.keys():
                 return None
-            shape = fh.get_slice(TENSOR_NAME).get_shape()
+            piece = fh.get_slice(TENSOR_NAME)
+            shape, dtype = piece.get_shape(), piece.get_dtype()
         paths = json.loads(meta['paths'])
         info = ShardInfo(index=int(meta['shard']), job=meta['job'], paths=paths, skipped=json.loads(meta['skipped']),
                          rows=int(shape[0]), first_file=int(meta['first_file']), num_files=int(meta['num_files']),
-                         rank=int(meta.get('rank', 0)))
+                         rank=int(meta.get('rank', 0)), dim=int(shape[1]), dtype=_DTYPE_NAMES.get(dtype, dtype))
     except Exception:  # noqa: BLE001 - a damaged file of any kind is simply not a finished shard
         return None
     # safe_open already refuses a file whose size differs from what its header promises (a truncated write).
@@ -140,20 +115,4 @@ def read_shard_info(path: str) -> Optional[ShardInfo]:
     return info
 
 
-def remove_stale_temporaries(directory: str) -> List[str]:
-    """Delete temporary files left by killed writers in ``directory``; returns their names.
-
-    >>> remove_stale_temporaries(tempfile.mkdtemp())
-    []
-    """
-    removed = []
-    if not os.path.isdir(directory):
-        return removed
-    for name in sorted(os.listdir(directory)):
-        if name.startswith(_TMP_PREFIX):
-            try:
-                os.unlink(os.path.join(directory, name))
-            except FileNotFoundError:
-                continue
-            removed.append(name)
-    return removed
+_DTYPE_NAMES = {'F32': 'float32', 'F16': 'float16'}  # safetensors' codes of the storage types extract writes
