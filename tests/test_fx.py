@@ -22,7 +22,7 @@ from featzoo.features.notrace import (
     get_notrace_functions, get_notrace_modules, is_notrace_function, is_notrace_module, register_notrace_function,
     register_notrace_module,
 )
-from helpers import assert_equal
+from helpers import assert_equal, randomize_state, representatives
 
 torchvision = pytest.importorskip('torchvision')
 from torchvision.models import feature_extraction as tvfe  # noqa: E402
@@ -677,3 +677,46 @@ def test_fx_wrapper_token_levels_and_copies():
             assert_equal(c, a)
     assert got[0].shape == (2, 3, 5, 192)
     assert fzfx.get_graph_node_names(model)[1][-1].startswith('_tokens_to_map')
+
+
+# ---- FX graphs compute what eager computes, bit for bit (timm's test_model_forward_fx) -----------------------------
+
+def _forward_features_twin(model: nn.Module) -> nn.Module:
+    """The model (sharing its submodules) with ``forward_features`` as its forward, so that FX traces exactly that
+    method. A subclass rather than a wrapper module: FX wraps the notrace functions found in the globals of the root's
+    forward, which must be the family module's."""
+    cls = type(f'{type(model).__name__}ForwardFeatures', (type(model),), {'forward': type(model).forward_features})
+    twin = copy.copy(model)
+    twin.__class__ = cls
+    return twin
+
+
+def _traced_twin(module: nn.Module) -> nn.Module:
+    # as timm's test builds it: an extractor whose one return node is the last node of the eval graph
+    last = fzfx.get_graph_node_names(module)[1][-1]
+    return fzfx.create_feature_extractor(module, return_nodes=[last])
+
+
+def _smallest_input(name: str) -> Tuple[Dict[str, int], torch.Tensor]:
+    """Constructor arguments and a batch-1 image at the smallest side >= 64 px that ``name`` takes."""
+    spec = registry.family_spec(registry.get_arch_entry(name)['family'])
+    side = spec.smallest_input_side(name)
+    size_arg = spec.img_size_arg_for(name)
+    return ({size_arg: side} if size_arg else {}), _image((1, 3, side, side), seed=7)
+
+
+@pytest.mark.parametrize('name', representatives())
+def test_fx_graph_equals_eager_bit_for_bit(name):
+    """The FX-traced forward and forward_features of every family's smallest model return exactly the eager
+    numbers in the same memory layout: no layout conversion or other branch that only the eager run takes."""
+    kwargs, x = _smallest_input(name)
+    model = featzoo.create_model(name, **kwargs).eval()
+    randomize_state(model)
+    for what, module in (('forward', model), ('forward_features', _forward_features_twin(model))):
+        traced = _traced_twin(module).eval()
+        with torch.no_grad():
+            eager = module(x)
+            (got,) = traced(x).values()
+        assert got.shape == eager.shape, f'{name} {what}: {tuple(got.shape)} != {tuple(eager.shape)}'
+        assert torch.all(got == eager), f'{name} {what}: max |fx - eager| = {(got - eager).abs().max().item():.3e}'
+        assert got.stride() == eager.stride(), f'{name} {what}: strides {got.stride()} != {eager.stride()}'
