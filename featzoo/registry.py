@@ -73,6 +73,11 @@ def _pretrained_names(arch: str, entry: Dict[str, Any]) -> List[str]:
     return [f"{arch}.{cfg['tag']}" for cfg in entry.get('pretrained', ())]
 
 
+def _known_tags(entry: Dict[str, Any]) -> List[str]:
+    """Every tag timm names for an architecture: the published ones, then those without weights ('untrained')."""
+    return [cfg['tag'] for cfg in entry.get('pretrained', ())] + list(entry.get('untrained_tags', ()))
+
+
 _CAPABILITY_KEYS = ('output_stride', 'feature_cls', 'export', 'pretrained')
 _INDEX_FIELD = {'output_stride': 'output_strides'}  # capability name -> index field, where they differ
 
@@ -139,7 +144,8 @@ def list_models(filter: Filter = '', module: Filter = '', pretrained: bool = Fal
         if pretrained and not entry.get('pretrained'):
             continue
         if include_tags:
-            names.extend(_pretrained_names(arch, entry) or ([] if pretrained else [arch]))
+            tags = [cfg['tag'] for cfg in entry.get('pretrained', ())] if pretrained else _known_tags(entry)
+            names.extend([f'{arch}.{tag}' for tag in tags] or [arch])
         else:
             names.append(arch)
     includes = _as_list(filter)
@@ -180,7 +186,8 @@ def list_modules() -> List[str]:
 
 
 def is_model(name: str) -> bool:
-    """True for a registered ``arch`` or an ``arch.tag`` whose tag is published for it.
+    """True for a registered ``arch`` or an ``arch.tag`` whose tag timm names for it (published weights, or a tag
+    such as ``untrained`` that timm lists for an architecture without them).
 
     >>> is_model('resnet50'), is_model('resnet50.a1_in1k'), is_model('resnet50.nope')
     (True, True, False)
@@ -192,7 +199,7 @@ def is_model(name: str) -> bool:
     entry = index.get(arch)
     if entry is None:
         return False
-    return not tag or any(cfg['tag'] == tag for cfg in entry.get('pretrained', ()))
+    return not tag or tag in _known_tags(entry)
 
 
 def closest_names(name: str, n: int = 5) -> List[str]:
@@ -221,8 +228,8 @@ def get_arch_entry(name: str) -> Dict[str, Any]:
         hint = closest_names(name)
         raise UnknownModelError(f'unknown model {name!r}' + (f'; closest registered names: {hint}' if hint else '') +
                                 '. list_models() gives them all.')
-    if tag and not any(cfg['tag'] == tag for cfg in entry.get('pretrained', ())):
-        tags = [cfg['tag'] for cfg in entry.get('pretrained', ())]
+    if tag and tag not in _known_tags(entry):
+        tags = _known_tags(entry)
         hint = difflib.get_close_matches(tag, tags, n=5, cutoff=0.3) or tags[:8]
         raise UnknownModelError(f'unknown pretrained tag {tag!r} for {arch!r}; '
                                 + (f'closest tags: {hint}' if tags else f'{arch!r} has no published weights'))

@@ -66,3 +66,64 @@ def test_drop_rate_is_used_in_training_only():
     m.train()
     with torch.no_grad():
         assert not torch.equal(m(x), m(x))
+
+
+# ---- the staged pipeline: everything is checked against what will be built, before anything is built -------------
+
+def test_saved_structural_model_args_decide_the_feature_levels(tmp_path):
+    """A config.json whose model_args change the structure (depth=2) gives a backbone of that structure: the
+    out_indices default and checks follow the 2-block network, not the 12-block row of the index."""
+    model = featzoo.create_model('vit_tiny_patch16_224', depth=2, img_size=32)
+    featzoo.save_pretrained(model, str(tmp_path))
+    backbone = featzoo.create_model(f'local-dir:{tmp_path}', features_only=True)
+    assert len(backbone.feature_info) == 2
+    weighted = featzoo.create_model(f'local-dir:{tmp_path}', features_only=True, pretrained=True,
+                                    out_indices=(0, 1))
+    out = weighted(torch.randn(1, 3, 32, 32))
+    assert [tuple(t.shape) for t in out] == [(1, 192, 2, 2)] * 2
+    with pytest.raises(ValueError, match='out_indices entry 5 is out of range for a model with 2 feature levels'):
+        featzoo.create_model(f'local-dir:{tmp_path}', features_only=True, out_indices=(5,))
+
+
+def test_plan_checks_everything_before_building(monkeypatch):
+    from featzoo import factory
+    from featzoo.family import FamilySpec
+    built = []
+    original = FamilySpec.build
+    # each build records where its tensors would live: the meta device allocates nothing
+    monkeypatch.setattr(FamilySpec, 'build',
+                        lambda self, *a, **k: built.append(a + (torch.empty(()).device.type,)) or original(self, *a, **k))
+    with pytest.raises(ValueError, match='out_indices entry 7'):
+        featzoo.create_model('resnet18', features_only=True, out_indices=(7,))
+    with pytest.raises(ValueError, match="\\['norm'\\] do not apply to feature_cls='hook'"):
+        featzoo.create_model('resnet18', features_only=True, feature_cls='hook', norm=True)
+    assert built == []
+    plan = factory.plan_model('resnet50', features_only=True, out_indices=(-1,), output_stride=8)
+    assert plan.features.out_indices == (4,) and plan.features.feature_cls == 'list' and built == []
+    # structural arguments are checked against a build on the meta device, which allocates nothing
+    with pytest.raises(ValueError, match='out_indices entry 3 is out of range for a model with 3 feature levels'):
+        featzoo.create_model('vit_tiny_patch16_224', depth=3, features_only=True, out_indices=(3,))
+    assert built == [('vit_tiny_patch16_224', 'meta')]
+
+
+def test_full_models_answer_default_cfg_as_timm():
+    model = featzoo.create_model('resnet18')
+    assert model.default_cfg is model.pretrained_cfg and model.default_cfg['architecture'] == 'resnet18'
+    assert featzoo.create_model('resnet18', features_only=True).default_cfg['architecture'] == 'resnet18'
+
+
+def test_untrained_tags_behave_as_in_timm():
+    import timm
+    arch = 'mobilenetv2_035'  # timm lists 'mobilenetv2_035.untrained' (no published weights)
+    assert timm.is_model(f'{arch}.untrained') and featzoo.is_model(f'{arch}.untrained')
+    assert not featzoo.is_model('resnet50.untrained')  # timm lists no such tag; featzoo is stricter than is_model
+    assert featzoo.list_models(arch, include_tags=True) == timm.list_models(arch, include_tags=True)
+    assert featzoo.list_models(arch, pretrained=True) == timm.list_models(arch, pretrained=True) == []
+    untrained = [n for n in featzoo.list_models(include_tags=True) if n.endswith('.untrained')]
+    assert untrained, 'the index lists no untrained tags: regenerate it with tools/gen_index.py'
+    for name in untrained:
+        assert name in timm.list_models(name.split('.')[0], include_tags=True), name
+    model = featzoo.create_model(f'{arch}.untrained', num_classes=3)
+    assert model.num_classes == 3 and model.pretrained_cfg['tag'] == 'untrained'
+    with pytest.raises(ValueError, match=f"tag 'untrained' of '{arch}' has no published pretrained weights"):
+        featzoo.create_model(f'{arch}.untrained', pretrained=True)

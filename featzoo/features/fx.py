@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import fx, nn
 
+from .adopt import WrapperRules, adopt_module_tables
 from .info import FeatureInfo, OutIndices
 from .notrace import get_notrace_functions, get_notrace_modules, register_notrace_function, register_notrace_module
 
@@ -777,7 +778,7 @@ def _tokens_to_map(tokens: torch.Tensor, image: torch.Tensor, num_prefix: int, r
 register_notrace_function(_tokens_to_map)
 
 
-class FeatureFxNet(_DualGraphModule):
+class FeatureFxNet(WrapperRules, _DualGraphModule):
     """Feature backbone from the FX graph of a model: the output of each ``feature_info`` level, or any nodes.
 
     With ``out_indices`` (the factory's ``feature_cls='fx'``) the return nodes are the selected levels' module
@@ -795,6 +796,8 @@ class FeatureFxNet(_DualGraphModule):
     >>> list(fx_net(torch.randn(1, 3, 8, 8))), fx_net.feature_info.channels(), fx_net.dropped_modules
     (['act'], [8], ['2'])
     """
+
+    OPTIONS = ('return_nodes', 'out_as_dict', 'tracer_kwargs', 'input_size')
 
     def __init__(self, model: nn.Module, out_indices: OutIndices = None, output_fmt: Optional[str] = None,
                  out_map: Optional[Sequence[str]] = None, return_nodes: Optional[ReturnNodes] = None,
@@ -864,11 +867,7 @@ class FeatureFxNet(_DualGraphModule):
                 'from the module) or compute them in a function registered with register_notrace_function')
 
         fx.GraphModule.__init__(self, {}, _empty_graph(), type(model).__name__)
-        object.__setattr__(self, '_modules', model._modules)
-        object.__setattr__(self, '_parameters', model._parameters)
-        object.__setattr__(self, '_buffers', model._buffers)
-        object.__setattr__(self, '_non_persistent_buffers_set', model._non_persistent_buffers_set)
-        object.__setattr__(self, '_wrapped', model)
+        adopt_module_tables(self, model)
         for key, value in constants.items():
             self.register_buffer(key, value, persistent=False)
         self.dropped_modules = _prune_unused(model, _graph_targets(graphs['train'], graphs['eval']))

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .adopt import WrapperRules, adopt_module_tables
 from .info import FeatureInfo, OutIndices
 
 OUTPUT_FORMATS = ('NCHW', 'NHWC')
@@ -38,16 +39,12 @@ def _check_out_map(out_map: Optional[Sequence[str]], count: int) -> Optional[Tup
     return names
 
 
-class _AdoptingNet(nn.Module):
+class _AdoptingNet(WrapperRules, nn.Module):
     """Base of the wrappers: shares the model's module, parameter and buffer tables."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        object.__setattr__(self, '_modules', model._modules)
-        object.__setattr__(self, '_parameters', model._parameters)
-        object.__setattr__(self, '_buffers', model._buffers)
-        object.__setattr__(self, '_non_persistent_buffers_set', model._non_persistent_buffers_set)
-        object.__setattr__(self, '_wrapped', model)
+        adopt_module_tables(self, model)
         self.training = model.training
         self.pretrained_cfg = getattr(model, 'pretrained_cfg', None)
 
@@ -172,6 +169,7 @@ class FeatureListNet(_AdoptingNet):
     """
 
     output_dict = False
+    ACCEPTS_OUT_MAP = False
 
     def __init__(self, model: nn.Module, out_indices: OutIndices = None, output_fmt: Optional[str] = None,
                  out_map: Optional[Sequence[str]] = None, feature_info: Optional[FeatureInfo] = None) -> None:
@@ -218,6 +216,7 @@ class FeatureDictNet(FeatureListNet):
     """As :class:`FeatureListNet`, returning a dict keyed by module name (or by ``out_map`` names)."""
 
     output_dict = True
+    ACCEPTS_OUT_MAP = True
 
 
 class _CaptureHook:
@@ -236,6 +235,8 @@ class FeatureHookNet(_AdoptingNet):
 
     Returns a list, or a dict keyed by ``out_map`` names (or module names with ``out_as_dict=True``).
     """
+
+    OPTIONS = ('out_as_dict',)
 
     def __init__(self, model: nn.Module, out_indices: OutIndices = None, output_fmt: Optional[str] = None,
                  out_map: Optional[Sequence[str]] = None, out_as_dict: bool = False,
@@ -282,6 +283,9 @@ class FeatureGetterNet(_AdoptingNet):
     Blocks after the last tapped one are pruned by the model's ``prune_intermediate_layers``. An optional
     parameter-free ``pyramid`` module resamples the maps (e.g. a simple pyramid for plain ViTs).
     """
+
+    # feature_pyramid: the factory turns it into ``pyramid`` and ``pyramid_levels`` with the family's help
+    OPTIONS = ('norm', 'feature_pyramid')
 
     def __init__(self, model: nn.Module, out_indices: OutIndices = None, output_fmt: Optional[str] = None,
                  out_map: Optional[Sequence[str]] = None, norm: bool = False,

@@ -71,9 +71,12 @@ def resolve_tag(name: str) -> str:
     return f'{arch}.{first}'
 
 
-def pretrained_cfg(name: str, overlay: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Everything known about a weight: the family's defaults, then the tag's published facts, then ``overlay``;
-    with ``architecture`` and ``tag`` set. An architecture without published weights gets the family defaults.
+def pretrained_cfg(name: str, base: Optional[Mapping[str, Any]] = None, overlay: Optional[Mapping[str, Any]] = None,
+                   use_published: bool = True) -> Dict[str, Any]:
+    """Everything known about a weight, the one resolver every caller uses: the family's defaults, then the tag's
+    published facts (unless ``use_published`` is False: a Hub or local config describes its own weights), then
+    ``base`` (a config.json's or the caller's ``pretrained_cfg``), then ``overlay``; with ``architecture`` set (and
+    ``tag`` for a published tag). An architecture without published weights gets the family defaults.
 
     >>> cfg = pretrained_cfg('resnet50.a1_in1k')
     >>> cfg['hf_hub_id'], cfg['architecture'], cfg['tag']
@@ -82,14 +85,18 @@ def pretrained_cfg(name: str, overlay: Optional[Mapping[str, Any]] = None) -> Di
     entry = registry.get_arch_entry(name)
     arch, tag = registry.split_model_name_tag(name)
     cfg: Dict[str, Any] = dict(registry.get_family_header(entry['family']).get('default_cfg', {}))
-    published = entry.get('pretrained', ())
-    if published:
-        chosen = next((c for c in published if c['tag'] == tag), None) if tag else published[0]
+    published = entry.get('pretrained', ()) if use_published else ()
+    chosen = next((c for c in published if c['tag'] == tag), None) if tag else (published[0] if published else None)
+    if chosen is not None:
         cfg.update(chosen)
+    elif tag:
+        cfg['tag'] = tag  # a tag timm lists without weights (such as 'untrained')
     cfg['architecture'] = arch
-    if overlay:
+    if base:
+        cfg.update(base)
+    if overlay is not None:
         if not isinstance(overlay, Mapping):
-            raise TypeError(f'overlay must be a dict, got {type(overlay).__name__}')
+            raise TypeError(f'pretrained_cfg_overlay must be a dict, got {type(overlay).__name__}')
         cfg.update(overlay)
     for key in ('input_size', 'test_input_size', 'min_input_size', 'mean', 'std', 'pool_size', 'test_pool_size'):
         if isinstance(cfg.get(key), list):
