@@ -26,7 +26,7 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     'nodes': dict(input_size=None, filter=None, json=False),
     'extract': dict(checkpoint=None, pretrained=True, batch_size=32, workers=None, device=None, normalize=False,
                     dtype='float32', fast_decode=False, overwrite=False, input_size=None, shard_size=10000,
-                    autocast='none', seed=0, quiet=False, optimize=True, compile=False),
+                    autocast='none', seed=0, quiet=False, optimize=True, compile=False, max_pixels=89_478_485),
     'visualize': dict(out_indices=None, checkpoint=None, pretrained=True, mode='top', input_size=None, seed=0),
 }
 # Values a command cannot run without, by dest, with how the user names them.
@@ -149,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    'manifest.json; rerunning the same command resumes; under torchrun the work is '
                                    'split across ranks.',
                        epilog='Rerunning the same command after an interruption (even SIGKILL) finishes the job '
-                              'without redoing finished shards; --batch-size, --workers and --device may change '
-                              'between runs, any other difference is an error (or start over with --overwrite). '
+                              'without redoing finished shards; only --batch-size, --workers, --device and --quiet '
+                              'may change between runs, any other difference (or a changed image set) is an error '
+                              'naming it (or start over with --overwrite). OUT is locked while a run uses it: a '
+                              'second run on it fails at once naming the first. '
                               'Distributed: torchrun --standalone --nproc_per_node=N -m featzoo extract ...; across '
                               'machines give torchrun its usual rendezvous options and put OUT on a filesystem '
                               'every machine shares.')
@@ -181,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'channels_last, oneDNN linear layers (default; --no-optimize runs the model as built)')
     p.add_argument('--compile', action=argparse.BooleanOptionalAction,
                    help='also torch.compile the model with frozen weights (slow first batch, faster after)')
+    p.add_argument('--max-pixels', type=_positive_int, metavar='N',
+                   help='skip images whose header promises more than N pixels, before decoding them (default '
+                        "89478485, Pillow's default limit)")
     p.add_argument('--quiet', action='store_true', help='no progress bar and no summary line')
     _common(p)
 
@@ -457,7 +462,8 @@ def cmd_extract(o: Dict[str, Any]) -> int:
         batch_size=o['batch_size'], workers=o['workers'], device=o['device'], normalize=o['normalize'],
         dtype=o['dtype'], fast_decode=o['fast_decode'], overwrite=o['overwrite'],
         input_size=tuple(o['input_size']) if o['input_size'] else None, shard_size=o['shard_size'],
-        autocast=o['autocast'], seed=o['seed'], quiet=o['quiet'], optimize=o['optimize'], compile=o['compile'])
+        autocast=o['autocast'], seed=o['seed'], quiet=o['quiet'], optimize=o['optimize'], compile=o['compile'],
+        max_pixels=o['max_pixels'])
     return 0
 
 

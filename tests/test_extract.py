@@ -469,3 +469,239 @@ def test_shard_whose_files_are_all_broken(tmp_path):
     view = featzoo.open_embeddings(out)
     assert torch.equal(view[1], emb[1]) and torch.equal(view[0:2], emb)
     assert [len(p) for p, _ in view.iter_shards()] == [1, 0, 0, 1]
+
+
+# ---- reliability (issue 21): real folders, real files, concurrent runs ---------------------------------------------
+
+
+def test_any_file_name_is_extracted_and_given_back_exactly(tmp_path, monkeypatch):
+    """A name that is not valid UTF-8 (byte 0xe9, as old tools write on Linux) is one row like any other, and the
+    readers give back the very str os.listdir gives, surrogate included; a skipped file keeps its name too."""
+    images = tmp_path / 'images'
+    images.mkdir()
+    Image.new('RGB', (20, 20), 'red').save(images / 'ok.png')
+    folder = os.fsencode(str(images))
+    with open(folder + b'/caf\xe9.png', 'wb') as fh:
+        Image.new('RGB', (24, 20), 'blue').save(fh, format='PNG')
+    os.mkdir(folder + b'/d\xff')
+    with open(folder + b'/d\xff/broken\xe9.jpg', 'wb') as fh:
+        fh.write(b'not an image')
+    names = sorted(f.path for f in list_images(str(images)))
+    assert names == ['caf\udce9.png', 'd\udcff/broken\udce9.jpg', 'ok.png']
+    out = str(tmp_path / 'out')
+    result = featzoo.extract_embeddings(MODEL, str(images), out, shard_size=2, **FAST)
+    assert result.rows == 2
+    paths, emb = featzoo.read_embeddings(out)
+    assert paths == ['caf\udce9.png', 'ok.png'] and emb.shape == (2, 512)
+    assert featzoo.open_embeddings(out).paths == paths
+    assert [s['path'] for s in featzoo.extract.load_manifest(out)['skipped']] == ['d\udcff/broken\udce9.jpg']
+    ref = reference_embeddings(reference_model(), str(images), paths)
+    assert_equal(emb, ref, 'rows of non-UTF-8 names')
+    # A shard that cannot be written names its file, the images it holds and the cause.
+    from featzoo.extract import shards
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(shards, 'save_file', disk_full)
+    with pytest.raises(featzoo.extract.ShardWriteError,
+                       match=r"cannot write shard '.*shard-00000.safetensors' \(images 'caf\\udce9.png' .. "
+                             r"'d\\udcff/broken\\udce9.jpg'\): OSError: .*No space left"):
+        featzoo.extract_embeddings(MODEL, str(images), str(tmp_path / 'full'), shard_size=2, **FAST)
+
+
+def test_second_run_on_the_same_output_fails_at_once_naming_the_first(dataset, tmp_path):
+    """An advisory lock on OUT: a second run (even with overwrite) fails at once naming the holder and touches
+    nothing; when the holder dies, even by SIGKILL, the kernel releases it and the next run goes ahead."""
+    import signal
+    import subprocess
+    import sys
+    from featzoo.extract import OutputInUseError
+    root, _, _ = dataset
+    out = str(tmp_path / 'out')
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time\nfrom featzoo.extract import OutputLock\n'
+         'OutputLock(sys.argv[1]).acquire()\nprint("locked", flush=True)\ntime.sleep(600)', out],
+        stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b'locked'
+        for overwrite in (False, True):
+            with pytest.raises(OutputInUseError, match=rf'{out}.*in use by another featzoo extract: process '
+                                                       rf'{holder.pid} on host'):
+                featzoo.extract_embeddings(MODEL, root, out, overwrite=overwrite, **FAST)
+        assert os.listdir(out) == ['.featzoo-extract.lock']
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    result = featzoo.extract_embeddings(MODEL, root, out, **FAST)
+    assert result.rows > 0 and result.resumed_shards == 0
+
+
+def test_every_argument_that_changes_the_numbers_is_in_the_job_record(dataset, tmp_path):
+    """optimize, compile and max_pixels are part of the job: changing one on resume is an error naming it; the
+    arguments that may change are exactly those the README and --help list."""
+    from featzoo import cli
+    from featzoo.extract import RESUMABLE_CHANGES
+    root, _, _ = dataset
+    out = str(tmp_path / 'out')
+    featzoo.extract_embeddings(MODEL, root, out, shard_size=50, **FAST)
+    with open(os.path.join(out, 'job.json')) as fh:
+        job = json.load(fh)['job']
+    assert (job['optimize'], job['compile'], job['max_pixels']) == (True, False, 89_478_485)
+    with pytest.raises(ValueError, match=r'optimize: True before, False now.*Only batch_size, workers, device, '
+                                         r'quiet may change'):
+        featzoo.extract_embeddings(MODEL, root, out, shard_size=50, **dict(FAST, optimize=False))
+    with pytest.raises(ValueError, match=r'max_pixels: 89478485 before, 1000 now'):
+        featzoo.extract_embeddings(MODEL, root, out, shard_size=50, max_pixels=1000, **FAST)
+    again = featzoo.extract_embeddings(MODEL, root, out, shard_size=50, batch_size=3, **dict(FAST, workers=1))
+    assert again.processed == 0
+    assert RESUMABLE_CHANGES == ('batch_size', 'workers', 'device', 'quiet')
+    parser = cli.build_parser()
+    epilog = ' '.join(cli._subparser(parser, 'extract').epilog.split())
+    assert '--batch-size, --workers, --device and --quiet may change between runs' in epilog
+    readme = open(os.path.join(os.path.dirname(SAMPLES), 'README.md'), encoding='utf-8').read()
+    assert 'only `--batch-size`, `--workers`, `--device` and `--quiet` may change between the two' in \
+        ' '.join(readme.split())
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A valid PNG header promising ``width`` x ``height`` RGB pixels, with a few bytes of image data: a file
+    of a few hundred bytes that would decode to gigabytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(b'\0' * 64))
+            + chunk(b'IEND', b''))
+
+
+def test_images_above_the_pixel_limit_are_skipped_before_decoding(tmp_path):
+    """An image bomb (a tiny file promising 12000 x 12000 pixels) is skipped with its reason in the manifest, by
+    its header alone; the limit is settable (also above Pillow's own refusal at twice its limit) and recorded."""
+    images = tmp_path / 'images'
+    images.mkdir()
+    (images / 'bomb.png').write_bytes(_png_header_only(12000, 12000))
+    (images / 'huge.png').write_bytes(_png_header_only(20000, 20000))
+    Image.new('RGB', (30, 20), 'green').save(images / 'small.png')
+    out = str(tmp_path / 'out')
+    result = featzoo.extract_embeddings(MODEL, str(images), out, **FAST)
+    reasons = {s['path']: s['reason'] for s in result.manifest['skipped']}
+    assert result.rows == 1 and sorted(reasons) == ['bomb.png', 'huge.png']
+    assert reasons['bomb.png'] == ('ImageTooLargeError: 12000 x 12000 = 144000000 pixels, over the limit of '
+                                   '89478485 (max_pixels; --max-pixels on the command line); skipped without '
+                                   'decoding')
+    assert '400000000 pixels, over the limit' in reasons['huge.png']
+    # a higher limit lets the header through: the file is then read (and its missing pixel data is the reason)
+    result = featzoo.extract_embeddings(MODEL, str(images), str(tmp_path / 'high'), max_pixels=10 ** 9, **FAST)
+    reasons = {s['path']: s['reason'] for s in result.manifest['skipped']}
+    assert 'over the limit' not in reasons['huge.png'] and 'too large' not in reasons['huge.png'], reasons
+    result = featzoo.extract_embeddings(MODEL, str(images), str(tmp_path / 'low'), max_pixels=500, **FAST)
+    assert result.rows == 0 and 'small.png' in {s['path'] for s in result.manifest['skipped']}
+    with open(os.path.join(tmp_path / 'low', 'job.json')) as fh:
+        assert json.load(fh)['job']['max_pixels'] == 500
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o027])
+def test_output_files_follow_the_umask(dataset, tmp_path, umask):
+    root, _, _ = dataset
+    out = str(tmp_path / 'out')
+    old = os.umask(umask)
+    try:
+        featzoo.extract_embeddings(MODEL, root, out, shard_size=20, **FAST)
+    finally:
+        os.umask(old)
+    files = [os.path.join(d, n) for d, _, names in os.walk(out) for n in names if n != '.featzoo-extract.lock']
+    assert any('shard-' in f for f in files) and any(f.endswith('job.json') for f in files)
+    modes = {os.path.relpath(f, out): oct(os.stat(f).st_mode & 0o777) for f in files}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+
+
+def test_reader_refuses_a_tampered_manifest(dataset, baseline, tmp_path):
+    """Manifest entries must name the shards extract wrote, inside OUT, and each shard must be that shard of that
+    job: an entry pointing elsewhere, a shard copied in from another job, or counts that do not add up are errors."""
+    root, _, _ = dataset
+    out, _, paths, _ = baseline
+    other = str(tmp_path / 'other')
+    featzoo.extract_embeddings(MODEL, root, other, batch_size=4, shard_size=5, seed=3, **FAST)
+    outside = tmp_path / 'secret.safetensors'
+    shutil.copy(os.path.join(other, 'shards', 'shard-00000.safetensors'), outside)
+
+    def tampered(edit) -> str:
+        copy = str(tmp_path / f'copy{len(os.listdir(tmp_path))}')
+        shutil.copytree(out, copy)
+        path = os.path.join(copy, 'manifest.json')
+        with open(path) as fh:
+            manifest = json.load(fh)
+        edit(manifest, copy)
+        with open(path, 'w') as fh:
+            json.dump(manifest, fh)
+        return copy
+
+    cases = [
+        (lambda m, d: m['shards'][0].update(file=str(outside)), r"shard 0 is '/.*secret.safetensors'; extract "
+                                                                 r"writes it as 'shards/shard-00000.safetensors'"),
+        (lambda m, d: m['shards'][1].update(file='shards/../../secret.safetensors'), 'shard 1 is'),
+        (lambda m, d: m.update(rows=m['rows'] + 1), 'rows but its shards add up to'),
+        (lambda m, d: m.update(dtype='load'), "dtype is 'load'"),
+        (lambda m, d: shutil.copy(os.path.join(other, 'shards', 'shard-00000.safetensors'),
+                                  os.path.join(d, 'shards', 'shard-00000.safetensors')),
+         r"shard-00000.safetensors' does not belong to this extraction \(job '[0-9a-f]+' in the file"),
+        (lambda m, d: shutil.copy(os.path.join(d, 'shards', 'shard-00001.safetensors'),
+                                  os.path.join(d, 'shards', 'shard-00000.safetensors')),
+         r"does not belong to this extraction \(index 1 in the file, 0 in the manifest"),
+    ]
+    for edit, words in cases:
+        copy = tampered(edit)
+        with pytest.raises(RuntimeError, match=words):
+            featzoo.read_embeddings(copy)
+        with pytest.raises(RuntimeError, match=words):
+            view = featzoo.open_embeddings(copy)
+            view[0:len(paths)]
+
+
+def test_a_file_replaced_with_the_same_size_and_mtime_is_seen(dataset, tmp_path):
+    """cp -p style replacement (same inode, same size, mtime set back) changes the ctime: the rerun names it."""
+    root, _, _ = dataset
+    images = str(tmp_path / 'images')
+    shutil.copytree(root, images)
+    out = str(tmp_path / 'out')
+    featzoo.extract_embeddings(MODEL, images, out, shard_size=50, **FAST)
+    target = os.path.join(images, 'deep', 'a', 'tiny.bmp')
+    before = os.stat(target)
+    with open(target, 'r+b') as fh:
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-1, os.SEEK_END)
+        fh.write(bytes([last[0] ^ 0xff]))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(target)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    with pytest.raises(ValueError, match=r"the image set changed: 1 modified file \('deep/a/tiny.bmp'\)"):
+        featzoo.extract_embeddings(MODEL, images, out, shard_size=50, **FAST)
+
+
+def test_every_output_file_is_flushed_with_its_folder(dataset, tmp_path, monkeypatch):
+    """Durability: each shard, the job record, the listing and the manifest reach the disk through a flushed
+    temporary, and the folder that names them is flushed after the rename."""
+    root, _, _ = dataset
+    seen: List[str] = []
+    real = os.fsync
+
+    def recording(fd):
+        seen.append(os.path.realpath(f'/proc/self/fd/{fd}'))
+        return real(fd)
+
+    if not os.path.isdir('/proc/self/fd'):
+        pytest.skip('needs /proc/self/fd to name what is flushed')
+    monkeypatch.setattr(os, 'fsync', recording)
+    out = str(tmp_path / 'out')
+    featzoo.extract_embeddings(MODEL, root, out, shard_size=20, **FAST)
+    finals = [os.path.join(d, n) for d, _, names in os.walk(out) for n in names if n != '.featzoo-extract.lock']
+    assert len(finals) >= 5
+    for final in finals:
+        folder, name = os.path.split(os.path.realpath(final))
+        temps = [i for i, p in enumerate(seen) if os.path.basename(p).startswith(f'.tmp-{name}.')]
+        assert temps and folder in seen[temps[-1] + 1:], (final, seen)

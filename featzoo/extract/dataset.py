@@ -1,9 +1,10 @@
 """Decoding and preprocessing images in DataLoader workers, turning unreadable files into reasons, not crashes."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
@@ -40,16 +41,22 @@ def fast_decode_size(data_config: Dict[str, Any]) -> int:
     return int(math.ceil(max(height, width) / min(crop_pct, 1.0)))
 
 
-def _open_unchecked(path: str) -> Image.Image:
-    # Pillow refuses files over twice its global MAX_IMAGE_PIXELS inside Image.open, before featzoo can apply its
-    # own limit (which may be set higher); its check is off while the header is read. Decoding workers are separate
+@contextlib.contextmanager
+def _pillow_limit_off() -> Iterator[None]:
+    # Pillow refuses images over twice its global MAX_IMAGE_PIXELS (in open and again in load), whatever limit
+    # featzoo applies, which may be set higher; its check is off meanwhile. Decoding workers are separate
     # processes, and in the main process the global is restored before anything else runs.
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
-        return Image.open(path)
+        yield
     finally:
         Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open_unchecked(path: str) -> Image.Image:
+    with _pillow_limit_off():
+        return Image.open(path)
 
 
 def decode_image(path: str, mode: str = 'RGB', draft_size: Optional[int] = None,
@@ -81,9 +88,10 @@ def decode_image(path: str, mode: str = 'RGB', draft_size: Optional[int] = None,
         if draft_size is not None and img.format == 'JPEG':
             img.draft(None, (draft_size, draft_size))
         try:
-            img.load()
-        except Exception:  # noqa: BLE001 - a truncated or corrupt file: the loader words the reason
-            return load_image(path, mode)
+            with _pillow_limit_off():
+                img.load()
+        except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file
+            raise ValueError(f'cannot read image {path!r}: {exc} (truncated or corrupt file?)') from exc
         return load_image(img, mode)
 
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_bool, check_choice, check_input_size, check_int
-from ..errors import NotAFolderError
+from ..errors import NotAFolderError, WeightsUnavailableError
+from ..factory import build_with_weights
 from ..fileio import is_temporary, remove_temporaries
 from .dataset import DEFAULT_MAX_PIXELS, ImageFileDataset, collate_images, fast_decode_size, worker_init
 from .distributed import DistContext, init_distributed, split_work
@@ -46,10 +47,6 @@ _AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 # The only arguments a resumed run may change: they decide how the work runs, not what it computes (batch size
 # and device can move the last bits of floating-point rounding, as any two runs on different hardware do).
 RESUMABLE_CHANGES = ('batch_size', 'workers', 'device', 'quiet')
-
-class WeightsUnavailableError(FileNotFoundError):
-    """The pretrained weights an extraction needs are neither cached nor downloadable, and no file was given."""
-
 
 @dataclass
 class ExtractResult:
@@ -131,58 +128,6 @@ def weights_digest(model: nn.Module) -> str:
         if tensor.numel():
             digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _pretrained_reason(exc: BaseException) -> str:
-    # The weights layer explains how to supply files to create_model; here the options are the command's own.
-    text = str(exc)
-    cut = text.find(' Supply them')
-    return (text[:cut] if cut > 0 else text).rstrip('. ')
-
-
-def _weights_help(name: str) -> str:
-    return (f'give a weights file with --checkpoint FILE (checkpoint= in Python), make the Hub reachable or point '
-            f'HF_HUB_CACHE at a Hugging Face cache holding {name!r}, or pass --no-pretrained (pretrained=False) '
-            f'to extract with random weights')
-
-
-def build_with_weights(name: str, checkpoint: Optional[PathLike] = None, pretrained: bool = True, seed: int = 0,
-                       **kwargs: Any) -> Tuple[nn.Module, Dict[str, Any]]:
-    """``create_model(name, **kwargs)`` with the commands' weight rules, and a description of the weights' source.
-
-    ``checkpoint`` wins; else the default pretrained tag, whose absence (offline, not cached, never published) is a
-    :class:`WeightsUnavailableError` naming the options that supply weights; ``pretrained=False`` gives random
-    weights drawn from ``seed``, identical in every process and every resumed run.
-
-    >>> model, source = build_with_weights('resnet18', pretrained=False, num_classes=0)
-    >>> source
-    {'source': 'random', 'seed': 0}
-    """
-    from .. import registry
-    from ..factory import create_model, parse_model_name
-    from ..weights.hub import PretrainedUnavailableError
-
-    if checkpoint is not None:
-        path = os.path.abspath(os.fspath(checkpoint))
-        return create_model(name, checkpoint_path=path, **kwargs), {'source': 'checkpoint', 'file': path}
-    if not pretrained:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = create_model(name, **kwargs)
-        return model, {'source': 'random', 'seed': seed}
-    source, rest = parse_model_name(name)
-    if not source and not registry.get_arch_entry(rest).get('pretrained'):
-        raise WeightsUnavailableError(f'{name!r} has no published pretrained weights; to run it, '
-                                      + _weights_help(name))
-    try:
-        model = create_model(name, pretrained=True, **kwargs)
-    except PretrainedUnavailableError as exc:
-        raise WeightsUnavailableError(f'no weights for {name!r}: {_pretrained_reason(exc)}. To run anyway, '
-                                      + _weights_help(name)) from exc
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    tag = cfg.get('tag')
-    label = f"{cfg.get('architecture', rest)}.{tag}" if tag and not source else name
-    return model, {'source': 'pretrained', 'name': label, 'hf_hub_id': cfg.get('hf_hub_id')}
 
 
 def _prepare_for_inference(model: nn.Module, device: str, optimize: bool, compile: bool,
