@@ -139,3 +139,76 @@ def test_ddp_trains_features_only_backbones_without_find_unused_parameters(ddp_r
 def test_ddp_hook_level_inside_a_block(ddp_report):
     for name, kwargs in HOOK_INSIDE_BLOCK:
         _check(ddp_report, name, kwargs)
+
+
+# ---- featzoo extract across ranks: a rank that dies ----------------------------------------------------------------
+
+EXTRACT_RANK = textwrap.dedent('''
+    import os, signal, sys
+    import featzoo
+    from featzoo.extract import pipeline
+
+    images, out, fate = sys.argv[1], sys.argv[2], sys.argv[3]
+    if fate != 'live':  # as it starts its shards, this rank is killed (the OOM killer) or frozen (a lost machine)
+        pipeline._run_shards = lambda *args, **kwargs: os.kill(os.getpid(), getattr(signal, fate))
+    result = featzoo.extract_embeddings('resnet10t', images, out, pretrained=False, input_size=(32, 32), workers=0,
+                                        quiet=True, shard_size=1, device='cpu')
+    print('RESULT', result.rows, result.resumed_shards, flush=True)
+''')
+
+
+def _run_ranks(images: str, out: str, fate: str = 'live'):
+    """Two extraction ranks as torchrun starts them (env:// rendezvous), without torchrun's own killing of the
+    survivors; rank 1 meets ``fate`` ('live', 'SIGKILL' or 'SIGSTOP'). Returns [(returncode, stdout, stderr)]."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(WORLD_SIZE):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
+                   MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), FEATZOO_EXTRACT_DEAD_AFTER='3',
+                   OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+        procs.append(subprocess.Popen([sys.executable, '-c', EXTRACT_RANK, images, out, fate if rank else 'live'],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    results = []
+    try:
+        for rank, proc in enumerate(procs):
+            if rank and fate == 'SIGSTOP':
+                proc.kill()  # frozen: it would never end by itself
+            # a guard against a hang (what this test exists to catch), not a measurement
+            out_text, err_text = proc.communicate(timeout=300)
+            results.append((proc.returncode, out_text, err_text))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return results
+
+
+@pytest.mark.parametrize('fate', ['SIGKILL', 'SIGSTOP'])
+def test_extract_ranks_stop_when_one_dies_and_the_rerun_resumes(tmp_path, fate):
+    """A rank killed mid-job (its connections close) or frozen (a machine that stops answering: nothing closes):
+    the survivor exits with an error naming what happened instead of waiting at the next collective for days; the
+    same command then finishes, redoing only what was not done."""
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip('torch built without gloo')
+    from PIL import Image
+    images = tmp_path / 'images'
+    images.mkdir()
+    for i, color in enumerate(('red', 'green', 'blue', 'white')):
+        Image.new('RGB', (24, 24), color).save(images / f'{i}.png')
+    out = str(tmp_path / 'out')
+    (code0, _, err0), (code1, _, _) = _run_ranks(str(images), out, fate)
+    assert code1 == -9
+    assert code0 == 1, err0[-2000:]
+    if fate == 'SIGSTOP':  # only the heartbeat can tell
+        assert 'RankLostError: featzoo extract (rank 0): rank 1 of 2 stopped beating' in err0, err0[-2000:]
+    else:  # the closed connection or the heartbeat, whichever comes first
+        assert 'RankLostError: featzoo extract (rank 0): ' in err0, err0[-2000:]
+    assert 'run the same command again to resume' in err0
+    done = sorted(os.listdir(os.path.join(out, 'shards')))
+    assert done == ['shard-00000.safetensors', 'shard-00002.safetensors']  # rank 0's share was finished
+    (code0, text0, err0), (code1, _, err1) = _run_ranks(str(images), out)
+    assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
+    assert text0.split() == ['RESULT', '4', '2']

@@ -179,17 +179,30 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def _lost_peer(self, exc: BaseException) -> RankLostError:
+        # the backend's words (gloo: 'Connection closed by peer ...') say what broke, not what to do
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return RankLostError(f'featzoo extract (rank {self.rank}): another rank left the job while this one waited '
+                             f'for it ({reason}); look for its error above. Finished shards are kept: run the same '
+                             f'command again to resume.')
+
     def barrier(self) -> None:
         """Wait for every rank (a no-op in a single process)."""
         if self.distributed:
-            dist.barrier()
+            try:
+                dist.barrier()
+            except RuntimeError as exc:
+                raise self._lost_peer(exc) from exc
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.distributed:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        try:
+            dist.broadcast_object_list(box, src=0)
+        except RuntimeError as exc:
+            raise self._lost_peer(exc) from exc
         return box[0]
 
     def gather(self, obj: Any) -> List[Any]:
@@ -197,7 +210,10 @@ class DistContext:
         if not self.distributed:
             return [obj]
         out: List[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
+        try:
+            dist.all_gather_object(out, obj)
+        except RuntimeError as exc:
+            raise self._lost_peer(exc) from exc
         return out
 
     def share_outcome(self, error: Optional[BaseException]) -> None:
