@@ -103,3 +103,73 @@ def test_grad_checkpointing_keeps_outputs_and_gradients():
 def test_bad_arguments(kwargs, error, words):
     with pytest.raises(error, match=words):
         featzoo.create_model('convnext_atto', **kwargs)
+
+
+# One architecture per configuration of the rows added for timm's full convnext module, depth-reduced (one block per
+# stage: the configuration, not the depth, is what differs), at natural stride and one dilated stride.
+CONFIGURATIONS = {
+    'convnext_tiny_hnf': 'head_norm_first: norm_pre + ClassifierHead',
+    'convnext_atto_ols': 'overlap_tiered stem',
+    'convnext_nano_ols': 'overlap stem',
+    'convnext_atto_rms': 'RmsNorm2d everywhere',
+    'convnext_zepto_rms_ols': 'SimpleNorm2d and the overlap_act stem',
+    'convnextv2_atto': 'GRN MLP on NCHW maps (1x1 convolutions), no layer scale',
+    'convnextv2_tiny': 'GRN MLP on NHWC rows (linear layers)',
+    'convnext_large_mlp': 'head MLP (pre_logits)',
+    'test_convnext': 'gelu_tanh, norm eps 1e-5',
+    'test_convnext3': 'silu and per-stage kernel sizes',
+}
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGURATIONS))
+@pytest.mark.parametrize('output_stride', [32, 8])
+def test_configuration_matches_timm(name, output_stride):
+    small = dict(depths=(1, 1, 1, 1))
+    timm_parity(name, input_size=INPUT, output_stride=output_stride, timm_kwargs=small, featzoo_kwargs=small)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', featzoo.list_models(module=FAMILY))
+def test_every_architecture_matches_timm_at_full_depth(name):
+    timm_parity(name, input_size=INPUT)
+
+
+def test_head_norm_first_reset_classifier_matches_timm():
+    small = dict(depths=(1, 1, 1, 1))
+    ref = build_timm_reference('convnext_tiny_hnf', **small)
+    model = featzoo.create_model('convnext_tiny_hnf', **small).eval()
+    model.load_state_dict(ref.state_dict())
+    x = torch.randn(*INPUT)
+    for args in ((7, 'catavgmax'), (0, ''), (0, None, True), (3,)):
+        ref.reset_classifier(*args)
+        model.reset_classifier(*args)
+        model.get_classifier().load_state_dict(ref.get_classifier().state_dict())  # both heads are fresh
+        assert model.head_hidden_size == ref.head_hidden_size
+        with torch.no_grad():
+            assert_equal(model(x), ref(x), f'reset_classifier{args}')
+
+
+def test_fcmae_checkpoint_without_head_norm_loads_as_timm_loads_it():
+    # The FCMAE-pretrained ConvNeXt V2 files have no head norm; timm loads them non-strictly and the norm keeps its
+    # initial ones and zeros. featzoo's checkpoint filter gives the same model.
+    from helpers import save_state
+    ref = build_timm_reference('convnextv2_atto', num_classes=0)
+    with torch.no_grad():
+        ref.head.norm.weight.fill_(1.0)
+        ref.head.norm.bias.zero_()
+    state = {k: v for k, v in ref.state_dict().items() if not k.startswith('head.norm.')}
+    path = save_state(state)
+    model = featzoo.create_model('convnextv2_atto', num_classes=0, checkpoint_path=path).eval()
+    x = torch.randn(*INPUT)
+    with torch.no_grad():
+        assert_equal(model(x), ref(x), 'pooled fcmae features')
+
+
+@pytest.mark.parametrize('kwargs, error, words', [
+    (dict(stem_type='conv'), ValueError, 'stem_type'),
+    (dict(norm_layer='batchnorm'), ValueError, 'norm_layer'),
+    (dict(head_norm_first=True, head_hidden_size=32), ValueError, 'head_hidden_size'),
+])
+def test_bad_new_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        featzoo.create_model('convnext_atto', **kwargs)

@@ -10,6 +10,7 @@ from torch import nn
 
 from .activations import ActLayer, create_act_layer
 from .helpers import to_2tuple
+from .norm import GlobalResponseNorm
 
 
 class Mlp(nn.Module):
@@ -133,3 +134,34 @@ class SwiGLU(nn.Module):
         x = self.act(self.fc1_g(x)) * self.fc1_x(x)
         x = self.drop1(x)
         return self.drop2(self.fc2(self.norm(x)))
+
+
+class GlobalResponseNormMlp(nn.Module):
+    """ConvNeXt V2's MLP: ``fc1`` -> activation -> dropout -> :class:`GlobalResponseNorm` (``grn``) -> ``fc2`` ->
+    dropout, on NHWC input with linear layers or, with ``use_conv=True``, on NCHW maps with 1x1 convolutions.
+
+    >>> GlobalResponseNormMlp(8, 32)(torch.ones(1, 3, 3, 8)).shape
+    torch.Size([1, 3, 3, 8])
+    >>> GlobalResponseNormMlp(8, 32, use_conv=True)(torch.ones(1, 8, 3, 3)).shape
+    torch.Size([1, 8, 3, 3])
+    """
+
+    def __init__(self, in_features: int, hidden_features: Optional[int] = None, out_features: Optional[int] = None,
+                 act_layer: ActLayer = 'gelu', bias: Union[bool, Tuple[bool, bool]] = True,
+                 drop: Union[float, Tuple[float, float]] = 0.0, use_conv: bool = False) -> None:
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        bias = to_2tuple(bias)
+        drop = to_2tuple(drop)
+        linear = partial(nn.Conv2d, kernel_size=1) if use_conv else nn.Linear
+        self.fc1 = linear(in_features, hidden_features, bias=bias[0])
+        self.act = create_act_layer(act_layer)
+        self.drop1 = nn.Dropout(drop[0])
+        self.grn = GlobalResponseNorm(hidden_features, channels_last=not use_conv)
+        self.fc2 = linear(hidden_features, out_features, bias=bias[1])
+        self.drop2 = nn.Dropout(drop[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop1(self.act(self.fc1(x)))
+        return self.drop2(self.fc2(self.grn(x)))

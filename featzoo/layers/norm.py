@@ -119,3 +119,88 @@ class LayerNorm2d(nn.LayerNorm):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+class _ScaleNorm(nn.Module):
+    """Shared state of the mean-free norms below: one learned per-channel scale ``weight``, no bias."""
+
+    def __init__(self, num_features: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+
+    def extra_repr(self) -> str:
+        return f'{self.num_features}, eps={self.eps}'
+
+
+class RmsNorm(_ScaleNorm):
+    """Root-mean-square norm over the last dimension: ``x / sqrt(mean(x^2) + eps) * weight``.
+
+    >>> RmsNorm(8)(torch.ones(2, 3, 8)).shape
+    torch.Size([2, 3, 8])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
+class RmsNorm2d(_ScaleNorm):
+    """:class:`RmsNorm` over the channel dimension of an NCHW tensor (reduced in place, no permutes).
+
+    >>> RmsNorm2d(8)(torch.ones(1, 8, 2, 2)).shape
+    torch.Size([1, 8, 2, 2])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+        return x * scale * self.weight.reshape(1, -1, 1, 1)
+
+
+class SimpleNorm(_ScaleNorm):
+    """Divide by the standard deviation over the last dimension (unbiased variance, no centering), then scale.
+
+    >>> SimpleNorm(8)(torch.randn(2, 8)).shape
+    torch.Size([2, 8])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.var(dim=-1, keepdim=True) + self.eps) * self.weight
+
+
+class SimpleNorm2d(SimpleNorm):
+    """:class:`SimpleNorm` over the channel dimension of an NCHW tensor.
+
+    >>> SimpleNorm2d(8)(torch.randn(1, 8, 2, 2)).shape
+    torch.Size([1, 8, 2, 2])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt V2's global response norm: each channel's spatial L2 norm, divided by the mean of those norms over
+    the channels, reweights the input; ``weight`` and ``bias`` start at zero (the layer starts as the identity).
+
+    ``channels_last`` selects the layout: NHWC (``True``) or NCHW.
+
+    >>> GlobalResponseNorm(8)(torch.ones(1, 2, 2, 8)).shape
+    torch.Size([1, 2, 2, 8])
+    >>> GlobalResponseNorm(8, channels_last=False)(torch.ones(1, 8, 2, 2)).shape
+    torch.Size([1, 8, 2, 2])
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6, channels_last: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.spatial_dims = (1, 2) if channels_last else (2, 3)
+        self.channel_dim = -1 if channels_last else 1
+        self.param_shape = (1, 1, 1, -1) if channels_last else (1, -1, 1, 1)
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial_norm = x.norm(p=2, dim=self.spatial_dims, keepdim=True)
+        relative = spatial_norm / (spatial_norm.mean(dim=self.channel_dim, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias.view(self.param_shape), self.weight.view(self.param_shape), x * relative)

@@ -15,16 +15,28 @@ from torch.utils.checkpoint import checkpoint
 
 from ..features.info import normalize_out_indices
 from ..family import FamilySpec
-from ..layers import DropPath, LayerNorm2d, create_conv2d, drop_path_rates, trunc_normal_
+from ..layers import ClassifierHead, DropPath, LayerNorm2d, create_conv2d, drop_path_rates, make_divisible, trunc_normal_
+from ..layers.activations import ActLayer, create_act_layer
+from ..layers.mlp import GlobalResponseNormMlp, Mlp
+from ..layers.norm import RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
+from ..layers.pooling import POOL_TYPES
 
 OUTPUT_STRIDES = (8, 16, 32)
+STEM_TYPES = ('patch', 'overlap', 'overlap_tiered', 'overlap_act')
+# norm name -> (layer for NCHW maps, layer for channels-last rows); both keep timm's parameter names
+NORM_LAYERS = {
+    'layernorm': (LayerNorm2d, nn.LayerNorm),
+    'rmsnorm': (RmsNorm2d, RmsNorm),
+    'simplenorm': (SimpleNorm2d, SimpleNorm),
+}
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.0', classifier='head.fc')
 
 # The small timm-original widths use 1x1 convolutions for the MLP (faster at low width), the paper's sizes use
 # channels-last linear layers; both store the same parameter shapes apart from the 1x1 kernel dims.
+_V2 = dict(use_grn=True, ls_init_value=None)
 VARIANTS: Dict[str, Dict[str, Any]] = {
     'convnext_atto': dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), conv_mlp=True),
     'convnext_femto': dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), conv_mlp=True),
@@ -35,32 +47,41 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'convnext_base': dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
     'convnext_large': dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536)),
     'convnext_xlarge': dict(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048)),
+    'convnext_xxlarge': dict(depths=(3, 4, 30, 3), dims=(384, 768, 1536, 3072), norm_eps=1e-5),
+    'convnext_large_mlp': dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), head_hidden_size=1536),
+    'convnext_tiny_hnf': dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), head_norm_first=True, conv_mlp=True),
+    # overlapping stems ('ols') and mean-free norms
+    'convnext_atto_ols': dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), conv_mlp=True, stem_type='overlap_tiered'),
+    'convnext_femto_ols': dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), conv_mlp=True,
+                               stem_type='overlap_tiered'),
+    'convnext_pico_ols': dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512), conv_mlp=True, stem_type='overlap_tiered'),
+    'convnext_nano_ols': dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), conv_mlp=True, stem_type='overlap'),
+    'convnext_atto_rms': dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), conv_mlp=True, norm_layer='rmsnorm'),
+    # timm names these 'rms' but builds them with SimpleNorm (x / std)
+    'convnext_zepto_rms': dict(depths=(2, 2, 4, 2), dims=(32, 64, 128, 256), conv_mlp=True, norm_layer='simplenorm'),
+    'convnext_zepto_rms_ols': dict(depths=(2, 2, 4, 2), dims=(32, 64, 128, 256), conv_mlp=True,
+                                   norm_layer='simplenorm', stem_type='overlap_act'),
+    # ConvNeXt V2: global response norm in the MLP instead of layer scale
+    'convnextv2_atto': dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), conv_mlp=True, **_V2),
+    'convnextv2_femto': dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384), conv_mlp=True, **_V2),
+    'convnextv2_pico': dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512), conv_mlp=True, **_V2),
+    'convnextv2_nano': dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640), conv_mlp=True, **_V2),
+    'convnextv2_tiny': dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), **_V2),
+    'convnextv2_small': dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), **_V2),
+    'convnextv2_base': dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), **_V2),
+    'convnextv2_large': dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536), **_V2),
+    'convnextv2_huge': dict(depths=(3, 3, 27, 3), dims=(352, 704, 1408, 2816), **_V2),
+    # timm's tiny test networks
+    'test_convnext': dict(depths=(1, 2, 4, 2), dims=(24, 32, 48, 64), norm_eps=1e-5, act_layer='gelu_tanh'),
+    'test_convnext2': dict(depths=(1, 1, 1, 1), dims=(32, 64, 96, 128), norm_eps=1e-5, act_layer='gelu_tanh'),
+    'test_convnext3': dict(depths=(1, 1, 1, 1), dims=(32, 64, 96, 128), norm_eps=1e-5, kernel_sizes=(7, 5, 5, 3),
+                           act_layer='silu'),
 }
 
 
-class ConvMlp(nn.Module):
-    """Two linear layers with a GELU between them, as 1x1 convs on NCHW or as ``nn.Linear`` on NHWC input.
-
-    >>> ConvMlp(8, 32, use_conv=True)(torch.ones(1, 8, 3, 3)).shape
-    torch.Size([1, 8, 3, 3])
-    """
-
-    def __init__(self, in_features: int, hidden_features: int, use_conv: bool = False) -> None:
-        super().__init__()
-        if use_conv:
-            self.fc1: nn.Module = nn.Conv2d(in_features, hidden_features, 1)
-            self.fc2: nn.Module = nn.Conv2d(hidden_features, in_features, 1)
-        else:
-            self.fc1 = nn.Linear(in_features, hidden_features)
-            self.fc2 = nn.Linear(hidden_features, in_features)
-        self.act = nn.GELU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class ConvNeXtBlock(nn.Module):
-    """Depthwise conv, LayerNorm, MLP (ratio 4), layer scale ``gamma``, residual.
+    """Depthwise conv, norm, MLP (ratio 4; with ``use_grn`` ConvNeXt V2's global response norm inside), optional
+    layer scale ``gamma``, residual.
 
     >>> ConvNeXtBlock(16, dilation=2)(torch.ones(1, 16, 8, 8)).shape
     torch.Size([1, 16, 8, 8])
@@ -68,12 +89,14 @@ class ConvNeXtBlock(nn.Module):
 
     def __init__(self, dim: int, kernel_size: int = 7, dilation: int = 1, mlp_ratio: float = 4.0,
                  conv_mlp: bool = False, conv_bias: bool = True, ls_init_value: Optional[float] = 1e-6,
-                 norm_eps: float = 1e-6, drop_path: float = 0.0) -> None:
+                 norm_eps: float = 1e-6, drop_path: float = 0.0, use_grn: bool = False,
+                 act_layer: ActLayer = 'gelu', norm_layer: str = 'layernorm') -> None:
         super().__init__()
         self.use_conv_mlp = conv_mlp
         self.conv_dw = create_conv2d(dim, dim, kernel_size, dilation=dilation, depthwise=True, bias=conv_bias)
-        self.norm = LayerNorm2d(dim, eps=norm_eps) if conv_mlp else nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = ConvMlp(dim, int(mlp_ratio * dim), use_conv=conv_mlp)
+        self.norm = NORM_LAYERS[norm_layer][0 if conv_mlp else 1](dim, eps=norm_eps)
+        mlp = GlobalResponseNormMlp if use_grn else Mlp
+        self.mlp = mlp(dim, int(mlp_ratio * dim), act_layer=act_layer, use_conv=conv_mlp)
         self.gamma = nn.Parameter(torch.full((dim,), float(ls_init_value))) if ls_init_value is not None else None
         # In- and out-width and stride never differ inside a stage here, so the residual needs no projection.
         self.shortcut = nn.Identity()
@@ -104,13 +127,14 @@ class ConvNeXtStage(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 7, stride: int = 2, depth: int = 2,
                  dilation: Tuple[int, int] = (1, 1), drop_path_rates: Optional[Sequence[float]] = None,
                  ls_init_value: Optional[float] = 1e-6, conv_mlp: bool = False, conv_bias: bool = True,
-                 norm_eps: float = 1e-6) -> None:
+                 norm_eps: float = 1e-6, use_grn: bool = False, act_layer: ActLayer = 'gelu',
+                 norm_layer: str = 'layernorm') -> None:
         super().__init__()
         self.grad_checkpointing = False
         if in_chs != out_chs or stride > 1 or dilation[0] != dilation[1]:
             ds_kernel = 2 if stride > 1 or dilation[0] != dilation[1] else 1
             self.downsample: nn.Module = nn.Sequential(
-                LayerNorm2d(in_chs, eps=norm_eps),
+                NORM_LAYERS[norm_layer][0](in_chs, eps=norm_eps),
                 create_conv2d(in_chs, out_chs, ds_kernel, stride=stride, dilation=dilation[0],
                               padding='same' if dilation[1] > 1 else 0, bias=conv_bias),
             )
@@ -119,7 +143,8 @@ class ConvNeXtStage(nn.Module):
         rates = list(drop_path_rates) if drop_path_rates else [0.0] * depth
         self.blocks = nn.Sequential(*[
             ConvNeXtBlock(out_chs, kernel_size=kernel_size, dilation=dilation[1], conv_mlp=conv_mlp,
-                          conv_bias=conv_bias, ls_init_value=ls_init_value, norm_eps=norm_eps, drop_path=rates[i])
+                          conv_bias=conv_bias, ls_init_value=ls_init_value, norm_eps=norm_eps, drop_path=rates[i],
+                          use_grn=use_grn, act_layer=act_layer, norm_layer=norm_layer)
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +158,15 @@ class ConvNeXtStage(nn.Module):
 
 def _check_args(depths: Sequence[int], dims: Sequence[int], kernel_sizes: Sequence[int], num_classes: int,
                 in_chans: int, output_stride: int, global_pool: str, drop_rate: float, drop_path_rate: float,
-                patch_size: int) -> None:
+                patch_size: int, stem_type: str, norm_layer: str, head_norm_first: bool,
+                head_hidden_size: Optional[int]) -> None:
+    if stem_type not in STEM_TYPES:
+        raise ValueError(f'stem_type={stem_type!r} is invalid; valid: {STEM_TYPES}')
+    if norm_layer not in NORM_LAYERS:
+        raise ValueError(f'norm_layer={norm_layer!r} is invalid; valid: {tuple(NORM_LAYERS)}')
+    if head_norm_first and head_hidden_size:
+        raise ValueError(f'head_hidden_size={head_hidden_size!r} needs the pooled-norm head; with '
+                         f'head_norm_first=True leave it None')
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
     for name, value, low in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
@@ -145,15 +178,19 @@ def _check_args(depths: Sequence[int], dims: Sequence[int], kernel_sizes: Sequen
     for name, value in (('depths', depths), ('dims', dims), ('kernel_sizes', kernel_sizes)):
         if len(value) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
             raise ValueError(f'{name}={tuple(value)!r} is invalid; valid: 4 positive ints, one per stage')
-    if global_pool not in NORM_MLP_POOL_TYPES:
-        raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {NORM_MLP_POOL_TYPES}')
+    pool_types = POOL_TYPES if head_norm_first else NORM_MLP_POOL_TYPES
+    if global_pool not in pool_types:
+        raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {pool_types}')
     for name, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
         if not 0.0 <= value < 1.0:
             raise ValueError(f'{name}={value!r} is invalid; valid: 0 <= {name} < 1')
 
 
 class ConvNeXt(nn.Module):
-    """ConvNeXt with a patchify stem, four stages and a pool -> norm -> (MLP) -> classifier head.
+    """ConvNeXt (V1 and, with ``use_grn=True, ls_init_value=None``, V2) with a patchify or overlapping stem, four
+    stages and a pool -> norm -> (MLP) -> classifier head (norm -> pool -> classifier with ``head_norm_first``).
+
+    ``norm_layer`` is 'layernorm', 'rmsnorm' or 'simplenorm'; ``act_layer`` is the blocks' activation.
 
     >>> model = ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=10)
     >>> model(torch.ones(1, 3, 64, 64)).shape
@@ -165,25 +202,40 @@ class ConvNeXt(nn.Module):
                  patch_size: int = 4, conv_mlp: bool = False, conv_bias: bool = True,
                  head_hidden_size: Optional[int] = None, head_init_scale: float = 1.0, norm_eps: float = 1e-6,
                  num_classes: int = 1000, in_chans: int = 3, output_stride: int = 32, global_pool: str = 'avg',
-                 drop_rate: float = 0.0, drop_path_rate: Optional[float] = 0.0) -> None:
+                 drop_rate: float = 0.0, drop_path_rate: Optional[float] = 0.0, stem_type: str = 'patch',
+                 head_norm_first: bool = False, use_grn: bool = False, act_layer: ActLayer = 'gelu',
+                 norm_layer: str = 'layernorm') -> None:
         super().__init__()
         drop_path_rate = drop_path_rate or 0.0
         if isinstance(kernel_sizes, int):
             kernel_sizes = (kernel_sizes,) * 4
         _check_args(depths, dims, kernel_sizes, num_classes, in_chans, output_stride, global_pool, drop_rate,
-                    drop_path_rate, patch_size)
+                    drop_path_rate, patch_size, stem_type, norm_layer, head_norm_first, head_hidden_size)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
+        norm_2d = partial(NORM_LAYERS[norm_layer][0], eps=norm_eps)
 
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size, bias=conv_bias),
-            LayerNorm2d(dims[0], eps=norm_eps),
-        )
+        if stem_type == 'patch':
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size, bias=conv_bias),
+                norm_2d(dims[0]),
+            )
+            stem_stride = patch_size
+        else:
+            # two overlapping stride-2 3x3 convolutions; 'tiered' halves the first width, 'act' adds an activation
+            mid_chs = make_divisible(dims[0] // 2) if 'tiered' in stem_type else dims[0]
+            self.stem = nn.Sequential(*[layer for layer in (
+                nn.Conv2d(in_chans, mid_chs, kernel_size=3, stride=2, padding=1, bias=conv_bias),
+                create_act_layer(act_layer) if 'act' in stem_type else None,
+                nn.Conv2d(mid_chs, dims[0], kernel_size=3, stride=2, padding=1, bias=conv_bias),
+                norm_2d(dims[0]),
+            ) if layer is not None])
+            stem_stride = 4
         self.feature_info: List[Dict[str, Any]] = []
         rates = drop_path_rates(drop_path_rate, list(depths))
         stages = []
-        in_chs, reduction, dilation = dims[0], patch_size, 1
+        in_chs, reduction, dilation = dims[0], stem_stride, 1
         for i in range(4):
             # Stage 0 only downsamples when the stem stopped at stride 2 (timm's rule, kept for its stems).
             stride = 2 if reduction == 2 or i > 0 else 1
@@ -196,18 +248,41 @@ class ConvNeXt(nn.Module):
             stages.append(ConvNeXtStage(
                 in_chs, dims[i], kernel_size=kernel_sizes[i], stride=stride, depth=depths[i],
                 dilation=(first_dilation, dilation), drop_path_rates=rates[i], ls_init_value=ls_init_value,
-                conv_mlp=conv_mlp, conv_bias=conv_bias, norm_eps=norm_eps))
+                conv_mlp=conv_mlp, conv_bias=conv_bias, norm_eps=norm_eps, use_grn=use_grn, act_layer=act_layer,
+                norm_layer=norm_layer))
             in_chs = dims[i]
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.num_features = in_chs
-        # The pretrained ConvNeXt weights normalize after pooling (in the head), so nothing sits here.
-        self.norm_pre = nn.Identity()
-        self.head = NormMlpClassifierHead(
-            self.num_features, num_classes, hidden_size=head_hidden_size, pool_type=global_pool, drop_rate=drop_rate,
-            norm_layer=partial(LayerNorm2d, eps=norm_eps), act_layer='gelu')
-        self.head_hidden_size = self.head.num_features
+        if head_norm_first:
+            # norm -> pool -> classifier, the usual order of other networks
+            self.norm_pre: nn.Module = norm_2d(self.num_features)
+            self.head: nn.Module = ClassifierHead(self.num_features, num_classes, pool_type=global_pool,
+                                                  drop_rate=drop_rate)
+        else:
+            # the original ConvNeXt weights normalize after pooling, in the head, so nothing sits here
+            self.norm_pre = nn.Identity()
+            self.head = NormMlpClassifierHead(
+                self.num_features, num_classes, hidden_size=head_hidden_size, pool_type=global_pool,
+                drop_rate=drop_rate, norm_layer=norm_2d, act_layer='gelu')
+        self.head_hidden_size = self._head_width()
         self._init_weights(head_init_scale)
+
+    def _head_width(self) -> int:
+        if isinstance(self.head, NormMlpClassifierHead):
+            return self.head.num_features
+        return self.num_features * self.head.global_pool.feat_mult()
+
+    def _reset_head(self, num_classes: int, global_pool: Optional[str], reset_other: bool = False) -> None:
+        if isinstance(self.head, NormMlpClassifierHead):
+            self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
+        else:
+            # ClassifierHead holds nothing but the classifier: a new one, where the old one lived
+            pool = self.head.global_pool.pool_type if global_pool is None else global_pool
+            param = next(self.parameters())
+            self.head = ClassifierHead(self.num_features, num_classes, pool_type=pool, drop_rate=self.drop_rate).to(
+                param.device, param.dtype).train(self.training)
+        self.head_hidden_size = self._head_width()
 
     def _init_weights(self, head_init_scale: float) -> None:
         for name, module in self.named_modules():
@@ -274,11 +349,11 @@ class ConvNeXt(nn.Module):
         """
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'num_classes={num_classes!r} is invalid; valid: an int >= 0')
-        if global_pool is not None and global_pool not in NORM_MLP_POOL_TYPES:
-            raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {NORM_MLP_POOL_TYPES}')
+        pool_types = NORM_MLP_POOL_TYPES if isinstance(self.head, NormMlpClassifierHead) else POOL_TYPES
+        if global_pool is not None and global_pool not in pool_types:
+            raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {pool_types}')
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, reset_other=reset_other)
-        self.head_hidden_size = self.head.num_features
+        self._reset_head(num_classes, global_pool, reset_other=reset_other)
 
     def forward_intermediates(
             self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
@@ -330,8 +405,7 @@ class ConvNeXt(nn.Module):
             self.num_features = self.feature_info[last]['num_chs']
         if prune_head or truncated:
             self.num_classes = 0
-            self.head.reset(0, '', reset_other=True, in_features=self.num_features)
-            self.head_hidden_size = self.head.num_features
+            self._reset_head(0, '', reset_other=True)
         return list(take)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -359,7 +433,25 @@ class ConvNeXt(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Fit a timm-layout checkpoint to ``model``: the FCMAE-pretrained ConvNeXt V2 weights have no head norm, which
+    then keeps its initial identity values (ones and zeros), as timm leaves it when it loads them.
+
+    >>> m = SPEC.build('convnextv2_atto', num_classes=0)
+    >>> sd = {k: v for k, v in m.state_dict().items() if not k.startswith('head.norm.')}
+    >>> sorted(k for k in checkpoint_filter_fn(sd, m) if k.startswith('head.'))
+    ['head.norm.bias', 'head.norm.weight']
+    """
+    out = dict(state_dict)
+    head_norm = getattr(getattr(model, 'head', None), 'norm', None)
+    has_stages = any(k.startswith('stages.') for k in out)
+    if has_stages and isinstance(head_norm, nn.Module) and not any(k.startswith('head.norm.') for k in out):
+        for name, value in head_norm.state_dict().items():
+            out[f'head.norm.{name}'] = torch.ones_like(value) if name == 'weight' else torch.zeros_like(value)
+    return out
+
+
 SPEC = FamilySpec(
     name='convnext', model=ConvNeXt, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
-    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), checkpoint_filter=checkpoint_filter_fn)
