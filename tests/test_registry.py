@@ -82,9 +82,11 @@ def test_pretrained_tags_match_timm():
         ours = [c['tag'] for c in registry.get_arch_entry(arch).get('pretrained', ())]
         theirs = [n.split('.', 1)[1] for n in timm.list_pretrained(arch + '.*')]
         assert sorted(ours) == sorted(theirs), arch
+        from timm.models import get_pretrained_cfg
         for cfg in registry.get_arch_entry(arch).get('pretrained', ()):
             if 'hf_hub_id' in cfg:
-                assert cfg['hf_hub_id'].startswith('timm/'), cfg
+                # the repository timm publishes the tag from (timm/ for most; a few, e.g. LingBot, elsewhere)
+                assert cfg['hf_hub_id'] == get_pretrained_cfg(f"{arch}.{cfg['tag']}").hf_hub_id, cfg
 
 
 def test_capabilities_from_index():
