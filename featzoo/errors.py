@@ -12,3 +12,7 @@ class NotAFolderError(NotADirectoryError, FileNotFoundError):
 
 class NotAFileError(IsADirectoryError, FileNotFoundError):
     """A folder where a file was expected; also a FileNotFoundError, since no file exists at that path."""
+
+
+class WeightsUnavailableError(FileNotFoundError):
+    """The pretrained weights a command needs are neither cached nor downloadable, and no file was given."""

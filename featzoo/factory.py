@@ -9,10 +9,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import torch
 from torch import nn
 
 from . import _import_module, registry
 from .checks import check_int, check_rate
+from .errors import WeightsUnavailableError
 from .family import COMMON_ARGS, FEATURE_CLS_ALL
 from .features.info import OutIndices, normalize_out_indices
 from .features import wrappers
@@ -332,3 +334,54 @@ def _weights_file(arch_name: str, entry: Dict[str, Any], tag: str, cfg: Dict[str
                          f"file: checkpoint_path='weights.safetensors' or "
                          f"pretrained_cfg_overlay=dict(file='weights.safetensors')")
     return hub.resolve_pretrained_file(cfg, cache_dir=cache_dir)
+
+
+# ---- the weighted model of featzoo's commands -------------------------------------------------------------------
+
+def _pretrained_reason(exc: BaseException) -> str:
+    # The weights layer explains how to supply files to create_model; here the options are the commands' own.
+    text = str(exc)
+    cut = text.find(' Supply them')
+    return (text[:cut] if cut > 0 else text).rstrip('. ')
+
+
+def _weights_help(name: str) -> str:
+    return (f'give a weights file with --checkpoint FILE (checkpoint= in Python), make the Hub reachable or point '
+            f'HF_HUB_CACHE at a Hugging Face cache holding {name!r}, or pass --no-pretrained (pretrained=False) '
+            f'to extract with random weights')
+
+
+def build_with_weights(name: str, checkpoint: Optional[Union[str, os.PathLike]] = None, pretrained: bool = True, seed: int = 0,
+                       **kwargs: Any) -> Tuple[nn.Module, Dict[str, Any]]:
+    """``create_model(name, **kwargs)`` with the weight rules of featzoo's commands (extract, visualize), and a
+    description of the weights' source.
+
+    ``checkpoint`` wins; else the default pretrained tag, whose absence (offline, not cached, never published) is a
+    :class:`WeightsUnavailableError` naming the options that supply weights; ``pretrained=False`` gives random
+    weights drawn from ``seed``, identical in every process and every resumed run.
+
+    >>> model, source = build_with_weights('resnet18', pretrained=False, num_classes=0)
+    >>> source
+    {'source': 'random', 'seed': 0}
+    """
+    if checkpoint is not None:
+        path = os.path.abspath(os.fspath(checkpoint))
+        return create_model(name, checkpoint_path=path, **kwargs), {'source': 'checkpoint', 'file': path}
+    if not pretrained:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = create_model(name, **kwargs)
+        return model, {'source': 'random', 'seed': seed}
+    source, rest = parse_model_name(name)
+    if not source and not registry.get_arch_entry(rest).get('pretrained'):
+        raise WeightsUnavailableError(f'{name!r} has no published pretrained weights; to run it, '
+                                      + _weights_help(name))
+    try:
+        model = create_model(name, pretrained=True, **kwargs)
+    except hub.PretrainedUnavailableError as exc:
+        raise WeightsUnavailableError(f'no weights for {name!r}: {_pretrained_reason(exc)}. To run anyway, '
+                                      + _weights_help(name)) from exc
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    tag = cfg.get('tag')
+    label = f"{cfg.get('architecture', rest)}.{tag}" if tag and not source else name
+    return model, {'source': 'pretrained', 'name': label, 'hf_hub_id': cfg.get('hf_hub_id')}

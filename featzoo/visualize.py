@@ -232,7 +232,7 @@ def visualize(model: Union[str, nn.Module], image: Union[str, os.PathLike], out:
     [None, 'act1', 'layer1', 'layer2', 'layer3', 'layer4']
     """
     from .data import create_transform, load_image, resolve_data_config
-    from .extract.pipeline import build_with_weights
+    from .factory import build_with_weights
 
     if mode not in MODES:
         raise ValueError(f'mode={mode!r} is invalid; valid: {", ".join(MODES)}')
