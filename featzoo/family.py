@@ -65,6 +65,8 @@ class FamilySpec:
       ``input_multiple`` that are >= ``min_input_size`` (a patch grid, a window grid, a stem that needs room).
     - ``img_size_arg`` (per-variant): the constructor argument that fixes the input size (``'img_size'`` for models
       whose position tables are built for one size), or None when the model takes any valid size as built.
+    - ``head_is_projection``: ``(name, row, tag entry) -> bool``, True for a pretrained tag whose head maps into a
+      joint image-text space (CLIP image towers) instead of classifying; the index records it per tag.
     """
 
     name: str
@@ -82,6 +84,7 @@ class FamilySpec:
     input_multiple: PerVariant = 1
     min_input_size: PerVariant = 1
     img_size_arg: PerVariant = None
+    head_is_projection: Optional[Callable[[str, Mapping[str, Any], Mapping[str, Any]], bool]] = None
     _accepted: Optional[frozenset] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +136,18 @@ class FamilySpec:
 
     def img_size_arg_for(self, variant: str) -> Optional[str]:
         return self._per_variant(self.img_size_arg, variant)
+
+    def head_is_projection_for(self, variant: str, tag: Mapping[str, Any]) -> bool:
+        """Whether the pretrained ``tag`` (its index entry: ``tag``, ``num_classes``, ...) of ``variant`` ends in an
+        image-text projection rather than a classifier.
+
+        >>> from featzoo.registry import family_spec
+        >>> family_spec('resnet').head_is_projection_for('resnet50', dict(tag='a1_in1k', num_classes=1000))
+        False
+        """
+        if self.head_is_projection is None:
+            return False
+        return bool(self.head_is_projection(variant, self.row(variant), tag))
 
     def smallest_input_side(self, variant: str, at_least: int = 64) -> int:
         """The smallest input side >= ``at_least`` that ``variant`` takes (what the parity tests run at).

@@ -60,6 +60,14 @@ def pretrained_entries(arch: str) -> List[Dict[str, Any]]:
     return out
 
 
+def untrained_tags(arch: str) -> List[str]:
+    """The tags timm lists for ``arch`` without published weights (mostly 'untrained')."""
+    import timm
+    published = set(timm.list_pretrained(arch + '.*'))
+    return [n.split('.', 1)[1] for n in timm.list_models(arch, include_tags=True)
+            if '.' in n and n not in published]
+
+
 def _levels(model: torch.nn.Module) -> List[Dict[str, Any]]:
     return [dict(num_chs=int(d['num_chs']), reduction=int(d['reduction']), module=str(d['module']))
             for d in model.feature_info]
@@ -88,6 +96,12 @@ def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
         if default_out is not None:
             entry['default_out_indices'] = _jsonable(default_out)
         entry['pretrained'] = pretrained_entries(arch) if with_pretrained else []
+        untrained = untrained_tags(arch) if with_pretrained else []
+        if untrained:
+            entry['untrained_tags'] = untrained
+        for tag in entry['pretrained']:
+            if spec.head_is_projection_for(arch, tag):
+                tag['head_is_projection'] = True  # featzoo extract stores the projected vectors by default
         models[arch] = entry
     return dict(family=family, module=f'featzoo.models.{family}', default_cfg=_jsonable(dict(spec.default_cfg)),
                 models=models)
