@@ -104,3 +104,23 @@ class FilterResponseNormTlu2d(nn.Module):
         inv_rms = x.square().float().mean(dim=(2, 3), keepdim=True).add(self.eps).rsqrt().to(x.dtype)
         x = x * inv_rms * self.weight.view(shape).to(x.dtype) + self.bias.view(shape).to(x.dtype)
         return torch.maximum(x, self.tau.view(shape).to(x.dtype)) if self.tau is not None else x
+
+
+class EvoNorm2dS0a(EvoNorm2dS0):
+    """EvoNorm-S0 as RegNetZ-evos uses it: the group std is taken from the input (before the sigmoid gate), eps 1e-3.
+
+    >>> EvoNorm2dS0a(32, group_size=16).groups
+    2
+    """
+
+    def __init__(self, num_features: int, groups: int = 32, group_size: Optional[int] = None, apply_act: bool = True,
+                 eps: float = 1e-3, act_layer: ActLayer = None) -> None:
+        super().__init__(num_features, groups=groups, group_size=group_size, apply_act=apply_act, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1)
+        std = group_std(x, self.groups, self.eps)
+        if self.v is not None:
+            x = x * (x * self.v.view(shape).to(x.dtype)).sigmoid()
+        x = x / std
+        return x * self.weight.view(shape).to(x.dtype) + self.bias.view(shape).to(x.dtype)

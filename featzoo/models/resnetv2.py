@@ -80,6 +80,20 @@ def norm_factory(norm: str, act_layer: str = 'relu') -> NormFactory:
     raise ValueError(f'unknown norm {norm!r}; valid: {NORM_TYPES}')
 
 
+def shortcut_pool(stride: int, dilation: int) -> nn.Module:
+    """The 2x2 average pool of an avg-pool ('d') shortcut: strided, or at stride 1 with 'SAME' padding once the
+    stage is dilated, or nothing.
+
+    >>> type(shortcut_pool(2, 1)).__name__, type(shortcut_pool(1, 2)).__name__, type(shortcut_pool(1, 1)).__name__
+    ('AvgPool2d', 'AvgPool2dSame', 'Identity')
+    """
+    if dilation > 1:
+        return AvgPool2dSame(2, 1, ceil_mode=True, count_include_pad=False)
+    if stride > 1:
+        return nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+    return nn.Identity()
+
+
 class DownsampleConv(nn.Module):
     """Projection shortcut: a strided 1x1 convolution (then a norm without activation when not pre-activated)."""
 
@@ -100,12 +114,7 @@ class DownsampleAvg(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int, dilation: int, preact: bool, conv_layer: ConvFactory,
                  norm_layer: NormFactory) -> None:
         super().__init__()
-        if dilation > 1:
-            self.pool: nn.Module = AvgPool2dSame(2, 1, ceil_mode=True, count_include_pad=False)
-        elif stride > 1:
-            self.pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-        else:
-            self.pool = nn.Identity()
+        self.pool = shortcut_pool(stride, dilation)
         self.conv = conv_layer(in_chs, out_chs, 1, stride=1)
         self.norm = nn.Identity() if preact else norm_layer(out_chs, apply_act=False)
 
