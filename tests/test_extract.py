@@ -138,7 +138,7 @@ def test_rows_equal_model_on_its_own_preprocessing(dataset, baseline):
     assert paths == readable
     assert emb.dtype == torch.float32 and emb.shape == (len(readable), 512)
     ref = reference_model()
-    assert_equal(emb, reference_embeddings(ref, root, paths), 'embeddings vs model on own transform', rtol=1e-3)
+    assert_equal(emb, reference_embeddings(ref, root, paths), 'embeddings vs model on own transform')
     manifest = result.manifest
     assert manifest['weights']['sha256'] == weights_digest(ref)
     assert result.rows == len(readable) and result.processed == len(readable) + len(BROKEN)
@@ -231,7 +231,7 @@ def test_resume_redoes_only_missing_or_damaged_shards(dataset, baseline, tmp_pat
     assert {n: os.stat(os.path.join(shard_dir, n)).st_ino for n in kept} == kept
     got_paths, got = featzoo.read_embeddings(out)
     assert got_paths == paths
-    assert_equal(got, emb, 'resumed vs uninterrupted', rtol=1e-4)
+    assert_equal(got, emb, 'resumed vs uninterrupted')
 
 
 def test_other_arguments_or_images_in_same_output_are_errors(dataset, baseline, tmp_path):
@@ -263,8 +263,10 @@ def test_normalize_and_float16_storage(dataset, baseline, tmp_path):
     got_paths, got = featzoo.read_embeddings(out)
     assert got_paths == paths and got.dtype == torch.float16
     assert featzoo.open_embeddings(out)[0].dtype == torch.float16
-    assert torch.allclose(got.float().norm(dim=1), torch.ones(len(paths)), atol=2e-3)
-    assert_equal(got.float(), torch.nn.functional.normalize(emb, dim=1), 'normalized float16', rtol=2e-3)
+    # float16 storage keeps 11 significant bits: each value moves by at most 2**-11 of itself (measured: 6.0e-5
+    # on values below 1), and so does the norm
+    assert torch.allclose(got.float().norm(dim=1), torch.ones(len(paths)), atol=2 ** -11)
+    assert_equal(got.float(), torch.nn.functional.normalize(emb, dim=1), 'normalized float16', rtol=2 ** -11)
 
 
 def test_workers_batch_size_and_checkpoint(dataset, baseline, tmp_path):
@@ -282,7 +284,7 @@ def test_workers_batch_size_and_checkpoint(dataset, baseline, tmp_path):
                                         shard_size=6, quiet=True)
     got_paths, got = featzoo.read_embeddings(out)
     assert got_paths == paths
-    assert_equal(got, reference_embeddings(model, root, paths), 'checkpoint weights', rtol=1e-3)
+    assert_equal(got, reference_embeddings(model, root, paths), 'checkpoint weights')
     assert result.manifest['weights']['source'] == 'checkpoint'
     assert result.manifest['weights']['file'] == os.path.abspath(ckpt)
 
@@ -295,7 +297,7 @@ def test_module_instead_of_name(dataset, baseline, tmp_path):
     before = {k: v.clone() for k, v in module.state_dict().items()}
     result = featzoo.extract_embeddings(module, root, out, input_size=SIZE, workers=0, quiet=True)
     assert result.manifest['weights']['source'] == 'module'
-    assert_equal(featzoo.read_embeddings(out)[1], emb, 'module', rtol=1e-4)
+    assert_equal(featzoo.read_embeddings(out)[1], emb, 'module')
     # a caller's module runs as given: no batch norm folded away, no weight changed
     after = module.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], v) for k, v in before.items())
@@ -318,7 +320,7 @@ def test_named_models_run_optimized_unless_told_not_to(dataset, baseline, tmp_pa
     eager = str(tmp_path / 'eager')
     featzoo.extract_embeddings(MODEL, root, eager, **dict(FAST, optimize=False))
     assert seen == ['InferenceModel', 'ResNet']
-    assert_equal(featzoo.read_embeddings(eager)[1], emb, 'eager vs optimized', rtol=1e-4)
+    assert_equal(featzoo.read_embeddings(eager)[1], emb, 'eager vs optimized')
     with pytest.raises(TypeError, match='optimize'):
         featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'bad'), **dict(FAST, optimize='no'))
 
@@ -446,6 +448,8 @@ def test_cuda_path_matches_cpu(dataset, baseline, tmp_path):
     assert result.manifest['arguments']['device'] == 'cuda'
     got_paths, got = featzoo.read_embeddings(out)
     assert got_paths == paths
+    # cuDNN runs float32 convolutions in TF32 by default (torch.backends.cudnn.allow_tf32): 10-bit mantissas,
+    # about 1e-3 relative; not measured here (no GPU in this project's test host)
     assert_equal(got, emb, 'cuda vs cpu', rtol=1e-3)
     for mode in ('fp16', 'bf16'):
         out = str(tmp_path / mode)
