@@ -36,6 +36,55 @@ def pytest_runtest_teardown(item, nextitem) -> None:
         _MALLOC_TRIM(0)
 
 
+def pytest_addoption(parser) -> None:
+    parser.addoption('--family', default='', metavar='NAME[,NAME]',
+                     help='run only the tests of these featzoo families (marked family(NAME), or in '
+                          'tests/test_models_NAME.py): runs the slow suite in parts, e.g. -m slow --family resnet')
+
+
+def pytest_configure(config) -> None:
+    # The per-commit sample of tests/test_parity_timm.py: one seed for the whole run, fixed here before any test
+    # worker starts (workers inherit the environment, so every worker collects the same sample).
+    from helpers import SAMPLE_SEED_VARIABLE, sample_seed
+    os.environ[SAMPLE_SEED_VARIABLE] = sample_seed()
+
+
+def _item_family(item) -> str:
+    marker = item.get_closest_marker('family')
+    if marker is not None:
+        return marker.args[0]
+    module = os.path.basename(str(item.path))
+    prefix = 'test_models_'
+    return module[len(prefix):-len('.py')] if module.startswith(prefix) else ''
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    wanted = {name.strip() for name in config.getoption('--family').split(',') if name.strip()}
+    if not wanted:
+        return
+    import featzoo
+    unknown = wanted - set(featzoo.list_modules())
+    if unknown:
+        raise pytest.UsageError(f'--family: unknown {sorted(unknown)}; families: {featzoo.list_modules()}')
+    kept = [item for item in items if _item_family(item) in wanted]
+    config.hook.pytest_deselected(items=[item for item in items if _item_family(item) not in wanted])
+    items[:] = kept
+
+
+def _seed_line() -> str:
+    from helpers import SAMPLE_SEED_VARIABLE
+    seed = os.environ.get(SAMPLE_SEED_VARIABLE, '')
+    return f'featzoo parity sample seed: {seed} (rerun the same sample: {SAMPLE_SEED_VARIABLE}={seed})'
+
+
+def pytest_report_header(config) -> str:
+    return _seed_line()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    terminalreporter.write_line(_seed_line())
+
+
 @pytest.fixture
 def small_input() -> torch.Tensor:
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))

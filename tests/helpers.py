@@ -1,17 +1,25 @@
-"""Shared test helpers: the project's tolerance, timm parity, feature-shape checks."""
+"""Shared test helpers: the project's tolerance, timm parity, feature-shape checks, and the architectures that stand
+for the registry (one per family, one per configuration, a seeded sample), all derived from the registry and the
+family specs so that a new family needs no table entry here."""
 from __future__ import annotations
 
 import atexit
+import datetime
 import math
 import os
+import random
 import shutil
+import subprocess
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 import featzoo
+from featzoo import registry
 
 
 def assert_equal(actual: torch.Tensor, reference: torch.Tensor, what: str = '', rtol: float = 1e-5) -> None:
@@ -48,10 +56,55 @@ def randomize_state(model: nn.Module, seed: int = 0) -> None:
             tensor.copy_(value.to(tensor.dtype))
 
 
+# In-place tensor methods that only write values (never a shape, a dtype or a device): what weight initialization does.
+_VALUE_WRITES = frozenset({
+    'uniform_', 'normal_', 'fill_', 'zero_', 'copy_', 'mul_', 'add_', 'sub_', 'div_', 'clamp_', 'clamp_min_',
+    'clamp_max_', 'erfinv_', 'exp_', 'log_', 'sqrt_', 'abs_', 'neg_', 'bernoulli_', 'random_', 'exponential_',
+    'log_normal_', 'cauchy_', 'geometric_', 'fmod_', 'remainder_', 'masked_fill_', 'index_fill_',
+})
+
+
+class _SkipValueWritesOnMeta(TorchFunctionMode):
+    """Turns value-only writes into meta tensors (and torch.nn.init's functions on them) into no-ops.
+
+    A meta tensor holds no values, yet initializing one still runs the op's shape logic in Python: timm's
+    trunc_normal_ alone made building a ConvNeXt on the meta device ~3x slower than building it for real.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get('tensor')
+        if (isinstance(target, torch.Tensor) and target.is_meta
+                and (getattr(func, '__name__', '') in _VALUE_WRITES or getattr(func, '__module__', '') == 'torch.nn.init')):
+            return target
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def meta_device() -> Iterator[None]:
+    """Build on the meta device without running weight initialization: keys and shapes only, in milliseconds."""
+    with torch.device('meta'), _SkipValueWritesOnMeta():
+        yield
+
+
+def state_shapes(model: nn.Module) -> Dict[str, Tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def assert_same_keys_and_shapes(ours: Dict[str, Tuple[int, ...]], timms: Dict[str, Tuple[int, ...]],
+                                what: str = '') -> None:
+    """The same state_dict keys (in the same order or at least as a set) with the same shapes."""
+    assert list(ours) == list(timms) or sorted(ours) == sorted(timms), \
+        f'{what} keys differ: only featzoo {sorted(set(ours) - set(timms))[:5]}, ' \
+        f'only timm {sorted(set(timms) - set(ours))[:5]}'
+    wrong = [f'{key}: {ours[key]} vs timm {shape}' for key, shape in timms.items() if ours[key] != shape]
+    assert not wrong, f'{what} {len(wrong)} shapes differ, e.g. {wrong[:3]}'
+
+
 def build_timm_reference(name: str, seed: int = 0, **kwargs: Any) -> nn.Module:
     """timm's model with random weights, skipping timm's (slow) initialization where that is safe."""
     import timm
-    with torch.device('meta'):
+    with meta_device():
         ref = timm.create_model(name, pretrained=False, **kwargs)
     persistent = set(ref.state_dict())
     computed = [n for n, _ in ref.named_buffers() if n not in persistent]
@@ -155,8 +208,11 @@ def timm_reference_features(timm_model: nn.Module, modules: Sequence[str], x: to
 
 def timm_parity(name: str, input_size: Tuple[int, ...] = (2, 3, 64, 64), output_stride: Optional[int] = None,
                 timm_kwargs: Optional[Dict[str, Any]] = None, featzoo_kwargs: Optional[Dict[str, Any]] = None,
-                check_features: bool = True, seed: int = 0) -> nn.Module:
-    """Load timm's (randomized) weights into featzoo's model and check they compute the same things."""
+                check_features: bool = True, seed: int = 0, feature_classes: Optional[Sequence[str]] = None,
+                all_levels: bool = False) -> nn.Module:
+    """Load timm's (randomized) weights into featzoo's model and check they compute the same things: the state_dict
+    keys and shapes, forward_features, pre-logits, logits, and the levels of the default feature wrapper (of each of
+    ``feature_classes`` besides, when given; every level, not only the default ``out_indices``, with ``all_levels``)."""
     timm_kwargs = dict(timm_kwargs or {})
     featzoo_kwargs = dict(featzoo_kwargs or {})
     if output_stride is not None:
@@ -164,32 +220,37 @@ def timm_parity(name: str, input_size: Tuple[int, ...] = (2, 3, 64, 64), output_
         featzoo_kwargs.setdefault('output_stride', output_stride)
     torch.manual_seed(seed)
     ref = build_timm_reference(name, seed, **timm_kwargs)
-    ref_shapes = {key: tuple(value.shape) for key, value in ref.state_dict().items()}
+    ref_shapes = state_shapes(ref)
     path = save_state(ref.state_dict())
     x = torch.randn(*input_size, generator=torch.Generator().manual_seed(seed))
     try:
-        # the backbone first and released before the full model: at most two copies of the largest models'
+        # the backbones first and released before the full model: at most two copies of the largest models'
         # weights live at once (test workers run side by side)
         if check_features:
             fkw = {k: v for k, v in featzoo_kwargs.items() if k not in ('num_classes', 'global_pool')}
-            backbone = featzoo.create_model(name, features_only=True, checkpoint_path=path, **fkw).eval()
-            feats = check_feature_shapes(backbone, x)
-            modules = backbone.feature_info.module_name()
-            use_inter = not hasattr(backbone, 'steps') and type(backbone).__name__ == 'FeatureGetterNet'
-            out_indices = backbone.feature_info.out_indices
-            del backbone
-            refs = timm_reference_features(ref, modules, x, use_inter, out_indices)
-            for i, (a, b) in enumerate(zip(feats, refs)):
-                assert_equal(a, b, f'{name} feature level {i} ({modules[i]})')
-            assert len(feats) == len(refs)
-            del feats, refs
+            if all_levels:
+                with meta_device():
+                    levels = len(featzoo.create_model(name, **fkw).feature_info)  # a full model lists every level
+                fkw['out_indices'] = tuple(range(levels))
+            default_cls = featzoo.model_capabilities(name).default_feature_cls
+            classes = [default_cls] + [c for c in (feature_classes or ()) if c != default_cls]
+            refs = None
+            for feature_cls in classes:
+                backbone = featzoo.create_model(name, features_only=True, checkpoint_path=path,
+                                                feature_cls=feature_cls, **fkw).eval()
+                feats = check_feature_shapes(backbone, x)
+                if refs is None:  # timm's levels, tapped where the default wrapper taps featzoo's
+                    modules = backbone.feature_info.module_name()
+                    use_inter = not hasattr(backbone, 'steps') and type(backbone).__name__ == 'FeatureGetterNet'
+                    refs = timm_reference_features(ref, modules, x, use_inter, backbone.feature_info.out_indices)
+                del backbone
+                assert len(feats) == len(refs), f'{name} {feature_cls}: {len(feats)} levels, timm {len(refs)}'
+                for i, (a, b) in enumerate(zip(feats, refs)):
+                    assert_equal(a, b, f'{name} {feature_cls} feature level {i} ({modules[i]})')
+                del feats
+            del refs
         model = featzoo.create_model(name, checkpoint_path=path, **featzoo_kwargs).eval()
-        shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-        assert list(shapes) == list(ref_shapes) or sorted(shapes) == sorted(ref_shapes), \
-            f'keys differ: only featzoo {sorted(set(shapes) - set(ref_shapes))[:5]}, ' \
-            f'only timm {sorted(set(ref_shapes) - set(shapes))[:5]}'
-        for key, shape in ref_shapes.items():
-            assert shapes[key] == shape, f'{key}: {shapes[key]} vs {shape}'
+        assert_same_keys_and_shapes(state_shapes(model), ref_shapes, name)
         with torch.no_grad():
             ref_feat = ref.forward_features(x)
             feat = model.forward_features(x)
@@ -203,8 +264,138 @@ def timm_parity(name: str, input_size: Tuple[int, ...] = (2, 3, 64, 64), output_
     return model
 
 
+# ---- the architectures that stand for the registry ---------------------------------------------------------------
+# Everything below is derived from the registry and the family specs: a new family or variant is covered by every test
+# that uses these with no table entry anywhere.
+
+# float32 weights above this are computed on a depth-reduced instance (full size only on the meta device)
+PARITY_MAX_BYTES = 1.5 * 2 ** 30
+SAMPLE_SIZE = 10
+SAMPLE_MAX_PARAMS = 100_000_000
+SAMPLE_SEED_VARIABLE = 'FEATZOO_SAMPLE_SEED'
+# row keys that count repeated blocks: per stage (sequences) or in all (ints)
+_STAGE_DEPTH_KEYS = ('depths', 'layers', 'block_config', 'block_per_stage')
+_TOTAL_DEPTH_KEYS = ('depth', 'middle_depth')
+_SHALLOW = 2  # blocks kept per stage: two, so that blocks that alternate (shifted windows) still meet both kinds
+
+
+def num_params(name: str) -> int:
+    return int(registry.get_arch_entry(name)['num_params'])
+
+
+def family_of(name: str) -> str:
+    return registry.get_arch_entry(name)['family']
+
+
+def by_size(names: Sequence[str]) -> List[str]:
+    """``names`` smallest first (fewest parameters, then natural name order)."""
+    return sorted(names, key=lambda n: (num_params(n), registry._natural_key(n)))
+
+
+def family_representative(family: str) -> str:
+    """The architecture that stands for ``family`` in tests that run each family once: its smallest."""
+    return by_size(featzoo.list_models(module=family))[0]
+
+
 def representatives() -> List[str]:
-    """The smallest variant (fewest parameters) of each family, for tests that run every family."""
-    from featzoo import registry
-    return [min(featzoo.list_models(module=family), key=lambda n: registry.get_arch_entry(n)['num_params'])
-            for family in featzoo.list_modules()]
+    """The representative of each family, in family order."""
+    return [family_representative(family) for family in featzoo.list_modules()]
+
+
+def configuration_of(name: str) -> Tuple[str, Any]:
+    """(family, configuration): architectures with equal keys run the same code at other sizes.
+
+    A name the family's spec does not know (an index ahead of its family file) is a configuration of its own, so that
+    it reaches a test and fails there rather than breaking collection.
+    """
+    family = family_of(name)
+    try:
+        return family, registry.family_spec(family).configuration(name)
+    except Exception as error:  # noqa: BLE001 - reported by the test that builds it
+        return family, ('unbuildable', name, repr(error))
+
+
+def configurations(names: Optional[Sequence[str]] = None) -> Dict[str, List[str]]:
+    """Each configuration's smallest architecture -> every architecture of that configuration, smallest first."""
+    groups: Dict[Tuple[str, Any], List[str]] = {}
+    for name in by_size(featzoo.list_models() if names is None else names):
+        groups.setdefault(configuration_of(name), []).append(name)
+    return {members[0]: members for members in groups.values()}
+
+
+def input_side_for(name: str) -> int:
+    """The smallest input side >= 64 px that ``name`` takes."""
+    return registry.family_spec(family_of(name)).smallest_input_side(name)
+
+
+def size_kwargs(name: str, side: int) -> Dict[str, Any]:
+    """Constructor arguments (for featzoo and timm alike) that fix the model to ``side`` px, where it needs them."""
+    arg = registry.family_spec(family_of(name)).img_size_arg_for(name)
+    return {arg: side} if arg else {}
+
+
+def too_big_to_compute(name: str) -> bool:
+    return num_params(name) * 4 > PARITY_MAX_BYTES
+
+
+def shallow_overrides(name: str) -> Dict[str, Any]:
+    """Row overrides that keep every kind of block of ``name`` but at most two per stage (tests that trace or compute
+    a model many times, and numerics of the variants too big to compute at full size).
+
+    Each count in the row is cut only where the cut model still builds with the same feature levels (modules and
+    widths): a count that generates the widths (RegNet's ``depth``) is left alone.
+    """
+    row = registry.family_spec(family_of(name)).row(name)
+    with meta_device():
+        levels = _level_facts(featzoo.create_model(name))
+    overrides: Dict[str, Any] = {}
+    for key, value in row.items():
+        if key in _STAGE_DEPTH_KEYS and isinstance(value, (tuple, list)) and all(isinstance(v, int) for v in value):
+            shallow: Any = tuple(min(v, _SHALLOW) for v in value)
+        elif key in _TOTAL_DEPTH_KEYS and isinstance(value, int) and not isinstance(value, bool):
+            shallow = min(value, _SHALLOW)
+        else:
+            continue
+        if shallow == (tuple(value) if isinstance(value, list) else value):
+            continue
+        try:
+            with meta_device():
+                cut = featzoo.create_model(name, **overrides, **{key: shallow})
+        except Exception:  # noqa: BLE001 - a count the family cannot cut this way
+            continue
+        if key in _STAGE_DEPTH_KEYS and _level_facts(cut) != levels:
+            continue
+        if key in _TOTAL_DEPTH_KEYS and _level_facts(cut)[-1:] != levels[-1:]:
+            continue  # a transformer keeps one level per block: the last must be the same
+        overrides[key] = shallow
+    return overrides
+
+
+def _level_facts(model: nn.Module) -> List[Tuple[int, int]]:
+    return [(level['num_chs'], level['reduction']) for level in model.feature_info]
+
+
+def sample_seed() -> str:
+    """The seed of the per-commit sample: ``$FEATZOO_SAMPLE_SEED``, else the checked-out commit, else today's date.
+
+    tests/conftest.py sets the variable once per run (test workers inherit it) and prints it.
+    """
+    seed = os.environ.get(SAMPLE_SEED_VARIABLE, '').strip()
+    if seed:
+        return seed
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        head = subprocess.run(['git', 'rev-parse', '--short=12', 'HEAD'], cwd=root, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode == 0 and head.stdout.strip():
+            return head.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d')
+
+
+def sampled_architectures(seed: str, candidates: Sequence[str], size: int = SAMPLE_SIZE) -> List[str]:
+    """``size`` of ``candidates`` drawn by ``seed`` (the same on every machine and Python), in registry order."""
+    pool = sorted(candidates, key=registry._natural_key)
+    chosen = set(random.Random(seed).sample(pool, min(size, len(pool))))
+    return [name for name in pool if name in chosen]

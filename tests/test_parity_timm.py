@@ -1,0 +1,150 @@
+"""Parity with timm over the whole registry, in layers whose cost grows slowly with the number of architectures.
+
+Every architecture timm also has (parametrized over ``featzoo.list_models()``; a new family needs no test code):
+
+1. keys and shapes of the state_dict, and the feature levels at the natural output stride, against timm, both built
+   on the meta device without weight initialization (milliseconds each); the dilated strides for one architecture
+   per configuration (every architecture with ``-m slow``);
+2. numerics (logits, forward_features, pre-logits, every feature level of the default wrapper) for one architecture
+   per configuration: a family spec's row minus the keys that only scale it (``FamilySpec.configuration``), on its
+   smallest row, batch 1, at the smallest input >= 64 px it takes;
+3. the same numerics for a per-commit sample of ``SAMPLE_SIZE`` other architectures under 100 M parameters, drawn by
+   a seed printed in the test ids and the run's summary (``FEATZOO_SAMPLE_SEED=<seed>`` reruns a red sample);
+4. with ``-m slow``: numerics for every architecture at every output stride timm takes and through every wrapper it
+   claims; ``--family NAME[,NAME]`` runs the part of one or a few families. Architectures whose float32 weights
+   exceed 1.5 GB compute on a depth-reduced instance (the same cut on both sides); their full size is checked by 1.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import pytest
+import timm
+import torch
+
+import featzoo
+from helpers import (SAMPLE_MAX_PARAMS, assert_same_keys_and_shapes, by_size, configurations, family_of,
+                     input_side_for, meta_device, num_params, sample_seed, sampled_architectures, shallow_overrides,
+                     size_kwargs, state_shapes, timm_parity, too_big_to_compute)
+
+ALL = featzoo.list_models()
+IN_TIMM = [name for name in ALL if timm.is_model(name)]
+CONFIGURATIONS = configurations(IN_TIMM)  # each configuration's smallest architecture -> all of its architectures
+SEED = sample_seed()
+SAMPLE = sampled_architectures(SEED, [n for n in IN_TIMM if n not in CONFIGURATIONS and num_params(n) < SAMPLE_MAX_PARAMS])
+
+
+def _natural(name: str) -> int:
+    return max(featzoo.model_capabilities(name).output_strides)
+
+
+def _dilated(name: str) -> List[int]:
+    return sorted((s for s in featzoo.model_capabilities(name).output_strides if s != _natural(name)), reverse=True)
+
+
+def _param(name: str, *values: Any, id: str, slow: bool = False):
+    marks = [pytest.mark.family(family_of(name))] + ([pytest.mark.slow] if slow else [])
+    return pytest.param(name, *values, id=id, marks=marks)
+
+
+def _levels(feature_info: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [dict(num_chs=d['num_chs'], reduction=d['reduction'], module=d['module']) for d in feature_info]
+
+
+def _timm_on_meta(name: str, **kwargs: Any) -> Optional[torch.nn.Module]:
+    """timm's model on the meta device; None when timm's constructor refuses ``output_stride``."""
+    try:
+        with meta_device():
+            return timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as error:
+        if 'output_stride' in kwargs and 'output_stride' in str(error):
+            return None
+        raise
+
+
+# ---- 1. keys, shapes and levels of every architecture, on the meta device ------------------------------------------
+
+@pytest.mark.parametrize('name', [_param(n, id=n) for n in IN_TIMM])
+def test_keys_shapes_and_levels_match_timm(name):
+    ref = _timm_on_meta(name)
+    with meta_device():
+        model = featzoo.create_model(name)
+    assert_same_keys_and_shapes(state_shapes(model), state_shapes(ref), name)
+    assert _levels(model.feature_info) == _levels(ref.feature_info), f'{name}: feature levels differ from timm'
+
+
+def _dilated_rows(names: Sequence[str], slow_unless: Sequence[str]) -> list:
+    return [_param(n, s, id=f'{n}-os{s}', slow=n not in slow_unless) for n in names for s in _dilated(n)]
+
+
+@pytest.mark.parametrize('name,output_stride', _dilated_rows(IN_TIMM, CONFIGURATIONS))
+def test_dilated_keys_and_levels_match_timm(name, output_stride):
+    """At every output stride the model claims: the stride-32 parameters and timm's levels (where timm's constructor
+    takes the stride; families whose timm classifier does not check their dilated levels in their own file)."""
+    ref = _timm_on_meta(name, output_stride=output_stride)
+    if ref is None:
+        pytest.skip(f"timm's {name} takes no output_stride")
+    with meta_device():
+        model = featzoo.create_model(name, output_stride=output_stride)
+        natural = featzoo.create_model(name)
+    assert state_shapes(model) == state_shapes(natural), f'output_stride={output_stride} changed the parameters'
+    assert _levels(model.feature_info) == _levels(ref.feature_info), f'{name} os{output_stride}: levels differ'
+
+
+# ---- 2.-4. numerics -------------------------------------------------------------------------------------------------
+
+def numeric_parity(name: str, output_stride: Optional[int] = None, feature_classes: Sequence[str] = ()) -> None:
+    """Logits, forward_features, pre-logits and every level of the default wrapper (and of ``feature_classes``) equal
+    timm's on the same random weights, at batch 1 on the smallest input >= 64 px the architecture takes; a
+    depth-reduced instance for architectures too big to compute."""
+    side = input_side_for(name)
+    kwargs = size_kwargs(name, side)
+    if too_big_to_compute(name):
+        kwargs.update(shallow_overrides(name))
+        with meta_device():
+            assert num_params(name) > sum(p.numel() for p in featzoo.create_model(name, **kwargs).parameters()), \
+                f'{name} is too big to compute and no depth count of its row can be cut (shallow_overrides)'
+    if output_stride is not None and output_stride != _natural(name):
+        ref = _timm_on_meta(name, output_stride=output_stride, **kwargs)
+        if ref is None:
+            pytest.skip(f"timm's {name} takes no output_stride")
+        with meta_device():
+            natural = _timm_on_meta(name, **kwargs)
+        if state_shapes(ref) != state_shapes(natural):
+            pytest.skip(f"timm's {name} at output_stride={output_stride} has other parameters than at its natural "
+                        f'stride (featzoo keeps them: test_dilated_keys_and_levels_match_timm)')
+    else:
+        output_stride = None
+    timm_parity(name, input_size=(1, 3, side, side), output_stride=output_stride, timm_kwargs=kwargs,
+                featzoo_kwargs=kwargs, feature_classes=feature_classes, all_levels=True)
+
+
+@pytest.mark.parametrize('name', [_param(n, id=n) for n in CONFIGURATIONS])
+def test_configuration_parity(name):
+    """One architecture (the smallest) per configuration; ``CONFIGURATIONS[name]`` lists what it stands for."""
+    numeric_parity(name)
+
+
+@pytest.mark.parametrize('name', [_param(n, id=f'{n}-seed{SEED}') for n in SAMPLE])
+def test_sampled_parity(name):
+    """A different sample at every commit: over many commits every architecture gets computed in the default suite."""
+    numeric_parity(name)
+
+
+def _every_stride(name: str) -> list:
+    return [_param(name, s, id=f'{name}-os{s}', slow=True) for s in [_natural(name)] + _dilated(name)]
+
+
+@pytest.mark.parametrize('name,output_stride', [row for n in IN_TIMM for row in _every_stride(n)])
+def test_parity_every_stride_and_wrapper(name, output_stride):
+    numeric_parity(name, output_stride, feature_classes=featzoo.model_capabilities(name).feature_cls)
+
+
+def test_the_layers_cover_the_registry():
+    """Every architecture timm has is in exactly one configuration; the sample is drawn from the rest."""
+    members = [n for group in CONFIGURATIONS.values() for n in group]
+    assert sorted(members) == sorted(IN_TIMM)
+    assert all(group[0] == rep and by_size(group) == group for rep, group in CONFIGURATIONS.items())
+    assert not set(SAMPLE) & set(CONFIGURATIONS)
+    assert all(num_params(n) < SAMPLE_MAX_PARAMS for n in SAMPLE)
+    assert sampled_architectures(SEED, IN_TIMM) == sampled_architectures(SEED, list(reversed(IN_TIMM)))
