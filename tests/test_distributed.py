@@ -209,6 +209,8 @@ def test_extract_ranks_stop_when_one_dies_and_the_rerun_resumes(tmp_path, fate):
     assert 'run the same command again to resume' in err0
     done = sorted(os.listdir(os.path.join(out, 'shards')))
     assert done == ['shard-00000.safetensors', 'shard-00002.safetensors']  # rank 0's share was finished
+    if fate == 'SIGKILL':
+        return  # the rerun is the same either way: once is enough
     (code0, text0, err0), (code1, _, err1) = _run_ranks(str(images), out)
     assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
     assert text0.split() == ['RESULT', '4', '2']
