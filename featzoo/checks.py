@@ -79,10 +79,11 @@ def check_int_tuple(name: str, value: Any, length: Optional[int] = None, minimum
     return tuple(check_int(f'each {name} entry', v, minimum) for v in value)
 
 
-def check_input_size(value: Any, lengths: Sequence[int] = (2, 3), name: str = 'input_size',
+def check_input_size(value: Any, lengths: Optional[Sequence[int]] = (2, 3), name: str = 'input_size',
                      allow_int: bool = True) -> Optional[Tuple[int, ...]]:
-    """An image size as a tuple of positive ints: an int (a square side, when ``allow_int``), (H, W) or (C, H, W),
-    whichever of ``lengths`` the caller takes; None passes through.
+    """An input size as a tuple of positive ints: an int (a square side, when ``allow_int``), (H, W) or (C, H, W),
+    whichever of ``lengths`` the caller takes (None: any length, e.g. the shape of one sample without the batch
+    dimension); None passes through.
 
     >>> check_input_size(224)
     (224, 224)
@@ -93,10 +94,13 @@ def check_input_size(value: Any, lengths: Sequence[int] = (2, 3), name: str = 'i
         return None
     if allow_int and isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
-    shapes = ' or '.join({1: '(side,)', 2: '(height, width)', 3: '(channels, height, width)'}.get(n, f'{n} ints')
-                         for n in lengths)
-    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) not in lengths
+    if lengths is None:
+        shapes = 'a tuple of positive ints without the batch dimension, such as (3, 224, 224)'
+    else:
+        shapes = ' or '.join({2: '(height, width)', 3: '(channels, height, width)'}.get(n, f'{n} ints') for n in lengths)
+        shapes = ('a positive int, ' if allow_int else '') + shapes + ' with positive ints'
+    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value
+            or (lengths is not None and len(value) not in lengths)
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        prefix = 'a positive int, ' if allow_int else ''
-        raise ValueError(f'{name} must be {prefix}{shapes} with positive ints, got {value!r}')
+        raise ValueError(f'{name} must be {shapes}, got {value!r}')
     return tuple(int(v) for v in value)

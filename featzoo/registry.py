@@ -229,10 +229,14 @@ def get_arch_entry(name: str) -> Dict[str, Any]:
         raise UnknownModelError(f'unknown model {name!r}' + (f'; closest registered names: {hint}' if hint else '') +
                                 '. list_models() gives them all.')
     if tag and tag not in _known_tags(entry):
-        tags = _known_tags(entry)
-        hint = difflib.get_close_matches(tag, tags, n=5, cutoff=0.3) or tags[:8]
-        raise UnknownModelError(f'unknown pretrained tag {tag!r} for {arch!r}; '
-                                + (f'closest tags: {hint}' if tags else f'{arch!r} has no published weights'))
+        published = [cfg['tag'] for cfg in entry.get('pretrained', ())]
+        hint = difflib.get_close_matches(tag, published, n=5, cutoff=0.3) or published[:8]
+        if published:
+            reason = f'closest tags: {hint}'
+        else:
+            weightless = list(entry.get('untrained_tags', ()))
+            reason = f'{arch!r} has no published weights' + (f' (its only tags: {weightless})' if weightless else '')
+        raise UnknownModelError(f'unknown pretrained tag {tag!r} for {arch!r}; {reason}')
     return entry
 
 

@@ -231,6 +231,7 @@ def visualize(model: Union[str, nn.Module], image: Union[str, os.PathLike], out:
     >>> [p.module for p in vis.panels]  # doctest: +SKIP
     [None, 'act1', 'layer1', 'layer2', 'layer3', 'layer4']
     """
+    from .checks import check_input_size
     from .data import create_transform, load_image, resolve_data_config
     from .factory import build_with_weights
 
@@ -252,10 +253,7 @@ def visualize(model: Union[str, nn.Module], image: Union[str, os.PathLike], out:
         raise TypeError(f'model must be a registered model name or an nn.Module, got {type(model).__name__}')
     overrides: Dict[str, Any] = {}
     if input_size is not None:
-        if (not isinstance(input_size, (tuple, list)) or len(input_size) != 2
-                or not all(isinstance(v, int) and v > 0 for v in input_size)):
-            raise ValueError(f'input_size must be (height, width) with positive ints, got {input_size!r}')
-        overrides['input_size'] = (3,) + tuple(input_size)
+        overrides['input_size'] = (3,) + check_input_size(input_size, lengths=(2,), allow_int=False)
     cfg = resolve_data_config(overrides, model=net)
     if input_size is not None:
         cfg['input_size'] = (cfg['input_size'][0],) + tuple(input_size)

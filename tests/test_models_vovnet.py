@@ -54,7 +54,7 @@ def test_invalid_arguments_name_the_value():
         vovnet.SPEC.build('ese_vovnet39b', stem_stride=3)
     with pytest.raises(ValueError, match=r'block_per_stage must have 4 entries'):
         vovnet.SPEC.build('ese_vovnet39b', block_per_stage=(1, 1, 1))
-    with pytest.raises(ValueError, match=r'layer_per_block must be an int >= 1, got 0'):
+    with pytest.raises(ValueError, match=r'layer_per_block=0 is invalid; it must be >= 1'):
         vovnet.SPEC.build('ese_vovnet39b', layer_per_block=0)
     with pytest.raises(KeyError, match=r"vovnet11.*ese_vovnet19b_dw"):
         vovnet.SPEC.build('vovnet11')

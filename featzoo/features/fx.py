@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import torch
 from torch import fx, nn
 
+from ..checks import check_input_size
 from .adopt import WrapperRules, adopt_module_tables
 from .info import FeatureInfo, OutIndices
 from .notrace import get_notrace_functions, get_notrace_modules, register_notrace_function, register_notrace_module
@@ -442,13 +443,10 @@ def _propagate(root: nn.Module, graph: fx.Graph, inputs: Sequence[Any]) -> Tuple
 
 
 def _check_input_size(input_size: Any) -> Tuple[int, ...]:
+    # any model: an int is the length of a 1-D sample, not a square image side
     if isinstance(input_size, int) and not isinstance(input_size, bool):
         input_size = (input_size,)
-    if not isinstance(input_size, (tuple, list, torch.Size)) or not input_size or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_size):
-        raise ValueError(f'input_size must be a tuple of positive ints without the batch dimension, such as '
-                         f'(3, 224, 224); got {input_size!r}')
-    return tuple(int(d) for d in input_size)
+    return check_input_size(input_size, lengths=None, allow_int=False)
 
 
 def _channels(shape: Optional[Tuple[int, ...]]) -> Optional[int]:

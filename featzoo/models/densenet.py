@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..features.info import normalize_out_indices
+from ..checks import check_int
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
@@ -44,12 +45,6 @@ _MATCH_PREV_GROUP = (99999,)
 # early torchvision checkpoints name dense-layer modules 'norm.1', 'conv.2', ... instead of 'norm1', 'conv2'
 _LEGACY_LAYER_KEY = re.compile(
     r'^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$')
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}')
-    return value
 
 
 class DenseLayer(nn.Module):
@@ -171,14 +166,14 @@ class DenseNet(nn.Module):
                  output_stride: int = 32, drop_rate: float = 0., proj_drop_rate: float = 0.,
                  drop_path_rate: Optional[float] = None, memory_efficient: bool = False) -> None:
         super().__init__()
-        growth_rate = _positive_int('growth_rate', growth_rate)
-        bn_size = _positive_int('bn_size', bn_size)
-        in_chans = _positive_int('in_chans', in_chans)
-        num_classes = _positive_int('num_classes', num_classes, minimum=0)
+        growth_rate = check_int('growth_rate', growth_rate, 1)
+        bn_size = check_int('bn_size', bn_size, 1)
+        in_chans = check_int('in_chans', in_chans, 1)
+        num_classes = check_int('num_classes', num_classes, 0)
         if isinstance(block_config, (str, bytes)) or not isinstance(block_config, Sequence) or not block_config:
             raise ValueError(f'block_config must be a non-empty sequence of layer counts, got {block_config!r}')
         for n in block_config:
-            _positive_int('each block_config entry', n)
+            check_int('each block_config entry', n, 1)
         if stem_type not in STEM_TYPES:
             raise ValueError(f'unknown stem_type {stem_type!r}; valid: {STEM_TYPES}')
         if aa_layer not in AA_LAYERS:
@@ -317,7 +312,7 @@ class DenseNet(nn.Module):
         >>> m = SPEC.build('densenet121'); m.reset_classifier(0, ''); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
-        num_classes = _positive_int('num_classes', num_classes, minimum=0)
+        num_classes = check_int('num_classes', num_classes, 0)
         if global_pool is None:
             global_pool = self.global_pool.pool_type
         ref = next(self.parameters(), None)

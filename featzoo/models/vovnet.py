@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..features.info import normalize_out_indices
+from ..checks import check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
@@ -48,20 +49,6 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 
 ATTN_TYPES = ('', 'ese', 'eca')
 STEM_STRIDES = (2, 4)
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}')
-    return value
-
-
-def _int_tuple(name: str, value: Any, length: Optional[int] = None) -> Tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
-        raise ValueError(f'{name} must be a non-empty sequence of ints, got {value!r}')
-    if length is not None and len(value) != length:
-        raise ValueError(f'{name} must have {length} entries (one per stage), got {len(value)}: {tuple(value)}')
-    return tuple(_positive_int(f'each {name} entry', v) for v in value)
 
 
 class SeparableConvNormAct(nn.Module):
@@ -227,14 +214,14 @@ class VovNet(nn.Module):
                  output_stride: int = 32, act_layer: str = 'relu', drop_rate: float = 0.,
                  drop_path_rate: Optional[float] = 0.) -> None:
         super().__init__()
-        stem_chs = _int_tuple('stem_chs', stem_chs, 3)
-        stage_conv_chs = _int_tuple('stage_conv_chs', stage_conv_chs)
+        stem_chs = check_int_tuple('stem_chs', stem_chs, 3)
+        stage_conv_chs = check_int_tuple('stage_conv_chs', stage_conv_chs)
         num_stages = len(stage_conv_chs)
-        stage_out_chs = _int_tuple('stage_out_chs', stage_out_chs, num_stages)
-        block_per_stage = _int_tuple('block_per_stage', block_per_stage, num_stages)
-        layer_per_block = _positive_int('layer_per_block', layer_per_block)
-        in_chans = _positive_int('in_chans', in_chans)
-        num_classes = _positive_int('num_classes', num_classes, minimum=0)
+        stage_out_chs = check_int_tuple('stage_out_chs', stage_out_chs, num_stages)
+        block_per_stage = check_int_tuple('block_per_stage', block_per_stage, num_stages)
+        layer_per_block = check_int('layer_per_block', layer_per_block, 1)
+        in_chans = check_int('in_chans', in_chans, 1)
+        num_classes = check_int('num_classes', num_classes, 0)
         if attn not in ATTN_TYPES:
             raise ValueError(f'unknown attn {attn!r}; valid: {ATTN_TYPES}')
         if stem_stride not in STEM_STRIDES:
@@ -333,7 +320,7 @@ class VovNet(nn.Module):
         >>> m = SPEC.build('ese_vovnet19b_dw'); m.reset_classifier(0); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024])
         """
-        num_classes = _positive_int('num_classes', num_classes, minimum=0)
+        num_classes = check_int('num_classes', num_classes, 0)
         ref = next(self.parameters(), None)
         self.head.in_features = self.num_features
         self.head.reset(num_classes, global_pool)
