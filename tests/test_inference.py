@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 import featzoo
-from featzoo.inference import (InferenceModel, OneDnnLinear, _onednn_linear_works, fold_conv_bn, max_relative_error,
-                               optimize_for_inference, use_onednn_linear)
+from featzoo.inference import (CpuFeatures, InferenceModel, InferencePlan, OneDnnLinear, _onednn_linear_works,
+                               cpu_features, fold_conv_bn, max_relative_error, optimize_for_inference, plan_inference,
+                               use_onednn_linear)
 from featzoo.layers import BatchNormAct2d, ConvNormAct, FrozenBatchNorm2d
 from featzoo.layers.onednn import PackedConvForward, _onednn_conv_works
 from featzoo.weights.loading import read_state_dict
@@ -401,3 +402,133 @@ def test_meta_builds_stay_in_native_kernels(tmp_path):
         print(json.dumps(reached))
     '''))
     assert result == [], f'building {result[0]} imported torch._dynamo'
+
+
+# ---- the choice by CPU, and bfloat16 -------------------------------------------------------------------------------
+
+AVX2 = CpuFeatures(avx2=True)
+AVX512 = CpuFeatures(avx2=True, avx512f=True)
+AVX512_BF16 = CpuFeatures(avx2=True, avx512f=True, avx512_bf16=True)
+AMX = CpuFeatures(avx2=True, avx512f=True, amx_bf16=True)
+
+
+@pytest.mark.parametrize('features, dtype, expected', [
+    (AVX2, torch.float32, (torch.float32, False, True)),
+    (AVX512, torch.float32, (torch.float32, True, True)),
+    (AVX2, torch.bfloat16, (torch.float32, False, True)),      # no native bf16: float32, with a note
+    (AVX512, torch.bfloat16, (torch.float32, True, True)),
+    (AVX512_BF16, torch.bfloat16, (torch.bfloat16, True, True)),
+    (AMX, torch.bfloat16, (torch.bfloat16, True, True)),
+    (CpuFeatures(), torch.float32, (torch.float32, False, True)),
+])
+def test_plan_follows_the_cpu_instruction_sets(features, dtype, expected):
+    plan = plan_inference(features, dtype)
+    assert (plan.dtype, plan.onednn_linear, plan.packed_convolutions) == expected
+    assert bool(plan.note) == (dtype == torch.bfloat16 and not features.native_bf16)
+    assert plan_inference(features, dtype) == plan  # deterministic: no timing involved
+    assert plan_inference(features, dtype, device_type='cuda') == InferencePlan(dtype, False, False)
+
+
+def test_cpu_features_come_from_cpuinfo_or_torch(tmp_path, monkeypatch):
+    from featzoo import inference
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\nprocessor\t: 1\n')
+    assert inference._cpuinfo_flags(str(info)) >= {'avx2', 'avx512f', 'avx512_bf16'}
+    assert inference._cpuinfo_flags(str(tmp_path / 'missing')) is None
+    monkeypatch.setattr(inference, '_cpuinfo_flags', lambda: None)
+    monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: 'AVX2')
+    inference.cpu_features.cache_clear()
+    try:
+        assert inference.cpu_features() == AVX2
+    finally:
+        inference.cpu_features.cache_clear()
+    assert AVX512_BF16.flags() == ['avx2', 'avx512f', 'avx512_bf16']
+
+
+def test_avx2_plan_keeps_linear_layers_and_bf16_falls_back_with_one_warning():
+    model = featzoo.create_model('vit_tiny_patch16_224', img_size=64, depth=1).eval()
+    randomize_state(model)
+    with torch.no_grad():
+        reference = model(X)
+    with pytest.warns(RuntimeWarning) as caught:
+        optimized = optimize_for_inference(model, dtype=torch.bfloat16, features=AVX2)
+    assert len(caught) == 1 and '\n' not in str(caught[0].message) and 'float32' in str(caught[0].message)
+    assert optimized.plan.dtype == torch.float32 and optimized.plan.as_dict()['dtype'] == 'float32'
+    assert not any(isinstance(m, OneDnnLinear) for m in model.modules())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    out = optimized(X)
+    assert out.dtype == torch.float32
+    assert_equal(out, reference, 'AVX2 plan', rtol=1e-4)
+    with pytest.raises(ValueError, match=r'unsupported dtype torch.float16; valid'):
+        optimize_for_inference(nn.Conv2d(3, 3, 1), dtype=torch.float16)
+    with pytest.raises(TypeError, match='CpuFeatures'):
+        optimize_for_inference(nn.Conv2d(3, 3, 1), features={'avx2': True})
+
+
+def _photos(side: int) -> torch.Tensor:
+    from PIL import Image
+    folder = os.path.join(ROOT, 'samples')
+    images = []
+    for file in sorted(f for f in os.listdir(folder) if f.endswith('.jpg')):
+        with Image.open(os.path.join(folder, file)) as img:
+            data = torch.frombuffer(bytearray(img.convert('RGB').resize((side, side)).tobytes()), dtype=torch.uint8)
+        images.append(data.reshape(side, side, 3).permute(2, 0, 1).float() / 255)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    return (torch.stack(images) - mean[:, None, None]) / std[:, None, None]
+
+
+@pytest.mark.skipif(not cpu_features().native_bf16, reason='this CPU has no native bfloat16')
+@pytest.mark.parametrize('name, kwargs', [('resnet50', {}), ('convnext_tiny', {}), ('vit_base_patch16_224', {})])
+def test_bf16_embeddings_match_float32_on_photos(name, kwargs):
+    """Pooled embeddings of the sample photos in bfloat16 point where float32's do (cosine >= 0.999), with random
+    weights that leave no residual branch or layer scale at zero."""
+    model = featzoo.create_model(name, **kwargs).eval()
+    randomize_state(model)
+    x = _photos(224)
+    with torch.no_grad():
+        reference = model.forward_head(model.forward_features(x), pre_logits=True)
+    optimized = optimize_for_inference(model, dtype=torch.bfloat16)
+    assert optimized.plan.dtype == torch.bfloat16 and not optimized.plan.note
+    out = optimized.forward_head(optimized.forward_features(x), pre_logits=True)
+    assert out.dtype == torch.bfloat16
+    cosine = nn.functional.cosine_similarity(out.float(), reference, dim=1)
+    assert cosine.min().item() >= 0.999, cosine
+
+
+class _ConvActs(nn.Module):
+    """Activations after packed convolutions: fused where the activation alone reads the convolution's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)
+        self.conv2, self.act2 = nn.Conv2d(8, 8, 1), nn.SiLU()           # fused (SiLU is oneDNN's swish)
+        self.conv3, self.act3 = nn.Conv2d(8, 8, 1), nn.ReLU()           # its output is also added: not fused
+        self.conv4, self.act4 = nn.Conv2d(8, 8, 1), nn.ReLU(inplace=True)  # hooked: not fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        y = self.conv3(x)
+        return self.act4(self.conv4(self.act3(y) + y))
+
+
+@pytest.mark.skipif(not _onednn_conv_works(), reason='this torch build has no oneDNN convolution kernels')
+def test_conv_activation_rules():
+    from featzoo.inference import fuse_conv_activations
+    from featzoo.layers.onednn import pack_convolutions
+    model = _ConvActs().eval()
+    randomize_state(model)
+    with torch.no_grad():
+        reference = model(X)
+    model.act4.register_forward_hook(lambda *args: None)
+    fold_conv_bn(model)
+    pack_convolutions(model)
+    assert fuse_conv_activations(model) == ['conv1', 'conv2']  # the in-place ReLU's later readers read its result
+    assert model.conv1._conv_forward.activation == 'relu' and model.conv2._conv_forward.activation == 'swish'
+    assert isinstance(model.act1, nn.Identity) and isinstance(model.act2, nn.Identity)
+    assert isinstance(model.act3, nn.ReLU) and isinstance(model.act4, nn.ReLU)
+    with torch.inference_mode():
+        assert_equal(model(X), reference, 'fused activations', rtol=1e-4)
+    # the F.conv2d path (autograd here; tracers and compilers too) applies the activation as well
+    assert_equal(model(X.clone().requires_grad_()), reference, 'fused activations, plain path', rtol=1e-4)
+    with pytest.raises(ValueError, match='cannot be fused'):
+        PackedConvForward(nn.Conv2d(3, 3, 1), 'tanh')

@@ -8,7 +8,7 @@ float64, 0.3e-6 for NCHW), which is why models built by ``create_model`` never u
 numbers timm computes, and their FX graphs equal their eager runs bit for bit.
 
 The module stays a plain ``nn.Conv2d`` (same class, state_dict, repr; FX keeps it a leaf). The packed path runs
-only for float32 CPU tensors of the plain ``torch.Tensor`` type, without autograd or autocast, not while tracing,
+only for float32 or bfloat16 CPU tensors of the plain ``torch.Tensor`` type, without autograd or autocast, not while tracing,
 scripting or compiling (torch.compile and torch.export see ``F.conv2d``), and for parameters that record in-place
 changes (a changed or replaced weight is packed again). Everything else runs ``F.conv2d``.
 """
@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import functools
 import weakref
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['pack_convolutions', 'prepack_convolutions', 'PackedConvForward']
+__all__ = ['pack_convolutions', 'prepack_convolutions', 'PackedConvForward', 'CONV_ACTIVATIONS']
+
+# activations oneDNN can apply inside a packed convolution (its post-op names), with the function other paths run
+CONV_ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {'relu': F.relu, 'swish': F.silu}
 
 
 def _cpu_autocast_enabled() -> bool:
@@ -32,9 +35,12 @@ def _cpu_autocast_enabled() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+PACKED_DTYPES = (torch.float32, torch.bfloat16)
+
+
 def _plain_cpu_float(t: torch.Tensor) -> bool:
     # exact types only: fake, functional and other subclass tensors and proxies take the plain path
-    return type(t) in (torch.Tensor, nn.Parameter) and t.device.type == 'cpu' and t.dtype == torch.float32
+    return type(t) in (torch.Tensor, nn.Parameter) and t.device.type == 'cpu' and t.dtype in PACKED_DTYPES
 
 
 def _packable_parameter(t: Optional[torch.Tensor]) -> bool:
@@ -56,15 +62,16 @@ def _pack(weight: torch.Tensor, geometry: Tuple[List[int], List[int], List[int],
 
 
 def _run_packed(x: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor],
-                geometry: Tuple[List[int], List[int], List[int], int]) -> torch.Tensor:
+                geometry: Tuple[List[int], List[int], List[int], int], activation: str = 'none') -> torch.Tensor:
     padding, stride, dilation, groups = geometry
     return torch.ops.mkldnn._convolution_pointwise(x, packed, None if bias is None else bias.detach(), padding,
-                                                   stride, dilation, groups, 'none', [], '')
+                                                   stride, dilation, groups, activation, [], '')
 
 
 class PackedConvForward:
     """Stands in for one ``nn.Conv2d``'s ``_conv_forward``: oneDNN on a weight packed once where that is invisible,
-    ``F.conv2d`` everywhere else. Installed by :func:`prepack_convolutions`.
+    ``F.conv2d`` everywhere else. Installed by :func:`pack_convolutions`. ``activation`` (a key of
+    :data:`CONV_ACTIVATIONS`) is applied to the output, by oneDNN on the packed path (one pass over memory less).
 
     >>> conv = nn.Conv2d(3, 8, 3, padding=1).eval()
     >>> conv._conv_forward = PackedConvForward(conv)
@@ -73,8 +80,11 @@ class PackedConvForward:
     torch.Size([1, 8, 8, 8])
     """
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, activation: str = 'none') -> None:
+        if activation != 'none' and activation not in CONV_ACTIVATIONS:
+            raise ValueError(f'activation {activation!r} cannot be fused; valid: {sorted(CONV_ACTIVATIONS)}')
         self.conv = conv
+        self.activation = activation
         self.packed: Optional[torch.Tensor] = None
         self.key: Optional[Tuple[Any, ...]] = None
         self.source: Optional['weakref.ReferenceType[torch.Tensor]'] = None
@@ -83,13 +93,14 @@ class PackedConvForward:
         # first: tracers and compilers must record F.conv2d, not the oneDNN call (and cannot evaluate what follows)
         if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
             return False
-        if not (x.dim() == 4 and _plain_cpu_float(x) and _packable_parameter(weight) and _packable_parameter(bias)):
+        if not (x.dim() == 4 and _plain_cpu_float(x) and _packable_parameter(weight) and _packable_parameter(bias)
+                and x.dtype == weight.dtype and (bias is None or bias.dtype == x.dtype)):
             return False
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad)):
             return False
         # autocast decides the dtype of F.conv2d; the build check runs once, at the first call that qualifies
-        return not _cpu_autocast_enabled() and _onednn_conv_works()
+        return not _cpu_autocast_enabled() and _onednn_conv_works(x.dtype)
 
     def _weight_for(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         geometry = _geometry(self.conv)
@@ -107,22 +118,24 @@ class PackedConvForward:
         conv = self.conv
         if self._applies(x, weight, bias):
             try:
-                return _run_packed(x, self._weight_for(x, weight), bias, _geometry(conv))
+                return _run_packed(x, self._weight_for(x, weight), bias, _geometry(conv), self.activation)
             except RuntimeError:
                 pass  # a call oneDNN refuses (wrong channel count...): F.conv2d gives the usual error or result
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        out = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return out if self.activation == 'none' else CONV_ACTIVATIONS[self.activation](out)
 
     def __getstate__(self) -> dict:
         # oneDNN tensors can be neither pickled nor deep-copied; a copy packs again at its first call
-        return {'conv': self.conv, 'packed': None, 'key': None, 'source': None}
+        return {'conv': self.conv, 'activation': self.activation, 'packed': None, 'key': None, 'source': None}
 
     def __repr__(self) -> str:
-        return f'PackedConvForward(packed={self.packed is not None})'
+        return f'PackedConvForward(packed={self.packed is not None}, activation={self.activation!r})'
 
 
 @functools.lru_cache(maxsize=None)
-def _onednn_conv_works() -> bool:
-    """Whether this torch build packs convolution weights for oneDNN and matches F.conv2d (checked once)."""
+def _onednn_conv_works(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch build packs ``dtype`` convolution weights for oneDNN and matches F.conv2d (checked once per
+    dtype; bfloat16 to its own rounding)."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, '_convolution_pointwise')
             and hasattr(torch._C._nn, 'mkldnn_reorder_conv2d_weight')):
         return False
@@ -131,10 +144,12 @@ def _onednn_conv_works() -> bool:
     bias = torch.randn(16, generator=gen, device='cpu')
     x = torch.randn(2, 8, 9, 9, generator=gen, device='cpu')
     geometry = ([1, 1], [2, 2], [1, 1], 1)
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
     try:
         with torch.no_grad():
-            fast = _run_packed(x, _pack(weight, geometry, x.shape), bias, geometry)
-            return torch.allclose(fast, F.conv2d(x, weight, bias, 2, 1), atol=1e-4, rtol=1e-4)
+            reference = F.conv2d(x, weight, bias, 2, 1)
+            fast = _run_packed(x.to(dtype), _pack(weight.to(dtype), geometry, x.shape), bias.to(dtype), geometry)
+            return torch.allclose(fast.float(), reference, atol=tolerance, rtol=tolerance)
     except RuntimeError:  # a build whose oneDNN lacks these kernels for this CPU
         return False
 
