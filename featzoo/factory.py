@@ -226,7 +226,8 @@ def create_model(
         cfg = plan.pretrained_cfg
         loading.load_weights(model, plan.weights_path, full_keys=full_keys, first_conv=cfg.get('first_conv'),
                              classifier=cfg.get('classifier'), filter_fn=plan.spec.checkpoint_filter,
-                             filter_model=filter_model, assign=True, prefetched=pending)
+                             filter_model=filter_model, assign=True, prefetched=pending,
+                             allow_fresh_classifier=plan.fresh_classifier_expected)
         del pending
         loading.materialize_meta(model)
     if freeze is not None:

@@ -127,3 +127,17 @@ def test_untrained_tags_behave_as_in_timm():
     assert model.num_classes == 3 and model.pretrained_cfg['tag'] == 'untrained'
     with pytest.raises(ValueError, match=f"tag 'untrained' of '{arch}' has no published pretrained weights"):
         featzoo.create_model(f'{arch}.untrained', pretrained=True)
+
+
+def test_checkpoint_without_classifier_needs_an_explicit_head(tmp_path, caplog):
+    from safetensors.torch import save_file
+    state = {k: v for k, v in featzoo.create_model('resnet10t').state_dict().items() if not k.startswith('fc.')}
+    path = tmp_path / 'headless.safetensors'
+    save_file(state, str(path))
+    with pytest.raises(RuntimeError, match=r"lacks 'fc.bias', 'fc.weight'.*num_classes=0.*features_only=True"):
+        featzoo.create_model('resnet10t', checkpoint_path=path)  # the default 1000 classes: not asked for
+    with caplog.at_level('INFO', logger='featzoo'):
+        fresh = featzoo.create_model('resnet10t', checkpoint_path=path, num_classes=1000)  # asked for, any value
+    assert fresh.fc.out_features == 1000 and 'fc' in caplog.text
+    assert featzoo.create_model('resnet10t', checkpoint_path=path, num_classes=0).num_classes == 0
+    assert len(featzoo.create_model('resnet10t', checkpoint_path=path, features_only=True).feature_info) == 5
