@@ -280,9 +280,9 @@ def plan_model(model_name: str, pretrained: bool = False, pretrained_cfg: Option
     plan = ModelPlan(name=model_name, arch=arch, entry=entry, pretrained_cfg=cfg)
 
     # 3. arguments
+    explicit_classes = num_classes is not None  # the caller's own head; a config.json's count describes its weights
     if num_classes is None:
         num_classes = loaded.get('num_classes')
-    explicit_classes = num_classes is not None
     if num_classes is None:
         num_classes = cfg.get('num_classes', 1000)
     build_kwargs: Dict[str, Any] = dict(loaded.get('model_args') or {})
