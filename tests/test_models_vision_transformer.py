@@ -448,3 +448,106 @@ def test_pyramid_needs_four_levels(out_indices):
     with pytest.raises(ValueError, match='four'):
         featzoo.create_model('vit_tiny_patch16_224', depth=6, features_only=True, out_indices=out_indices,
                              feature_pyramid=True)
+
+
+# ---- the attention-pool head (SigLIP), set_input_size, projection heads -------------------------------------------
+
+@pytest.mark.parametrize('kwargs', [dict(), dict(out_features=0), dict(latent_len=3, pool_type='avg', qk_norm=True),
+                                    dict(pos_embed='abs', feat_size=10, out_features=48, latent_len=2, pool_type='')])
+def test_attention_pool_latent_matches_timm(kwargs):
+    from timm.layers import AttentionPoolLatent as TimmPool
+    from featzoo.layers.attention_pool import AttentionPoolLatent
+    ref = TimmPool(64, num_heads=4, norm_layer=torch.nn.LayerNorm, **kwargs).eval()
+    ours = AttentionPoolLatent(64, num_heads=4, norm_layer=torch.nn.LayerNorm, **kwargs).eval()
+    randomize_state(ref)
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [(k, v.shape) for k, v in ref.state_dict().items()]
+    ours.load_state_dict(ref.state_dict())
+    x = _input((2, 10, 64))
+    with torch.no_grad():
+        assert_equal(ours(x), ref(x), f'attention pool {kwargs}')
+    assert ours.out_features == ref.out_features
+
+
+def test_attention_pool_rejects_bad_arguments():
+    from featzoo.layers.attention_pool import AttentionPoolLatent
+    with pytest.raises(ValueError, match='num_heads'):
+        AttentionPoolLatent(64, num_heads=5)
+    with pytest.raises(ValueError, match="pool_type='max'.*valid"):
+        AttentionPoolLatent(64, pool_type='max')
+    with pytest.raises(ValueError, match='feat_size'):
+        AttentionPoolLatent(64, pos_embed='abs')
+
+
+def test_siglip_map_head_reset_and_prune():
+    name = 'vit_base_patch16_siglip_224'
+    kw = dict(_narrow(name), num_classes=5)
+    ref, model = _pair(name, dict(kw, dynamic_img_size=True), kw)
+    x = _input((1, 3, 48, 64))
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        # the pre-logits are the attention pool's output (SigLIP's joint embedding), on patch tokens only
+        assert_equal(model.forward_head(tokens, pre_logits=True), model.attn_pool(tokens), 'pre-logits')
+        assert_equal(model(x), ref(x), 'logits through the attention pool')
+    model.reset_classifier(3)
+    assert model.attn_pool is not None and model(x).shape == (1, 3)
+    model.reset_classifier(0, 'avg')
+    ref.reset_classifier(0, 'avg')
+    assert model.attn_pool is None and model.global_pool == 'avg'
+    with torch.no_grad():
+        assert_equal(model(x), ref(x), 'average pool after dropping the attention pool')
+    with pytest.raises(ValueError, match="'map'.*valid"):
+        model.reset_classifier(0, 'map')  # cannot be created back without weights
+    _, pruned = _pair(name, dict(kw, dynamic_img_size=True), kw)
+    pruned.prune_intermediate_layers([0])
+    assert pruned.attn_pool is None and not any(k.startswith('attn_pool') for k in pruned.state_dict())
+
+
+def test_pool_include_prefix_parity():
+    # timm's test_vit3: register token kept for the attention pool
+    name = 'test_vit3'
+    ref, model = _pair(name, dict(depth=1, dynamic_img_size=True), dict(depth=1))
+    assert model.pool_include_prefix and model.num_prefix_tokens == 1
+    x = _input((1, 3, 48, 32))
+    with torch.no_grad():
+        assert_equal(model(x), ref(x), 'attention pool over prefix and patch tokens')
+
+
+def test_set_input_size_matches_timm():
+    name = 'vit_small_patch14_reg4_dinov2'
+    ref, model = _pair(name, dict(depth=1, dynamic_img_size=True), dict(depth=1, dynamic_img_size=False))
+    model.set_input_size((42, 70))
+    ref.set_input_size((42, 70))
+    assert model.pos_embed.shape == ref.pos_embed.shape == (1, 15, 384)
+    assert_equal(model.pos_embed, ref.pos_embed, 'resampled position embedding')
+    x = _input((1, 3, 42, 70))
+    with torch.no_grad():
+        assert_equal(model(x), ref(x), 'static model at the new size')
+    with pytest.raises(ValueError, match='multiple.*14'):
+        model.set_input_size(50)
+
+
+def test_head_is_projection_recorded_per_tag():
+    from featzoo import registry
+
+    def flag(arch, tag):
+        entry = {c['tag']: c for c in registry.get_arch_entry(arch)['pretrained']}[tag]
+        return entry.get('head_is_projection', False)
+
+    assert flag('vit_base_patch16_clip_224', 'openai') is True
+    assert flag('vit_large_patch14_clip_quickgelu_336', 'openai') is True
+    assert flag('vit_base_patch16_clip_224', 'openai_ft_in1k') is False
+    assert flag('vit_base_patch16_siglip_224', 'webli') is False  # no head: the pool's output is the embedding
+    assert flag('vit_base_patch16_224', 'augreg2_in21k_ft_in1k') is False
+    model = featzoo.create_model('vit_base_patch16_clip_224.openai', depth=1)
+    assert model.num_classes == 512 and model.pretrained_cfg['head_is_projection'] is True
+
+
+def test_head_is_projection_index_agrees_with_family():
+    from featzoo import registry
+    flagged = 0
+    for arch in NAMES:
+        for tag in registry.get_arch_entry(arch)['pretrained']:
+            expected = SPEC.head_is_projection_for(arch, tag)
+            assert tag.get('head_is_projection', False) == expected, f'{arch}.{tag["tag"]}: run tools/gen_index.py'
+            flagged += expected
+    assert flagged == 58  # every CLIP / OpenCLIP image tower published with its projection
