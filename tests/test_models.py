@@ -59,6 +59,8 @@ IN_FAMILY_FILE = {
                           'prefix tokens and NHWC intermediates',
     'swin_transformer': 'img_size=64 and a direct state_dict load (no file round trip) for the big variants; NHWC '
                         'outputs and intermediates at any input size',
+    'deit': 'the VisionTransformer of vision_transformer: token outputs and NHWC intermediates; one architecture per '
+            'configuration at depth 2, every architecture with -m slow',
     'eva': 'one architecture per configuration at depth 2 built for the small input (timm builds them for one size); '
            'RoPE at other sizes against timm with dynamic_img_size=True; every architecture with -m slow',
 }
