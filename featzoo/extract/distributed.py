@@ -270,8 +270,14 @@ def init_distributed(device: str) -> DistContext:
 def _with_liveness(ctx: DistContext, dead_after: Optional[float] = None) -> DistContext:
     if ctx.distributed:
         from torch.distributed import distributed_c10d
-        # the default group's store: every rank already reaches it (torchrun's agent or rank 0 hosts it)
-        store = distributed_c10d._get_default_store()
+        try:
+            # the default group's store: every rank already reaches it (torchrun's agent or rank 0 hosts it)
+            store = distributed_c10d._get_default_store()
+        except Exception as exc:  # noqa: BLE001 - a group made without a store: run, but say what is missing
+            import warnings
+            warnings.warn(f'featzoo extract: the process group has no key-value store ({exc}); a rank that dies '
+                          f'will not be noticed by the others', RuntimeWarning, stacklevel=3)
+            return ctx
         ctx.liveness = Liveness(store, ctx.rank, ctx.world_size, dead_after).start()
     return ctx
 
