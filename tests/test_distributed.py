@@ -214,3 +214,41 @@ def test_extract_ranks_stop_when_one_dies_and_the_rerun_resumes(tmp_path, fate):
     (code0, text0, err0), (code1, _, err1) = _run_ranks(str(images), out)
     assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
     assert text0.split() == ['RESULT', '4', '2']
+
+
+def test_liveness_mourns_only_peers_that_stop_without_saying_done():
+    """In one process, with the group's kind of store: a peer that beats is alive, one that said it is done is
+    never mourned, one that stops beating is named; a store that stops answering is named too."""
+    import threading
+    from featzoo.extract.distributed import Liveness, RankLostError
+    store = dist.HashStore()
+    lost = []
+    found = threading.Event()
+
+    def on_lost(error):
+        lost.append(error)
+        found.set()
+
+    watcher = Liveness(store, rank=0, world_size=3, dead_after=2.0, on_lost=on_lost).start()
+    peers = [Liveness(store, rank=r, world_size=3, dead_after=60.0, on_lost=on_lost) for r in (1, 2)]
+    for peer in peers:
+        peer._prefix = watcher._prefix  # the same job, as the ranks of one group count their calls alike
+        peer.start()
+    peers[0].stop()  # rank 1 finished its part and said so
+    peers[1]._stop.set()  # rank 2 stops beating without a word: its process is gone
+    assert found.wait(30)
+    watcher.stop()
+    assert len(lost) == 1 and isinstance(lost[0], RankLostError)
+    assert 'rank 2 of 3 stopped beating' in str(lost[0]) and 'rank 1' not in str(lost[0])
+
+    class Unreachable:
+        def set(self, key, value):
+            raise ConnectionResetError('Connection reset by peer')
+
+    lost.clear()
+    found.clear()
+    silent = Liveness(Unreachable(), rank=1, world_size=2, dead_after=2.0, on_lost=on_lost)
+    silent._thread.start()  # start() itself would raise on its first beat
+    assert found.wait(30)
+    silent.stop()
+    assert "rendezvous store has not answered" in str(lost[0]) and 'ConnectionResetError' in str(lost[0])
