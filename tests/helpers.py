@@ -14,6 +14,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import pytest
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -399,3 +400,51 @@ def sampled_architectures(seed: str, candidates: Sequence[str], size: int = SAMP
     pool = sorted(candidates, key=registry._natural_key)
     chosen = set(random.Random(seed).sample(pool, min(size, len(pool))))
     return [name for name in pool if name in chosen]
+
+
+def natural_stride(name: str) -> int:
+    return max(featzoo.model_capabilities(name).output_strides)
+
+
+def timm_on_meta(name: str, **kwargs: Any) -> Optional[nn.Module]:
+    """timm's model on the meta device; None when timm's constructor refuses the ``output_stride`` it is given (by a
+    TypeError or an assert) but builds the model without it."""
+    import timm
+    try:
+        with meta_device():
+            return timm.create_model(name, pretrained=False, **kwargs)
+    except Exception:
+        if 'output_stride' not in kwargs:
+            raise
+        timm_on_meta(name, **{k: v for k, v in kwargs.items() if k != 'output_stride'})
+        return None
+
+
+def numeric_parity(name: str, output_stride: Optional[int] = None, feature_classes: Sequence[str] = ()) -> None:
+    """Logits, forward_features, pre-logits and every level of the default wrapper (and of ``feature_classes``) equal
+    timm's on the same random weights, at batch 1 on the smallest input >= 64 px the architecture takes; a
+    depth-reduced instance for architectures too big to compute."""
+    side = input_side_for(name)
+    kwargs = size_kwargs(name, side)
+    if too_big_to_compute(name):
+        kwargs.update(shallow_overrides(name))
+        with meta_device():
+            cut = sum(p.numel() for p in featzoo.create_model(name, **kwargs).parameters())
+        assert cut * 4 <= PARITY_MAX_BYTES, \
+            f'{name} is too big to compute, and cut by shallow_overrides {kwargs} it still has {cut} parameters'
+        try:
+            timm_on_meta(name, **kwargs)
+        except TypeError as error:
+            raise AssertionError(f"{name} is too big to compute, and timm's builder refuses the depth cut {kwargs} "
+                                 f'({error}): the family needs another way to cut it') from error
+    if output_stride is not None and output_stride != natural_stride(name):
+        ref = timm_on_meta(name, output_stride=output_stride, **kwargs)
+        if ref is None:
+            pytest.skip(f"timm's {name} takes no output_stride")
+        if state_shapes(ref) != state_shapes(timm_on_meta(name, **kwargs)):
+            pytest.skip(f"timm's {name} at output_stride={output_stride} has other parameters than at its natural "
+                        f'stride (featzoo keeps them: test_dilated_keys_and_levels_match_timm)')
+    else:
+        output_stride = None
+    timm_parity(name, input_size=(1, 3, side, side), output_stride=output_stride, timm_kwargs=kwargs,
+                featzoo_kwargs=kwargs, feature_classes=feature_classes, all_levels=True)

@@ -1,16 +1,19 @@
 """What every registered family must satisfy, parametrized over the registry: a new family or variant gets these checks
 with no new test code. The family files (tests/test_models_<family>.py) keep what is specific to one family.
 
-- the family spec's variants and wrappers are what the registry lists;
-- every variant computes what timm computes (classifier and default feature backbone), at output stride 32 and, for
-  chosen rows, at 16 and 8 (every row with -m slow);
+- the family spec's variants and wrappers are what the registry lists; pinned feature modules;
+- chosen rows compute what timm computes at output strides 16 and 8 (each family's representative at every stride,
+  besides the rows of DILATED_PARITY);
 - forward_intermediates / prune_intermediate_layers and the model contract (heads, reset_classifier) are timm's;
-- dilated models keep the stride-32 parameters, and their levels tap the same modules at capped reductions;
-- the levels are timm's levels;
+- dilated models keep the stride-32 parameters, and their levels tap the same modules at capped reductions, in the
+  shapes those reductions imply;
 - every declared feature wrapper returns what the default wrapper returns, at every output stride, without the head.
 
-The tables below hold what differs between families: which rows run by default where every variant would be slow,
-and what a family checks in its own file instead (with the reason).
+Parity with timm across the registry (keys and shapes of every architecture, numerics per configuration, the seeded
+sample, everything with -m slow) is tests/test_parity_timm.py. The expensive checks here run one representative per
+family (tests/helpers.py: family_representative) or per configuration by default, every variant with -m slow. The
+tables below hold what differs between the first families (rows chosen for a code path, facts a family file used to
+pin); a new family needs none of them.
 """
 from __future__ import annotations
 
@@ -22,12 +25,13 @@ import torch
 
 import featzoo
 from featzoo import registry
-from helpers import (assert_equal, build_timm_reference, check_feature_shapes, input_side, randomize_state,
-                     representatives, save_state, timm_parity)
+from helpers import (assert_equal, build_timm_reference, check_feature_shapes, configurations, family_representative,
+                     input_side_for, meta_device, numeric_parity, randomize_state, save_state, size_kwargs)
 
 ALL = featzoo.list_models()
 FAMILIES = featzoo.list_modules()
-REPRESENTATIVE = dict(zip(FAMILIES, representatives()))
+REPRESENTATIVE = {family: family_representative(family) for family in FAMILIES}
+CONFIGURATION_REPRESENTATIVES = set(configurations())
 SIDE = 32  # input side of the structure and intermediates checks (4 x 4 maps at output stride 8)
 ALL_WRAPPERS = frozenset({'list', 'dict', 'hook', 'fx', 'getter'})
 
@@ -65,19 +69,12 @@ IN_FAMILY_FILE = {
            'RoPE at other sizes against timm with dynamic_img_size=True; every architecture with -m slow',
 }
 
-# Families whose timm classifier takes no output_stride; their own files check the dilated levels (the stride-32
-# levels densified for densenet and vovnet, timm's feature model for mobilenetv3).
-NO_TIMM_DILATION = {'densenet', 'mobilenetv3', 'vovnet'}
-
-# (variant, output_stride) that timm cannot serve as the reference for, and the family test that checks it instead.
-DILATED_PARITY_ELSEWHERE = {
-    ('xception71', 8): 'timm drops a projection shortcut that featzoo keeps: test_dilated_block_keeps_its_projection',
-}
-
 # One ResNet of each kind: basic and bottleneck blocks, deep stem and avg-pool shortcut, ECA, SE with groups.
 RESNETS = ('resnet18', 'resnet50d', 'ecaresnet26t', 'seresnext26d_32x4d')
 
-# Dilated parity rows of the default suite; a family not listed runs its representative at every output stride.
+# Dilated parity rows of the default suite; a family not listed runs its representative at every output stride. Where
+# timm cannot be the reference (its classifier takes no output_stride: densenet, mobilenetv3, vovnet; or drops a
+# parameter when dilated: xception71 at 8) the row skips and the family's own file checks the dilated levels.
 DILATED_PARITY = {
     'resnet': [(n, s) for n in RESNETS for s in (16, 8)],
     # radix 2 with the avd pool after the split conv (resnest14d), radix 4 x cardinality 2 with the pool before it,
@@ -91,23 +88,6 @@ DILATED_PARITY = {
     # every block type (ds, ir with and without squeeze-excite, er, cn) under both paddings (PyTorch, TF 'same')
     'efficientnet': [(n, s) for n in ('efficientnet_b0', 'tf_efficientnet_b0', 'mobilenetv2_050', 'tf_efficientnetv2_s')
                      for s in (16, 8)],
-}
-
-# Variants of the output-stride structure check in the default suite, for families where every variant would be slow
-# (one per architecture and padding for efficientnet); a family not listed runs every variant.
-STRUCTURE_DEFAULT = {
-    'resnet': RESNETS,
-    'efficientnet': ('efficientnet_b0', 'tf_efficientnet_b3', 'efficientnet_lite2', 'tf_efficientnet_lite0',
-                     'mobilenetv2_035', 'mobilenetv2_120d', 'tf_efficientnetv2_s'),
-}
-
-# Variants whose levels are compared with timm's by default, besides each family's representative: timm models are
-# slow to build, even on the meta device. Every variant runs with -m slow.
-TIMM_LEVELS_DEFAULT = {
-    'convnext': tuple(featzoo.list_models(module='convnext')),
-    'xception_aligned': tuple(featzoo.list_models(module='xception_aligned')),
-    'efficientnet': ('efficientnet_b0', 'tf_efficientnetv2_s', 'mobilenetv2_035'),
-    'mobilenetv3': ('mobilenetv3_large_100', 'mobilenetv3_small_050'),
 }
 
 # Every declared wrapper is compared with the default one on each family's representative at every output stride, and
@@ -183,12 +163,19 @@ def _index_levels(name: str, stride: int) -> list:
             for d in featzoo.model_capabilities(name).feature_levels_by_stride[stride]]
 
 
-def _timm_pair(name: str):
-    """timm's model with random weights and featzoo's loaded from them (via a checkpoint file), both in eval mode."""
-    ref = build_timm_reference(name)
+def _side(name: str, at_least: int) -> int:
+    """The smallest input side >= ``at_least`` that ``name`` takes."""
+    return registry.family_spec(_family(name)).smallest_input_side(name, at_least)
+
+
+def _timm_pair(name: str, side: int):
+    """timm's model with random weights and featzoo's loaded from them (via a checkpoint file), both in eval mode and
+    built for ``side`` px inputs where the family fixes the input size at construction."""
+    kwargs = size_kwargs(name, side)
+    ref = build_timm_reference(name, **kwargs)
     path = save_state(ref.state_dict())
     try:
-        return ref, featzoo.create_model(name, checkpoint_path=path).eval()
+        return ref, featzoo.create_model(name, checkpoint_path=path, **kwargs).eval()
     finally:
         os.remove(path)
         os.rmdir(os.path.dirname(path))
@@ -204,30 +191,16 @@ def _row_id(row) -> str:
     return f'{row[0]}-os{row[1]}'
 
 
-def _dilated_rows() -> list:
-    return [(name, stride) for name in ALL if _family(name) not in NO_TIMM_DILATION for stride in _dilated(name)]
-
-
 def _dilated_default() -> list:
     rows = []
     for family in FAMILIES:
-        if family in NO_TIMM_DILATION:
-            continue
         rep = REPRESENTATIVE[family]
         rows += DILATED_PARITY.get(family, [(rep, s) for s in _dilated(rep)])
-    return [row for row in rows if row not in DILATED_PARITY_ELSEWHERE]
+    return rows
 
 
 def _structure_rows() -> list:
     return [n for n in ALL if len(featzoo.model_capabilities(n).output_strides) > 1]
-
-
-def _structure_default() -> list:
-    return [n for n in _structure_rows() if n in STRUCTURE_DEFAULT.get(_family(n), (n,))]
-
-
-def _timm_levels_default() -> list:
-    return [n for n in ALL if n == REPRESENTATIVE[_family(n)] or n in TIMM_LEVELS_DEFAULT.get(_family(n), ())]
 
 
 def _intermediates_rows() -> list:
@@ -251,16 +224,12 @@ def _wrapper_rows() -> list:
 
 def test_tables_name_registered_families_and_variants():
     """A renamed family or variant must not silently drop out of a check."""
-    families = set(PINNED) | set(IN_FAMILY_FILE) | NO_TIMM_DILATION | set(DILATED_PARITY) \
-        | set(STRUCTURE_DEFAULT) | set(TIMM_LEVELS_DEFAULT) | set(INTERMEDIATES_MODELS) \
+    families = set(PINNED) | set(IN_FAMILY_FILE) | set(DILATED_PARITY) | set(INTERMEDIATES_MODELS) \
         | set(HEAD_MODULES) | set(CONTRACT_MODELS) | set(RESET_REFUSED)
     assert families <= set(FAMILIES), sorted(families - set(FAMILIES))
     for key in FEATURE_MODULES:
         assert key in FAMILIES or key in ALL, key
     tables = dict(DILATED_PARITY=[n for rows in DILATED_PARITY.values() for n, _ in rows],
-                  DILATED_PARITY_ELSEWHERE=[n for n, _ in DILATED_PARITY_ELSEWHERE],
-                  STRUCTURE_DEFAULT=[(f, n) for f, names in STRUCTURE_DEFAULT.items() for n in names],
-                  TIMM_LEVELS_DEFAULT=[(f, n) for f, names in TIMM_LEVELS_DEFAULT.items() for n in names],
                   WRAPPER_EXTRA=[n for n, _ in WRAPPER_EXTRA],
                   INTERMEDIATES_MODELS=[(f, n) for f, names in INTERMEDIATES_MODELS.items() for n in names],
                   CONTRACT_MODELS=list(CONTRACT_MODELS.items()))
@@ -274,8 +243,6 @@ def test_tables_name_registered_families_and_variants():
             assert _family(name) == family and stride in _dilated(name), (family, name, stride)
     for name, stride in WRAPPER_EXTRA:
         assert stride in featzoo.model_capabilities(name).output_strides, (name, stride)
-    for name, stride in DILATED_PARITY_ELSEWHERE:
-        assert stride in _dilated(name) and _family(name) not in NO_TIMM_DILATION, (name, stride)
     assert set(REPRESENTATIVE) == set(FAMILIES)
 
 
@@ -296,39 +263,31 @@ def test_every_variant_is_listed(family):
 
 # ---- parity with timm ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('name', [n for n in ALL if _family(n) not in IN_FAMILY_FILE])
-def test_timm_parity(name):
-    model = timm_parity(name, input_size=(1, 3, 64, 64))
-    modules = [f['module'] for f in model.feature_info]
-    for key in (_family(name), name):
-        pinned = FEATURE_MODULES.get(key)
-        if pinned is None:
-            continue
+@pytest.mark.parametrize('key', sorted(FEATURE_MODULES))
+def test_feature_modules_are_pinned(key):
+    """The modules a family's (or a variant's) levels tap, as the index records them (test_registry holds the index to
+    the built models, test_parity_timm both to timm's)."""
+    pinned = FEATURE_MODULES[key]
+    for name in featzoo.list_models(module=key) if key in FAMILIES else [key]:
+        modules = [level['module'] for level in featzoo.model_capabilities(name).feature_levels]
         if pinned[0] is Ellipsis:
-            assert modules[len(modules) - len(pinned) + 1:] == list(pinned[1:]), modules
+            assert modules[len(modules) - len(pinned) + 1:] == list(pinned[1:]), (name, modules)
         else:
-            assert modules == list(pinned)
+            assert modules == list(pinned), (name, modules)
 
 
 @pytest.mark.parametrize('name,output_stride', _rows(_dilated_default(), ids=_row_id))
 def test_timm_parity_dilated(name, output_stride):
-    model = timm_parity(name, input_size=(1, 3, 64, 64), output_stride=output_stride)
-    assert model.feature_info[-1]['reduction'] == output_stride
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('name,output_stride', _rows([r for r in _dilated_rows() if r not in DILATED_PARITY_ELSEWHERE],
-                                                     ids=_row_id))
-def test_timm_parity_dilated_all(name, output_stride):
-    model = timm_parity(name, input_size=(1, 3, 64, 64), output_stride=output_stride)
-    assert model.feature_info[-1]['reduction'] == output_stride
+    """Every output stride timm's model takes; every row with -m slow is tests/test_parity_timm.py."""
+    numeric_parity(name, output_stride)
 
 
 @pytest.mark.parametrize('name', _intermediates_rows())
 def test_forward_intermediates_and_prune_match_timm(name):
-    ref, model = _timm_pair(name)
+    side = _side(name, SIDE)
+    ref, model = _timm_pair(name, side)
     n = len(model.feature_info)
-    x = torch.randn(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         for indices in (None, 2, 3, (0, n - 2), tuple(range(0, n, 2)), [0, -1]):
             final, inter = model.forward_intermediates(x, indices=indices)
@@ -364,9 +323,11 @@ def test_forward_intermediates_and_prune_match_timm(name):
 @pytest.mark.parametrize('name', _contract_rows())
 def test_model_contract_is_timms(name):
     """forward_features, forward_head, num_classes / num_features / head_hidden_size, the classifier and what
-    reset_classifier makes of them are timm's, but for the arguments featzoo refuses (RESET_REFUSED)."""
-    ref, model = _timm_pair(name)
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    reset_classifier makes of them are timm's, but for the arguments featzoo refuses (RESET_REFUSED, and whatever
+    timm refuses too)."""
+    side = input_side_for(name)
+    ref, model = _timm_pair(name, side)
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         feat = model.forward_features(x)
         assert_equal(feat, ref.forward_features(x), 'forward_features')
@@ -379,8 +340,15 @@ def test_model_contract_is_timms(name):
             with pytest.raises(ValueError, match=refused[args]):
                 model.reset_classifier(*args)
             continue
+        before = copy.deepcopy(ref)
+        try:
+            ref.reset_classifier(*args)
+        except Exception:  # noqa: BLE001 - what timm refuses (often by an assert), featzoo refuses by ValueError
+            ref = before
+            with pytest.raises(ValueError):
+                model.reset_classifier(*args)
+            continue
         model.reset_classifier(*args)
-        ref.reset_classifier(*args)
         model.load_state_dict(ref.state_dict())  # the same new classifier (and nothing else new)
         _same_head(model, ref, x, f'reset_classifier{args}')
     assert model.no_weight_decay() == (ref.no_weight_decay() if hasattr(ref, 'no_weight_decay') else set())
@@ -398,27 +366,30 @@ def _same_head(model: torch.nn.Module, ref: torch.nn.Module, x: torch.Tensor, wh
 
 # ---- output strides and feature levels -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize('name', _rows(_structure_rows(), _structure_default()))
+@pytest.mark.parametrize('name', _rows(_structure_rows(), CONFIGURATION_REPRESENTATIVES))
 def test_output_stride_keeps_parameters_and_levels(name):
     """Dilated models hold exactly the stride-32 parameters; their levels tap the same modules with the same widths at
     reductions capped by the output stride, as the index records; the levels and forward_features have the shapes
     those reductions imply. Built on the meta device and given uninitialized storage: shapes need no initialization
-    (the slow part for the big variants). Stride 32 is checked by the parity test."""
+    (the slow part for the big variants). Stride 32 is checked by the parity test. One architecture per configuration
+    by default."""
     natural = _index_levels(name, _natural(name))
-    x = torch.zeros(1, 3, SIDE, SIDE)
-    with torch.device('meta'):
-        ref = _shapes(featzoo.create_model(name))
+    side = _side(name, SIDE)
+    kwargs = size_kwargs(name, side)
+    x = torch.zeros(1, 3, side, side)
+    with meta_device():
+        ref = _shapes(featzoo.create_model(name, **kwargs))
     for stride in _dilated(name):
         expected = [dict(level, reduction=min(level['reduction'], stride)) for level in natural]
         assert _index_levels(name, stride) == expected, f'the index at output_stride={stride}'
-        with torch.device('meta'):
-            model = featzoo.create_model(name, output_stride=stride)
+        with meta_device():
+            model = featzoo.create_model(name, output_stride=stride, **kwargs)
         assert _shapes(model) == ref, f'{name} output_stride={stride} changed the parameters'
         assert _levels(model.feature_info) == expected
         final, levels = _forward_levels(model.to_empty(device='cpu').eval(), x)
-        assert [tuple(t.shape) for t in levels] == [(1, d['num_chs'], SIDE // d['reduction'], SIDE // d['reduction'])
+        assert [tuple(t.shape) for t in levels] == [(1, d['num_chs'], side // d['reduction'], side // d['reduction'])
                                                     for d in expected], f'{name} output_stride={stride}'
-        assert final.shape[-2:] == (SIDE // stride, SIDE // stride), f'{name} output_stride={stride}'
+        assert final.shape[-2:] == (side // stride, side // stride), f'{name} output_stride={stride}'
 
 
 def _forward_levels(model: torch.nn.Module, x: torch.Tensor):
@@ -435,24 +406,6 @@ def _forward_levels(model: torch.nn.Module, x: torch.Tensor):
     return final, [captured[d['module']] for d in model.feature_info]
 
 
-@pytest.mark.parametrize('name', _rows(ALL, _timm_levels_default()))
-def test_levels_and_parameters_are_timms_at_every_output_stride(name):
-    """featzoo's levels (the index, which test_registry holds to the built models) are the levels timm declares, at
-    every output stride timm's model takes; there timm's model has the stride-32 parameters too (which the parity test
-    holds to featzoo's), except the rows it cannot be the reference for (DILATED_PARITY_ELSEWHERE)."""
-    import timm
-    natural = _natural(name)
-    strides = [natural] + ([] if _family(name) in NO_TIMM_DILATION else _dilated(name))
-    for stride in strides:
-        with torch.device('meta'):
-            ref = timm.create_model(name, **({} if stride == natural else dict(output_stride=stride)))
-        assert _levels(ref.feature_info) == _index_levels(name, stride), f'{name} output_stride={stride}'
-        if stride == natural:
-            params = _shapes(ref)
-        else:
-            assert (_shapes(ref) != params) == ((name, stride) in DILATED_PARITY_ELSEWHERE), f'os{stride}'
-
-
 # ---- feature wrappers --------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope='module')
@@ -463,13 +416,13 @@ def default_wrapper():
 
     def get(name, stride):
         if name not in files:
-            with torch.device('meta'):
-                model = featzoo.create_model(name)
+            with meta_device():
+                model = featzoo.create_model(name, **_size_kwargs(name))
             model = model.to_empty(device='cpu')
             randomize_state(model)
             files[name] = save_state(model.state_dict())
         if (name, stride) not in outputs:
-            side = input_side(_natural(name))
+            side = input_side_for(name)
             x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(1))
             ref = featzoo.create_model(name, features_only=True, checkpoint_path=files[name],
                                        **_wrapper_kwargs(name, stride)).eval()
@@ -482,9 +435,13 @@ def default_wrapper():
         os.rmdir(os.path.dirname(path))
 
 
+def _size_kwargs(name: str) -> dict:
+    return size_kwargs(name, input_side_for(name))
+
+
 def _wrapper_kwargs(name: str, stride: int) -> dict:
-    """Every level, at the given output stride."""
-    kwargs = dict(out_indices=tuple(range(len(_index_levels(name, stride)))))
+    """Every level, at the given output stride, for the input side of the test."""
+    kwargs = dict(out_indices=tuple(range(len(_index_levels(name, stride)))), **_size_kwargs(name))
     return kwargs if stride == _natural(name) else dict(kwargs, output_stride=stride)
 
 

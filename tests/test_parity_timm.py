@@ -16,16 +16,15 @@ Every architecture timm also has (parametrized over ``featzoo.list_models()``; a
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import pytest
 import timm
-import torch
 
 import featzoo
-from helpers import (SAMPLE_MAX_PARAMS, assert_same_keys_and_shapes, by_size, configurations, family_of,
-                     input_side_for, meta_device, num_params, sample_seed, sampled_architectures, shallow_overrides,
-                     size_kwargs, state_shapes, timm_parity, too_big_to_compute)
+from helpers import (SAMPLE_MAX_PARAMS, assert_same_keys_and_shapes, by_size, configurations, family_of, meta_device,
+                     natural_stride, num_params, numeric_parity, sample_seed, sampled_architectures, state_shapes,
+                     timm_on_meta)
 
 ALL = featzoo.list_models()
 IN_TIMM = [name for name in ALL if timm.is_model(name)]
@@ -34,12 +33,9 @@ SEED = sample_seed()
 SAMPLE = sampled_architectures(SEED, [n for n in IN_TIMM if n not in CONFIGURATIONS and num_params(n) < SAMPLE_MAX_PARAMS])
 
 
-def _natural(name: str) -> int:
-    return max(featzoo.model_capabilities(name).output_strides)
-
-
 def _dilated(name: str) -> List[int]:
-    return sorted((s for s in featzoo.model_capabilities(name).output_strides if s != _natural(name)), reverse=True)
+    return sorted((s for s in featzoo.model_capabilities(name).output_strides if s != natural_stride(name)),
+                  reverse=True)
 
 
 def _param(name: str, *values: Any, id: str, slow: bool = False):
@@ -51,22 +47,11 @@ def _levels(feature_info: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [dict(num_chs=d['num_chs'], reduction=d['reduction'], module=d['module']) for d in feature_info]
 
 
-def _timm_on_meta(name: str, **kwargs: Any) -> Optional[torch.nn.Module]:
-    """timm's model on the meta device; None when timm's constructor refuses ``output_stride``."""
-    try:
-        with meta_device():
-            return timm.create_model(name, pretrained=False, **kwargs)
-    except TypeError as error:
-        if 'output_stride' in kwargs and 'output_stride' in str(error):
-            return None
-        raise
-
-
 # ---- 1. keys, shapes and levels of every architecture, on the meta device ------------------------------------------
 
 @pytest.mark.parametrize('name', [_param(n, id=n) for n in IN_TIMM])
 def test_keys_shapes_and_levels_match_timm(name):
-    ref = _timm_on_meta(name)
+    ref = timm_on_meta(name)
     with meta_device():
         model = featzoo.create_model(name)
     assert_same_keys_and_shapes(state_shapes(model), state_shapes(ref), name)
@@ -81,7 +66,7 @@ def _dilated_rows(names: Sequence[str], slow_unless: Sequence[str]) -> list:
 def test_dilated_keys_and_levels_match_timm(name, output_stride):
     """At every output stride the model claims: the stride-32 parameters and timm's levels (where timm's constructor
     takes the stride; families whose timm classifier does not check their dilated levels in their own file)."""
-    ref = _timm_on_meta(name, output_stride=output_stride)
+    ref = timm_on_meta(name, output_stride=output_stride)
     if ref is None:
         pytest.skip(f"timm's {name} takes no output_stride")
     with meta_device():
@@ -92,32 +77,6 @@ def test_dilated_keys_and_levels_match_timm(name, output_stride):
 
 
 # ---- 2.-4. numerics -------------------------------------------------------------------------------------------------
-
-def numeric_parity(name: str, output_stride: Optional[int] = None, feature_classes: Sequence[str] = ()) -> None:
-    """Logits, forward_features, pre-logits and every level of the default wrapper (and of ``feature_classes``) equal
-    timm's on the same random weights, at batch 1 on the smallest input >= 64 px the architecture takes; a
-    depth-reduced instance for architectures too big to compute."""
-    side = input_side_for(name)
-    kwargs = size_kwargs(name, side)
-    if too_big_to_compute(name):
-        kwargs.update(shallow_overrides(name))
-        with meta_device():
-            assert num_params(name) > sum(p.numel() for p in featzoo.create_model(name, **kwargs).parameters()), \
-                f'{name} is too big to compute and no depth count of its row can be cut (shallow_overrides)'
-    if output_stride is not None and output_stride != _natural(name):
-        ref = _timm_on_meta(name, output_stride=output_stride, **kwargs)
-        if ref is None:
-            pytest.skip(f"timm's {name} takes no output_stride")
-        with meta_device():
-            natural = _timm_on_meta(name, **kwargs)
-        if state_shapes(ref) != state_shapes(natural):
-            pytest.skip(f"timm's {name} at output_stride={output_stride} has other parameters than at its natural "
-                        f'stride (featzoo keeps them: test_dilated_keys_and_levels_match_timm)')
-    else:
-        output_stride = None
-    timm_parity(name, input_size=(1, 3, side, side), output_stride=output_stride, timm_kwargs=kwargs,
-                featzoo_kwargs=kwargs, feature_classes=feature_classes, all_levels=True)
-
 
 @pytest.mark.parametrize('name', [_param(n, id=n) for n in CONFIGURATIONS])
 def test_configuration_parity(name):
@@ -132,7 +91,7 @@ def test_sampled_parity(name):
 
 
 def _every_stride(name: str) -> list:
-    return [_param(name, s, id=f'{name}-os{s}', slow=True) for s in [_natural(name)] + _dilated(name)]
+    return [_param(name, s, id=f'{name}-os{s}', slow=True) for s in [natural_stride(name)] + _dilated(name)]
 
 
 @pytest.mark.parametrize('name,output_stride', [row for n in IN_TIMM for row in _every_stride(n)])
