@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -113,26 +114,39 @@ def _parse_constant(text: str) -> Any:
     raise _Invalid(f'{text} is not JSON')
 
 
-def _check_value(value: Any, depth: int) -> None:
-    """Nesting depth and strings that UTF-8 cannot hold (lone surrogates from \\u escapes), anywhere in the tree."""
-    if isinstance(value, list) and depth > _MAX_DEPTH:  # objects and arrays count, scalars do not
-        raise _Invalid(f'the header nests deeper than {_MAX_DEPTH} levels')
-    if isinstance(value, str):
+# Python's JSON reads '-0' as the integer 0 where serde_json reads a float; only then are integers parsed one by
+# one (slower); lone surrogates can only come from \u escapes, so strings are checked only when one is there.
+_NEGATIVE_ZERO = re.compile(r'-0(?![0-9.eE])')
+_SURROGATE_ESCAPE = re.compile(r'\\u[dD][89a-fA-F]')
+_FLOAT_MAX = sys.float_info.max
+
+
+def _check_value(value: Any, depth: int, strings: bool) -> None:
+    """Nesting depth, integers that overflow a double, and (with ``strings``) strings that UTF-8 cannot hold,
+    anywhere in ``value`` (a field the format ignores, or the whole header)."""
+    if isinstance(value, list):  # objects (_Pairs) and arrays count, scalars do not
+        if depth > _MAX_DEPTH:
+            raise _Invalid(f'the header nests deeper than {_MAX_DEPTH} levels')
+        if isinstance(value, _Pairs):
+            for key, item in value:
+                if strings:
+                    _check_value(key, depth, strings)
+                _check_value(item, depth + 1, strings)
+        else:
+            for item in value:
+                _check_value(item, depth + 1, strings)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > _FLOAT_MAX:
+            raise _Invalid(f'the number {str(value)[:20]}... is out of range')
+    elif strings and isinstance(value, str):
         try:
             value.encode('utf-8')
         except UnicodeEncodeError:
             raise _Invalid(f'the header holds a lone surrogate escape in {value!r}') from None
-    elif isinstance(value, _Pairs):
-        for key, item in value:
-            _check_value(key, depth)
-            _check_value(item, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            _check_value(item, depth + 1)
 
 
 def _usize(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _USIZE_MAX:
+    if type(value) is not int or not 0 <= value <= _USIZE_MAX:  # not bool, not _Negative
         raise _Invalid(f'{what} must be an integer in [0, 2**64), got {value!r}')
     return value
 
@@ -155,6 +169,8 @@ def _entry(name: str, value: Any) -> Tuple[str, Any, Any]:
                 if key in fields:
                     raise _Invalid(f'tensor {name!r} gives {key!r} twice')
                 fields[key] = item
+            else:  # ignored, but it must still be JSON that serde_json reads
+                _check_value(item, 3, False)
         missing = [k for k in ('dtype', 'shape', 'data_offsets') if k not in fields]
         if missing:
             raise _Invalid(f'tensor {name!r} has no {missing[0]!r}')
@@ -168,7 +184,7 @@ def parse_header(data: bytes, file_size: int) -> SafetensorsHeader:
     """Check a header (the JSON bytes after the 8-byte length) against a file of ``file_size`` bytes; raises
     ValueError saying what is wrong.
 
-    >>> h = parse_header(b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', 8 + 55 + 8)
+    >>> h = parse_header(b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', 8 + 54 + 8)
     >>> h.tensors['w'].shape
     (2,)
     """
@@ -183,14 +199,17 @@ def _parse_header(data: bytes, file_size: int) -> SafetensorsHeader:
         text = data.decode('utf-8')
     except UnicodeDecodeError as exc:
         raise _Invalid(f'the header is not UTF-8 ({exc})') from None
+    hooks: Dict[str, Any] = dict(object_pairs_hook=_Pairs, parse_float=_parse_float, parse_constant=_parse_constant)
+    if _NEGATIVE_ZERO.search(text):
+        hooks['parse_int'] = _parse_int
     try:
-        root = json.loads(text, object_pairs_hook=_Pairs, parse_int=_parse_int, parse_float=_parse_float,
-                          parse_constant=_parse_constant)
+        root = json.loads(text, **hooks)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         raise _Invalid(f'the header is not JSON ({exc})') from None
     if not isinstance(root, _Pairs):
         raise _Invalid('the header is not a JSON object')
-    _check_value(root, 1)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_value(root, 1, True)
     metadata: Optional[Dict[str, str]] = None
     seen_metadata = False
     raw: Dict[str, Any] = {}
