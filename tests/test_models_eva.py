@@ -102,10 +102,14 @@ def test_every_timm_architecture_and_tag_is_registered():
 
 
 def test_head_is_projection_marks_the_image_text_towers():
-    towers = {n for n in NAMES if eva.head_is_projection(n)}
-    assert 'eva02_large_patch14_clip_224' in towers and 'vit_pe_core_base_patch16_224' in towers
-    assert 'eva_giant_patch14_clip_224' in towers and 'eva02_enormous_patch14_clip_224' in towers
-    assert not towers & {'eva02_large_patch14_448', 'vit_pe_spatial_base_patch16_512', 'vit_base_patch16_dinov3'}
+    tagged = {(n, t['tag']) for n in NAMES for t in registry.get_arch_entry(n)['pretrained'] if t.get('head_is_projection')}
+    towers = {n for n, _ in tagged}
+    assert towers == {'eva_giant_patch14_clip_224', 'eva02_base_patch16_clip_224', 'eva02_large_patch14_clip_224',
+                      'eva02_large_patch14_clip_336', 'eva02_enormous_patch14_clip_224', 'vit_pe_core_tiny_patch16_384',
+                      'vit_pe_core_small_patch16_384', 'vit_pe_core_base_patch16_224', 'vit_pe_core_large_patch14_336',
+                      'vit_pe_core_gigantic_patch14_448'}
+    assert len(tagged) == 12
+    assert not eva.head_is_projection('eva02_large_patch14_448')
 
 
 @pytest.mark.parametrize('name', REPRESENTATIVES)

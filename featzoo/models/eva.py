@@ -736,13 +736,16 @@ HEAD_IS_PROJECTION = frozenset(
     name for name in VARIANTS if '_clip_' in name or name.startswith('vit_pe_core_'))
 
 
-def head_is_projection(variant: str, row: Any = None) -> bool:
-    """Whether ``variant``'s head is an image-text projection rather than a classifier.
+def head_is_projection(variant: str, row: Any = None, tag: Optional[Dict[str, Any]] = None) -> bool:
+    """Whether ``variant``'s head (with a pretrained ``tag``'s index entry: one that keeps a head) is an image-text
+    projection rather than a classifier.
 
-    >>> head_is_projection('eva02_large_patch14_clip_224'), head_is_projection('eva02_large_patch14_448')
-    (True, False)
+    >>> head_is_projection('eva02_large_patch14_clip_224', tag=dict(tag='merged2b', num_classes=768))
+    True
+    >>> head_is_projection('eva02_large_patch14_448')
+    False
     """
-    return variant in HEAD_IS_PROJECTION
+    return variant in HEAD_IS_PROJECTION and (tag is None or tag.get('num_classes', 1) > 0)
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------------------
@@ -900,4 +903,5 @@ SPEC = FamilySpec(
     input_multiple=patch_size, min_input_size=patch_size, img_size_arg='img_size',
     size_args=('patch_size', 'ref_feat_shape', 'num_kv_heads', 'attn_pool_num_heads', 'attn_pool_mlp_ratio'),
     export=('torch.export', 'onnx', 'compile'),
-    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid,
+    head_is_projection=head_is_projection)
