@@ -30,3 +30,49 @@ def test_issue_example_resnet50_os16():
     assert m.feature_info.reduction() == [4, 8, 16, 16]
     out = m(torch.randn(1, 3, 128, 128))
     assert [o.shape[1] for o in out] == [256, 512, 1024, 2048]
+
+
+# ---- the rows added for timm's full resnet module -------------------------------------------------------------------
+import pytest  # noqa: E402
+
+from helpers import timm_parity  # noqa: E402
+
+INPUT = (1, 3, 64, 64)
+ONE_BLOCK_PER_STAGE = dict(layers=(1, 1, 1, 1))
+
+# One architecture per configuration, one block per stage (the configuration, not the depth, is what differs).
+CONFIGURATIONS = {
+    'resnet50_gn': 'group norm everywhere',
+    'resnetblur18': 'blur pool in the basic block and after a stride-1 stem max pool',
+    'resnetblur50d': 'blur pool in the bottleneck, deep stem, average-pool shortcut',
+    'resnetaa34d': 'average-pool anti-aliasing in the basic block and as the stem pool',
+    'seresnextaa101d_32x8d': 'average-pool anti-aliasing with grouped convolutions and squeeze-excite',
+    'resnetrs50': 'strided-convolution stem pool, squeeze-excite at rd_ratio 0.25',
+    'senet154': '3x3 projection shortcuts, halved first convolutions, 64 groups',
+    'resnet50c': "deep stem without the average-pool shortcut ('c')",
+    'ecaresnetlight': 'plain 7x7 stem with average-pool shortcuts',
+    'test_resnet': 'a different block per stage (full size: it is tiny)',
+}
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGURATIONS))
+@pytest.mark.parametrize('output_stride', [32, 8])
+def test_configuration_matches_timm(name, output_stride):
+    kwargs = {} if name == 'test_resnet' else ONE_BLOCK_PER_STAGE
+    timm_parity(name, input_size=INPUT, output_stride=output_stride, timm_kwargs=kwargs, featzoo_kwargs=kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', featzoo.list_models(module='resnet'))
+def test_every_architecture_matches_timm_at_full_depth(name):
+    timm_parity(name, input_size=INPUT)
+
+
+@pytest.mark.parametrize('kwargs, error, words', [
+    (dict(aa_layer='max'), ValueError, 'aa_layer'),
+    (dict(norm_layer='layernorm'), ValueError, 'norm_layer'),
+    (dict(block=('basic', 'basic')), ValueError, 'stage'),
+])
+def test_bad_new_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        featzoo.create_model('resnet18', **kwargs)

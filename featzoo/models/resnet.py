@@ -6,6 +6,7 @@ Other families built on this trunk (ResNeSt) pass their own block class to :clas
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 import torch
@@ -16,14 +17,40 @@ from torch.utils.checkpoint import checkpoint
 from ..family import FamilySpec
 from ..layers import DropPath, create_classifier, get_attn
 from ..layers.activations import ActLayer, get_act_layer
+from ..layers.blur_pool import BlurPool2d
 from ..layers.helpers import get_padding
 from ..layers.intermediates import feature_take_indices
 from ..layers.weight_init import kaiming_normal_
 
 OUTPUT_STRIDES = (8, 16, 32)
+AA_LAYERS = (None, 'avg', 'blur')
+NORM_LAYERS = ('batchnorm', 'groupnorm')
 DEFAULT_CFG = dict(input_size=(3, 224, 224), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='conv1', classifier='fc',
                    num_classes=1000)
+
+
+def make_norm(norm_layer: str, channels: int) -> nn.Module:
+    """The trunk's norm: batch norm, or group norm with 32 groups (ResNet-50-GN).
+
+    >>> make_norm('groupnorm', 64)
+    GroupNorm(32, 64, eps=1e-05, affine=True)
+    """
+    return nn.GroupNorm(32, channels) if norm_layer == 'groupnorm' else nn.BatchNorm2d(channels)
+
+
+def make_aa(aa_layer: Optional[str], channels: int, stride: int) -> nn.Module:
+    """The anti-aliasing step that takes a strided convolution's stride: a ``stride`` x ``stride`` average pool
+    ('avg') or a binomial blur subsampled by ``stride`` ('blur'); nothing without ``aa_layer``.
+
+    >>> make_aa('avg', 8, 2)
+    AvgPool2d(kernel_size=2, stride=2, padding=0)
+    """
+    if aa_layer == 'avg':
+        return nn.AvgPool2d(stride)
+    if aa_layer == 'blur':
+        return BlurPool2d(channels, stride=stride)
+    return nn.Identity()
 
 
 class BasicBlock(nn.Module):
@@ -34,7 +61,8 @@ class BasicBlock(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  cardinality: int = 1, base_width: int = 64, reduce_first: int = 1, dilation: int = 1,
                  first_dilation: Optional[int] = None, act_layer: ActLayer = 'relu', attn_layer: Optional[str] = None,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, aa_layer: Optional[str] = None, norm_layer: str = 'batchnorm',
+                 attn_kwargs: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         if cardinality != 1 or base_width != 64:
             raise ValueError(f'BasicBlock takes cardinality=1 and base_width=64, got {cardinality} and {base_width}')
@@ -42,16 +70,18 @@ class BasicBlock(nn.Module):
         first_planes = planes // reduce_first
         outplanes = planes * self.expansion
         first_dilation = first_dilation or dilation
-        self.conv1 = nn.Conv2d(inplanes, first_planes, 3, stride=stride, padding=first_dilation,
+        # anti-aliasing takes the stride from the convolution (and, as timm, also sits where a dilation starts)
+        use_aa = aa_layer is not None and (stride == 2 or first_dilation != dilation)
+        self.conv1 = nn.Conv2d(inplanes, first_planes, 3, stride=1 if use_aa else stride, padding=first_dilation,
                                dilation=first_dilation, bias=False)
-        self.bn1 = nn.BatchNorm2d(first_planes)
+        self.bn1 = make_norm(norm_layer, first_planes)
         self.drop_block = nn.Identity()
         self.act1 = act(inplace=True)
-        self.aa = nn.Identity()
+        self.aa = make_aa(aa_layer if use_aa else None, first_planes, stride)
         self.conv2 = nn.Conv2d(first_planes, outplanes, 3, padding=dilation, dilation=dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(outplanes)
+        self.bn2 = make_norm(norm_layer, outplanes)
         attn = get_attn(attn_layer)
-        self.se = attn(outplanes) if attn else None
+        self.se = attn(outplanes, **(attn_kwargs or {})) if attn else None
         self.act2 = act(inplace=True)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
@@ -82,26 +112,28 @@ class Bottleneck(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: Optional[nn.Module] = None,
                  cardinality: int = 1, base_width: int = 64, reduce_first: int = 1, dilation: int = 1,
                  first_dilation: Optional[int] = None, act_layer: ActLayer = 'relu', attn_layer: Optional[str] = None,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, aa_layer: Optional[str] = None, norm_layer: str = 'batchnorm',
+                 attn_kwargs: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         act = get_act_layer(act_layer)
         width = int(math.floor(planes * (base_width / 64)) * cardinality)
         first_planes = width // reduce_first
         outplanes = planes * self.expansion
         first_dilation = first_dilation or dilation
+        use_aa = aa_layer is not None and (stride == 2 or first_dilation != dilation)  # as in BasicBlock
         self.conv1 = nn.Conv2d(inplanes, first_planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(first_planes)
+        self.bn1 = make_norm(norm_layer, first_planes)
         self.act1 = act(inplace=True)
-        self.conv2 = nn.Conv2d(first_planes, width, 3, stride=stride, padding=first_dilation, dilation=first_dilation,
-                               groups=cardinality, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(first_planes, width, 3, stride=1 if use_aa else stride, padding=first_dilation,
+                               dilation=first_dilation, groups=cardinality, bias=False)
+        self.bn2 = make_norm(norm_layer, width)
         self.drop_block = nn.Identity()
         self.act2 = act(inplace=True)
-        self.aa = nn.Identity()
+        self.aa = make_aa(aa_layer if use_aa else None, width, stride)
         self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(outplanes)
+        self.bn3 = make_norm(norm_layer, outplanes)
         attn = get_attn(attn_layer)
-        self.se = attn(outplanes) if attn else None
+        self.se = attn(outplanes, **(attn_kwargs or {})) if attn else None
         self.act3 = act(inplace=True)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
@@ -136,7 +168,7 @@ class AvgPool2dSame(nn.AvgPool2d):
 
 
 def make_shortcut(in_channels: int, out_channels: int, stride: int, dilation: int, first_dilation: int,
-                  avg_down: bool, kernel_size: int = 1) -> nn.Sequential:
+                  avg_down: bool, kernel_size: int = 1, norm_layer: str = 'batchnorm') -> nn.Sequential:
     """Projection for the residual path: strided 1x1 convolution, or average pool then 1x1 ('d' variants)."""
     if avg_down:
         if stride == 1 and dilation == 1:
@@ -145,17 +177,21 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int, dilation: in
             pool = AvgPool2dSame((2, 2), (1, 1), ceil_mode=True, count_include_pad=False)
         else:
             pool = nn.AvgPool2d(2, stride if dilation == 1 else 1, ceil_mode=True, count_include_pad=False)
-        return nn.Sequential(pool, nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+        return nn.Sequential(pool, nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                             make_norm(norm_layer, out_channels))
     kernel_size = 1 if stride == 1 and dilation == 1 else kernel_size
     first_dilation = first_dilation if kernel_size > 1 else 1
     padding = get_padding(kernel_size, stride, first_dilation)
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=first_dilation,
                   bias=False),
-        nn.BatchNorm2d(out_channels))
+        make_norm(norm_layer, out_channels))
 
 
-def _block_class(block: Union[str, Type[nn.Module]]) -> Type[nn.Module]:
+BlockType = Union[str, Type[nn.Module]]
+
+
+def _block_class(block: BlockType) -> Type[nn.Module]:
     if isinstance(block, str):
         blocks = {'basic': BasicBlock, 'bottleneck': Bottleneck}
         if block not in blocks:
@@ -173,18 +209,27 @@ class ResNet(nn.Module):
     torch.Size([1, 10])
     """
 
-    def __init__(self, block: Union[str, Type[nn.Module]], layers: Sequence[int], num_classes: int = 1000,
+    def __init__(self, block: Union[BlockType, Sequence[BlockType]], layers: Sequence[int], num_classes: int = 1000,
                  in_chans: int = 3, output_stride: int = 32, global_pool: str = 'avg', cardinality: int = 1,
                  base_width: int = 64, stem_width: int = 64, stem_type: str = '', avg_down: bool = False,
                  down_kernel_size: int = 1, block_reduce_first: int = 1, channels: Sequence[int] = (64, 128, 256, 512),
                  act_layer: ActLayer = 'relu', drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 zero_init_last: bool = True, block_args: Optional[Dict[str, Any]] = None) -> None:
+                 zero_init_last: bool = True, block_args: Optional[Dict[str, Any]] = None,
+                 aa_layer: Optional[str] = None, norm_layer: str = 'batchnorm', replace_stem_pool: bool = False) -> None:
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
         if stem_type not in ('', 'deep', 'deep_tiered'):
             raise ValueError(f"unknown stem_type {stem_type!r}; valid: '', 'deep', 'deep_tiered'")
-        block_cls = _block_class(block)
+        if aa_layer not in AA_LAYERS:
+            raise ValueError(f'unknown aa_layer {aa_layer!r}; valid: {AA_LAYERS}')
+        if norm_layer not in NORM_LAYERS:
+            raise ValueError(f'unknown norm_layer {norm_layer!r}; valid: {NORM_LAYERS}')
+        blocks_per_stage = list(block) if isinstance(block, (list, tuple)) else [block] * len(layers)
+        if len(blocks_per_stage) != len(layers):
+            raise ValueError(f'block gives {len(blocks_per_stage)} stage blocks for {len(layers)} stages')
+        block_classes = [_block_class(b) for b in blocks_per_stage]
+        norm = partial(make_norm, norm_layer)
         act = get_act_layer(act_layer)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
@@ -195,21 +240,37 @@ class ResNet(nn.Module):
         if deep:
             mid = (3 * (stem_width // 4), stem_width) if stem_type == 'deep_tiered' else (stem_width, stem_width)
             self.conv1 = nn.Sequential(
-                nn.Conv2d(in_chans, mid[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(mid[0]), act(inplace=True),
-                nn.Conv2d(mid[0], mid[1], 3, padding=1, bias=False), nn.BatchNorm2d(mid[1]), act(inplace=True),
+                nn.Conv2d(in_chans, mid[0], 3, stride=2, padding=1, bias=False), norm(mid[0]), act(inplace=True),
+                nn.Conv2d(mid[0], mid[1], 3, padding=1, bias=False), norm(mid[1]), act(inplace=True),
                 nn.Conv2d(mid[1], inplanes, 3, padding=1, bias=False))
         else:
             self.conv1 = nn.Conv2d(in_chans, inplanes, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.bn1 = norm(inplanes)
         self.act1 = act(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        # the stem's stride-2 pool; its name stays 'maxpool' whatever replaces it, for the checkpoints' sake
+        if replace_stem_pool:  # a strided 3x3 convolution (ResNet-RS)
+            self.maxpool: nn.Module = nn.Sequential(*[layer for layer in (
+                nn.Conv2d(inplanes, inplanes, 3, stride=1 if aa_layer else 2, padding=1, bias=False),
+                make_aa(aa_layer, inplanes, 2) if aa_layer else None,
+                norm(inplanes), act(inplace=True)) if layer is not None])
+        elif aa_layer == 'avg':
+            self.maxpool = nn.AvgPool2d(2)
+        elif aa_layer == 'blur':
+            self.maxpool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), BlurPool2d(inplanes, stride=2))
+        else:
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.feature_info: List[Dict[str, Any]] = [dict(num_chs=inplanes, reduction=2, module='act1')]
 
         total_blocks = sum(layers)
         block_idx = 0
         net_stride, dilation, prev_dilation = 4, 1, 1
         extra = dict(block_args or {})
-        for stage_idx, (planes, depth) in enumerate(zip(channels, layers)):
+        # passed only when set: blocks of other families (ResNeSt) built on this trunk take neither
+        if aa_layer is not None:
+            extra['aa_layer'] = aa_layer
+        if norm_layer != 'batchnorm':
+            extra['norm_layer'] = norm_layer
+        for stage_idx, (block_cls, planes, depth) in enumerate(zip(block_classes, channels, layers)):
             stride = 1 if stage_idx == 0 else 2
             if net_stride >= output_stride:
                 dilation *= stride
@@ -220,7 +281,7 @@ class ResNet(nn.Module):
             downsample = None
             if stride != 1 or inplanes != out_ch:
                 downsample = make_shortcut(inplanes, out_ch, stride, dilation, prev_dilation, avg_down,
-                                           down_kernel_size)
+                                           down_kernel_size, norm_layer)
             blocks = []
             for i in range(depth):
                 dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
@@ -335,6 +396,13 @@ _T = dict(stem_width=32, stem_type='deep_tiered', avg_down=True)   # 't': tiered
 _X32 = dict(cardinality=32)
 _SE = dict(block_args=dict(attn_layer='se'))
 _ECA = dict(block_args=dict(attn_layer='eca'))
+_C = dict(stem_width=32, stem_type='deep')                        # 'c': deep stem only
+_S = dict(stem_width=64, stem_type='deep')                        # 's': wide deep stem
+_AA = dict(aa_layer='avg')                                         # 'aa': 2x2 average pool takes the strides
+_BLUR = dict(aa_layer='blur')                                      # 'blur': binomial blur takes the strides
+# ResNet-RS: 'd' trunk, a strided convolution for the stem pool, squeeze-excite at a quarter of the width
+_RS = dict(stem_width=32, stem_type='deep', avg_down=True, replace_stem_pool=True,
+           block_args=dict(attn_layer='se', attn_kwargs=dict(rd_ratio=0.25)))
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     'resnet10t': dict(block=_B, layers=(1, 1, 1, 1), **_T),
@@ -373,6 +441,54 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'ecaresnet50t': dict(block=_BN, layers=(3, 4, 6, 3), **_T, **_ECA),
     'ecaresnet101d': dict(block=_BN, layers=(3, 4, 23, 3), **_D, **_ECA),
     'ecaresnet269d': dict(block=_BN, layers=(3, 30, 48, 8), **_D, **_ECA),
+    'ecaresnet200d': dict(block=_BN, layers=(3, 24, 36, 3), **_D, **_ECA),
+    'ecaresnetlight': dict(block=_BN, layers=(1, 1, 11, 3), stem_width=32, avg_down=True, **_ECA),
+    'ecaresnext26t_32x4d': dict(block=_BN, layers=(2, 2, 2, 2), base_width=4, **_X32, **_T, **_ECA),
+    'ecaresnext50t_32x4d': dict(block=_BN, layers=(3, 4, 6, 3), base_width=4, **_X32, **_T, **_ECA),
+    'resnet50c': dict(block=_BN, layers=(3, 4, 6, 3), **_C),
+    'resnet50s': dict(block=_BN, layers=(3, 4, 6, 3), **_S),
+    'resnet101c': dict(block=_BN, layers=(3, 4, 23, 3), **_C),
+    'resnet101s': dict(block=_BN, layers=(3, 4, 23, 3), **_S),
+    'resnet152c': dict(block=_BN, layers=(3, 8, 36, 3), **_C),
+    'resnet152s': dict(block=_BN, layers=(3, 8, 36, 3), **_S),
+    'resnet200': dict(block=_BN, layers=(3, 24, 36, 3)),
+    'resnet50_gn': dict(block=_BN, layers=(3, 4, 6, 3), norm_layer='groupnorm'),
+    'resnext101_32x16d': dict(block=_BN, layers=(3, 4, 23, 3), base_width=16, **_X32),
+    'resnext101_32x32d': dict(block=_BN, layers=(3, 4, 23, 3), base_width=32, **_X32),
+    'resnext101_64x4d': dict(block=_BN, layers=(3, 4, 23, 3), base_width=4, cardinality=64),
+    'seresnet50t': dict(block=_BN, layers=(3, 4, 6, 3), **_T, **_SE),
+    'seresnet152d': dict(block=_BN, layers=(3, 8, 36, 3), **_D, **_SE),
+    'seresnet200d': dict(block=_BN, layers=(3, 24, 36, 3), **_D, **_SE),
+    'seresnet269d': dict(block=_BN, layers=(3, 30, 48, 8), **_D, **_SE),
+    'seresnext26t_32x4d': dict(block=_BN, layers=(2, 2, 2, 2), base_width=4, **_X32, **_T, **_SE),
+    'seresnext101_32x8d': dict(block=_BN, layers=(3, 4, 23, 3), base_width=8, **_X32, **_SE),
+    'seresnext101_64x4d': dict(block=_BN, layers=(3, 4, 23, 3), base_width=4, cardinality=64, **_SE),
+    'seresnext101d_32x8d': dict(block=_BN, layers=(3, 4, 23, 3), base_width=8, **_X32, **_D, **_SE),
+    # SENet-154 as a ResNet: 64-wide deep stem, 3x3 projection shortcuts, halved first convolutions
+    'senet154': dict(block=_BN, layers=(3, 8, 36, 3), cardinality=64, base_width=4, stem_type='deep',
+                     down_kernel_size=3, block_reduce_first=2, **_SE),
+    'resnetblur18': dict(block=_B, layers=(2, 2, 2, 2), **_BLUR),
+    'resnetblur50': dict(block=_BN, layers=(3, 4, 6, 3), **_BLUR),
+    'resnetblur50d': dict(block=_BN, layers=(3, 4, 6, 3), **_BLUR, **_D),
+    'resnetblur101d': dict(block=_BN, layers=(3, 4, 23, 3), **_BLUR, **_D),
+    'resnetaa34d': dict(block=_B, layers=(3, 4, 6, 3), **_AA, **_D),
+    'resnetaa50': dict(block=_BN, layers=(3, 4, 6, 3), **_AA),
+    'resnetaa50d': dict(block=_BN, layers=(3, 4, 6, 3), **_AA, **_D),
+    'resnetaa101d': dict(block=_BN, layers=(3, 4, 23, 3), **_AA, **_D),
+    'seresnetaa50d': dict(block=_BN, layers=(3, 4, 6, 3), **_AA, **_D, **_SE),
+    'seresnextaa101d_32x8d': dict(block=_BN, layers=(3, 4, 23, 3), base_width=8, **_X32, **_D, **_AA, **_SE),
+    'seresnextaa201d_32x8d': dict(block=_BN, layers=(3, 24, 36, 4), base_width=8, **_X32, stem_width=64,
+                                  stem_type='deep', avg_down=True, **_AA, **_SE),
+    'resnetrs50': dict(block=_BN, layers=(3, 4, 6, 3), **_RS),
+    'resnetrs101': dict(block=_BN, layers=(3, 4, 23, 3), **_RS),
+    'resnetrs152': dict(block=_BN, layers=(3, 8, 36, 3), **_RS),
+    'resnetrs200': dict(block=_BN, layers=(3, 24, 36, 3), **_RS),
+    'resnetrs270': dict(block=_BN, layers=(4, 29, 53, 4), **_RS),
+    'resnetrs350': dict(block=_BN, layers=(4, 36, 72, 4), **_RS),
+    'resnetrs420': dict(block=_BN, layers=(4, 44, 87, 4), **_RS),
+    # timm's tiny test network: a different block per stage
+    'test_resnet': dict(block=(_B, _B, _BN, _B), layers=(1, 1, 1, 1), stem_width=16, stem_type='deep', avg_down=True,
+                        channels=(32, 48, 48, 96)),
 }
 
 
