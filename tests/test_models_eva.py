@@ -203,6 +203,8 @@ def test_set_input_size_resamples_the_table_as_timm():
     _check_model(name, ref, model, _input((1, 3, 96, 64)))
     with pytest.raises(ValueError, match='patch_size'):
         model.set_input_size(patch_size=8)
+    with pytest.raises(ValueError, match='multiples of 16'):
+        model.set_input_size(img_size=(96, 60))
 
 
 # ---- the model contract and bad arguments ------------------------------------------------------------------------
@@ -237,6 +239,8 @@ def test_bad_arguments_name_the_value():
         featzoo.create_model('eva02_tiny_patch14_224', depth=1, num_heads=5)
     with pytest.raises(ValueError, match=r'valid: \(14,\)'):
         featzoo.create_model('eva02_tiny_patch14_224', depth=1, output_stride=16)
+    with pytest.raises(ValueError, match='multiples of 14'):
+        featzoo.create_model('eva02_tiny_patch14_224', depth=1, img_size=100)
 
 
 def test_grad_checkpointing_same_outputs_and_gradients():

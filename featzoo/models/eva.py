@@ -216,6 +216,16 @@ def _check_rope_args(rope_type: str, attn_type: str, rope_rotate_half: bool, hea
                          f'num_heads), got {head_dim}')
 
 
+def _check_img_size(img_size: Any, patch: Tuple[int, int], dynamic_img_pad: bool) -> Tuple[int, int]:
+    size = to_2tuple(img_size)
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
+    if not dynamic_img_pad and (size[0] % patch[0] or size[1] % patch[1] or size[0] < patch[0] or size[1] < patch[1]):
+        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples of '
+                         f'{max(patch)} (>= {max(patch)}), or build with dynamic_img_pad=True')
+    return size
+
+
 class Eva(nn.Module):
     """EVA-style ViT: patch embedding, prefix tokens (class, registers), a learned absolute position table and/or
     RoPE, ``depth`` :class:`EvaBlock`\\ s, final norm(s), and a pooled linear head (or an attention pool).
@@ -271,6 +281,9 @@ class Eva(nn.Module):
         if output_stride is not None and output_stride != natural_stride:
             raise ValueError(f'output_stride={output_stride!r} is not supported: this ViT has one stride, its patch '
                              f'size {natural_stride}; valid: {natural_stride} or None')
+        if not (len(patch) == 2 and all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in patch)):
+            raise ValueError(f'patch_size must be a positive int or a pair of them, got {patch_size!r}')
+        img_size = _check_img_size(img_size, patch, dynamic_img_pad)
         norm = _norm_factory(norm_layer, norm_eps)
         fc_norm = global_pool == 'avg' if use_fc_norm is None else use_fc_norm
         post_norm = not fc_norm if use_post_transformer_norm is None else use_post_transformer_norm
@@ -429,7 +442,7 @@ class Eva(nn.Module):
     def set_input_size(self, img_size: Optional[Union[int, Tuple[int, int]]] = None,
                        patch_size: Optional[Union[int, Tuple[int, int]]] = None) -> None:
         """Make ``img_size`` the model's reference size: the learned position table is resampled to its grid (RoPE
-        needs nothing). Changing ``patch_size`` is not supported.
+        needs nothing); its sides must be multiples of the patch. Changing ``patch_size`` is not supported.
 
         >>> m = Eva(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2); m.set_input_size(96)
         >>> tuple(m.pos_embed.shape)
@@ -440,6 +453,7 @@ class Eva(nn.Module):
                              f'{self.patch_embed.patch_size}')
         if img_size is None:
             return
+        img_size = _check_img_size(img_size, self.patch_embed.patch_size, self.patch_embed.dynamic_img_pad)
         old_grid = self.patch_embed.grid_size
         self.patch_embed.set_input_size(img_size)
         if self.pos_embed is not None and self.patch_embed.grid_size != old_grid:
