@@ -662,4 +662,4 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 SPEC = FamilySpec(
     name='byobnet', model=ByobNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
-    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), size_args=('bottle_ratio',))

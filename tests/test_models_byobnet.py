@@ -1,0 +1,130 @@
+"""byobnet (RegNetZ, RepVGG, MobileOne, GENet, ResNe(X)t-ts, ...): what is specific to this family.
+
+tests/test_models.py runs every variant against timm at output stride 32 and the representative dilated. Here one
+variant per block configuration runs at output strides 32, 16 and 8 on a depth-reduced instance where the row allows
+it; MobileOne, which timm strides down without dilating its convolutions, is held at 16 and 8 to a timm model whose
+convolutions were dilated by hand to featzoo's scheme (same weights, equal outputs).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import featzoo
+from featzoo.models.byobnet import SPEC, ByobNet
+from helpers import assert_equal, build_timm_reference, check_feature_shapes, save_state, timm_parity
+
+
+def _shallow(name: str) -> dict:
+    """The row with one block (one unit for MobileOne) per stage: the same code on a smaller model."""
+    return dict(depths=(1,) * len(SPEC.row(name)['depths']))
+
+
+# one variant per configuration: block types, stems, attention, norms, shortcuts, grouping
+CONFIGURATIONS = ('test_byobnet', 'gernet_s', 'repvgg_a0', 'repvgg_b1g4', 'repvgg_d2se', 'mobileone_s1',
+                  'mobileone_s0', 'mobileone_s4', 'resnet51q', 'resnet61q', 'resnext26ts', 'gcresnext26ts',
+                  'seresnext26ts', 'eca_resnext26ts', 'resnet32ts', 'resnet33ts', 'gcresnet33ts', 'seresnet33ts',
+                  'eca_resnet33ts', 'gcresnet50t', 'gcresnext50ts', 'regnetz_b16', 'regnetz_d8', 'regnetz_b16_evos',
+                  'regnetz_d8_evos')
+# built at full depth: a MobileOne stage's squeeze-excite depends on its depth, and a grouped RepVGG stage needs two
+# blocks to hold a grouped one
+FULL_DEPTH = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4', 'repvgg_b1g4')
+NOT_DILATED_BY_TIMM = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4')
+
+
+def test_configurations_cover_the_family():
+    covered = {SPEC.configuration(n) for n in CONFIGURATIONS}
+    assert [n for n in SPEC.variants if SPEC.configuration(n) not in covered] == []
+
+
+def _timm_kwargs(name: str) -> dict:
+    if name in FULL_DEPTH:
+        return {}
+    from dataclasses import replace
+    from timm.models.byobnet import model_cfgs
+    cfg = model_cfgs[name]
+    blocks = tuple(replace(stage[0] if isinstance(stage, tuple) else stage, d=1) for stage in cfg.blocks)
+    return dict(blocks=blocks)
+
+
+@pytest.mark.parametrize('output_stride', (32, 16, 8))
+@pytest.mark.parametrize('name', CONFIGURATIONS)
+def test_parity_per_configuration(name, output_stride):
+    if output_stride != 32 and name in NOT_DILATED_BY_TIMM:
+        pytest.skip('timm does not dilate MobileOne: test_mobileone_dilates_where_timm_only_strides')
+    fz = {} if name in FULL_DEPTH else _shallow(name)
+    model = timm_parity(name, input_size=(1, 3, 64, 64), output_stride=None if output_stride == 32 else output_stride,
+                        timm_kwargs=_timm_kwargs(name), featzoo_kwargs=fz)
+    assert model.feature_info[-1]['reduction'] == output_stride
+
+
+def _dilate_like(ref: torch.nn.Module, model: torch.nn.Module) -> int:
+    """Give every convolution of ``ref`` the dilation and padding of ``model``'s convolution of the same name."""
+    convs = dict(model.named_modules())
+    changed = 0
+    for name, module in ref.named_modules():
+        if isinstance(module, torch.nn.Conv2d) and module.dilation != convs[name].dilation:
+            module.dilation, module.padding = convs[name].dilation, convs[name].padding
+            changed += 1
+    return changed
+
+
+@pytest.mark.parametrize('output_stride', (16, 8))
+@pytest.mark.parametrize('name', ['mobileone_s0', 'mobileone_s4'])
+def test_mobileone_dilates_where_timm_only_strides(name, output_stride):
+    ref = build_timm_reference(name, output_stride=output_stride)
+    path = save_state(ref.state_dict())
+    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path).eval()
+    assert _dilate_like(ref, model) > 0  # timm's convolutions were not dilated
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert_equal(model.forward_features(x), ref.forward_features(x), f'{name} os{output_stride}')
+        assert_equal(model(x), ref(x), f'{name} os{output_stride} logits')
+    backbone = featzoo.create_model(name, features_only=True, output_stride=output_stride, checkpoint_path=path).eval()
+    feats = check_feature_shapes(backbone, x)
+    assert feats[-1].shape[-1] == 64 // output_stride
+    captured = {}
+    hooks = [ref.get_submodule(m).register_forward_hook(lambda mod, a, out, m=m: captured.__setitem__(m, out))
+             for m in backbone.feature_info.module_name()]
+    with torch.no_grad():
+        ref(x)
+    for hook in hooks:
+        hook.remove()
+    for i, (feat, module) in enumerate(zip(feats, backbone.feature_info.module_name())):
+        assert_equal(feat, captured[module], f'{name} os{output_stride} level {i}')
+
+
+def test_training_time_branches_are_all_used():
+    """RepVGG and MobileOne blocks hold (and sum) every training-time branch timm publishes."""
+    model = featzoo.create_model('mobileone_s0', **_shallow('mobileone_s0'))
+    block = model.stages[1][0]
+    assert len(block.conv_kxk) == 4 and block.conv_scale is not None
+    assert model.stages[1][1].conv_scale is None  # a 1x1 pointwise block has no 1x1 scale branch
+    rep = featzoo.create_model('repvgg_a0').stages[0][1]
+    assert rep.identity is not None and rep.conv_1x1 is not None
+
+
+def test_stem_levels_and_pruning_keep_timms_taps():
+    """A tiered stem without pool reports its stride-2 level at conv2; pruning to it keeps the stem up to there."""
+    model = featzoo.create_model('resnet33ts', **_shallow('resnet33ts')).eval()
+    assert [f['module'] for f in model.feature_info] == ['stem.conv2', 'stages.0', 'stages.1', 'stages.2',
+                                                         'final_conv']
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        level = model.forward_intermediates(x, indices=(0,), intermediates_only=True)[0]
+        pruned = copy.deepcopy(model).eval()
+        pruned.prune_intermediate_layers((0,))
+        assert type(pruned.stem.conv3).__name__ == 'Identity'
+        assert_equal(pruned.forward_intermediates(x, indices=(0,), intermediates_only=True)[0], level)
+
+
+def test_bad_arguments_name_the_valid_values():
+    with pytest.raises(ValueError, match='output_stride'):
+        featzoo.create_model('regnetz_b16', output_stride=4)
+    row = dict(block='bottle', depths=(1, 1, 1, 1), channels=(32, 64, 96, 128))
+    for arg, value in (('block', 'fancy'), ('stem_type', 'wide'), ('downsample', 'max'), ('attn_layer', 'cbam'),
+                       ('norm', 'layer')):
+        with pytest.raises(ValueError, match=repr(value)):
+            ByobNet(**dict(row, **{arg: value}))
