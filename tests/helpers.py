@@ -298,6 +298,12 @@ def family_representative(family: str) -> str:
     return by_size(featzoo.list_models(module=family))[0]
 
 
+def shrunk_representative(family: str) -> Tuple[str, Dict[str, Any]]:
+    """The family's representative and the overrides that cut its repeated blocks (tests that trace or export it)."""
+    name = family_representative(family)
+    return name, shallow_overrides(name)
+
+
 def representatives() -> List[str]:
     """The representative of each family, in family order."""
     return [family_representative(family) for family in featzoo.list_modules()]
@@ -343,8 +349,9 @@ def shallow_overrides(name: str) -> Dict[str, Any]:
     """Row overrides that keep every kind of block of ``name`` but at most two per stage (tests that trace or compute
     a model many times, and numerics of the variants too big to compute at full size).
 
-    Each count in the row is cut only where the cut model still builds with the same feature levels (modules and
-    widths): a count that generates the widths (RegNet's ``depth``) is left alone.
+    Each count in the row is cut only where the cut model still builds with levels at the same reductions (and, for a
+    total count, the same last level): a count that generates the widths of the stages (RegNet's ``depth``) is left
+    alone.
     """
     row = registry.family_spec(family_of(name)).row(name)
     with meta_device():
@@ -364,8 +371,8 @@ def shallow_overrides(name: str) -> Dict[str, Any]:
                 cut = featzoo.create_model(name, **overrides, **{key: shallow})
         except Exception:  # noqa: BLE001 - a count the family cannot cut this way
             continue
-        if key in _STAGE_DEPTH_KEYS and _level_facts(cut) != levels:
-            continue
+        if key in _STAGE_DEPTH_KEYS and [r for _, r in _level_facts(cut)] != [r for _, r in levels]:
+            continue  # widths may follow the counts (DenseNet), the levels may not
         if key in _TOTAL_DEPTH_KEYS and _level_facts(cut)[-1:] != levels[-1:]:
             continue  # a transformer keeps one level per block: the last must be the same
         overrides[key] = shallow

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 import featzoo
-from featzoo import registry
-from helpers import assert_equal, input_side
+from helpers import assert_equal, input_side, shrunk_representative
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('gen_capabilities_table',
@@ -40,27 +39,9 @@ DEFAULT_COMPILE_FAMILIES = ('resnet', 'convnext', 'vision_transformer')
 ORT_TOLERANCE = 1e-4
 RUN_UNCLAIMED = os.environ.get('FEATZOO_EXPORT_UNCLAIMED', '') not in ('', '0')
 
-# family -> (variant, constructor overrides that shrink repeated blocks but keep every kind of block)
-SHRUNK = {
-    'convnext': ('convnext_atto', dict(depths=(1, 1, 2, 1))),
-    'densenet': ('densenet121', dict(block_config=(1, 2, 2, 1))),
-    'efficientnet': ('efficientnet_b0', dict(depth_multiplier=0.1)),
-    'mobilenetv3': ('mobilenetv3_small_050', {}),
-    'regnet': ('regnetx_002', {}),
-    'resnest': ('resnest14d', {}),
-    'resnet': ('resnet10t', {}),
-    'swin_transformer': ('swin_tiny_patch4_window7_224', dict(depths=(2, 2, 2, 2))),
-    'vision_transformer': ('vit_tiny_patch16_224', dict(depth=2)),
-    'vovnet': ('ese_vovnet19b_slim_dw', {}),
-    'xception_aligned': ('xception41', dict(middle_depth=1)),
-}
-
-
-def representative(family: str) -> Tuple[str, Dict[str, Any]]:
-    """The variant (and shrinking overrides) that stands for ``family``; a new family falls back to its smallest."""
-    if family in SHRUNK and SHRUNK[family][0] in featzoo.list_models(module=family):
-        return SHRUNK[family]
-    return min(featzoo.list_models(module=family), key=lambda n: registry.get_arch_entry(n)['num_params']), {}
+# The variant that stands for a family, with constructor overrides that shrink repeated blocks but keep every kind of
+# block (derived from the registry: a new family needs no entry).
+representative = shrunk_representative
 
 
 def recorded(name: str) -> Tuple[str, ...]:
