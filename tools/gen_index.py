@@ -38,8 +38,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def pretrained_entries(arch: str) -> List[Dict[str, Any]]:
-    """timm's published tags for ``arch`` with the facts featzoo needs, default tag first."""
+def pretrained_entries(arch: str, spec: Any = None) -> List[Dict[str, Any]]:
+    """timm's published tags for ``arch`` with the facts featzoo needs, default tag first; ``spec`` (default: the
+    registered family's) marks the tags whose head is an image-text projection."""
     import timm
     from timm.models import get_pretrained_cfg
     names = timm.list_pretrained(arch + '.*')
@@ -56,7 +57,16 @@ def pretrained_entries(arch: str) -> List[Dict[str, Any]]:
         cfg = get_pretrained_cfg(f'{arch}.{tag}').to_dict()
         entry = {'tag': tag}
         entry.update({k: _jsonable(cfg[k]) for k in CFG_KEYS if cfg.get(k) is not None})
+        if not cfg.get('hf_hub_id') and cfg.get('url'):
+            entry['url'] = cfg['url']  # published outside the Hub (I-JEPA)
         out.append(entry)
+    if spec is None:
+        from featzoo import registry
+        if registry.is_model(arch):
+            spec = registry.family_spec(registry.get_arch_entry(arch)['family'])
+    for entry in out:
+        if spec is not None and spec.head_is_projection_for(arch, entry):
+            entry['head_is_projection'] = True  # featzoo extract stores the projected vectors by default
     return out
 
 
@@ -95,13 +105,10 @@ def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
         default_out = spec.default_out_indices_for(arch)
         if default_out is not None:
             entry['default_out_indices'] = _jsonable(default_out)
-        entry['pretrained'] = pretrained_entries(arch) if with_pretrained else []
+        entry['pretrained'] = pretrained_entries(arch, spec) if with_pretrained else []
         untrained = untrained_tags(arch) if with_pretrained else []
         if untrained:
             entry['untrained_tags'] = untrained
-        for tag in entry['pretrained']:
-            if spec.head_is_projection_for(arch, tag):
-                tag['head_is_projection'] = True  # featzoo extract stores the projected vectors by default
         models[arch] = entry
     return dict(family=family, module=f'featzoo.models.{family}', default_cfg=_jsonable(dict(spec.default_cfg)),
                 models=models)

@@ -183,12 +183,16 @@ def catalog_problems() -> List[str]:
             where = f'{arch}.{tag}'
             if not isinstance(tag, str) or not tag or '.' in tag:
                 problems.append(f'{arch}: tag {tag!r} is not a dot-free name')
-            problems += _check_fact(where, cfg, required=REQUIRED_KEYS)
+            # a few tags are published outside the Hub (I-JEPA): their url stands in for the repo
+            required = REQUIRED_KEYS if 'url' not in cfg else tuple(k for k in REQUIRED_KEYS if k != 'hf_hub_id')
+            problems += _check_fact(where, cfg, required=required)
             hub_id = cfg.get('hf_hub_id')
             if isinstance(hub_id, str):
-                # Two tags may share one repo only when they name different files in it.
+                # Two tags may share one repo only when they name different files in it, or when they are the same
+                # tag of twin architectures (timm's quick-GELU CLIP towers load the plain towers' files).
                 key = f"{hub_id}|{cfg.get('hf_hub_filename', '')}"
-                if key in repos:
-                    problems.append(f'{where}: Hub repo {hub_id!r} is also used by {repos[key]}')
+                other = repos.get(key)
+                if other is not None and not (other.split('.', 1)[1] == tag and other.split('.', 1)[0] != arch):
+                    problems.append(f'{where}: Hub repo {hub_id!r} is also used by {other}')
                 repos[key] = where
     return problems
