@@ -17,9 +17,15 @@ from featzoo.models.byobnet import SPEC, ByobNet
 from helpers import assert_equal, build_timm_reference, check_feature_shapes, save_state, timm_parity
 
 
+def _depth(name: str) -> int:
+    """Blocks per stage of the depth-reduced instance: RepVGG needs two for a block with an identity branch (and,
+    in the g4 rows, a grouped one)."""
+    return 2 if SPEC.row(name)['block'] == 'rep' else 1
+
+
 def _shallow(name: str) -> dict:
-    """The row with one block (one unit for MobileOne) per stage: the same code on a smaller model."""
-    return dict(depths=(1,) * len(SPEC.row(name)['depths']))
+    """The row with one or two blocks (one MobileOne unit) per stage: the same code on a smaller model."""
+    return dict(depths=(_depth(name),) * len(SPEC.row(name)['depths']))
 
 
 # one variant per configuration: block types, stems, attention, norms, shortcuts, grouping
@@ -28,9 +34,8 @@ CONFIGURATIONS = ('test_byobnet', 'gernet_s', 'repvgg_a0', 'repvgg_b1g4', 'repvg
                   'seresnext26ts', 'eca_resnext26ts', 'resnet32ts', 'resnet33ts', 'gcresnet33ts', 'seresnet33ts',
                   'eca_resnet33ts', 'gcresnet50t', 'gcresnext50ts', 'regnetz_b16', 'regnetz_d8', 'regnetz_b16_evos',
                   'regnetz_d8_evos')
-# built at full depth: a MobileOne stage's squeeze-excite depends on its depth, and a grouped RepVGG stage needs two
-# blocks to hold a grouped one
-FULL_DEPTH = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4', 'repvgg_b1g4')
+# built at full depth: a MobileOne stage's squeeze-excite depends on its depth
+FULL_DEPTH = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4')
 NOT_DILATED_BY_TIMM = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4')
 
 
@@ -45,12 +50,21 @@ def _timm_kwargs(name: str) -> dict:
     from dataclasses import replace
     from timm.models.byobnet import model_cfgs
     cfg = model_cfgs[name]
-    blocks = tuple(replace(stage[0] if isinstance(stage, tuple) else stage, d=1) for stage in cfg.blocks)
+    blocks = tuple(replace(stage[0] if isinstance(stage, tuple) else stage, d=_depth(name)) for stage in cfg.blocks)
     return dict(blocks=blocks)
 
 
-@pytest.mark.parametrize('output_stride', (32, 16, 8))
-@pytest.mark.parametrize('name', CONFIGURATIONS)
+# dilated by default: every block type, stem, shortcut and the EvoNorm path; the other configurations with -m slow
+DILATED_DEFAULT = ('test_byobnet', 'gernet_s', 'repvgg_b1g4', 'regnetz_d8_evos', 'resnet61q', 'resnext26ts')
+
+
+def _parity_rows() -> list:
+    return [pytest.param(name, stride, id=f'{name}-os{stride}',
+                         marks=() if stride == 32 or name in DILATED_DEFAULT else pytest.mark.slow)
+            for name in CONFIGURATIONS for stride in (32, 16, 8)]
+
+
+@pytest.mark.parametrize('name,output_stride', _parity_rows())
 def test_parity_per_configuration(name, output_stride):
     if output_stride != 32 and name in NOT_DILATED_BY_TIMM:
         pytest.skip('timm does not dilate MobileOne: test_mobileone_dilates_where_timm_only_strides')
