@@ -1,9 +1,11 @@
 """featzoo against timm, side by side, in one process: same weights, warm-up, alternating paired runs, medians.
 
-Every figure is measured for featzoo and for timm in alternation (featzoo then timm, then timm then featzoo, ...), so
-a change in machine load hits both sides alike; the ratio reported is the median of the per-pair ratios
-featzoo/timm (lower is better) and the times are the medians of each side. Figures that need a fresh interpreter
-(import time, first creation, peak memory) run one child process per measurement, also alternating.
+One protocol for every figure in every run: a fixed number of pairs, featzoo and its reference in alternation
+(featzoo first, then the reference first, ...), so a change in machine load hits both sides alike; no figure is ever
+measured again because it missed. Each row shows the median of the per-pair ratios and their interquartile range;
+a target is met when the median meets it. Figures that need a fresh interpreter (import time, first creation, peak
+memory) run one child process per measurement, also alternating. Every run appends its figures to
+``benchmarks/history.jsonl``, and RESULTS.md shows, per figure, the latest value and the range over recorded runs.
 
     python -m benchmarks                         # everything, writes benchmarks/RESULTS.md
     python -m benchmarks --sections eager --models resnet50 convnext_tiny --repeats 3
@@ -14,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import functools
 import json
 import os
 import platform
@@ -36,9 +37,15 @@ EAGER_MODELS = ('resnet50', 'regnety_032', 'ecaresnet101d', 'densenet121', 'xcep
                 'resnest26d', 'efficientnet_b0', 'mobilenetv3_large_100', 'convnext_tiny', 'vit_small_patch16_224')
 CREATE_MODELS = ('resnet50', 'convnext_tiny', 'vit_base_patch16_224')
 # (model, compile, minimum speed-up over timm's eager features; None: reported, no target)
-OPTIMIZE_CASES = (('resnet50', False, 1.2), ('resnet50', True, 1.3), ('convnext_tiny', False, None),
-                  ('convnext_tiny', True, 1.2))
-SECTIONS = ('import', 'create', 'eager', 'optimize', 'extract', 'fx')
+OPTIMIZE_CASES = (('resnet50', False, 1.3), ('resnet50', True, 1.4), ('convnext_tiny', False, 1.2),
+                  ('convnext_tiny', True, 1.3), ('efficientnet_b0', False, 1.2), ('efficientnet_b0', True, 1.3),
+                  ('vit_base_patch16_224', False, 1.1), ('vit_base_patch16_224', True, 1.1))
+FAMILY_TARGET = 1.0  # one representative per registered family: never slower than timm eager
+BF16_MODELS = ('resnet50', 'convnext_tiny', 'vit_base_patch16_224')
+BF16_TARGET = 1.6  # bfloat16 optimized over float32 optimized, on CPUs with native bfloat16
+PEAK_CAP = 0.85  # a speed-up target above this fraction of the measured float32 peak is capped there
+SECTIONS = ('import', 'create', 'eager', 'optimize', 'bf16', 'extract', 'fx')
+HISTORY = os.path.join(ROOT, 'benchmarks', 'history.jsonl')
 
 EAGER_TARGET = 1.02
 CREATE_TARGET = 0.30
@@ -70,9 +77,40 @@ class Pair:
         return statistics.median(a / b for a, b in zip(self.featzoo, self.timm))
 
     @property
+    def ratios(self) -> List[float]:
+        """featzoo/timm of each pair."""
+        return [a / b for a, b in zip(self.featzoo, self.timm)]
+
+    @property
+    def ratio_iqr(self) -> Tuple[float, float]:
+        """First and third quartile of the per-pair ratios featzoo/timm."""
+        return quartiles(self.ratios)
+
+    @property
+    def speedup(self) -> float:
+        """Median over pairs of timm/featzoo (higher is better)."""
+        return statistics.median(b / a for a, b in zip(self.featzoo, self.timm))
+
+    @property
+    def speedup_iqr(self) -> Tuple[float, float]:
+        return quartiles([b / a for a, b in zip(self.featzoo, self.timm)])
+
+    @property
     def min_ratio(self) -> float:
         """Fastest featzoo run / fastest timm run: interference only ever adds time, so this is the noise check."""
         return min(self.featzoo) / min(self.timm)
+
+
+def quartiles(values: Sequence[float]) -> Tuple[float, float]:
+    """First and third quartile (both the value itself for a single value).
+
+    >>> quartiles([1.0, 2.0, 3.0, 4.0, 5.0])
+    (2.0, 4.0)
+    """
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (float('nan'), float('nan'))
+    q = statistics.quantiles(values, n=4, method='inclusive')
+    return q[0], q[2]
 
 
 def paired(featzoo_fn: Callable[[], Any], timm_fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Pair:
@@ -118,6 +156,7 @@ class Row:
     met: Optional[bool]
     unit: str = 's'
     note: str = ''
+    spread: Optional[Tuple[float, float]] = None  # interquartile range of the per-pair values
 
 
 @dataclass
@@ -129,11 +168,16 @@ class Report:
         self.rows.append(row)
         mark = {True: 'met', False: 'NOT MET', None: ''}[row.met]
         print(f'  {row.section:9s} {row.figure:58s} {_fmt(row.featzoo, row.unit):>10s} {_fmt(row.timm, row.unit):>10s}'
-              f' {_fmt(row.value, "x"):>8s} {row.target:>8s} {mark} {row.note}', flush=True)
+              f' {_fmt(row.value, "x"):>8s} {_fmt_spread(row.spread):>13s} {row.target:>8s} {mark} {row.note}',
+              flush=True)
 
     def note(self, section: str, text: str) -> None:
         self.notes.setdefault(section, []).append(text)
         print(f'  note ({section}): {text}', flush=True)
+
+
+def _fmt_spread(spread: Optional[Tuple[float, float]]) -> str:
+    return '-' if spread is None else f'{spread[0]:.3f}-{spread[1]:.3f}'
 
 
 def _fmt(value: Optional[float], unit: str) -> str:
@@ -186,9 +230,9 @@ def rss(field):
                 return int(line.split()[1]) * 1024
 import torch
 torch.set_num_threads({threads})
-base = rss('VmRSS:')
 import sys
 import {lib} as lib
+base = rss('VmRSS:')  # after this side's own import: the figure is what creation costs
 before = set(sys.modules)
 start = time.perf_counter()
 model = lib.create_model({name!r}, pretrained=True, pretrained_cfg_overlay=dict(file={path!r}))
@@ -239,8 +283,8 @@ def bench_create(report: Report, args: argparse.Namespace, workdir: str) -> None
         mib = 1 << 20
         fz_peak = statistics.median(m[0] for m in memory['featzoo'])
         tm_peak = statistics.median(m[0] for m in memory['timm'])
-        report.add(Row('memory', f'{name}: peak RSS of creation above `import torch` / file size '
-                                 f'({size / mib:.0f} MiB)', fz_peak / mib, tm_peak / mib, fz_peak / size,
+        report.add(Row('memory', f'{name}: peak RSS of creation above `import torch; import <library>` / file '
+                                 f'size ({size / mib:.0f} MiB)', fz_peak / mib, tm_peak / mib, fz_peak / size,
                        f'<= {MEMORY_TARGET}x', fz_peak / size <= MEMORY_TARGET, unit='MiB',
                        note=f'timm: {tm_peak / size:.2f}x' + (f'; {diagnosis}' if diagnosis else '')))
         fz_fwd = statistics.median(m[1] for m in memory['featzoo'])
@@ -264,7 +308,6 @@ def _eager_models(name: str, path: str):
 
 def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
     import featzoo
-    from featzoo.layers import onednn
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(0))
     report.note('eager', f'batch {args.batch_size}, {args.img_size}x{args.img_size}, eval mode, '
                          f'torch.inference_mode() on both sides, {args.repeats} paired repetitions after one warm-up')
@@ -278,70 +321,142 @@ def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
         with torch.inference_mode():
             for figure, a, b in figures:
                 pair = paired(lambda: a(x), lambda: b(x), args.repeats)
-                note = f'min/min {pair.min_ratio:.3f}'
-                if pair.ratio > EAGER_TARGET:
-                    # a miss is measured again with three times the pairs; that larger sample is the figure
-                    first = pair
-                    pair = paired(lambda: a(x), lambda: b(x), 3 * args.repeats, warmup=0)
-                    note = (f'min/min {pair.min_ratio:.3f}; confirmation pass ({3 * args.repeats} pairs) after a '
-                            f'first pass of {first.ratio:.3f}')
                 report.add(Row('eager', f'{name}: {figure}', pair.featzoo_median, pair.timm_median, pair.ratio,
-                               f'<= {EAGER_TARGET}', pair.ratio <= EAGER_TARGET, note=note))
+                               f'<= {EAGER_TARGET}', pair.ratio <= EAGER_TARGET, spread=pair.ratio_iqr,
+                               note=f'min/min {pair.min_ratio:.3f}'))
         del fz, tm, fz_feat, tm_feat
-    # the opt-in oneDNN path (featzoo.layers.onednn), informational (it rounds differently from timm); measured after
-    # every targeted figure, so that no packed weights or oneDNN state from it is around while those run
-    for name in [m for m in args.models if featzoo.is_model(m)]:
-        fz, tm = _eager_pair(name, _timm_weights(name, workdir))
-        onednn.set_enabled(True)
-        try:
-            with torch.inference_mode():
-                fast, reference = functools.partial(fz, x), functools.partial(tm, x)
-                fast()
-                pair = paired(fast, reference, args.repeats)
-        finally:
-            onednn.set_enabled(False)
-        report.add(Row('eager', f'{name}: forward with FEATZOO_ONEDNN=1 (opt-in)', pair.featzoo_median,
-                       pair.timm_median, pair.ratio, '', None, note=f'min/min {pair.min_ratio:.3f}'))
-        del fz, tm
+
+
+def float32_peak(seconds: float = 1.0) -> float:
+    """This machine's float32 matrix-multiply throughput (FLOP/s): the best of repeated 2048^3 products.
+
+    >>> float32_peak(0.01) > 0
+    True
+    """
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, spent = float('inf'), 0.0
+    while spent < seconds or best == float('inf'):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return 2 * n ** 3 / best
+
+
+def forward_flops(model: Callable[[torch.Tensor], Any], x: torch.Tensor) -> float:
+    """Multiply-add FLOPs (x2) of one forward, as torch's flop counter counts them (convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return float(counter.get_total_flops())
+
+
+def family_representatives() -> List[str]:
+    """One architecture per registered family that timm also has: the one with the fewest parameters."""
+    import featzoo
+    import timm
+    from featzoo import registry
+    chosen = []
+    for family in featzoo.list_modules():
+        names = [n for n in featzoo.list_models(module=family) if timm.is_model(n)]
+        if names:
+            chosen.append(min(names, key=lambda n: (registry.get_arch_entry(n)['num_params'], n)))
+    return chosen
+
+
+def _optimize_row(report: Report, name: str, compile_: bool, target: Optional[float], path: str, x: torch.Tensor,
+                  repeats: int, peak: float) -> None:
+    import featzoo
+    import timm
+    from featzoo.inference import max_relative_error
+    tm = timm.create_model(name, features_only=True, pretrained=True, pretrained_cfg_overlay=dict(file=path)).eval()
+    fz = featzoo.create_model(name, features_only=True, checkpoint_path=path).eval()
+    with torch.inference_mode():
+        reference = fz(x)
+    flops = forward_flops(fz, x)
+    start = time.perf_counter()
+    opt = featzoo.optimize_for_inference(fz, compile=compile_)
+    first = opt(x)
+    prepare = time.perf_counter() - start
+    error = max_relative_error(first, reference)
+
+    def timm_run() -> None:
+        with torch.inference_mode():
+            tm(x)
+
+    pair = paired(lambda: opt(x), timm_run, repeats)
+    speedup = pair.speedup
+    achieved = flops / pair.featzoo_median
+    goal = target
+    capped = ''
+    if target is not None and flops:
+        # the speed-up at which featzoo would run at PEAK_CAP of the measured peak: a target above it is capped
+        ceiling = PEAK_CAP * peak * pair.timm_median / flops
+        if ceiling < target:
+            goal, capped = ceiling, f'; target capped at {PEAK_CAP:.0%} of peak: {ceiling:.2f}x'
+    label = 'compile=True' if compile_ else 'compile=False'
+    report.add(Row('optimize', f'{name}: optimize_for_inference({label}) features, speed-up over timm eager',
+                   pair.featzoo_median, pair.timm_median, speedup, f'>= {target}x' if target else '',
+                   (speedup >= goal and error <= 1e-4) if goal else None, spread=pair.speedup_iqr,
+                   note=f'{achieved / 1e9:.1f} GFLOP/s, {achieved / peak:.0%} of peak; max rel. error {error:.1e}; '
+                        f'plan {opt.plan.as_dict()}; optimize + first call {prepare:.1f} s{capped}'))
+    if compile_:
+        torch._dynamo.reset()
 
 
 def bench_optimize(report: Report, args: argparse.Namespace, workdir: str) -> None:
     import featzoo
-    import timm
-    from featzoo.inference import max_relative_error
     x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    report.note('optimize', 'features_only at batch 8, 224x224; timm eager in eval mode under torch.inference_mode(); '
-                            'speed-up = timm time / featzoo time (median over pairs); compile time is the first call')
-    for name, compile_, target in OPTIMIZE_CASES:
+    peak = float32_peak()
+    report.note('optimize', f'features_only at batch 8, 224x224, float32; timm eager in eval mode under '
+                            f'torch.inference_mode(); speed-up = timm time / featzoo time, median over '
+                            f'{args.optimize_repeats} pairs, with the interquartile range of the per-pair speed-ups; '
+                            f'compile time is the first call. float32 peak of this machine, measured now (best '
+                            f'2048^3 matrix product): {peak / 1e9:.1f} GFLOP/s; GFLOP/s counts convolutions and '
+                            f'matrix products (torch.utils.flop_counter).')
+    cases = list(OPTIMIZE_CASES) + [(n, False, FAMILY_TARGET) for n in family_representatives()
+                                    if n not in {c[0] for c in OPTIMIZE_CASES}]
+    for name, compile_, target in cases:
         if not featzoo.is_model(name):
             report.note('optimize', f'{name} is not registered in featzoo yet: skipped')
             continue
+        _optimize_row(report, name, compile_, target, _timm_weights(name, workdir), x, args.optimize_repeats, peak)
+
+
+def bench_bf16(report: Report, args: argparse.Namespace, workdir: str) -> None:
+    import featzoo
+    from featzoo.inference import cpu_features
+    features = cpu_features()
+    if not features.native_bf16:
+        report.note('bf16', f'not available on this CPU (flags: {", ".join(features.flags()) or "none"}; native '
+                            f'bfloat16 needs avx512_bf16 or amx_bf16): optimize_for_inference(dtype=torch.bfloat16) '
+                            f'warns once and runs float32 here, so there is nothing to measure')
+        return
+    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    report.note('bf16', f'features_only at batch 8, 224x224: optimize_for_inference(dtype=torch.bfloat16) against '
+                        f'optimize_for_inference() in float32, both compile=False; speed-up = float32 time / bfloat16 '
+                        f'time, median over {args.optimize_repeats} pairs; cosine = lowest cosine similarity of the '
+                        f'globally pooled last feature map per image against float32 eager')
+    for name in BF16_MODELS:
+        if not featzoo.is_model(name):
+            report.note('bf16', f'{name} is not registered in featzoo yet: skipped')
+            continue
         path = _timm_weights(name, workdir)
-        tm = timm.create_model(name, features_only=True, pretrained=True,
-                               pretrained_cfg_overlay=dict(file=path)).eval()
-        fz = featzoo.create_model(name, features_only=True, checkpoint_path=path).eval()
+        eager = featzoo.create_model(name, features_only=True, checkpoint_path=path).eval()
         with torch.inference_mode():
-            reference = fz(x)
-        start = time.perf_counter()
-        opt = featzoo.optimize_for_inference(fz, compile=compile_)
-        first = opt(x)
-        prepare = time.perf_counter() - start
-        error = max_relative_error(first, reference)
-
-        def timm_run() -> None:
-            with torch.inference_mode():
-                tm(x)
-
-        pair = paired(lambda: opt(x), timm_run, args.optimize_repeats)
-        speedup = 1.0 / pair.ratio
-        label = 'compile=True' if compile_ else 'compile=False'
-        report.add(Row('optimize', f'{name}: optimize_for_inference({label}) features, speed-up over timm eager',
-                       pair.featzoo_median, pair.timm_median, speedup, f'>= {target}x' if target else '',
-                       (speedup >= target and error <= 1e-3) if target else None,
-                       note=f'max rel. error {error:.1e}; min/min speed-up {1 / pair.min_ratio:.2f}; '
-                            f'optimize + first call {prepare:.1f} s'))
-        if compile_:
-            torch._dynamo.reset()
+            reference = eager(x)[-1].float().mean((2, 3))
+        fp32 = featzoo.optimize_for_inference(featzoo.create_model(name, features_only=True, checkpoint_path=path))
+        bf16 = featzoo.optimize_for_inference(featzoo.create_model(name, features_only=True, checkpoint_path=path),
+                                              dtype=torch.bfloat16)
+        cosine = torch.nn.functional.cosine_similarity(bf16(x)[-1].float().mean((2, 3)), reference, dim=1).min()
+        pair = paired(lambda: bf16(x), lambda: fp32(x), args.optimize_repeats)
+        report.add(Row('bf16', f'{name}: bfloat16 optimized features, speed-up over float32 optimized',
+                       pair.featzoo_median, pair.timm_median, pair.speedup, f'>= {BF16_TARGET}x',
+                       pair.speedup >= BF16_TARGET, spread=pair.speedup_iqr,
+                       note=f'min cosine to float32 {cosine.item():.5f}; plan {bf16.plan.as_dict()}'))
 
 
 def _make_photos(folder: str, count: int) -> None:
@@ -512,28 +627,95 @@ def _machine() -> Dict[str, str]:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         versions['featzoo'] += ' (git ' + subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
                                                          capture_output=True, text=True).stdout.strip() + ' + tree)'
+    from featzoo.inference import cpu_features
+    flags = cpu_features().flags()
     return dict(cpu=f'{cpu}, {os.cpu_count()} logical cores', system=platform.platform(),
-                versions=', '.join(f'{k} {v}' for k, v in versions.items()))
+                versions=', '.join(f'{k} {v}' for k, v in versions.items()),
+                flags=', '.join(flags) if flags else 'none of avx2, avx512f, avx512_bf16, amx_bf16',
+                torch_build=_torch_build())
+
+
+def _torch_build() -> str:
+    """The parts of torch's build that decide CPU speed: version, vector ISA in use, BLAS and oneDNN versions."""
+    parts = [torch.__version__, f'ATen CPU capability {torch.backends.cpu.get_cpu_capability()}']
+    for line in torch.__config__.show().splitlines():
+        line = line.strip(' -')
+        if line.startswith(('Intel(R) oneAPI Math Kernel Library', 'Intel(R) MKL-DNN', 'OpenBLAS')):
+            parts.append(line.split(' for ')[0].split(' (Git')[0])
+    return '; '.join(parts)
+
+
+# ------------------------------------------------------------------------------------------------- history
+def append_history(report: Report, started: str, machine: Dict[str, str], command: str,
+                   path: str = HISTORY) -> List[Dict[str, Any]]:
+    """Append this run's figures to the history file (one JSON object per line); return every recorded run."""
+    record = {'started': started, 'command': command, 'cpu': machine['cpu'], 'flags': machine['flags'],
+              'torch_build': machine['torch_build'],
+              'rows': [{'section': r.section, 'figure': r.figure, 'value': r.value,
+                        'spread': list(r.spread) if r.spread else None, 'target': r.target, 'met': r.met}
+                       for r in report.rows]}
+    with open(path, 'a', encoding='utf-8') as f:
+        f.write(json.dumps(record) + '\n')
+    return read_history(path)
+
+
+def read_history(path: str = HISTORY) -> List[Dict[str, Any]]:
+    """Every run recorded in the history file, oldest first (an unreadable line is skipped).
+
+    >>> read_history('/nonexistent/history.jsonl')
+    []
+    """
+    runs = []
+    with contextlib.suppress(FileNotFoundError):
+        with open(path, encoding='utf-8') as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    runs.append(json.loads(line))
+    return runs
+
+
+def history_range(runs: Sequence[Dict[str, Any]], section: str, figure: str, cpu: str) -> Tuple[int, str]:
+    """How many recorded runs on this CPU have the figure, and the range of its values over them ('' for none).
+
+    >>> history_range([{'cpu': 'c', 'rows': [{'section': 's', 'figure': 'f', 'value': 1.5}]}], 's', 'f', 'c')
+    (1, '1.500-1.500')
+    """
+    values = [row['value'] for run in runs if run.get('cpu') == cpu for row in run.get('rows', [])
+              if row.get('section') == section and row.get('figure') == figure and row.get('value') is not None]
+    unit = 's' if section in ('import', 'fx') else 'x'
+    return len(values), (f'{_fmt(min(values), unit)}-{_fmt(max(values), unit)}' if values else '')
+
+
+# what each section's two time columns measure
+COLUMNS = {'import': ('featzoo', 'timm'), 'create': ('featzoo', 'timm'), 'memory': ('featzoo', 'timm'),
+           'eager': ('featzoo', 'timm'), 'optimize': ('featzoo optimized', 'timm eager'),
+           'bf16': ('bfloat16 optimized', 'float32 optimized'), 'extract': ('extract', 'pure forward'),
+           'fx': ('featzoo', '-')}
 
 
 def render(report: Report, args: argparse.Namespace, started: str, load: Tuple[float, float],
-           elapsed: float) -> str:
-    machine = _machine()
+           elapsed: float, machine: Dict[str, str], runs: Sequence[Dict[str, Any]]) -> str:
     command = 'python -m benchmarks ' + ' '.join(sys.argv[1:])
     lines = [
         '# featzoo benchmarks', '',
         f'Generated by `{command.strip()}` on {started} in {elapsed / 60:.1f} min. Regenerate with the same command; '
         '`python -m benchmarks --help` lists the options.', '',
         f'- machine: {machine["cpu"]}; {machine["system"]}',
+        f'- CPU instruction sets that decide speed: {machine["flags"]}',
+        f'- torch build: {machine["torch_build"]}',
         f'- versions: {machine["versions"]}',
         f'- threads: torch.set_num_threads({args.threads}) in this process and in every child process',
         f'- load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f}',
-        '- method: one process, the same weights on both sides, one warm-up, then alternating paired runs '
-        '(featzoo first on even repetitions, timm first on odd ones); times are medians of each side, ratios are '
-        'medians of the per-pair ratios featzoo/timm (lower is better) unless the row says otherwise; "min/min" is '
-        'the fastest featzoo run over the fastest timm run, a check against interference. Fresh-process '
-        'figures (import, first creation, memory, first FX call) run one child interpreter per measurement, '
-        'also alternating; featzoo\'s modules are byte-compiled first, as pip does for an installed timm.',
+        '- method: one process, the same weights on both sides, one warm-up, then a fixed number of alternating '
+        'paired runs (featzoo first on even repetitions, the reference first on odd ones), never repeated after a '
+        'miss; times are medians of each side, values are medians of the per-pair ratios (featzoo/timm, lower is '
+        'better, unless the row says speed-up) and "IQR" is the interquartile range of those per-pair ratios; a '
+        'target is met when the median meets it; "min/min" is the fastest featzoo run over the fastest timm run. '
+        'Fresh-process figures (import, first creation, memory, first FX call) run one child interpreter per '
+        'measurement, also alternating; featzoo\'s modules are byte-compiled first, as pip does for an installed '
+        'timm; memory baselines are taken after each side\'s own import.',
+        f'- history: `{os.path.relpath(args.history, ROOT)}` holds {len(runs)} run(s); "range" is the lowest to highest value of '
+        f'the figure over the recorded runs on this CPU model (this run included), "runs" how many those are.',
     ]
     if load[0] > (os.cpu_count() or 1):
         lines.append(f'- **the machine was shared with other jobs** (load average {load[0]:.1f} at the start, '
@@ -544,8 +726,10 @@ def render(report: Report, args: argparse.Namespace, started: str, load: Tuple[f
     lines += ['', f'**Targets: {sum(r.met for r in met)} of {len(met)} met.**', '']
     titles = {'import': 'Import', 'create': 'Pretrained creation from a local safetensors file',
               'memory': 'Peak memory of pretrained creation', 'eager': 'Eager forward (featzoo/timm)',
-              'optimize': 'optimize_for_inference against timm eager', 'extract': 'featzoo extract', 'fx': 'FX node info'}
-    for section in ('import', 'create', 'memory', 'eager', 'optimize', 'extract', 'fx'):
+              'optimize': 'optimize_for_inference against timm eager',
+              'bf16': 'bfloat16 against float32, both through optimize_for_inference', 'extract': 'featzoo extract',
+              'fx': 'FX node info'}
+    for section in ('import', 'create', 'memory', 'eager', 'optimize', 'bf16', 'extract', 'fx'):
         rows = [r for r in report.rows if r.section == section]
         notes = report.notes.get(section, [])
         if not rows and not notes:
@@ -556,15 +740,17 @@ def render(report: Report, args: argparse.Namespace, started: str, load: Tuple[f
             lines.append('')
         if rows:
             value_head = 'ratio' if section in ('create', 'eager') else 'value'
-            lines += [f'| figure | featzoo | timm | {value_head} | target | met | note |',
-                      '|---|---:|---:|---:|---:|:---:|---|']
+            left, right = COLUMNS[section]
+            lines += [f'| figure | {left} | {right} | {value_head} | IQR | target | met | range | runs | note |',
+                      '|---|---:|---:|---:|---:|---:|:---:|---:|---:|---|']
             for r in rows:
                 met_mark = {True: 'yes', False: '**no**', None: ''}[r.met]
                 value = _fmt(r.value, 'x') + ('x' if r.unit == 'MiB' else '')
                 if section in ('import', 'fx'):
                     value = _fmt(r.value, 's')
+                count, span = history_range(runs, r.section, r.figure, machine['cpu'])
                 lines.append(f'| {r.figure} | {_fmt(r.featzoo, r.unit)} | {_fmt(r.timm, r.unit)} | {value} | '
-                             f'{r.target} | {met_mark} | {r.note} |')
+                             f'{_fmt_spread(r.spread)} | {r.target} | {met_mark} | {span} | {count} | {r.note} |')
             lines.append('')
     missed = [r for r in met if not r.met]
     if missed:
@@ -583,11 +769,12 @@ def readme_block(report: Report, started: str, machine_line: str) -> str:
     lines = [README_START,
              f'From `benchmarks/RESULTS.md` ({started}, {machine_line}; ratios featzoo/timm, lower is better, '
              f'unless the target says otherwise): **{sum(r.met for r in met)} of {len(met)} targets met.**', '',
-             '| figure | value | target | met |', '|---|---:|---:|:---:|']
+             '| figure | value | IQR | target | met |', '|---|---:|---:|---:|:---:|']
     for r in met:
         value = _fmt(r.value, 's') if r.section in ('import', 'fx') else _fmt(r.value, 'x') + (
-            'x' if r.unit in ('MiB', 'ips') or r.section == 'optimize' else '')
-        lines.append(f'| {r.figure} | {value} | {r.target} | {"yes" if r.met else "**no**"} |')
+            'x' if r.unit in ('MiB', 'ips') or r.section in ('optimize', 'bf16') else '')
+        lines.append(f'| {r.figure} | {value} | {_fmt_spread(r.spread)} | {r.target} | '
+                     f'{"yes" if r.met else "**no**"} |')
     lines.append(README_END)
     return '\n'.join(lines)
 
@@ -608,6 +795,7 @@ def update_readme(block: str, path: str = os.path.join(ROOT, 'README.md')) -> bo
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='python -m benchmarks', description=__doc__.splitlines()[0])
     parser.add_argument('--sections', nargs='+', default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument('--history', default=HISTORY, help='JSON-lines file every run appends its figures to')
     parser.add_argument('--models', nargs='+', default=list(EAGER_MODELS), help='models of the eager section')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--batch-size', type=int, default=2, help='batch of the eager section')
@@ -666,18 +854,23 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 bench_eager(report, args, workdir)
             elif section == 'optimize':
                 bench_optimize(report, args, workdir)
+            elif section == 'bf16':
+                bench_bf16(report, args, workdir)
             elif section == 'extract':
                 bench_extract(report, args, workdir)
             else:
                 bench_fx(report, args)
-    text = render(report, args, started, (load_start, os.getloadavg()[0]), time.perf_counter() - begin)
+    machine = _machine()
+    runs = append_history(report, started, machine, 'python -m benchmarks ' + ' '.join(sys.argv[1:]), args.history)
+    text = render(report, args, started, (load_start, os.getloadavg()[0]), time.perf_counter() - begin, machine,
+                  runs)
     with open(args.output, 'w') as f:
         f.write(text + '\n')
     print(f'wrote {args.output}')
     if set(args.sections) == set(SECTIONS) and args.models == list(EAGER_MODELS) and args.threads == 2:
         # only a complete run at the issue's settings speaks for the README
-        machine = _machine()
-        if update_readme(readme_block(report, started, f'{machine["cpu"]}, {args.threads} threads')):
+        if update_readme(readme_block(report, started, f'{machine["cpu"]} ({machine["flags"]}), '
+                                                           f'{args.threads} threads')):
             print('updated the Performance block of README.md')
 
 
