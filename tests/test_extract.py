@@ -240,19 +240,21 @@ def test_other_arguments_or_images_in_same_output_are_errors(dataset, baseline, 
     shutil.copytree(root, images)
     out = str(tmp_path / 'out')
     featzoo.extract_embeddings(MODEL, images, out, shard_size=50, **FAST)
-    with pytest.raises(ValueError, match=r'normalize: False before, True now.*--overwrite'):
+    with pytest.raises(ValueError, match=r'normalize: False before, True now\. To continue it, pass '
+                                         r'normalize=False; .*overwrite=True to start over'):
         featzoo.extract_embeddings(MODEL, images, out, shard_size=50, normalize=True, **FAST)
-    with pytest.raises(ValueError, match=r'shard_size: 50 before, 7 now'):
+    with pytest.raises(ValueError, match=r'shard_size: 50 before, 7 now\. To continue it, pass shard_size=50;'):
         featzoo.extract_embeddings(MODEL, images, out, shard_size=7, **FAST)
-    with pytest.raises(ValueError, match=r'weights\.seed: 0 before, 1 now'):
+    with pytest.raises(ValueError, match=r'weights\.seed: 0 before, 1 now\. To continue it, pass seed=0;'):
         featzoo.extract_embeddings(MODEL, images, out, shard_size=50, seed=1, **FAST)
+    # a changed image set with changed settings is still refused, and nothing is moved
     Image.new('RGB', (9, 9)).save(os.path.join(images, 'zz_new.png'))
-    os.unlink(os.path.join(images, 'gray.png'))
-    with pytest.raises(ValueError, match=r"1 new file \('zz_new.png'\); 1 removed file \('gray.png'\)"):
-        featzoo.extract_embeddings(MODEL, images, out, shard_size=50, **FAST)
+    with pytest.raises(ValueError, match=r'normalize: False before, True now'):
+        featzoo.extract_embeddings(MODEL, images, out, shard_size=50, normalize=True, **FAST)
+    assert not os.path.exists(os.path.join(out, 'previous')) and os.path.isfile(os.path.join(out, 'manifest.json'))
     result = featzoo.extract_embeddings(MODEL, images, out, shard_size=50, overwrite=True, **FAST)
     paths, _ = featzoo.read_embeddings(out)
-    assert 'zz_new.png' in paths and 'gray.png' not in paths and result.resumed_shards == 0
+    assert 'zz_new.png' in paths and result.resumed_shards == 0 and result.processed == len(list_images(images))
 
 
 def test_normalize_and_float16_storage(dataset, baseline, tmp_path):
@@ -552,7 +554,7 @@ def test_every_argument_that_changes_the_numbers_is_in_the_job_record(dataset, t
     with open(os.path.join(out, 'job.json')) as fh:
         job = json.load(fh)['job']
     assert (job['optimize'], job['compile'], job['max_pixels']) == (True, False, 89_478_485)
-    with pytest.raises(ValueError, match=r'optimize: True before, False now.*Only batch_size, workers, device, '
+    with pytest.raises(ValueError, match=r'optimize: True before, False now.*only batch_size, workers, device, '
                                          r'quiet may change'):
         featzoo.extract_embeddings(MODEL, root, out, shard_size=50, **dict(FAST, optimize=False))
     with pytest.raises(ValueError, match=r'max_pixels: 89478485 before, 1000 now'):
@@ -667,7 +669,7 @@ def test_reader_refuses_a_tampered_manifest(dataset, baseline, tmp_path):
 
 
 def test_a_file_replaced_with_the_same_size_and_mtime_is_seen(dataset, tmp_path):
-    """cp -p style replacement (same inode, same size, mtime set back) changes the ctime: the rerun names it."""
+    """cp -p style replacement (same inode, same size, mtime set back) changes the ctime: the rerun re-embeds it."""
     root, _, _ = dataset
     images = str(tmp_path / 'images')
     shutil.copytree(root, images)
@@ -683,8 +685,9 @@ def test_a_file_replaced_with_the_same_size_and_mtime_is_seen(dataset, tmp_path)
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
     after = os.stat(target)
     assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
-    with pytest.raises(ValueError, match=r"the image set changed: 1 modified file \('deep/a/tiny.bmp'\)"):
-        featzoo.extract_embeddings(MODEL, images, out, shard_size=50, **FAST)
+    result = featzoo.extract_embeddings(MODEL, images, out, shard_size=50, **FAST)
+    assert result.update == {'new': 0, 'changed': 1, 'removed': 0, 'kept': len(list_images(images)) - 1}
+    assert result.processed == 1
 
 
 def test_every_output_file_is_flushed_with_its_folder(dataset, tmp_path, monkeypatch):
@@ -709,3 +712,133 @@ def test_every_output_file_is_flushed_with_its_folder(dataset, tmp_path, monkeyp
         folder, name = os.path.split(os.path.realpath(final))
         temps = [i for i, p in enumerate(seen) if os.path.basename(p).startswith(f'.tmp-{name}.')]
         assert temps and folder in seen[temps[-1] + 1:], (final, seen)
+
+
+# ---- incremental extraction: a folder that grows, shrinks and changes --------------------------------------------
+
+
+def _small_folder(root: str, names, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    for name in names:
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(path)
+
+
+def _rewrite(path: str, seed: int) -> None:
+    """New pixels, same name: what an edited photo looks like."""
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(path)
+
+
+def test_a_grown_shrunk_and_changed_folder_embeds_only_what_is_new(tmp_path):
+    """3 new, 1 changed, 2 removed: only the 4 new or changed files are decoded; every kept row is bit-identical
+    to the first run's, rows stay sorted by relative path, the numbers equal a fresh extraction, and the summary
+    says what happened. A broken file that did not change keeps its skip reason without being read again."""
+    images, out = str(tmp_path / 'images'), str(tmp_path / 'out')
+    first = [f'p{i:02d}.png' for i in range(9)] + ['sub/q.png']
+    _small_folder(images, first)
+    open(os.path.join(images, 'empty.jpg'), 'wb').close()
+    kw = dict(FAST, shard_size=3, input_size=(32, 32), optimize=False)
+    featzoo.extract_embeddings(MODEL, images, out, **kw)
+    paths0, emb0 = featzoo.read_embeddings(out)
+    _small_folder(images, ['a_first.png', 'p04b.png', 'zz/last.png'], seed=1)
+    os.unlink(os.path.join(images, 'p02.png'))
+    os.unlink(os.path.join(images, 'sub/q.png'))
+    _rewrite(os.path.join(images, 'p07.png'), seed=2)
+    decoded: List[str] = []
+    real = featzoo.extract.dataset.decode_image
+
+    def counting(path, *args, **kwargs):
+        decoded.append(os.path.relpath(path, images))
+        return real(path, *args, **kwargs)
+
+    import unittest.mock
+    with unittest.mock.patch.object(featzoo.extract.dataset, 'decode_image', counting):
+        result = featzoo.extract_embeddings(MODEL, images, out, **kw)
+    assert result.update == {'new': 3, 'changed': 1, 'removed': 2, 'kept': 8}
+    assert sorted(decoded) == ['a_first.png', 'p04b.png', 'p07.png', 'zz/last.png']
+    assert result.processed == 4
+    assert result.summary().startswith('featzoo extract: 3 new, 1 changed, 2 removed; 8 kept. 11 rows, 1 skipped')
+    paths1, emb1 = featzoo.read_embeddings(out)
+    assert paths1 == sorted(paths1) == sorted(set(paths0) - {'p02.png', 'sub/q.png'}
+                                             | {'a_first.png', 'p04b.png', 'zz/last.png'})
+    before = dict(zip(paths0, emb0))
+    for path, row in zip(paths1, emb1):
+        if path in before and path != 'p07.png':
+            assert torch.equal(row, before[path]), path  # copied, not recomputed
+    assert not torch.equal(emb1[paths1.index('p07.png')], before['p07.png'])
+    assert featzoo.extract.load_manifest(out)['skipped'][0]['path'] == 'empty.jpg'
+    assert not os.path.exists(os.path.join(out, 'previous'))
+    fresh = str(tmp_path / 'fresh')
+    featzoo.extract_embeddings(MODEL, images, fresh, **kw)
+    assert featzoo.read_embeddings(fresh)[0] == paths1
+    assert_equal(featzoo.read_embeddings(fresh)[1], emb1, 'incremental vs fresh')
+    again = featzoo.extract_embeddings(MODEL, images, out, **kw)
+    assert again.update is None and again.processed == 0
+    assert again.summary().startswith('featzoo extract: nothing to do: 11 rows, 1 skipped (reasons in ')
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL inside one process: no `except Exception` handler sees it."""
+
+
+def _tiny_module() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten()).eval()
+
+
+def test_an_update_killed_at_any_step_finishes_on_the_rerun(tmp_path, monkeypatch):
+    """The update is killed at every rename it makes (each record, listing, moved shard, new shard and the
+    manifest): the same command then finishes it, with the very rows and counts of an uninterrupted update."""
+    images = str(tmp_path / 'images')
+    _small_folder(images, [f'p{i}.png' for i in range(6)])
+    module = _tiny_module()
+    kw = dict(input_size=(16, 16), workers=0, quiet=True, shard_size=2)
+    template = str(tmp_path / 'template')
+    featzoo.extract_embeddings(module, images, template, **kw)
+    _small_folder(images, ['n0.png', 'p9.png'], seed=1)
+    os.unlink(os.path.join(images, 'p3.png'))
+    _rewrite(os.path.join(images, 'p1.png'), seed=3)
+    reference = str(tmp_path / 'reference')
+    shutil.copytree(template, reference)
+    expected = featzoo.extract_embeddings(module, images, reference, **kw)
+    assert expected.update == {'new': 2, 'changed': 1, 'removed': 1, 'kept': 4}
+    want = featzoo.read_embeddings(reference)
+    kept = {p: r for p, r in zip(*featzoo.read_embeddings(template)) if p not in ('p1.png', 'p3.png')}
+    real_replace = os.replace
+    step = 0
+    while True:
+        out = str(tmp_path / f'out{step}')
+        shutil.copytree(template, out)
+        calls = [0]
+
+        def dying(src, dst, _step=step, _calls=calls):
+            if _calls[0] == _step:
+                raise _Killed(dst)
+            _calls[0] += 1
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, 'replace', dying)
+        try:
+            featzoo.extract_embeddings(module, images, out, **kw)
+            finished = True
+        except _Killed:
+            finished = False
+        monkeypatch.setattr(os, 'replace', real_replace)
+        if finished:
+            break
+        result = featzoo.extract_embeddings(module, images, out, **kw)
+        got = featzoo.read_embeddings(out)
+        assert got[0] == want[0], step
+        for path, row, ref in zip(got[0], got[1], want[1]):
+            if path in kept:  # bit for bit; recomputed rows may differ in the last bits with the batch they ran in
+                assert torch.equal(row, kept[path]), (step, path)
+        assert_equal(got[1], want[1], f'killed at step {step}')
+        assert result.rows == expected.rows and not os.path.exists(os.path.join(out, 'previous')), step
+        if result.processed:  # the kill came after the new job was recorded: the rerun reports that update
+            assert result.update == expected.update, step
+        step += 1
+    assert step >= 9  # two records, three moved shards, a listing, a job record, four shards, the manifest

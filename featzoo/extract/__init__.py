@@ -16,8 +16,8 @@ from .files import (
 from .lock import OutputInUseError, OutputLock
 from .manifest import FORMAT_VERSION, JOB_FILE, LISTING_FILE, LOCK_FILE, MANIFEST_FILE, SHARD_DIR
 from .pipeline import (
-    AUTOCAST_MODES, DEFAULT_SHARD_SIZE, DTYPES, RESUMABLE_CHANGES, ExtractResult, WeightsUnavailableError,
-    build_with_weights, extract_embeddings, weights_digest,
+    AUTOCAST_MODES, DEFAULT_SHARD_SIZE, DTYPES, RESUMABLE_CHANGES, ExtractResult, JobMismatchError,
+    WeightsUnavailableError, build_with_weights, extract_embeddings, weights_digest,
 )
 from .reader import EmbeddingView, load_manifest, open_embeddings, read_embeddings
 from .shards import ShardInfo, ShardWriteError, read_shard_info, shard_name, write_shard
@@ -30,5 +30,5 @@ __all__ = [
     'weights_digest', 'build_with_weights', 'FORMAT_VERSION', 'JOB_FILE', 'LISTING_FILE', 'MANIFEST_FILE',
     'SHARD_DIR', 'DTYPES', 'AUTOCAST_MODES', 'DEFAULT_SHARD_SIZE', 'DEFAULT_MAX_PIXELS', 'ImageTooLargeError',
     'RankLostError', 'fingerprint', 'file_fingerprint', 'changed_paths', 'OutputLock', 'OutputInUseError',
-    'LOCK_FILE', 'RESUMABLE_CHANGES', 'ShardWriteError',
+    'LOCK_FILE', 'RESUMABLE_CHANGES', 'ShardWriteError', 'JobMismatchError',
 ]

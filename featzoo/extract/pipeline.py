@@ -27,17 +27,22 @@ from ..fileio import is_temporary, remove_temporaries
 from .dataset import DEFAULT_MAX_PIXELS, ImageFileDataset, collate_images, fast_decode_size, worker_init
 from .distributed import DistContext, init_distributed, split_work
 from .files import (
-    IMAGE_EXTENSIONS, ImageFile, describe_image_set_change, image_set_digest, list_images, read_listing, write_listing,
+    IMAGE_EXTENSIONS, ImageFile, image_set_digest, list_images, write_listing,
 )
 from .lock import OutputLock
 from .manifest import (
-    FORMAT_VERSION, JOB_FILE, LISTING_FILE, LOCK_FILE, MANIFEST_FILE, SHARD_DIR, job_differences, job_digest,
-    jsonable, read_json, write_json_atomic,
+    FORMAT_VERSION, JOB_FILE, LISTING_FILE, LOCK_FILE, MANIFEST_FILE, SHARD_DIR, job_digest, jsonable, read_json,
+    write_json_atomic,
 )
 from .shards import read_shard_info, shard_name, write_shard
+from .update import (
+    PREVIOUS_DIR, Reuse, describe_update, find_reusable, format_count, load_reused_rows, move_to_previous,
+    remove_previous,
+)
 
 __all__ = ['extract_embeddings', 'ExtractResult', 'WeightsUnavailableError', 'DTYPES', 'AUTOCAST_MODES',
-           'DEFAULT_SHARD_SIZE', 'DEFAULT_MAX_PIXELS', 'RESUMABLE_CHANGES', 'weights_digest', 'build_with_weights']
+           'DEFAULT_SHARD_SIZE', 'DEFAULT_MAX_PIXELS', 'RESUMABLE_CHANGES', 'weights_digest', 'build_with_weights',
+           'JobMismatchError']
 
 PathLike = Union[str, os.PathLike]
 DTYPES = ('float32', 'float16')
@@ -53,6 +58,8 @@ class ExtractResult:
     """What an extraction produced: the folder, its row and skip counts, and this run's speed.
 
     ``processed`` counts the files read by this call (all ranks); a fully resumed rerun processes none.
+    ``update`` says what a run on a grown, shrunk or changed folder did: counts of ``new``, ``changed``, ``removed``
+    and ``kept`` files (None when the image set was the one the job was made for).
 
     >>> ExtractResult('out', rows=3, skipped=1, processed=4, seconds=2.0, shards=1, resumed_shards=0).images_per_s
     2.0
@@ -66,6 +73,7 @@ class ExtractResult:
     shards: int
     resumed_shards: int
     manifest: Dict[str, Any] = field(default_factory=dict, repr=False)
+    update: Optional[Dict[str, int]] = None
 
     @property
     def images_per_s(self) -> float:
@@ -74,11 +82,22 @@ class ExtractResult:
     def summary(self) -> str:
         """One line for the end of a run.
 
-        >>> ExtractResult('out', 3, 1, 4, 2.0, 1, 0).summary()
-        'featzoo extract: 3 rows, 1 skipped, 2.0 s, 2.0 images/s -> out'
+        >>> ExtractResult('out', 3, 0, 3, 2.0, 1, 0).summary()
+        'featzoo extract: 3 rows, 0 skipped, 2.0 s, 1.5 images/s -> out'
+        >>> ExtractResult('out', 3, 1, 0, 0.1, 1, 1).summary()
+        'featzoo extract: nothing to do: 3 rows, 1 skipped (reasons in out/manifest.json) -> out'
         """
-        line = (f'featzoo extract: {self.rows} rows, {self.skipped} skipped, {self.seconds:.1f} s, '
-                f'{self.images_per_s:.1f} images/s -> {self.out}')
+        counts = f'{format_count(self.rows)} rows, {format_count(self.skipped)} skipped'
+        if self.skipped:
+            counts += f' (reasons in {os.path.join(self.out, MANIFEST_FILE)})'
+        if self.processed == 0 and not self.update:
+            # a rate over no work would read as "0.0 images/s", as if something were wrong
+            return f'featzoo extract: nothing to do: {counts} -> {self.out}'
+        head = f'featzoo extract: {describe_update(self.update)}. ' if self.update else 'featzoo extract: '
+        line = f'{head}{counts}, {self.seconds:.1f} s'
+        if self.processed:
+            line += f', {self.images_per_s:.1f} images/s'
+        line += f' -> {self.out}'
         if self.resumed_shards:
             line += f' ({self.resumed_shards} of {self.shards} shards were already done)'
         return line
@@ -163,7 +182,7 @@ def _embed_fn(model: nn.Module, device: str, autocast: Optional[str]) -> Callabl
 
 
 def _own_entry(name: str) -> bool:
-    return name in (JOB_FILE, MANIFEST_FILE, LISTING_FILE, SHARD_DIR, LOCK_FILE) or is_temporary(name)
+    return name in (JOB_FILE, MANIFEST_FILE, LISTING_FILE, SHARD_DIR, LOCK_FILE, PREVIOUS_DIR) or is_temporary(name)
 
 
 def _clear_output(out: str) -> None:
@@ -179,6 +198,7 @@ def _clear_output(out: str) -> None:
                     os.unlink(os.path.join(shard_dir, name))
         with contextlib.suppress(OSError):
             os.rmdir(shard_dir)
+    remove_previous(out)
     remove_temporaries(out)
 
 
@@ -196,33 +216,119 @@ def _open_output(out: str, overwrite: bool) -> OutputLock:
     return OutputLock(out).acquire()
 
 
-def _check_existing(out: str, spec: Dict[str, Any], files: List[ImageFile], overwrite: bool) -> None:
-    """Refuse to mix two jobs in one folder, naming what differs; ``overwrite`` starts over instead."""
+class JobMismatchError(ValueError):
+    """OUT holds a job made with settings that change the stored numbers: ``differences`` lists
+    ``(key, before, now)`` (nested keys dotted, e.g. ``weights.seed``); :meth:`for_cli` words it in flags.
+
+    >>> str(JobMismatchError('out', [('normalize', False, True)]))  # doctest: +ELLIPSIS
+    "'out' holds an extraction made with other settings: normalize: False before, True now. To continue it, pass normalize=False; ..."
+    """
+
+    def __init__(self, out: str, differences: List[Tuple[str, Any, Any]]) -> None:
+        self.out, self.differences = out, differences
+        super().__init__(self._message(cli=False))
+
+    def for_cli(self) -> str:
+        """The same message in ``featzoo extract`` flags.
+
+        >>> JobMismatchError('out', [('normalize', False, True)]).for_cli()  # doctest: +ELLIPSIS
+        "'out' holds an extraction made with other settings: --normalize: off before, on now. To continue it, use --no-normalize; ..."
+        """
+        return self._message(cli=True)
+
+    def _message(self, cli: bool) -> str:
+        said = '; '.join(_difference(key, before, now, cli) for key, before, now in self.differences)
+        fixes = [f for f in (_fix(key, before, cli) for key, before, _ in self.differences) if f]
+        resumable = (', '.join('--' + n.replace('_', '-') for n in RESUMABLE_CHANGES) if cli
+                     else ', '.join(RESUMABLE_CHANGES))
+        fix = f'To continue it, {"use" if cli else "pass"} {" ".join(fixes) if cli else ", ".join(fixes)}; ' \
+            if fixes else 'To continue it, rerun with the original arguments; '
+        overwrite = '--overwrite' if cli else 'overwrite=True'
+        return (f'{self.out!r} holds an extraction made with other settings: {said}. {fix}or choose another '
+                f'output folder, or pass {overwrite} to start over (only {resumable} may change when resuming; '
+                f'added, removed and changed images are picked up by themselves)')
+
+
+# How each recorded setting is spelled on the command line, for messages: (flag, flag when False) for switches.
+_SWITCHES = {'normalize': ('--normalize', '--no-normalize'), 'fast_decode': ('--fast-decode', '--no-fast-decode'),
+             'optimize': ('--optimize', '--no-optimize'), 'compile': ('--compile', '--no-compile')}
+_VALUED = {'dtype': '--dtype', 'autocast': '--autocast', 'shard_size': '--shard-size', 'max_pixels': '--max-pixels',
+           'weights.seed': '--seed', 'model': 'MODEL', 'data_config.input_size': '--input-size', 'images': 'IMAGES'}
+
+
+def _difference(key: str, before: Any, now: Any, cli: bool) -> str:
+    if key == 'weights.sha256':
+        return f'the weights differ (sha256 {str(before)[:12]}... before, {str(now)[:12]}... now)'
+    if cli and key in _SWITCHES:
+        return f'{_SWITCHES[key][0]}: {"on" if before else "off"} before, {"on" if now else "off"} now'
+    if cli and key in _VALUED:
+        return f'{_VALUED[key]}: {_cli_value(key, before)} before, {_cli_value(key, now)} now'
+    return f'{key}: {before!r} before, {now!r} now'
+
+
+def _cli_value(key: str, value: Any) -> str:
+    if key == 'data_config.input_size' and isinstance(value, list):
+        return ' '.join(str(v) for v in value[-2:])
+    return str(value)
+
+
+def _fix(key: str, before: Any, cli: bool) -> Optional[str]:
+    """The argument that continues the recorded job, in the interface the user typed; None where there is none
+    (the weights' content or the model's own preprocessing changed)."""
+    if key in _SWITCHES:
+        return _SWITCHES[key][0 if before else 1] if cli else f'{key}={before!r}'
+    if key == 'weights.source':
+        if cli:
+            return {'random': '--no-pretrained', 'checkpoint': '--checkpoint FILE (the same file)',
+                    'pretrained': '--pretrained without --checkpoint'}.get(before)
+        return {'random': 'pretrained=False', 'checkpoint': 'checkpoint= (the same file)',
+                'pretrained': 'pretrained=True without checkpoint'}.get(before)
+    if key == 'data_config.input_size':
+        return f'--input-size {_cli_value(key, before)}' if cli else f'input_size={tuple(before[-2:])!r}'
+    if key in _VALUED:
+        name = key.split('.')[-1]
+        if cli:
+            return f'{_VALUED[key]} {before}' if key != 'model' else f'the model {before!r}'
+        return f'{name}={before!r}'
+    return None
+
+
+def _flat_differences(before: Any, now: Any, prefix: str = '') -> List[Tuple[str, Any, Any]]:
+    out: List[Tuple[str, Any, Any]] = []
+    for key in sorted(set(before) | set(now)):
+        b, n = before.get(key, '<absent>'), now.get(key, '<absent>')
+        if isinstance(b, dict) and isinstance(n, dict):
+            out.extend(_flat_differences(b, n, f'{prefix}{key}.'))
+        elif b != n:
+            out.append((prefix + key, b, n))
+    return out
+
+
+def _check_existing(out: str, spec: Dict[str, Any], overwrite: bool) -> Optional[Dict[str, Any]]:
+    """Refuse to mix two jobs in one folder, naming what differs; ``overwrite`` starts over instead. Returns the
+    recorded job record when only its image set differs (the caller updates the job incrementally), else None."""
     job_path = os.path.join(out, JOB_FILE)
     if overwrite:
         _clear_output(out)
-        return
+        return None
     if not os.path.isfile(job_path):
-        return
+        return None
     recorded = read_json(job_path)
     if recorded.get('format_version') != FORMAT_VERSION:
         raise RuntimeError(f'{job_path!r} has format_version {recorded.get("format_version")!r}, this featzoo writes '
                            f'{FORMAT_VERSION}; pass --overwrite to start over')
-    before = {k: v for k, v in recorded.get('job', {}).items() if k != 'images'}
-    now = {k: v for k, v in spec.items() if k != 'images'}
-    problems = job_differences(before, now)
     old_images = recorded.get('job', {}).get('images', {})
-    if old_images != jsonable(spec['images']):
-        listing = os.path.join(out, LISTING_FILE)
-        change = (describe_image_set_change(read_listing(listing), files) if os.path.isfile(listing)
-                  else f"{old_images.get('count')} files before, {len(files)} now")
-        if old_images.get('root') != spec['images']['root']:
-            change = f"image folder {old_images.get('root')!r} before, {spec['images']['root']!r} now; " + change
-        problems.append(f'the image set changed: {change}')
+    before = {k: v for k, v in recorded.get('job', {}).items() if k != 'images'}
+    now = {k: v for k, v in jsonable(spec).items() if k != 'images'}
+    problems = _flat_differences(before, now)
+    if any(k.startswith('weights.') and k != 'weights.sha256' for k, _, _ in problems):
+        # another seed, tag or source explains the other digest: naming it too would bury the fix
+        problems = [p for p in problems if p[0] != 'weights.sha256']
+    if old_images.get('root') != spec['images']['root']:
+        problems.append(('images', old_images.get('root'), spec['images']['root']))
     if problems:
-        raise ValueError(f'{out!r} holds an extraction made with other settings: ' + '; '.join(problems)
-                         + f'. Only {", ".join(RESUMABLE_CHANGES)} may change when resuming: rerun with the original '
-                         'arguments, choose another output folder, or pass --overwrite to start over')
+        raise JobMismatchError(out, problems)
+    return recorded if old_images != jsonable(spec['images']) else None
 
 
 def _shard_range(index: int, shard_size: int, total: int) -> Tuple[int, int]:
@@ -231,10 +337,11 @@ def _shard_range(index: int, shard_size: int, total: int) -> Tuple[int, int]:
 
 
 def _prepare_output(out: str, spec: Dict[str, Any], digest: str, files: List[ImageFile], shard_size: int,
-                    overwrite: bool) -> Tuple[List[int], int]:
-    """Rank 0, holding the lock: validate or start the job in ``out``; returns the shards still to do and the
-    number resumed."""
-    _check_existing(out, spec, files, overwrite)
+                    overwrite: bool) -> Dict[str, Any]:
+    """Rank 0, holding the lock: validate, start or update the job in ``out``. Returns the plan's parts: the shards
+    still to do (``pending``), how many were done (``resumed``), what a changed image set brought (``update``) and
+    where the pending files' rows can be taken from an earlier job (``reuse``)."""
+    outdated = _check_existing(out, spec, overwrite)
     shard_dir = os.path.join(out, SHARD_DIR)
     os.makedirs(shard_dir, exist_ok=True)
     # safe only because this run holds the folder's lock: no other writer can own these temporaries
@@ -242,12 +349,20 @@ def _prepare_output(out: str, spec: Dict[str, Any], digest: str, files: List[Ima
     remove_temporaries(out)
     num_shards = math.ceil(len(files) / shard_size)
     job_path = os.path.join(out, JOB_FILE)
-    if not os.path.isfile(job_path):
+    update: Optional[Dict[str, int]] = None
+    if outdated is not None:
+        # Same settings, another image set: keep the old rows aside (featzoo.extract.update) and start the new job.
+        update = move_to_previous(out, outdated, files)
+    if outdated is not None or not os.path.isfile(job_path):
         # The listing goes first: job.json existing means the listing beside it is complete.
         write_listing(os.path.join(out, LISTING_FILE), files)
-        write_json_atomic(job_path, {
-            'format_version': FORMAT_VERSION, 'job_digest': digest, 'job': spec, 'num_shards': num_shards,
-            'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})
+        record = {'format_version': FORMAT_VERSION, 'job_digest': digest, 'job': spec, 'num_shards': num_shards,
+                  'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
+        if update is not None:
+            record['update'] = update
+        write_json_atomic(job_path, record)
+    else:
+        update = read_json(job_path).get('update')
     pending = []
     for index in range(num_shards):
         start, stop = _shard_range(index, shard_size, len(files))
@@ -260,7 +375,11 @@ def _prepare_output(out: str, spec: Dict[str, Any], digest: str, files: List[Ima
         # A manifest promises a complete folder; it comes back, rewritten, when the missing shards are done.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(out, MANIFEST_FILE))
-    return pending, num_shards - len(pending)
+    else:
+        update = None  # a finished job: the update it was made by is history, not this run's work
+    wanted = [i for index in pending for i in range(*_shard_range(index, shard_size, len(files)))]
+    reuse = find_reusable(out, spec, files, wanted)
+    return dict(pending=pending, resumed=num_shards - len(pending), update=update, reuse=reuse)
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
@@ -281,8 +400,10 @@ class _ShardBuffer:
 def _run_shards(shards: Sequence[int], *, paths: List[str], root: str, out: str, num_shards: int, shard_size: int,
                 digest: str, transform: Callable, mode: str, draft_size: Optional[int], max_pixels: Optional[int],
                 embed: Callable[[torch.Tensor], torch.Tensor], dim: int, normalize: bool, dtype: torch.dtype,
-                batch_size: int, workers: int, pin_memory: bool, progress: Any, rank: int) -> int:
-    """Extract ``shards`` in order, writing each as soon as it is complete; returns the files processed."""
+                batch_size: int, workers: int, pin_memory: bool, progress: Any, rank: int,
+                reuse: Dict[int, Reuse]) -> int:
+    """Extract ``shards`` in order, writing each as soon as it is complete; returns the files processed (rows
+    and skip reasons taken from an earlier job through ``reuse`` are copied, not processed)."""
     from torch.utils.data import DataLoader
 
     buffers: 'OrderedDict[int, _ShardBuffer]' = OrderedDict()
@@ -291,6 +412,25 @@ def _run_shards(shards: Sequence[int], *, paths: List[str], root: str, out: str,
         start, stop = _shard_range(index, shard_size, len(paths))
         buffers[index] = _ShardBuffer(index, start, stop)
         indices.extend(range(start, stop))
+    reused_rows, reused_skips = load_reused_rows(out, reuse, indices, dim, dtype)
+    for index, row in reused_rows.items():
+        buffers[index // shard_size].rows[index] = row
+    for index, reason in reused_skips.items():
+        buffers[index // shard_size].skipped[index] = reason
+    indices = [i for i in indices if i not in reused_rows and i not in reused_skips]
+    shard_dir = os.path.join(out, SHARD_DIR)
+
+    def flush() -> None:
+        while buffers and next(iter(buffers.values())).complete():
+            _, buf = buffers.popitem(last=False)
+            order = sorted(buf.rows)
+            rows = torch.stack([buf.rows[i] for i in order]) if order else torch.empty(0, dim, dtype=dtype)
+            write_shard(os.path.join(shard_dir, shard_name(buf.index, num_shards)), rows, index=buf.index, job=digest,
+                        paths=[paths[i] for i in order],
+                        skipped=[{'path': paths[i], 'reason': buf.skipped[i]} for i in sorted(buf.skipped)],
+                        first_file=buf.start, num_files=buf.stop - buf.start, rank=rank)
+
+    flush()  # shards made only of kept rows are written before any decoding
     if not indices:
         return 0
     dataset = ImageFileDataset(root, paths, indices, transform, mode=mode, draft_size=draft_size,
@@ -299,7 +439,6 @@ def _run_shards(shards: Sequence[int], *, paths: List[str], root: str, out: str,
                         collate_fn=collate_images, pin_memory=pin_memory,
                         worker_init_fn=worker_init if workers else None,
                         prefetch_factor=4 if workers else None)
-    shard_dir = os.path.join(out, SHARD_DIR)
     processed = 0
     for good, batch, bad in loader:
         if batch is not None:
@@ -313,14 +452,7 @@ def _run_shards(shards: Sequence[int], *, paths: List[str], root: str, out: str,
             buffers[index // shard_size].skipped[index] = reason
         processed += len(good) + len(bad)
         progress.update(len(good) + len(bad))
-        while buffers and next(iter(buffers.values())).complete():
-            _, buf = buffers.popitem(last=False)
-            order = sorted(buf.rows)
-            rows = torch.stack([buf.rows[i] for i in order]) if order else torch.empty(0, dim, dtype=dtype)
-            write_shard(os.path.join(shard_dir, shard_name(buf.index, num_shards)), rows, index=buf.index, job=digest,
-                        paths=[paths[i] for i in order],
-                        skipped=[{'path': paths[i], 'reason': buf.skipped[i]} for i in sorted(buf.skipped)],
-                        first_file=buf.start, num_files=buf.stop - buf.start, rank=rank)
+        flush()
     return processed
 
 
@@ -516,9 +648,8 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
             spec['images'] = {'root': images, 'count': len(files), 'sha256': image_set_digest(files)}
             digest = job_digest(spec)
             held.append(_open_output(out, overwrite))
-            pending, resumed = _prepare_output(out, spec, digest, files, shard_size, overwrite)
-            plan = dict(paths=[f.path for f in files], digest=digest, pending=pending, resumed=resumed,
-                        images=spec['images'])
+            plan = dict(_prepare_output(out, spec, digest, files, shard_size, overwrite),
+                        paths=[f.path for f in files], digest=digest, images=spec['images'])
         except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised here as it was
             error = exc
     ctx.share_outcome(error)
@@ -532,6 +663,8 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
     num_shards = math.ceil(len(paths) / shard_size)
     mine = split_work(plan['pending'], ctx.rank, ctx.world_size)
     my_files = sum(stop - start for start, stop in (_shard_range(i, shard_size, len(paths)) for i in mine))
+    my_shards = set(mine)
+    my_files -= sum(1 for i in plan['reuse'] if i // shard_size in my_shards)
     progress = _progress(my_files, not quiet and ctx.is_main, ctx)
     try:
         processed = _run_shards(
@@ -540,7 +673,7 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
             draft_size=fast_decode_size(cfg) if fast_decode else None, max_pixels=max_pixels, embed=embed, dim=dim,
             normalize=normalize,
             dtype=getattr(torch, dtype), batch_size=batch_size, workers=workers,
-            pin_memory=device.startswith('cuda'), progress=progress, rank=ctx.rank)
+            pin_memory=device.startswith('cuda'), progress=progress, rank=ctx.rank, reuse=plan['reuse'])
     finally:
         progress.close()
     processed = sum(ctx.gather(processed))
@@ -556,13 +689,14 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
         }
         try:
             manifest = _write_manifest(out, num_shards, plan['digest'], base)
+            remove_previous(out)  # the rows kept from earlier jobs now live in this job's shards
         except Exception as exc:  # noqa: BLE001 - handed to every rank, then raised here as it was
             error = exc
     ctx.share_outcome(error)
     manifest = ctx.broadcast(manifest)
     result = ExtractResult(out=out, rows=manifest['rows'], skipped=len(manifest['skipped']), processed=processed,
                            seconds=time.perf_counter() - started, shards=num_shards, resumed_shards=plan['resumed'],
-                           manifest=manifest)
+                           manifest=manifest, update=plan['update'])
     if ctx.is_main and not quiet:
         print(result.summary(), file=sys.stderr, flush=True)
     return result
