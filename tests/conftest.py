@@ -36,10 +36,14 @@ def pytest_runtest_teardown(item, nextitem) -> None:
         _MALLOC_TRIM(0)
 
 
+NO_FAMILY = 'none'  # --family value for the tests that belong to no family
+
+
 def pytest_addoption(parser) -> None:
     parser.addoption('--family', default='', metavar='NAME[,NAME]',
-                     help='run only the tests of these featzoo families (marked family(NAME), or in '
-                          'tests/test_models_NAME.py): runs the slow suite in parts, e.g. -m slow --family resnet')
+                     help='run only the tests of these featzoo families: marked family(NAME), parametrized by a '
+                          f'family or a model name of it, or in tests/test_models_NAME.py ({NO_FAMILY!r}: the tests '
+                          'of no family). Runs the slow suite in parts, e.g. -m slow --family resnet,convnext')
 
 
 def pytest_configure(config) -> None:
@@ -49,13 +53,23 @@ def pytest_configure(config) -> None:
     os.environ[SAMPLE_SEED_VARIABLE] = sample_seed()
 
 
-def _item_family(item) -> str:
+def _item_family(item, families) -> str:
     marker = item.get_closest_marker('family')
     if marker is not None:
         return marker.args[0]
+    params = getattr(getattr(item, 'callspec', None), 'params', {})
+    if params.get('family') in families:
+        return params['family']
+    name = params.get('name')
+    if isinstance(name, str):
+        import featzoo
+        if featzoo.is_model(name):
+            return featzoo.model_capabilities(name).family
     module = os.path.basename(str(item.path))
     prefix = 'test_models_'
-    return module[len(prefix):-len('.py')] if module.startswith(prefix) else ''
+    if module.startswith(prefix) and module[len(prefix):-len('.py')] in families:
+        return module[len(prefix):-len('.py')]
+    return NO_FAMILY
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -63,12 +77,13 @@ def pytest_collection_modifyitems(config, items) -> None:
     if not wanted:
         return
     import featzoo
-    unknown = wanted - set(featzoo.list_modules())
+    families = set(featzoo.list_modules())
+    unknown = wanted - families - {NO_FAMILY}
     if unknown:
-        raise pytest.UsageError(f'--family: unknown {sorted(unknown)}; families: {featzoo.list_modules()}')
-    kept = [item for item in items if _item_family(item) in wanted]
-    config.hook.pytest_deselected(items=[item for item in items if _item_family(item) not in wanted])
-    items[:] = kept
+        raise pytest.UsageError(f'--family: unknown {sorted(unknown)}; families: {sorted(families)} or {NO_FAMILY!r}')
+    selected = {id(item) for item in items if _item_family(item, families) in wanted}
+    config.hook.pytest_deselected(items=[item for item in items if id(item) not in selected])
+    items[:] = [item for item in items if id(item) in selected]
 
 
 def _seed_line() -> str:
