@@ -154,6 +154,7 @@ EXTRACT_RANK = textwrap.dedent('''
     result = featzoo.extract_embeddings('resnet10t', images, out, pretrained=False, input_size=(32, 32), workers=0,
                                         quiet=True, shard_size=1, device='cpu')
     print('RESULT', result.rows, result.resumed_shards, flush=True)
+    print('UPDATE', result.processed, result.update, flush=True)
 ''')
 
 
@@ -213,7 +214,40 @@ def test_extract_ranks_stop_when_one_dies_and_the_rerun_resumes(tmp_path, fate):
         return  # the rerun is the same either way: once is enough
     (code0, text0, err0), (code1, _, err1) = _run_ranks(str(images), out)
     assert code0 == 0 and code1 == 0, err0[-2000:] + err1[-2000:]
-    assert text0.split() == ['RESULT', '4', '2']
+    assert text0.split()[:3] == ['RESULT', '4', '2']
+
+
+def test_extract_ranks_update_a_grown_folder_keeping_the_old_rows(tmp_path):
+    """Incremental extraction under two ranks: after 3 images are added, 1 removed and 1 changed, the ranks
+    embed only the 4 new or changed files between them, every other row is the old one bit for bit, and both
+    ranks report the same update."""
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip('torch built without gloo')
+    import torch
+    import featzoo
+    from PIL import Image
+    images = tmp_path / 'images'
+    images.mkdir()
+    for i, color in enumerate(('red', 'green', 'blue', 'white')):
+        Image.new('RGB', (24, 24), color).save(images / f'{i}.png')
+    out = str(tmp_path / 'out')
+    results = _run_ranks(str(images), out)
+    assert [code for code, _, _ in results] == [0, 0], results[0][2][-2000:] + results[1][2][-2000:]
+    paths0, emb0 = featzoo.read_embeddings(out)
+    for name, color in (('00.png', 'black'), ('1b.png', 'yellow'), ('9.png', 'gray')):
+        Image.new('RGB', (24, 24), color).save(images / name)
+    (images / '2.png').unlink()
+    Image.new('RGB', (24, 30), 'purple').save(images / '3.png')
+    results = _run_ranks(str(images), out)
+    assert [code for code, _, _ in results] == [0, 0], results[0][2][-2000:] + results[1][2][-2000:]
+    for _, text, _ in results:
+        assert "'new': 3, 'changed': 1, 'removed': 1, 'kept': 2" in text, text
+    assert results[0][1].split()[:4] == ['RESULT', '6', '0', 'UPDATE'] and results[0][1].split()[4] == '4'
+    paths1, emb1 = featzoo.read_embeddings(out)
+    assert paths1 == ['0.png', '00.png', '1.png', '1b.png', '3.png', '9.png']
+    for path in ('0.png', '1.png'):
+        assert torch.equal(emb1[paths1.index(path)], emb0[paths0.index(path)]), path
+    assert not torch.equal(emb1[paths1.index('3.png')], emb0[paths0.index('3.png')])
 
 
 def test_liveness_mourns_only_peers_that_stop_without_saying_done():

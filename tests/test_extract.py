@@ -842,3 +842,46 @@ def test_an_update_killed_at_any_step_finishes_on_the_rerun(tmp_path, monkeypatc
             assert result.update == expected.update, step
         step += 1
     assert step >= 9  # two records, three moved shards, a listing, a job record, four shards, the manifest
+
+
+KILLED_UPDATE = '''
+import os, signal, sys
+import torch
+import featzoo
+images, out, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+real, calls = os.replace, [0]
+def dying(src, dst):
+    if calls[0] == at:  # the process dies as the kernel would kill it: no cleanup of any kind
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls[0] += 1
+    return real(src, dst)
+os.replace = dying
+torch.manual_seed(0)
+module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+featzoo.extract_embeddings(module.eval(), images, out, input_size=(16, 16), workers=0, quiet=True, shard_size=2)
+'''
+
+
+def test_an_update_killed_by_sigkill_resumes(tmp_path):
+    """A real SIGKILL in the middle of moving the old shards aside (the lock is released by the kernel, a moved
+    and an unmoved shard coexist): the rerun finishes the update and keeps the old rows bit for bit."""
+    import subprocess
+    import sys
+    images, out = str(tmp_path / 'images'), str(tmp_path / 'out')
+    _small_folder(images, [f'p{i}.png' for i in range(6)])
+    module = _tiny_module()
+    kw = dict(input_size=(16, 16), workers=0, quiet=True, shard_size=2)
+    featzoo.extract_embeddings(module, images, out, **kw)
+    before = dict(zip(*featzoo.read_embeddings(out)))
+    _small_folder(images, ['a.png', 'q.png', 'z.png'], seed=1)
+    # step 3: after the old record, the old listing and one of the three shards went to previous/
+    proc = subprocess.run([sys.executable, '-c', KILLED_UPDATE, images, out, '3'], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert len(os.listdir(os.path.join(out, 'shards'))) == 2 and not os.path.exists(os.path.join(out, 'manifest.json'))
+    result = featzoo.extract_embeddings(module, images, out, **kw)
+    assert result.update == {'new': 3, 'changed': 0, 'removed': 0, 'kept': 6} and result.processed == 3
+    paths, emb = featzoo.read_embeddings(out)
+    assert paths == sorted(set(before) | {'a.png', 'q.png', 'z.png'})
+    for path, row in zip(paths, emb):
+        if path in before:
+            assert torch.equal(row, before[path]), path
