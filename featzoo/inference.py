@@ -228,21 +228,39 @@ def fold_conv_bn(model: nn.Module, input_size: Optional[Sequence[int]] = None) -
     model.eval()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and not _has_hooks(m)]
     norms = [m for m in model.modules() if _is_foldable_norm(m) and not _has_hooks(m)]
-    if not convs or not norms:
+
+    def fold(conv: nn.Module, norm: nn.Module) -> Optional[nn.Module]:
+        if norm.num_features != conv.out_channels:
+            return None
+        _fold_into_conv(conv, norm)
+        return _norm_replacement(norm)
+
+    return [norm for _, norm in _rewrite_pairs(model, input_size, convs, norms, fold)]
+
+
+def _rewrite_pairs(model: nn.Module, input_size: Optional[Tuple[int, int, int]], producers: Sequence[nn.Module],
+                   consumers: Sequence[nn.Module],
+                   rewrite: Callable[[nn.Module, nn.Module], Optional[nn.Module]]) -> List[Tuple[str, str]]:
+    """One tracing forward, then for each (producer, consumer) pair in which the consumer alone reads the producer's
+    output and each sits in one place of the model: ``rewrite`` changes the producer and returns the consumer's
+    replacement (None leaves the pair alone). Returns the (producer, consumer) names of the rewritten pairs."""
+    if not producers or not consumers:
         return []
-    trace = _traced(model, input_size, convs, norms)
+    trace = _traced(model, input_size, producers, consumers)
     owners = _owners(model)
     names = {id(m): n for n, m in model.named_modules()}
-    folded = []
-    for conv, norm in trace.pairs:
-        places = owners.get(id(norm), [])
-        if norm.num_features != conv.out_channels or len(places) != 1:
-            continue  # a norm registered under two parents: replacing one place would leave the other stale
-        _fold_into_conv(conv, norm)
+    done = []
+    for producer, consumer in trace.pairs:
+        places = owners.get(id(consumer), [])
+        if len(places) != 1 or len(owners.get(id(producer), [])) != 1:
+            continue  # registered under two parents: replacing one place would leave the other stale
+        replacement = rewrite(producer, consumer)
+        if replacement is None:
+            continue
         parent, attr = places[0]
-        setattr(parent, attr, _norm_replacement(norm))
-        folded.append(names[id(norm)])
-    return folded
+        setattr(parent, attr, replacement)
+        done.append((names[id(producer)], names[id(consumer)]))
+    return done
 
 
 def _remove_dropout(model: nn.Module) -> None:
@@ -278,21 +296,12 @@ def fuse_conv_activations(model: nn.Module, input_size: Optional[Sequence[int]] 
     convs = [m for m in model.modules() if isinstance(m.__dict__.get('_conv_forward'), PackedConvForward)
              and m._conv_forward.activation == 'none' and not _has_hooks(m)]
     acts = [m for m in model.modules() if _conv_post_op(m) is not None and not _has_hooks(m)]
-    if not convs or not acts:
-        return []
-    trace = _traced(model, input_size, convs, acts)
-    owners = _owners(model)
-    names = {id(m): n for n, m in model.named_modules()}
-    fused = []
-    for conv, act in trace.pairs:
-        places = owners.get(id(act), [])
-        if len(places) != 1 or len(owners.get(id(conv), [])) != 1:
-            continue  # registered twice: the other place may read something else
+
+    def fuse(conv: nn.Module, act: nn.Module) -> nn.Module:
         conv._conv_forward.activation = _conv_post_op(act)
-        parent, attr = places[0]
-        setattr(parent, attr, nn.Identity())
-        fused.append(names[id(conv)])
-    return fused
+        return nn.Identity()
+
+    return [conv for conv, _ in _rewrite_pairs(model, input_size, convs, acts, fuse)]
 
 
 def _onednn_activation(module: nn.Module) -> Optional[Tuple[str, str]]:
