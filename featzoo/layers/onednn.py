@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['pack_convolutions', 'prepack_convolutions', 'PackedConvForward', 'CONV_ACTIVATIONS']
+__all__ = ['pack_convolutions', 'PackedConvForward', 'CONV_ACTIVATIONS']
 
 # activations oneDNN can apply inside a packed convolution (its post-op names), with the function other paths run
 CONV_ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {'relu': F.relu, 'swish': F.silu}
@@ -181,13 +181,3 @@ def pack_convolutions(model: nn.Module) -> List[str]:
             continue  # someone else's stand-in: left alone
         names.append(name)
     return names
-
-
-def prepack_convolutions(model: nn.Module) -> List[str]:
-    """Does nothing and returns ``[]``: ``create_model`` leaves every convolution as it is. Kept only while
-    ``featzoo/factory.py`` still calls it; it goes with that call (issue 18).
-
-    >>> prepack_convolutions(nn.Conv2d(3, 8, 3))
-    []
-    """
-    return []
