@@ -10,6 +10,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import sys
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -202,7 +203,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--input-size', type=_positive_int, nargs=2, metavar=('H', 'W'),
                    help='preprocess to this size instead of the pretrained input size')
     _common(p)
+    for command, sub_parser in sub.choices.items():
+        _mark_required(sub_parser, command)
     return parser
+
+
+def _mark_required(sub: argparse.ArgumentParser, command: str) -> None:
+    """Put the values a command needs first in its usage line, without brackets: they are optional to argparse only
+    so that a --config file can give them; to the person reading the usage they are required."""
+    usage = ' '.join(sub.format_usage().split()[1:])  # 'usage: featzoo extract ...' -> 'featzoo extract ...'
+    usage = usage[len(sub.prog):].strip()
+    needed = []
+    for dest, _ in REQUIRED[command]:
+        action = next(a for a in sub._actions if a.dest == dest)
+        shown = f'{action.option_strings[0]} {action.metavar}' if action.option_strings else action.metavar
+        usage = usage.replace(f'[{shown}]', '').replace(f' {shown}', ' ').replace(f'{shown} ', ' ')
+        needed.append(shown)
+    # wrap between bracketed groups only, so that '[--fast-decode | --no-fast-decode]' stays on one line
+    groups = [sub.prog] + needed + re.findall(r'\[[^\]]*\]|\S+', usage)
+    indent = ' ' * (len(sub.prog) + len('usage: ') + 1)
+    lines = [groups[0]]
+    for group in groups[1:]:
+        if len('usage: ') + len(lines[-1]) + 1 + len(group) > 100:
+            lines.append(indent + group)
+        else:
+            lines[-1] += ' ' + group
+    sub.usage = '\n'.join(lines)
+
+
+def _unknown_option_error(parser: argparse.ArgumentParser, command: Optional[str], extras: Sequence[str]) -> None:
+    """Report arguments the command does not take with that command's usage, and the closest option it does take
+    (`--batchsize` -> "did you mean --batch-size?")."""
+    import difflib
+    target = _subparser(parser, command) if command else parser
+    options = sorted({s for a in target._actions for s in a.option_strings if s.startswith('--')})
+    first = next((e for e in extras if e.startswith('-')), extras[0])
+    message = f'unrecognized argument{"s" if len(extras) > 1 else ""}: {" ".join(extras)}'
+    if first.startswith('-'):
+        close = difflib.get_close_matches(first.split('=', 1)[0], options, n=1, cutoff=0.6)
+        message += f'; did you mean {close[0]}?' if close else f'; valid options: {", ".join(options)}'
+    target.error(message)
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
@@ -503,7 +543,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     0
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown_option_error(parser, getattr(args, 'command', None), extras)
     debug = bool(getattr(args, 'debug', False))
     options = _resolve_options(parser, args)
     try:

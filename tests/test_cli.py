@@ -440,3 +440,65 @@ def test_extract_lets_idle_openmp_threads_sleep(given):
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen == dict(policy=given or 'PASSIVE', torch=False, status=0)
+
+
+@pytest.mark.parametrize('args, usage, hint', [
+    (['extract', MODEL, 'imgs', '-o', 'x', '--batchsize', '8'], 'usage: featzoo extract MODEL IMAGES -o OUT',
+     'unrecognized arguments: --batchsize 8; did you mean --batch-size?'),
+    (['extract', MODEL, 'imgs', '-o', 'x', '--no-pretrianed'], 'usage: featzoo extract MODEL IMAGES -o OUT',
+     'did you mean --no-pretrained?'),
+    (['list', '--pretraned'], 'usage: featzoo list', 'unrecognized argument: --pretraned; did you mean --pretrained?'),
+    (['visualize', MODEL, 'a.jpg', '-o', 'b.png', '--out_indices', '1'], 'usage: featzoo visualize MODEL IMAGE -o '
+     'OUT.png', 'did you mean --out-indices?'),
+    (['info', MODEL, '--zzzzzz'], 'usage: featzoo info MODEL', 'valid options: --config, --debug, --help'),
+])
+def test_a_misspelt_option_shows_its_commands_usage_and_the_closest_option(args, usage, hint, capsys):
+    code, _, err = run_main(args, capsys)
+    assert code == 2
+    assert err.startswith(usage), err
+    assert f'featzoo {args[0]}: error: ' in err and hint in err, err
+
+
+@pytest.mark.parametrize('command, needed', [('extract', 'MODEL IMAGES -o OUT'), ('visualize', 'MODEL IMAGE -o OUT.png'),
+                                             ('info', 'MODEL'), ('nodes', 'MODEL')])
+def test_help_shows_required_arguments_as_required(command, needed, capsys):
+    code, out, _ = run_main([command, '--help'], capsys)
+    assert code == 0
+    first = out.splitlines()[0]
+    assert first.startswith(f'usage: featzoo {command} {needed} [-h]'), first
+    for word in needed.split():
+        if word not in ('-o',):
+            assert f'[{word}]' not in out and f'[-o {word}]' not in out
+
+
+def test_a_settings_change_is_reported_in_command_line_flags(images, tmp_path, capsys):
+    """The CLI names the flag that continues the job (--no-normalize), never the Python spelling."""
+    root, _, _ = images
+    out = str(tmp_path / 'out')
+    base = ['extract', MODEL, root, '-o', out, *SMALL, '--workers', '0', '--quiet', '--no-optimize']
+    code, _, err = run_main(base, capsys)
+    assert code == 0, err
+    code, _, err = run_main(base + ['--normalize', '--shard-size', '7'], capsys)
+    assert code == 1
+    assert ("--normalize: off before, on now; --shard-size: 10000 before, 7 now. To continue it, use --no-normalize "
+            "--shard-size 10000; or choose another output folder, or pass --overwrite to start over") in err, err
+    assert 'normalize=' not in err and 'overwrite=True' not in err
+
+
+def test_quickstart_and_shipped_config_outputs_cannot_collide():
+    """The README's commands and the shipped job files write to different folders, so running one after the other
+    (as a new user does) never meets "holds an extraction made with other settings"."""
+    import re
+    import tomllib
+    readme = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+    readme_outputs = set(re.findall(r'featzoo (?:extract|visualize) [^\n`]*?-o (\S+)', readme))
+    assert 'out/samples' in readme_outputs
+    for config in glob.glob(os.path.join(REPO, 'configs', '*.toml')):
+        with open(config, 'rb') as fh:
+            job = tomllib.load(fh)
+        assert job['output'] not in readme_outputs, (config, job['output'])
+    outputs = []
+    for config in glob.glob(os.path.join(REPO, 'configs', '*.toml')):
+        with open(config, 'rb') as fh:
+            outputs.append(tomllib.load(fh)['output'])
+    assert len(outputs) == len(set(outputs))
