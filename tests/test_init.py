@@ -33,3 +33,16 @@ def test_package_never_imports_the_oracles():
     pattern = re.compile(r'^\s*(import|from)\s+(timm|torchvision)\b', re.M)
     offenders = [str(p) for p in root.rglob('*.py') if pattern.search(p.read_text(encoding='utf-8'))]
     assert not offenders
+
+
+def test_import_works_beside_a_folder_named_featzoo(tmp_path):
+    """From the folder that holds a clone (a `featzoo/` directory without __init__.py in the working directory),
+    `import featzoo` and `python -m featzoo` still get the installed package, not an empty namespace package."""
+    (tmp_path / 'featzoo').mkdir()
+    code = 'import featzoo; print(featzoo.__file__, featzoo.__version__, callable(featzoo.extract_embeddings))'
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [featzoo.__file__, featzoo.__version__, 'True']
+    done = subprocess.run([sys.executable, '-m', 'featzoo', '--version'], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == f'featzoo {featzoo.__version__}', done.stderr[-2000:]
