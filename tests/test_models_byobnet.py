@@ -33,7 +33,7 @@ CONFIGURATIONS = ('test_byobnet', 'gernet_s', 'repvgg_a0', 'repvgg_b1g4', 'repvg
                   'mobileone_s0', 'mobileone_s4', 'resnet51q', 'resnet61q', 'resnext26ts', 'gcresnext26ts',
                   'seresnext26ts', 'eca_resnext26ts', 'resnet32ts', 'resnet33ts', 'gcresnet33ts', 'seresnet33ts',
                   'eca_resnet33ts', 'gcresnet50t', 'gcresnext50ts', 'regnetz_b16', 'regnetz_d8', 'regnetz_b16_evos',
-                  'regnetz_d8_evos')
+                  'regnetz_d8_evos', 'resnet50_clip', 'resnet50_clip_gap', 'resnet50_mlp')
 # built at full depth: a MobileOne stage's squeeze-excite depends on its depth
 FULL_DEPTH = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4')
 NOT_DILATED_BY_TIMM = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4')
@@ -55,7 +55,8 @@ def _timm_kwargs(name: str) -> dict:
 
 
 # dilated by default: every block type, stem, shortcut and the EvoNorm path; the other configurations with -m slow
-DILATED_DEFAULT = ('test_byobnet', 'gernet_s', 'repvgg_b1g4', 'regnetz_d8_evos', 'resnet61q', 'resnext26ts')
+DILATED_DEFAULT = ('test_byobnet', 'gernet_s', 'repvgg_b1g4', 'regnetz_d8_evos', 'resnet61q', 'resnext26ts',
+                   'resnet50_clip')
 
 
 def _parity_rows() -> list:
@@ -69,8 +70,13 @@ def test_parity_per_configuration(name, output_stride):
     if output_stride != 32 and name in NOT_DILATED_BY_TIMM:
         pytest.skip('timm does not dilate MobileOne: test_mobileone_dilates_where_timm_only_strides')
     fz = {} if name in FULL_DEPTH else _shallow(name)
+    timm_kwargs = _timm_kwargs(name)
+    if SPEC.row(name).get('head_type') == 'attn_abs':
+        # featzoo sizes the attention head's position table for the natural grid at every output stride (the
+        # weights load unchanged); timm sizes it for the dilated grid, unless its img_size keeps that grid 7x7
+        timm_kwargs['img_size'] = 7 * output_stride
     model = timm_parity(name, input_size=(1, 3, 64, 64), output_stride=None if output_stride == 32 else output_stride,
-                        timm_kwargs=_timm_kwargs(name), featzoo_kwargs=fz)
+                        timm_kwargs=timm_kwargs, featzoo_kwargs=fz)
     assert model.feature_info[-1]['reduction'] == output_stride
 
 
@@ -142,3 +148,12 @@ def test_bad_arguments_name_the_valid_values():
                        ('norm', 'layer')):
         with pytest.raises(ValueError, match=repr(value)):
             ByobNet(**dict(row, **{arg: value}))
+
+
+def test_attention_head_keeps_its_parameters_at_every_output_stride():
+    """A CLIP ResNet's position table is sized for the natural grid, so one checkpoint serves every output stride."""
+    with torch.device('meta'):
+        shapes = [{k: tuple(v.shape) for k, v in featzoo.create_model('resnet50_clip', output_stride=s).state_dict()
+                   .items()} for s in (32, 16, 8)]
+    assert shapes[0] == shapes[1] == shapes[2]
+    assert shapes[0]['head.pos_embed'] == (7 * 7 + 1, 2048)

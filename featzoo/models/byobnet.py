@@ -22,12 +22,15 @@ from torch.utils.checkpoint import checkpoint
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, SEModule, drop_path_rates
 from ..layers.activations import create_act_layer
+from ..layers.attention_pool2d import AttentionPool2d
 from ..layers.global_context import GlobalContext
-from ..layers.helpers import make_divisible
+from ..layers.helpers import make_divisible, to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.norm_act import EvoNorm2dS0a
+from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.padding import create_conv2d
 from ..layers.weight_init import normal_
+from .resnet import make_aa
 from .resnetv2 import shortcut_pool
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -38,9 +41,11 @@ DEFAULT_CFG = dict(
 
 BLOCK_TYPES = ('basic', 'bottle', 'dark', 'edge', 'rep', 'one')
 STEM_TYPES = ('3x3', 'tiered', 'deep', 'quad', 'quad2', 'rep', 'one')
+STEM_POOLS = ('', 'maxpool', 'avg2')
 DOWNSAMPLE_TYPES = ('', 'avg', 'conv1x1')
 ATTN_TYPES = {'se': SEModule, 'eca': EcaModule, 'gca': partial(GlobalContext, fuse_add=True, fuse_scale=False)}
 NORM_TYPES = ('batch', 'evos16')
+HEAD_TYPES = ('classifier', 'attn_abs', 'mlp')
 
 
 class Layers:
@@ -51,7 +56,9 @@ class Layers:
     """
 
     def __init__(self, act_layer: str = 'relu', norm: str = 'batch', attn_layer: Optional[str] = None,
-                 attn_kwargs: Optional[Dict[str, Any]] = None) -> None:
+                 attn_kwargs: Optional[Dict[str, Any]] = None, aa_layer: Optional[str] = None) -> None:
+        if aa_layer not in (None, 'avg'):
+            raise ValueError(f"unknown aa_layer {aa_layer!r}; valid: 'avg' or None")
         if norm not in NORM_TYPES:
             raise ValueError(f'unknown norm {norm!r}; valid: {NORM_TYPES}')
         if attn_layer is not None and attn_layer not in ATTN_TYPES:
@@ -60,11 +67,17 @@ class Layers:
         self.norm = norm
         self.attn_layer = attn_layer
         self.attn_kwargs = dict(attn_kwargs or {})
+        self.aa_layer = aa_layer
 
     def conv_norm_act(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dilation: int = 1,
                       groups: int = 1, apply_act: bool = True) -> ConvNormAct:
-        module = ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, groups=groups,
-                             apply_act=apply_act, act_layer=self.act_layer)
+        if self.aa_layer and stride > 1:  # the conv runs at stride 1, the anti-aliasing pool takes the stride
+            module: ConvNormAct = ConvNormActAa(in_chs, out_chs, kernel_size, dilation=dilation, groups=groups,
+                                                apply_act=apply_act, act_layer=self.act_layer)
+            module.aa = make_aa(self.aa_layer, out_chs, stride)
+        else:
+            module = ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, groups=groups,
+                                 apply_act=apply_act, act_layer=self.act_layer)
         if self.norm == 'evos16':  # EvoNorm carries its own non-linearity; the module keeps its child names
             module.bn = EvoNorm2dS0a(out_chs, group_size=16, apply_act=apply_act)
         return module
@@ -82,7 +95,19 @@ class Layers:
         return ATTN_TYPES[self.attn_layer](channels, **self.attn_kwargs)
 
     def with_attn(self, attn_layer: Optional[str]) -> 'Layers':
-        return Layers(self.act_layer, self.norm, attn_layer, self.attn_kwargs)
+        return Layers(self.act_layer, self.norm, attn_layer, self.attn_kwargs, self.aa_layer)
+
+    def without_aa(self) -> 'Layers':
+        return Layers(self.act_layer, self.norm, self.attn_layer, self.attn_kwargs)
+
+
+class ConvNormActAa(ConvNormAct):
+    """Conv, norm-act, then an anti-aliasing pool ``aa`` that does the striding."""
+
+    aa: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aa(self.bn(self.conv(x)))
 
 
 def _groups(group_size: Optional[int], channels: int) -> int:
@@ -266,11 +291,12 @@ class Stem(nn.Sequential):
             self.add_module(f'conv{i + 1}', conv)
             prev_chs, reduction = width, reduction * stride
         if pool:
-            if pool != 'maxpool':
-                raise ValueError(f"unknown stem_pool {pool!r}; valid: 'maxpool', ''")
+            if pool not in STEM_POOLS:
+                raise ValueError(f'unknown stem_pool {pool!r}; valid: {STEM_POOLS}')
             self.tap = num_rep - 1
             self.levels.append(dict(num_chs=prev_chs, reduction=reduction, module=f'conv{num_rep}'))
-            self.add_module('pool', nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+            self.add_module('pool', nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pool == 'maxpool'
+                            else nn.AvgPool2d(2))
         self.out_chs = prev_chs
 
     def prune_to_tap(self) -> None:
@@ -280,18 +306,23 @@ class Stem(nn.Sequential):
                 setattr(self, name, nn.Identity())
 
 
-def create_stem(in_chs: int, out_chs: int, stem_type: str, pool: str, layers: Layers
+def create_stem(in_chs: int, out_chs: Union[int, Sequence[int]], stem_type: str, pool: str, layers: Layers
                 ) -> Tuple[nn.Module, List[Dict[str, Any]], Dict[str, Any]]:
-    """The stem, the feature levels it holds below its output, and its output level.
+    """The stem, the feature levels it holds below its output, and its output level. ``out_chs`` as a tuple
+    gives the width of each 3x3 conv of a '3x3' stem (CLIP ResNets).
 
     >>> stem, levels, out = create_stem(3, 64, 'tiered', 'maxpool', Layers()); levels, out
     ([{'num_chs': 64, 'reduction': 2, 'module': 'stem.conv3'}], {'num_chs': 64, 'reduction': 4, 'module': 'stem.pool'})
     """
     if stem_type not in STEM_TYPES:
         raise ValueError(f'unknown stem_type {stem_type!r}; valid: {STEM_TYPES}')
-    if stem_type in ('quad', 'quad2'):
+    if not isinstance(out_chs, int):
+        if stem_type != '3x3':
+            raise ValueError(f"stem_chs as a tuple takes stem_type='3x3', got {stem_type!r}")
+        stem: nn.Module = Stem(in_chs, tuple(out_chs), pool, layers)
+    elif stem_type in ('quad', 'quad2'):
         widths = [round(out_chs * 0.5 ** i) for i in range(4)][::-1]
-        stem: nn.Module = Stem(in_chs, widths, pool, layers, num_act=2 if stem_type == 'quad2' else None)
+        stem = Stem(in_chs, widths, pool, layers, num_act=2 if stem_type == 'quad2' else None)
     elif stem_type == 'tiered':
         stem = Stem(in_chs, (3 * out_chs // 8, out_chs // 2, out_chs), pool, layers)
     elif stem_type == 'deep':
@@ -323,6 +354,9 @@ class ByobNet(nn.Module):
     (``bottle_in``, ``linear_out``, ``extra_conv``). Later stages trade stride for dilation below
     ``output_stride``.
 
+    Heads (``head_type``): 'classifier' (pool, linear), 'mlp' (pool, batch norm, ``head_hidden_size`` MLP, linear)
+    or 'attn_abs' (CLIP attention pooling with a position table for ``img_size``; resampled to other sizes).
+
     >>> ByobNet(block='bottle', depths=(1, 1, 1, 1), channels=(32, 64, 96, 128), strides=2, group_size=16,
     ...         bottle_ratio=2, stem_chs=16, num_classes=3)(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 3])
@@ -330,16 +364,21 @@ class ByobNet(nn.Module):
 
     def __init__(self, block: Union[str, Sequence[str]], depths: Sequence[int], channels: Sequence[int],
                  strides: Union[int, Sequence[int]] = 2, group_size: Union[int, Sequence[int]] = 0,
-                 bottle_ratio: Union[float, Sequence[float]] = 1.0, stem_chs: int = 32, stem_type: str = '3x3',
+                 bottle_ratio: Union[float, Sequence[float]] = 1.0, stem_chs: Union[int, Sequence[int]] = 32,
+                 stem_type: str = '3x3', aa_layer: Optional[str] = None, head_type: str = 'classifier',
+                 head_hidden_size: Optional[int] = None, img_size: Union[int, Sequence[int]] = 224,
                  stem_pool: str = '', downsample: str = 'conv1x1', num_features: int = 0, act_layer: str = 'relu',
                  norm: str = 'batch', attn_layer: Optional[str] = None, attn_kwargs: Optional[Dict[str, Any]] = None,
                  block_kwargs: Optional[Dict[str, Any]] = None, rep_groups: int = 0,
                  se_blocks: Optional[Sequence[int]] = None, num_conv_branches: int = 1, num_classes: int = 1000,
-                 in_chans: int = 3, global_pool: str = 'avg', output_stride: int = 32, drop_rate: float = 0.0,
+                 in_chans: int = 3, global_pool: Optional[str] = None, output_stride: int = 32,
+                 drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, zero_init_last: bool = True) -> None:
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
+        if head_type not in HEAD_TYPES:
+            raise ValueError(f'unknown head_type {head_type!r}; valid: {HEAD_TYPES}')
         if downsample not in DOWNSAMPLE_TYPES:
             raise ValueError(f'unknown downsample {downsample!r}; valid: {DOWNSAMPLE_TYPES}')
         num_stages = len(depths)
@@ -352,13 +391,17 @@ class ByobNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
-        layers = Layers(act_layer, norm, attn_layer, attn_kwargs)
+        layers = Layers(act_layer, norm, attn_layer, attn_kwargs, aa_layer)
 
         # the stem's output level is reported only when the first stage reduces it
-        self.stem, self.feature_info, prev_level = create_stem(in_chans, stem_chs, stem_type, stem_pool, layers)
+        self.stem, self.feature_info, prev_level = create_stem(in_chans, stem_chs, stem_type, stem_pool,
+                                                               layers.without_aa())
         net_stride = prev_level['reduction']
         stage_ends = [0] * len(self.feature_info)
-        prev_chs, dilation = stem_chs, 1
+        prev_chs, dilation = prev_level['num_chs'], 1
+        # the attention head's position grid is the natural (stride-32) grid of img_size, so a dilated model
+        # holds the same parameters; the forward pass resamples the table to the grid it gets
+        feat_size = [side // net_stride for side in to_2tuple(img_size)]
         units = [d * 2 if b == 'one' else d for b, d in zip(blocks, depths)]
         rates = drop_path_rates(drop_path_rate, units)
         self.stages = nn.Sequential()
@@ -367,6 +410,7 @@ class ByobNet(nn.Module):
             if stride != 1:
                 self.feature_info.append(prev_level)
                 stage_ends.append(i)
+            feat_size = [side // strides[i] for side in feat_size]
             if net_stride >= output_stride and stride > 1:
                 dilation *= stride
                 stride = 1
@@ -399,9 +443,23 @@ class ByobNet(nn.Module):
             self.final_conv = nn.Identity()
         self.feature_info.append(dict(num_chs=self.num_features, reduction=net_stride, module='final_conv'))
         self.stage_ends = stage_ends + [num_stages]
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head: nn.Module
+        if head_type == 'attn_abs':
+            global_pool = 'token' if global_pool is None else global_pool
+            self.head = AttentionPool2d(self.num_features, feat_size=feat_size, out_features=num_classes,
+                                        embed_dim=head_hidden_size, pool_type=global_pool, drop_rate=drop_rate)
+            self.head_hidden_size = self.head.embed_dim
+        elif head_type == 'mlp':
+            global_pool = 'avg' if global_pool is None else global_pool
+            self.head = NormMlpClassifierHead(self.num_features, num_classes, hidden_size=head_hidden_size,
+                                              pool_type=global_pool, drop_rate=drop_rate, norm_layer=nn.BatchNorm2d,
+                                              act_layer=act_layer)
+            self.head_hidden_size = self.head.num_features
+        else:
+            global_pool = 'avg' if global_pool is None else global_pool
+            self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+            self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
         self.global_pool = global_pool
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
         self._init_weights(zero_init_last)
 
     @staticmethod
@@ -467,7 +525,7 @@ class ByobNet(nn.Module):
         >>> SPEC.build('repvgg_a0', num_classes=3).get_classifier().out_features
         3
         """
-        return self.head.fc
+        return self.head.proj if isinstance(self.head, AttentionPool2d) else self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.
@@ -479,13 +537,19 @@ class ByobNet(nn.Module):
             raise ValueError(f'num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}')
         ref = next(self.parameters())
         self.num_classes = num_classes
-        self.head.in_features = self.num_features
-        self.head.reset(num_classes, global_pool)
+        if isinstance(self.head, AttentionPool2d):
+            self.head.reset(num_classes, global_pool)  # the attention's input width is fixed
+        elif isinstance(self.head, NormMlpClassifierHead):
+            self.head.reset(num_classes, global_pool, in_features=self.num_features)
+            self.head_hidden_size = self.head.num_features
+        else:
+            self.head.in_features = self.num_features
+            self.head.reset(num_classes, global_pool)
+            self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
         self.head.to(device=ref.device, dtype=ref.dtype)
         self.head.train(self.training)
         if global_pool is not None:
             self.global_pool = global_pool
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
 
     def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -557,7 +621,18 @@ class ByobNet(nn.Module):
         if last == 0 and isinstance(self.stem, Stem):
             self.stem.prune_to_tap()
         if prune_head or prune_end:
-            self.reset_classifier(0, '')
+            if isinstance(self.head, AttentionPool2d):  # sized for the final width: replaced by a bare head
+                ref = next(self.parameters())
+                self.head = ClassifierHead(self.num_features, 0, pool_type='').to(ref.device, ref.dtype)
+                self.head.train(self.training)
+                self.num_classes, self.global_pool, self.head_hidden_size = 0, '', self.num_features
+            elif isinstance(self.head, NormMlpClassifierHead):
+                self.num_classes = 0
+                self.head.reset(0, '', reset_other=True, in_features=self.num_features)
+                self.head_hidden_size = self.head.num_features
+                self.global_pool = ''
+            else:
+                self.reset_classifier(0, '')
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -608,6 +683,19 @@ _Z16 = dict(_REGNETZ, depths=(2, 6, 12, 2), channels=(48, 96, 192, 288), group_s
 _Z8 = dict(_REGNETZ, depths=(3, 6, 12, 3), channels=(64, 128, 256, 384), strides=(1, 2, 2, 2), group_size=8,
            stem_chs=64, stem_type='tiered', num_features=1792)
 
+# OpenAI CLIP ResNets: three-conv stem with a 2x2 average pool, anti-aliased (average-pooled) strides and
+# shortcuts, attention-pool head ('_gap': a plain pooled classifier)
+_CLIP_GAP = dict(block='bottle', channels=(256, 512, 1024, 2048), strides=(1, 2, 2, 2), bottle_ratio=0.25,
+                 stem_chs=(32, 32, 64), stem_pool='avg2', downsample='avg', aa_layer='avg')
+_CLIP = dict(_CLIP_GAP, head_type='attn_abs')
+
+
+def _x(width_factor: float) -> Dict[str, Any]:
+    """The widths of a CLIP ResNet scaled by ``width_factor`` (RN50x4, x16, x64)."""
+    return dict(channels=tuple(int(round(c * width_factor)) for c in _CLIP_GAP['channels']),
+                stem_chs=tuple(int(round(c * width_factor)) for c in _CLIP_GAP['stem_chs']))
+
+
 VARIANTS: Dict[str, Dict[str, Any]] = {
     'gernet_l': dict(_GENET, depths=(1, 2, 6, 5, 4), channels=(128, 192, 640, 640, 640), num_features=2560),
     'gernet_m': dict(_GENET, depths=(1, 2, 6, 4, 1), channels=(128, 192, 640, 640, 640), num_features=2560),
@@ -654,6 +742,17 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'regnetz_b16_evos': dict(_Z16, bottle_ratio=3, norm='evos16'),
     'regnetz_c16_evos': dict(_Z16, bottle_ratio=4, norm='evos16'),
     'regnetz_d8_evos': dict(_Z8, bottle_ratio=4, norm='evos16', stem_type='deep'),
+    'resnet50_clip': dict(_CLIP, depths=(3, 4, 6, 3)),
+    'resnet101_clip': dict(_CLIP, depths=(3, 4, 23, 3)),
+    'resnet50x4_clip': dict(_CLIP, depths=(4, 6, 10, 6), **_x(1.25), img_size=288),
+    'resnet50x16_clip': dict(_CLIP, depths=(6, 8, 18, 8), **_x(1.5), img_size=384),
+    'resnet50x64_clip': dict(_CLIP, depths=(3, 15, 36, 10), **_x(2.0), img_size=448),
+    'resnet50_clip_gap': dict(_CLIP_GAP, depths=(3, 4, 6, 3)),
+    'resnet101_clip_gap': dict(_CLIP_GAP, depths=(3, 4, 23, 3)),
+    'resnet50x4_clip_gap': dict(_CLIP_GAP, depths=(4, 6, 10, 6), **_x(1.25)),
+    'resnet50x16_clip_gap': dict(_CLIP_GAP, depths=(6, 8, 18, 8), **_x(1.5)),
+    'resnet50x64_clip_gap': dict(_CLIP_GAP, depths=(3, 15, 36, 10), **_x(2.0)),
+    'resnet50_mlp': dict(_CLIP_GAP, depths=(3, 4, 6, 3), head_type='mlp', head_hidden_size=1024),
     'test_byobnet': dict(block=('edge', 'dark', 'basic', 'bottle'), depths=(1, 1, 1, 1), channels=(32, 64, 128, 256),
                          group_size=(0, 0, 32, 64), bottle_ratio=(0.5, 0.5, 0.25, 0.25), stem_chs=24,
                          downsample='avg', attn_layer='se', attn_kwargs=dict(rd_ratio=0.25)),
@@ -662,4 +761,5 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 SPEC = FamilySpec(
     name='byobnet', model=ByobNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
-    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), size_args=('bottle_ratio',))
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), size_args=('bottle_ratio', 'head_hidden_size'),
+    img_size_arg=lambda name, row: 'img_size' if row.get('head_type') == 'attn_abs' else None)
