@@ -41,7 +41,7 @@ ALL_WRAPPERS = frozenset({'list', 'dict', 'hook', 'fx', 'getter'})
 PINNED = {
     'densenet': dict(variants=5, feature_cls=ALL_WRAPPERS),
     'efficientnet': dict(feature_cls=ALL_WRAPPERS),
-    'regnet': dict(variants=24, feature_cls=ALL_WRAPPERS),
+    'regnet': dict(variants=36, feature_cls=ALL_WRAPPERS),
     'resnest': dict(variants=8, feature_cls=ALL_WRAPPERS),
     'vovnet': dict(variants=8, feature_cls=ALL_WRAPPERS),
 }

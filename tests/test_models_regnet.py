@@ -17,7 +17,8 @@ def test_stage_widths_match_timm():
     from timm.models.regnet import RegNet as TimmRegNet, model_cfgs
     for name, row in regnet.VARIANTS.items():
         args, _ = TimmRegNet._get_stage_args(None, model_cfgs[name])
-        ours = regnet.regnet_stages(**{k: v for k, v in row.items() if k != 'se_ratio'})
+        stage_keys = ('w0', 'wa', 'wm', 'depth', 'group_size', 'bottle_ratio', 'group_min_ratio')
+        ours = regnet.regnet_stages(**{k: v for k, v in row.items() if k in stage_keys})
         assert ours == [(a['out_chs'], a['depth'], a['group_size']) for a in args], name
 
 
@@ -117,3 +118,28 @@ def test_torchvision_checkpoints_load_and_match(name, tv_name, tmp_path):
     with torch.no_grad():
         assert_equal(model(x), ref(x), f'{name} logits from {tv_name}')
         assert_equal(backbone(x)[0], ref.trunk_output(ref.stem(x)), f'{name} last level from {tv_name}')
+
+
+# One architecture per configuration of the rows added for timm's full regnet module (the smallest of each), at the
+# output strides that exercise what differs: torchvision's width rounding, group norm, pre-activation with both
+# shortcut kinds (the avg-pool one dilated), RegNet-Z's inverted bottleneck without residual on projection blocks.
+CONFIGURATIONS = [('regnetx_004_tv', 32), ('regnety_040_sgn', 8), ('regnetv_040', 32), ('regnetv_064', 8),
+                  ('regnetz_005', 32), ('regnetz_005', 8)]
+
+
+@pytest.mark.parametrize('name,output_stride', CONFIGURATIONS)
+def test_configuration_matches_timm(name, output_stride):
+    from helpers import timm_parity
+    timm_parity(name, input_size=(1, 3, 64, 64), output_stride=output_stride)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', featzoo.list_models(module='regnet'))
+def test_every_architecture_matches_timm(name):
+    from helpers import timm_parity
+    timm_parity(name, input_size=(1, 3, 64, 64))
+
+
+def test_bad_downsample_is_named():
+    with pytest.raises(ValueError, match='downsample'):
+        featzoo.create_model('regnetz_005', downsample='max')

@@ -13,21 +13,27 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..family import FamilySpec
-from ..layers import ClassifierHead, ConvNormAct, DropPath, SEModule, drop_path_rates
+from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, SEModule, create_conv2d, drop_path_rates
+from ..layers.activations import ActLayer, create_act_layer
+from ..layers.helpers import make_divisible
+from ..layers.norm_act import GroupNormAct
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.weight_init import normal_
+from .resnetv2 import shortcut_pool
 
 OUTPUT_STRIDES = (8, 16, 32)
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.95, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.conv', classifier='head.fc')
+
+_Z = dict(bottle_ratio=4.0, downsample=None, linear_out=True, act_layer='silu')
 
 # (w0, wa, wm, depth, group_size, se_ratio); the trailing digits of a name are the model's FLOPs in 1e8.
 VARIANTS: Dict[str, dict] = {
@@ -55,18 +61,40 @@ VARIANTS: Dict[str, dict] = {
     'regnety_120': dict(w0=168, wa=73.36, wm=2.37, depth=19, group_size=112, se_ratio=0.25),
     'regnety_160': dict(w0=200, wa=106.23, wm=2.48, depth=18, group_size=112, se_ratio=0.25),
     'regnety_320': dict(w0=232, wa=115.89, wm=2.53, depth=20, group_size=232, se_ratio=0.25),
+    'regnety_640': dict(w0=352, wa=147.48, wm=2.4, depth=20, group_size=328, se_ratio=0.25),
+    'regnety_1280': dict(w0=456, wa=160.83, wm=2.52, depth=27, group_size=264, se_ratio=0.25),
+    'regnety_2560': dict(w0=640, wa=230.83, wm=2.53, depth=27, group_size=373, se_ratio=0.25),
+    # torchvision's weights: its rounding of widths to the group size
+    'regnetx_004_tv': dict(w0=24, wa=24.48, wm=2.54, depth=22, group_size=16, group_min_ratio=0.9),
+    'regnety_008_tv': dict(w0=56, wa=38.84, wm=2.4, depth=14, group_size=16, se_ratio=0.25, group_min_ratio=0.9),
+    'regnety_080_tv': dict(w0=192, wa=76.82, wm=2.19, depth=17, group_size=56, se_ratio=0.25, group_min_ratio=0.9),
+    # SiLU and group norm (16 channels per group)
+    'regnety_040_sgn': dict(w0=96, wa=31.41, wm=2.24, depth=22, group_size=64, se_ratio=0.25, act_layer='silu',
+                            norm_group_size=16),
+    # RegNet-V: pre-activation blocks
+    'regnetv_040': dict(w0=96, wa=31.41, wm=2.24, depth=22, group_size=64, se_ratio=0.25, preact=True,
+                        act_layer='silu'),
+    'regnetv_064': dict(w0=112, wa=33.22, wm=2.27, depth=25, group_size=72, se_ratio=0.25, preact=True,
+                        act_layer='silu', downsample='avg'),
+    # RegNet-Z: inverted bottlenecks (x4) with linear outputs, residuals only where shapes agree, 1x1 head conv
+    'regnetz_005': dict(w0=16, wa=10.7, wm=2.51, depth=21, group_size=4, se_ratio=0.25, **_Z, num_features=1024),
+    'regnetz_040': dict(w0=48, wa=14.5, wm=2.226, depth=28, group_size=8, se_ratio=0.25, **_Z),
+    'regnetz_040_h': dict(w0=48, wa=14.5, wm=2.226, depth=28, group_size=8, se_ratio=0.25, **_Z, num_features=1536),
 }
 
 _WIDTH_QUANT = 8
 _STEM_WIDTH = 32
 
 
-def regnet_stages(w0: int, wa: float, wm: float, depth: int, group_size: int) -> List[Tuple[int, int, int]]:
+def regnet_stages(w0: int, wa: float, wm: float, depth: int, group_size: int, bottle_ratio: float = 1.0,
+                  group_min_ratio: float = 0.0) -> List[Tuple[int, int, int]]:
     """Per-stage ``(width, depth, group_size)`` from the RegNet design parameters.
 
     Block widths follow ``w0 + wa * i`` snapped to the nearest power of ``wm`` times ``w0`` and to a multiple of
-    8; runs of equal width form a stage. Widths are then rounded to a multiple of the (possibly shrunk) group size.
-    The arithmetic is float32 on purpose: the published checkpoints were shaped by it.
+    8; runs of equal width form a stage. The bottleneck width (``width * bottle_ratio``) is then rounded to a
+    multiple of the (possibly shrunk) group size: to the nearest one, or with ``group_min_ratio`` torchvision's way
+    (never below that fraction of the width). The arithmetic is float32 on purpose: the published checkpoints
+    were shaped by it.
 
     >>> regnet_stages(w0=24, wa=36.44, wm=2.49, depth=13, group_size=8)
     [(24, 1, 8), (56, 1, 8), (152, 4, 8), (368, 7, 8)]
@@ -85,11 +113,52 @@ def regnet_stages(w0: int, wa: float, wm: float, depth: int, group_size: int) ->
     widths, depths = torch.unique(block_widths.int(), return_counts=True)
     stages = []
     for width, stage_depth in zip(widths.tolist(), depths.tolist()):
-        groups = min(group_size, width)
-        # Python's round (half to even), as the reference implementation uses.
-        width = int(round(width / groups) * groups)
-        stages.append((width, stage_depth, groups))
+        bottleneck = int(width * bottle_ratio)
+        groups = min(group_size, bottleneck)
+        if group_min_ratio:
+            bottleneck = make_divisible(bottleneck, groups, group_min_ratio)
+        else:
+            # Python's round (half to even), as the reference implementation uses.
+            bottleneck = int(round(bottleneck / groups) * groups)
+        stages.append((int(bottleneck / bottle_ratio), stage_depth, groups))
     return stages
+
+
+def conv_norm_act(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dilation: int = 1, groups: int = 1,
+                  apply_act: bool = True, act_layer: ActLayer = 'relu',
+                  norm_group_size: Optional[int] = None) -> ConvNormAct:
+    """:class:`ConvNormAct` whose norm is batch norm, or group norm of ``norm_group_size`` channels per group.
+
+    >>> conv_norm_act(8, 32, 1, norm_group_size=16).bn.num_groups
+    2
+    """
+    layer = ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, groups=groups,
+                        apply_act=apply_act, act_layer=act_layer)
+    if norm_group_size:
+        layer.bn = GroupNormAct(out_chs, group_size=norm_group_size, apply_act=apply_act, act_layer=act_layer)
+    return layer
+
+
+def make_regnet_shortcut(kind: Optional[str], in_chs: int, out_chs: int, stride: int, dilation: Tuple[int, int],
+                         preact: bool = False, norm_group_size: Optional[int] = None) -> Optional[nn.Module]:
+    """The residual path of a block: identity where shapes agree; else a strided 1x1 projection ('conv1x1'), a
+    2x2 average pool then a 1x1 projection ('avg'), or None (``kind=None``: the block has no residual at all).
+    Pre-activated blocks project without a norm.
+
+    >>> make_regnet_shortcut(None, 8, 16, 2, (1, 1)) is None
+    True
+    """
+    if in_chs == out_chs and stride == 1 and dilation[0] == dilation[1]:
+        return nn.Identity()
+    if not kind:
+        return None
+    if kind == 'avg':
+        stride, pool = 1, shortcut_pool(stride, dilation[0])
+    if preact:
+        conv: nn.Module = create_conv2d(in_chs, out_chs, 1, stride=stride)
+    else:
+        conv = conv_norm_act(in_chs, out_chs, 1, stride=stride, apply_act=False, norm_group_size=norm_group_size)
+    return nn.Sequential(pool, conv) if kind == 'avg' else conv
 
 
 class RegNetBottleneck(nn.Module):
@@ -102,18 +171,20 @@ class RegNetBottleneck(nn.Module):
     """
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: Tuple[int, int] = (1, 1),
-                 group_size: int = 1, se_ratio: float = 0.0, drop_path_rate: float = 0.0) -> None:
+                 group_size: int = 1, se_ratio: float = 0.0, drop_path_rate: float = 0.0, bottle_ratio: float = 1.0,
+                 downsample: Optional[str] = 'conv1x1', linear_out: bool = False, act_layer: ActLayer = 'relu',
+                 norm_group_size: Optional[int] = None) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(in_chs, out_chs, 1)
-        self.conv2 = ConvNormAct(out_chs, out_chs, 3, stride=stride, dilation=dilation[0],
-                                 groups=out_chs // group_size)
-        self.se = SEModule(out_chs, rd_channels=int(round(in_chs * se_ratio))) if se_ratio else nn.Identity()
-        self.conv3 = ConvNormAct(out_chs, out_chs, 1, apply_act=False)
-        self.act3 = nn.ReLU()
-        if in_chs != out_chs or stride != 1 or dilation[0] != dilation[1]:
-            self.downsample: nn.Module = ConvNormAct(in_chs, out_chs, 1, stride=stride, apply_act=False)
-        else:
-            self.downsample = nn.Identity()
+        mid = int(round(out_chs * bottle_ratio))
+        norm_act = dict(act_layer=act_layer, norm_group_size=norm_group_size)
+        self.conv1 = conv_norm_act(in_chs, mid, 1, **norm_act)
+        self.conv2 = conv_norm_act(mid, mid, 3, stride=stride, dilation=dilation[0], groups=mid // group_size,
+                                   **norm_act)
+        self.se = _squeeze_excite(in_chs, mid, se_ratio, act_layer)
+        self.conv3 = conv_norm_act(mid, out_chs, 1, apply_act=False, **norm_act)
+        self.act3 = nn.Identity() if linear_out else create_act_layer(act_layer)
+        self.downsample = make_regnet_shortcut(downsample, in_chs, out_chs, stride, dilation,
+                                               norm_group_size=norm_group_size)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def zero_init_last(self) -> None:
@@ -127,7 +198,55 @@ class RegNetBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.conv3(self.se(self.conv2(self.conv1(x))))
-        return self.act3(self.drop_path(x) + self.downsample(shortcut))
+        if self.downsample is not None:
+            x = self.drop_path(x) + self.downsample(shortcut)
+        return self.act3(x)
+
+
+def _squeeze_excite(in_chs: int, channels: int, se_ratio: float, act_layer: ActLayer) -> nn.Module:
+    # RegNet-Y's squeeze width follows the block's input width, not the width it gates
+    if not se_ratio:
+        return nn.Identity()
+    return SEModule(channels, rd_channels=int(round(in_chs * se_ratio)), act_layer=act_layer)
+
+
+class RegNetPreBottleneck(nn.Module):
+    """Pre-activation form of :class:`RegNetBottleneck` (RegNet-V): norm + activation before each convolution,
+    the residual taken after the first norm, no activation at the end.
+
+    >>> RegNetPreBottleneck(32, 64, stride=2, group_size=16, se_ratio=0.25)(torch.ones(1, 32, 8, 8)).shape
+    torch.Size([1, 64, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: Tuple[int, int] = (1, 1),
+                 group_size: int = 1, se_ratio: float = 0.0, drop_path_rate: float = 0.0, bottle_ratio: float = 1.0,
+                 downsample: Optional[str] = 'conv1x1', linear_out: bool = False, act_layer: ActLayer = 'relu',
+                 norm_group_size: Optional[int] = None) -> None:
+        super().__init__()
+        if norm_group_size:
+            raise ValueError('pre-activation RegNet blocks take batch norm only; leave norm_group_size None')
+        mid = int(round(out_chs * bottle_ratio))
+        self.norm1 = BatchNormAct2d(in_chs, act_layer=act_layer)
+        self.conv1 = create_conv2d(in_chs, mid, 1)
+        self.norm2 = BatchNormAct2d(mid, act_layer=act_layer)
+        self.conv2 = create_conv2d(mid, mid, 3, stride=stride, dilation=dilation[0], groups=mid // group_size)
+        self.se = _squeeze_excite(in_chs, mid, se_ratio, act_layer)
+        self.norm3 = BatchNormAct2d(mid, act_layer=act_layer)
+        self.conv3 = create_conv2d(mid, out_chs, 1)
+        self.downsample = make_regnet_shortcut(downsample, in_chs, out_chs, stride, dilation, preact=True)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+
+    def zero_init_last(self) -> None:
+        """Nothing to zero: the block ends in a convolution, not a norm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x)
+        shortcut = x
+        x = self.conv2(self.norm2(self.conv1(x)))
+        x = self.conv3(self.norm3(self.se(x)))
+        if self.downsample is not None:
+            x = self.drop_path(x) + self.downsample(shortcut)
+        return x
 
 
 class RegStage(nn.Module):
@@ -138,15 +257,16 @@ class RegStage(nn.Module):
     """
 
     def __init__(self, depth: int, in_chs: int, out_chs: int, stride: int, dilation: int, group_size: int,
-                 se_ratio: float, drop_path_rates: List[float]) -> None:
+                 se_ratio: float, drop_path_rates: List[float], preact: bool = False, **block_args: Any) -> None:
         super().__init__()
         self.grad_checkpointing = False
+        block = RegNetPreBottleneck if preact else RegNetBottleneck
         first_dilation = 1 if dilation in (1, 2) else 2
         for i in range(depth):
-            self.add_module(f'b{i + 1}', RegNetBottleneck(
+            self.add_module(f'b{i + 1}', block(
                 in_chs if i == 0 else out_chs, out_chs, stride=stride if i == 0 else 1,
                 dilation=(first_dilation, dilation), group_size=group_size, se_ratio=se_ratio,
-                drop_path_rate=drop_path_rates[i]))
+                drop_path_rate=drop_path_rates[i], **block_args))
             first_dilation = dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,11 +287,14 @@ class RegNet(nn.Module):
 
     def __init__(self, w0: int, wa: float, wm: float, depth: int, group_size: int, se_ratio: float = 0.0,
                  num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg', output_stride: int = 32,
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, zero_init_last: bool = True) -> None:
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, zero_init_last: bool = True,
+                 bottle_ratio: float = 1.0, group_min_ratio: float = 0.0, downsample: Optional[str] = 'conv1x1',
+                 linear_out: bool = False, preact: bool = False, num_features: int = 0, act_layer: ActLayer = 'relu',
+                 norm_group_size: Optional[int] = None) -> None:
         super().__init__()
         _check_args(num_classes=num_classes, in_chans=in_chans, output_stride=output_stride, drop_rate=drop_rate,
-                    drop_path_rate=drop_path_rate, se_ratio=se_ratio)
-        stages = regnet_stages(w0, wa, wm, depth, group_size)
+                    drop_path_rate=drop_path_rate, se_ratio=se_ratio, downsample=downsample)
+        stages = regnet_stages(w0, wa, wm, depth, group_size, bottle_ratio, group_min_ratio)
         if len(stages) != 4:
             raise ValueError(f'RegNet parameters w0={w0}, wa={wa}, wm={wm}, depth={depth} give {len(stages)} stages '
                              f'({[s[0] for s in stages]}); a RegNet needs exactly 4')
@@ -179,7 +302,13 @@ class RegNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
 
-        self.stem = ConvNormAct(in_chans, _STEM_WIDTH, 3, stride=2)
+        block_args = dict(preact=preact, bottle_ratio=bottle_ratio, downsample=downsample, linear_out=linear_out,
+                          act_layer=act_layer, norm_group_size=norm_group_size)
+        if preact:  # the first block's norm follows
+            self.stem: nn.Module = create_conv2d(in_chans, _STEM_WIDTH, 3, stride=2)
+        else:
+            self.stem = conv_norm_act(in_chans, _STEM_WIDTH, 3, stride=2, act_layer=act_layer,
+                                      norm_group_size=norm_group_size)
         self.feature_info = [dict(num_chs=_STEM_WIDTH, reduction=2, module='stem')]
         rates = drop_path_rates(drop_path_rate, [d for _, d, _ in stages])
         in_chs, net_stride, dilation = _STEM_WIDTH, 2, 1
@@ -190,12 +319,20 @@ class RegNet(nn.Module):
             else:
                 stride, net_stride = 2, net_stride * 2
             self.add_module(f's{i + 1}', RegStage(stage_depth, in_chs, width, stride, dilation, groups, se_ratio,
-                                                  rates[i]))
+                                                  rates[i], **block_args))
             self.feature_info.append(dict(num_chs=width, reduction=net_stride, module=f's{i + 1}'))
             in_chs = width
 
-        # Kept (as an identity) so the module layout and the sequential step list match the reference.
-        self.final_conv = nn.Identity()
+        # a 1x1 widening convolution (RegNet-Z), the activation that linear-output and pre-activated blocks leave to
+        # the end, or an identity kept so the module layout and the sequential step list match the reference
+        if num_features:
+            self.final_conv: nn.Module = conv_norm_act(in_chs, num_features, 1, act_layer=act_layer,
+                                                       norm_group_size=norm_group_size)
+            in_chs = num_features
+        elif linear_out or preact:
+            self.final_conv = create_act_layer(act_layer)
+        else:
+            self.final_conv = nn.Identity()
         self.num_features = in_chs
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.head_hidden_size = in_chs * self.head.global_pool.feat_mult()
@@ -352,6 +489,9 @@ def _check_args(**kwargs) -> None:
         elif name in ('drop_rate', 'drop_path_rate'):
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 raise ValueError(f'{name} must be a float in [0, 1), got {value!r}')
+        elif name == 'downsample':
+            if value not in (None, '', 'conv1x1', 'avg'):
+                raise ValueError(f"downsample={value!r} is invalid; valid: 'conv1x1', 'avg' or None (no shortcut)")
         elif name == 'se_ratio':
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f'se_ratio must be a float in [0, 1], got {value!r}')
