@@ -586,6 +586,16 @@ def block_options(mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_norm: bool =
                 scale_mlp_norm=scale_mlp_norm)
 
 
+def _check_img_size(img_size: Any, patch: Tuple[int, int], padded: bool) -> Tuple[int, int]:
+    size = to_2tuple(img_size)
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
+    if not padded and (size[0] % patch[0] or size[1] % patch[1]):
+        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are '
+                         f'multiples of {max(patch)} (>= {max(patch)}), or build with dynamic_img_pad=True')
+    return size
+
+
 class VisionTransformer(nn.Module):
     """A plain ViT: patch embedding, prefix tokens (class, distillation, registers), learned position embedding,
     ``depth`` identical blocks, a final norm and a linear head.
@@ -644,6 +654,7 @@ class VisionTransformer(nn.Module):
         patch = to_2tuple(patch_size)
         if len(patch) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in patch):
             raise ValueError(f'patch_size must be a positive int or a pair of them, got {patch_size!r}')
+        _check_img_size(img_size, patch, dynamic_img_pad)
         natural_stride = max(patch)
         if output_stride is not None and output_stride != natural_stride:
             raise ValueError(f'output_stride={output_stride!r} is not supported: a plain ViT has one stride, its '
@@ -798,13 +809,7 @@ class VisionTransformer(nn.Module):
         >>> m.set_input_size((48, 32)); m.pos_embed.shape
         torch.Size([1, 25, 32])
         """
-        size = to_2tuple(img_size)
-        patch = self.patch_embed.patch_size
-        if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-            raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
-        if not self.patch_embed.dynamic_img_pad and (size[0] % patch[0] or size[1] % patch[1]):
-            raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are '
-                             f'multiples of {max(patch)} (>= {max(patch)}), or build with dynamic_img_pad=True')
+        size = _check_img_size(img_size, self.patch_embed.patch_size, self.patch_embed.dynamic_img_pad)
         old_grid = self.patch_embed.grid_size
         self.patch_embed.set_input_size(size)
         if self.patch_embed.grid_size != old_grid:
