@@ -1,9 +1,10 @@
 """EVA-style ViTs (EVA, EVA02, EVA-CLIP, Perception Encoder, RoPE-ViT, SBB, DINOv3, LingBot, Sapiens2) against timm.
 
-The default suite checks one architecture per distinct configuration (the family's rows minus the keys that only
-scale them) at depth 2 on the smallest input >= 64 px, with widths above 1024 shrunk to four heads; RoPE at other
-input sizes, the intermediates API, checkpoint conversion and the shared layers (gated MLPs, RoPE tables) against
-timm. The slow suite runs every architecture at full depth (depth 3 above 1.5 GB of float32 weights).
+Keys, shapes and numerics of every architecture (one per configuration by default, all with ``-m slow``) are
+tests/test_parity_timm.py's; this file checks what is particular to the family against timm: RoPE and position
+tables at other input sizes (timm with ``dynamic_img_size=True``), the intermediates API and pruning, pools,
+set_input_size, checkpoint conversion from the original layouts, and the shared layers it brought (gated MLPs, RoPE
+tables). Models are depth-reduced (widths above 1024 shrunk to four heads of the same size).
 """
 from __future__ import annotations
 
@@ -16,29 +17,14 @@ from torch import nn
 import featzoo
 from featzoo import registry
 from featzoo.models import eva
-from helpers import assert_equal, build_timm_reference, check_feature_shapes, randomize_state, save_state, timm_parity
+from helpers import (assert_equal, build_timm_reference, check_feature_shapes, configurations, randomize_state,
+                     save_state)
 
 timm = pytest.importorskip('timm')
 
 FAMILY = 'eva'
 NAMES = featzoo.list_models(module=FAMILY)
 SPEC = eva.SPEC
-BIG_PARAMS = 1.5e9 / 4  # float32 weights above 1.5 GB
-
-
-def _configurations() -> List[str]:
-    """The smallest architecture of each distinct configuration."""
-    groups: Dict[Any, List[str]] = {}
-    for name in NAMES:
-        groups.setdefault(SPEC.configuration(name), []).append(name)
-    return sorted(min(names, key=lambda n: registry.get_arch_entry(n)['num_params']) for names in groups.values())
-
-
-REPRESENTATIVES = _configurations()
-
-
-def _side(name: str) -> int:
-    return SPEC.smallest_input_side(name)
 
 
 def _shallow(name: str, depth: int = 2) -> Dict[str, Any]:
@@ -112,30 +98,7 @@ def test_head_is_projection_marks_the_image_text_towers():
     assert not eva.head_is_projection('eva02_large_patch14_448')
 
 
-@pytest.mark.parametrize('name', REPRESENTATIVES)
-def test_keys_and_shapes_at_full_size(name):
-    with torch.device('meta'):
-        ref = timm.create_model(name)
-        model = featzoo.create_model(name)
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
-    assert list(ours.items()) == list(theirs.items())
-    assert model.feature_info == [dict(num_chs=d['num_chs'], reduction=d['reduction'], module=d['module'])
-                                  for d in ref.feature_info]
-
-
 # ---- numeric parity ----------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize('name', REPRESENTATIVES)
-def test_timm_parity_per_configuration(name):
-    # both built for the small input: the learned table (where there is one) is not resampled
-    side = _side(name)
-    kwargs = dict(_shallow(name), img_size=side)
-    ref, model = _pair(name, kwargs, kwargs)
-    x = _input((1, 3, side, side))
-    _check_model(name, ref, model, x)
-    _check_features(name, ref, x, **kwargs)
-
 
 # one of each position scheme: axial RoPE rescaled to a reference grid (EVA02; PE with offset and 'xy'), axial on
 # raw indices with a learned table (RoPE-ViT ape), mixed, DINOv3's centred RoPE, registers without a class token
@@ -143,7 +106,11 @@ OTHER_SIZE_KINDS = ['eva02_tiny_patch14_224', 'vit_pe_core_tiny_patch16_384', 'v
                     'vit_small_patch16_rope_mixed_224', 'vit_small_patch16_dinov3', 'vit_medium_patch16_rope_reg1_gap_256']
 
 
-@pytest.mark.parametrize('name', OTHER_SIZE_KINDS)
+# with -m slow: the other configurations too (their smallest architecture each)
+OTHER_SIZE_ALL = [pytest.param(n, marks=pytest.mark.slow) for n in configurations(NAMES) if n not in OTHER_SIZE_KINDS]
+
+
+@pytest.mark.parametrize('name', OTHER_SIZE_KINDS + OTHER_SIZE_ALL)
 def test_rope_and_position_table_at_another_input_size(name):
     # timm recomputes RoPE (and resamples its table) per input with dynamic_img_size=True; featzoo always does
     kwargs = _shallow(name)
@@ -392,26 +359,3 @@ def test_rope_tables_equal_timm(shape):
     ours = MixedRope(32, 2, 2, 10.0, 'xy')
     ours.load_state_dict(ref.state_dict())
     assert torch.equal(ours(*shape), ref.get_embed(shape))
-
-
-# ---- slow: every architecture ------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-@pytest.mark.parametrize('name', NAMES)
-def test_timm_parity_every_architecture(name):
-    big = registry.get_arch_entry(name)['num_params'] > BIG_PARAMS
-    kwargs: Dict[str, Any] = {}
-    if big:  # checked at full width on a few blocks; keys and shapes at full size below
-        kwargs = dict(depth=3)
-        if SPEC.row(name).get('num_kv_heads') is not None:
-            heads = SPEC.row(name)['num_heads']
-            kwargs['num_kv_heads'] = (heads, heads // 2, heads)
-    side = _side(name)
-    timm_parity(name, input_size=(1, 3, side, side), timm_kwargs=dict(kwargs, dynamic_img_size=True),
-                featzoo_kwargs=kwargs)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('name', NAMES)
-def test_keys_and_shapes_every_architecture(name):
-    test_keys_and_shapes_at_full_size(name)

@@ -915,7 +915,10 @@ SPEC = FamilySpec(
     output_strides=lambda name, row: (patch_size(name, row),),
     default_out_indices=3,  # timm's default feature levels for these ViTs: the last three blocks
     input_multiple=patch_size, min_input_size=patch_size, img_size_arg='img_size',
-    size_args=('patch_size', 'ref_feat_shape', 'num_kv_heads', 'attn_pool_num_heads', 'attn_pool_mlp_ratio'),
+    # only widths and tables: swiglu_align_to rounds the SwiGLU width (every row with SwiGLU and no alignment differs
+    # from the aligned ones in other keys too, so the packed and split MLPs stay apart)
+    size_args=('patch_size', 'ref_feat_shape', 'num_kv_heads', 'attn_pool_num_heads', 'attn_pool_mlp_ratio',
+               'swiglu_align_to'),
     export=('torch.export', 'onnx', 'compile'),
     checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid,
     head_is_projection=head_is_projection)
