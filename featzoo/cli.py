@@ -562,8 +562,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         rank = os.environ.get('RANK') if int(os.environ.get('WORLD_SIZE', '1')) > 1 else None
         where = f' [rank {rank}]' if rank is not None else ''
-        if callable(getattr(exc, 'for_cli', None)):
-            message = ' '.join(exc.for_cli().split())  # the same error, in the flags the user typed
+        if isinstance(getattr(exc, 'cli_text', None), str):
+            message = ' '.join(exc.cli_text.split())  # the same error, in the flags the user typed
         elif isinstance(exc, _USER_ERRORS):
             message = _one_line(exc)
         else:  # not a mistake of the user's: say what broke and where to look

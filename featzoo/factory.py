@@ -346,10 +346,22 @@ def _pretrained_reason(exc: BaseException) -> str:
     return (text[:cut] if cut > 0 else text).rstrip('. ')
 
 
-def _weights_help(name: str) -> str:
-    return (f'give a weights file with --checkpoint FILE (checkpoint= in Python), make the Hub reachable or point '
-            f'HF_HUB_CACHE at a Hugging Face cache holding {name!r}, or pass --no-pretrained (pretrained=False) '
-            f'to extract with random weights')
+def _weights_help(name: str, cli: bool) -> str:
+    """What supplies weights, in the arguments of featzoo's commands (``cli``) or of the Python functions."""
+    cfg = registry.get_pretrained_cfg(name) if not parse_model_name(name)[0] else None
+    repo = (cfg or {}).get('hf_hub_id')
+    cache = (f'download them where the Hub is reachable (`hf download {repo}`) and copy that Hugging Face cache '
+             f'here or point HF_HUB_CACHE at it' if repo else 'make the Hub reachable')
+    if cli:
+        return f'give a weights file with --checkpoint FILE, {cache}, or pass --no-pretrained to run with random weights'
+    return (f"pass checkpoint='weights.safetensors', {cache}, or pass pretrained=False to run with random weights")
+
+
+def _unavailable(text: str, name: str) -> WeightsUnavailableError:
+    # Python callers get Python arguments; the featzoo command prints cli_text, worded in its flags.
+    exc = WeightsUnavailableError(text + _weights_help(name, cli=False))
+    exc.cli_text = text + _weights_help(name, cli=True)  # type: ignore[attr-defined]
+    return exc
 
 
 def build_with_weights(name: str, checkpoint: Optional[Union[str, os.PathLike]] = None, pretrained: bool = True, seed: int = 0,
@@ -375,13 +387,11 @@ def build_with_weights(name: str, checkpoint: Optional[Union[str, os.PathLike]] 
         return model, {'source': 'random', 'seed': seed}
     source, rest = parse_model_name(name)
     if not source and not registry.get_arch_entry(rest).get('pretrained'):
-        raise WeightsUnavailableError(f'{name!r} has no published pretrained weights; to run it, '
-                                      + _weights_help(name))
+        raise _unavailable(f'{name!r} has no published pretrained weights; to run it, ', name)
     try:
         model = create_model(name, pretrained=True, **kwargs)
     except hub.PretrainedUnavailableError as exc:
-        raise WeightsUnavailableError(f'no weights for {name!r}: {_pretrained_reason(exc)}. To run anyway, '
-                                      + _weights_help(name)) from exc
+        raise _unavailable(f'no weights for {name!r}: {_pretrained_reason(exc)}. To run anyway, ', name) from exc
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     tag = cfg.get('tag')
     label = f"{cfg.get('architecture', rest)}.{tag}" if tag and not source else name

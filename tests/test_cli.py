@@ -201,6 +201,9 @@ def test_missing_weights_exit_1_before_any_work(images, tmp_path, monkeypatch, c
     assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr
     assert lines[0].startswith('featzoo extract: error: no weights for')
     assert '--checkpoint FILE' in lines[0] and '--no-pretrained' in lines[0]
+    # the repository and the command that fetches it, not the bare model name; no Python spelling on the command line
+    assert '`hf download timm/resnet10t.c3_in1k`' in lines[0] and 'pretrained=False' not in lines[0]
+    assert "holding 'resnet10t'" not in lines[0] and 'checkpoint=' not in lines[0]
     assert not os.path.exists(out)
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setenv('HF_HUB_CACHE', env_cache)
@@ -502,3 +505,25 @@ def test_quickstart_and_shipped_config_outputs_cannot_collide():
         with open(config, 'rb') as fh:
             outputs.append(tomllib.load(fh)['output'])
     assert len(outputs) == len(set(outputs))
+
+
+def test_messages_name_the_problem_and_the_fix_in_the_users_interface(images, tmp_path, capsys):
+    """A text file as --checkpoint is "not a weights file", not "(corrupt or truncated?): 101"; fp16 autocast on
+    CPU answers with --autocast bf16 on the command line and autocast='bf16' in Python."""
+    root, _, _ = images
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('remember the milk\n')
+    out = str(tmp_path / 'out')
+    code, _, err = run_main(['extract', MODEL, root, '-o', out, '--checkpoint', str(notes)], capsys)
+    assert code == 1
+    assert (f"'{notes}' is not a weights file: it is neither safetensors nor a checkpoint written by torch.save "
+            f"(it starts with b'remember the mil'); give a .safetensors file") in err, err
+    code, _, err = run_main(['extract', MODEL, root, '-o', out, *SMALL, '--device', 'cpu', '--autocast', 'fp16'],
+                            capsys)
+    assert code == 1
+    assert '--autocast fp16 runs on CUDA only and the device is cpu; on CPU use --autocast bf16' in err, err
+    assert "autocast='" not in err
+    with pytest.raises(ValueError, match=r"autocast='fp16' runs on CUDA only and device='cpu'; on CPU pass "
+                                         r"autocast='bf16'") as caught:
+        featzoo.extract_embeddings(MODEL, root, out, pretrained=False, device='cpu', autocast='fp16')
+    assert '--' not in str(caught.value)

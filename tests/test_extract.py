@@ -370,8 +370,11 @@ def test_missing_weights_stop_before_any_work(dataset, tmp_path, monkeypatch):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'empty-cache'))
     out = str(tmp_path / 'out')
-    with pytest.raises(WeightsUnavailableError, match=r"resnet10t.*--checkpoint FILE.*--no-pretrained"):
+    with pytest.raises(WeightsUnavailableError, match=r"resnet10t.*pass checkpoint='weights.safetensors', download "
+                                                      r"them .*`hf download timm/resnet10t.c3_in1k`.*HF_HUB_CACHE.*"
+                                                      r"pass pretrained=False") as caught:
         featzoo.extract_embeddings(MODEL, root, out, input_size=SIZE, workers=0, quiet=True)
+    assert '--' not in str(caught.value)  # Python callers get Python arguments, not command-line flags
     assert not os.path.exists(out)
 
 
@@ -381,7 +384,7 @@ def test_model_without_published_weights_needs_a_source(dataset, tmp_path):
     if not unpublished:
         pytest.skip('every registered model has published weights')
     out = str(tmp_path / 'out')
-    with pytest.raises(WeightsUnavailableError, match='no published pretrained weights.*--checkpoint FILE'):
+    with pytest.raises(WeightsUnavailableError, match="no published pretrained weights.*checkpoint='weights"):
         featzoo.extract_embeddings(unpublished[0], root, out, input_size=SIZE, workers=0, quiet=True)
     assert not os.path.exists(out)
 
@@ -885,3 +888,11 @@ def test_an_update_killed_by_sigkill_resumes(tmp_path):
     for path, row in zip(paths, emb):
         if path in before:
             assert torch.equal(row, before[path]), path
+
+
+def test_an_empty_file_is_skipped_as_empty(tmp_path):
+    """A 0-byte file (a failed copy or download) is skipped with a reason that says it is empty."""
+    path = tmp_path / 'empty.jpg'
+    path.write_bytes(b'')
+    with pytest.raises(ValueError, match=r"empty.jpg' is an empty file \(0 bytes\), not an image"):
+        decode_image(str(path))

@@ -76,6 +76,9 @@ def decode_image(path: str, mode: str = 'RGB', draft_size: Optional[int] = None,
     ...
     featzoo.extract.dataset.ImageTooLargeError: 800 x 600 = 480000 pixels, over the limit of 1000 ...
     """
+    if isinstance(path, str) and os.path.isfile(path) and os.path.getsize(path) == 0:
+        # Pillow would only say it cannot identify the file; an empty one is a failed copy or download
+        raise ValueError(f'{path!r} is an empty file (0 bytes), not an image')
     try:
         img = _open_unchecked(path)
     except Exception:  # noqa: BLE001 - not an image, unreadable, missing: the loader words the reason

@@ -127,8 +127,22 @@ def _autocast_mode(value: Optional[str], device: str) -> Optional[str]:
     mode = aliases.get(value, value) if isinstance(value, str) else value
     check_choice('autocast', mode, AUTOCAST_MODES)
     if mode == 'fp16' and not device.startswith('cuda'):
-        raise ValueError("autocast='fp16' runs on CUDA only; on CPU use autocast='bf16'")
+        raise _two_ways(ValueError(f"autocast='fp16' runs on CUDA only and device={device!r}; on CPU pass "
+                                   f"autocast='bf16' (or device='cuda' where a GPU is)"),
+                        f'--autocast fp16 runs on CUDA only and the device is {device}; on CPU use --autocast bf16 '
+                        f'(or --device cuda where a GPU is)')
     return mode
+
+
+def _two_ways(exc: Exception, cli_text: str) -> Exception:
+    """``exc`` (worded in Python arguments) with the same message in command-line flags, which the ``featzoo``
+    command prints instead (see :func:`featzoo.cli.main`).
+
+    >>> _two_ways(ValueError('pass dtype=...'), 'use --dtype ...').cli_text
+    'use --dtype ...'
+    """
+    exc.cli_text = cli_text  # type: ignore[attr-defined]
+    return exc
 
 
 # -------------------------------------------------------------------------------------------------- the model
@@ -227,6 +241,11 @@ class JobMismatchError(ValueError):
     def __init__(self, out: str, differences: List[Tuple[str, Any, Any]]) -> None:
         self.out, self.differences = out, differences
         super().__init__(self._message(cli=False))
+
+    @property
+    def cli_text(self) -> str:
+        """The message in ``featzoo extract`` flags, which the command prints instead."""
+        return self.for_cli()
 
     def for_cli(self) -> str:
         """The same message in ``featzoo extract`` flags.

@@ -82,7 +82,22 @@ def _read_pickle(path: str) -> Any:
             raise RuntimeError(f'cannot read checkpoint {path!r}: it is neither a safetensors file nor a checkpoint '
                                f'written by torch.save (corrupt, truncated, or a plain pickle); featzoo never '
                                f'unpickles with weights_only=False. ({_unpickler_reason(text)})') from exc
-        raise RuntimeError(f'cannot read checkpoint {path!r} (corrupt or truncated?): {exc}') from exc
+        head = _first_bytes(path)
+        if head and not head.startswith((b'PK\x03\x04', b'\x80')):
+            # neither torch.save's zip archive nor a legacy pickle: a text file, an image, an HTML error page...
+            raise RuntimeError(f'{path!r} is not a weights file: it is neither safetensors nor a checkpoint written '
+                               f'by torch.save (it starts with {head[:16]!r}); give a .safetensors file, or a '
+                               f'.pth/.pt/.bin file written by torch.save') from exc
+        raise RuntimeError(f'cannot read checkpoint {path!r} (corrupt or truncated?): {type(exc).__name__}: {exc}') \
+            from exc
+
+
+def _first_bytes(path: str, count: int = 16) -> bytes:
+    try:
+        with open(path, 'rb') as fh:
+            return fh.read(count)
+    except OSError:
+        return b''
 
 
 def unwrap_checkpoint(obj: Any, path: str = '<checkpoint>') -> Dict[str, torch.Tensor]:
