@@ -25,7 +25,11 @@ def _depth(name: str) -> int:
 
 def _shallow(name: str) -> dict:
     """The row with one or two blocks (one MobileOne unit) per stage: the same code on a smaller model."""
-    return dict(depths=(_depth(name),) * len(SPEC.row(name)['depths']))
+    row = SPEC.row(name)
+    shallow = dict(depths=(_depth(name),) * len(row['depths']))
+    if name in HALF_WIDTH:
+        shallow['channels'] = tuple(c // 2 for c in row['channels'])
+    return shallow
 
 
 # one variant per configuration: block types, stems, attention, norms, shortcuts, grouping
@@ -33,7 +37,9 @@ CONFIGURATIONS = ('test_byobnet', 'gernet_s', 'repvgg_a0', 'repvgg_b1g4', 'repvg
                   'mobileone_s0', 'mobileone_s4', 'resnet51q', 'resnet61q', 'resnext26ts', 'gcresnext26ts',
                   'seresnext26ts', 'eca_resnext26ts', 'resnet32ts', 'resnet33ts', 'gcresnet33ts', 'seresnet33ts',
                   'eca_resnet33ts', 'gcresnet50t', 'gcresnext50ts', 'regnetz_b16', 'regnetz_d8', 'regnetz_b16_evos',
-                  'regnetz_d8_evos', 'resnet50_clip', 'resnet50_clip_gap', 'resnet50_mlp')
+                  'regnetz_d8_evos', 'resnet50_clip', 'resnet50_clip_gap', 'resnet50_mlp', 'bat_resnext26ts')
+# run at half width as well: bilinear attention needs 256-pixel inputs
+HALF_WIDTH = ('bat_resnext26ts',)
 # built at full depth: a MobileOne stage's squeeze-excite depends on its depth
 FULL_DEPTH = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4')
 NOT_DILATED_BY_TIMM = ('mobileone_s0', 'mobileone_s1', 'mobileone_s4')
@@ -50,7 +56,8 @@ def _timm_kwargs(name: str) -> dict:
     from dataclasses import replace
     from timm.models.byobnet import model_cfgs
     cfg = model_cfgs[name]
-    blocks = tuple(replace(stage[0] if isinstance(stage, tuple) else stage, d=_depth(name)) for stage in cfg.blocks)
+    half = 2 if name in HALF_WIDTH else 1
+    blocks = tuple(replace(stage, d=_depth(name), c=stage.c // half) for stage in cfg.blocks)  # one cfg per stage
     return dict(blocks=blocks)
 
 
@@ -75,7 +82,9 @@ def test_parity_per_configuration(name, output_stride):
         # featzoo sizes the attention head's position table for the natural grid at every output stride (the
         # weights load unchanged); timm sizes it for the dilated grid, unless its img_size keeps that grid 7x7
         timm_kwargs['img_size'] = 7 * output_stride
-    model = timm_parity(name, input_size=(1, 3, 64, 64), output_stride=None if output_stride == 32 else output_stride,
+    side = SPEC.smallest_input_side(name)
+    model = timm_parity(name, input_size=(1, 3, side, side),
+                        output_stride=None if output_stride == 32 else output_stride,
                         timm_kwargs=timm_kwargs, featzoo_kwargs=fz)
     assert model.feature_info[-1]['reduction'] == output_stride
 

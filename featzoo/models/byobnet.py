@@ -26,6 +26,7 @@ from ..layers.attention_pool2d import AttentionPool2d
 from ..layers.global_context import GlobalContext
 from ..layers.helpers import make_divisible, to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.non_local_attn import BatNonLocalAttn
 from ..layers.norm_act import EvoNorm2dS0a
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.padding import create_conv2d
@@ -43,7 +44,8 @@ BLOCK_TYPES = ('basic', 'bottle', 'dark', 'edge', 'rep', 'one')
 STEM_TYPES = ('3x3', 'tiered', 'deep', 'quad', 'quad2', 'rep', 'one')
 STEM_POOLS = ('', 'maxpool', 'avg2')
 DOWNSAMPLE_TYPES = ('', 'avg', 'conv1x1')
-ATTN_TYPES = {'se': SEModule, 'eca': EcaModule, 'gca': partial(GlobalContext, fuse_add=True, fuse_scale=False)}
+ATTN_TYPES = {'se': SEModule, 'eca': EcaModule, 'gca': partial(GlobalContext, fuse_add=True, fuse_scale=False),
+              'bat': BatNonLocalAttn}
 NORM_TYPES = ('batch', 'evos16')
 HEAD_TYPES = ('classifier', 'attn_abs', 'mlp')
 
@@ -727,6 +729,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'gcresnext26ts': dict(_RESNEXT26TS, attn_layer='gca'),
     'seresnext26ts': dict(_RESNEXT26TS, attn_layer='se'),
     'eca_resnext26ts': dict(_RESNEXT26TS, attn_layer='eca'),
+    'bat_resnext26ts': dict(_RESNEXT26TS, attn_layer='bat', attn_kwargs=dict(block_size=8)),
     'resnet32ts': dict(_RESNET33TS, num_features=0),
     'resnet33ts': dict(_RESNET33TS),
     'gcresnet33ts': dict(_RESNET33TS, attn_layer='gca'),
@@ -758,8 +761,16 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
                          downsample='avg', attn_layer='se', attn_kwargs=dict(rd_ratio=0.25)),
 }
 
+def _input_multiple(name: str, row: Dict[str, Any]) -> int:
+    """Bilinear attention needs every stage's map to be a multiple of its block size (the last stage at 1/32)."""
+    if row.get('attn_layer') == 'bat':
+        return 32 * row['attn_kwargs']['block_size']
+    return 1
+
+
 SPEC = FamilySpec(
     name='byobnet', model=ByobNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
     export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), size_args=('bottle_ratio', 'head_hidden_size'),
-    img_size_arg=lambda name, row: 'img_size' if row.get('head_type') == 'attn_abs' else None)
+    img_size_arg=lambda name, row: 'img_size' if row.get('head_type') == 'attn_abs' else None,
+    input_multiple=_input_multiple, min_input_size=_input_multiple)
