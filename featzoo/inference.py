@@ -562,8 +562,10 @@ def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, de
     Batch-norm folding, channels_last and inference mode always apply. On the CPU:
     - convolutions without groups run on weights packed once for oneDNN (float32 and bfloat16; faster with AVX2 and
       AVX-512, and 2.5x faster than ``F.conv2d`` in bfloat16 for a 3x3 256-channel layer on AMX);
-    - linear layers run as oneDNN matrix multiplies with their activation fused only with AVX-512: on AVX2-only
-      CPUs the default BLAS path was faster (issue 22: ConvNeXt and ViT ran 0.89x and 0.75x of eager with them);
+    - linear layers run as oneDNN matrix multiplies with their activation fused only with AVX-512. The one real
+      AVX2-only measurement (an AMD EPYC, issue 22) had ConvNeXt and ViT at 0.89x and 0.75x of eager with them;
+      an AVX2 emulation on an AVX-512 Intel CPU (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2) favoured them
+      (convnext_tiny 1.31x vs 1.03x of eager without), so this stays conservative until a real AVX2 machine says;
     - ``torch.bfloat16`` is used only where the CPU multiplies it natively (AVX512_BF16 or AMX); elsewhere oneDNN
       emulates it, several times slower than float32 (4.7x for extraction on an AVX2 machine), so the plan keeps
       float32 and says why in ``note``.
