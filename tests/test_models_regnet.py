@@ -143,3 +143,13 @@ def test_every_architecture_matches_timm(name):
 def test_bad_downsample_is_named():
     with pytest.raises(ValueError, match='downsample'):
         featzoo.create_model('regnetz_005', downsample='max')
+
+
+@pytest.mark.parametrize('name', ['regnetv_040', 'regnetz_005'])
+def test_reset_classifier_of_new_layouts(name):
+    # pre-activated models have a bare convolution as their stem; RegNet-Z widens before the head
+    model = featzoo.create_model(name, num_classes=3)
+    model.reset_classifier(0, '')
+    assert model(torch.ones(1, 3, 64, 64)).shape[1:] == (model.num_features, 2, 2)
+    model.reset_classifier(5, 'avg')
+    assert model(torch.ones(1, 3, 64, 64)).shape == (1, 5)

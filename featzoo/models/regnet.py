@@ -392,7 +392,7 @@ class RegNet(nn.Module):
         torch.Size([1, 368, 2, 2])
         """
         _check_args(num_classes=num_classes)
-        ref = self.stem.conv.weight
+        ref = next(self.parameters())  # the stem is a bare convolution in pre-activated models
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
         self.head.to(device=ref.device, dtype=ref.dtype)
