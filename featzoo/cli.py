@@ -190,13 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--quiet', action='store_true', help='no progress bar and no summary line')
     _common(p)
 
-    p = sub.add_parser('visualize', help='draw the feature maps of one image to a PNG', **quiet_default,
-                       description='One PNG with the input and a labelled panel per feature level: the 16 channels '
+    p = sub.add_parser('visualize', help='draw the feature maps of one image to a PNG, JPEG or WebP',
+                       **quiet_default,
+                       description='One picture with the input and a labelled panel per feature level: the 16 channels '
                                    'with the highest mean activation (each to its own range), or with --mode pca '
                                    'the first three principal components as RGB.')
     p.add_argument('model', nargs='?', metavar='MODEL', help='registered model name')
     p.add_argument('image', nargs='?', metavar='IMAGE', help='image file')
-    p.add_argument('-o', '--output', metavar='OUT.png', help='PNG file to write')
+    p.add_argument('-o', '--output', metavar='OUT.png',
+                   help='picture to write, in the format its extension names: .png, .jpg/.jpeg or .webp')
     p.add_argument('--out-indices', type=_index_list, metavar='1,2,-1', help='levels to draw (default: all)')
     _weights_options(p)
     p.add_argument('--mode', choices=('top', 'pca'), help='top: 16 strongest channels (default); pca: 3 components')

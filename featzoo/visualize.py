@@ -1,4 +1,5 @@
-"""Drawing what a backbone sees: one PNG with the input and a labelled panel per feature level (Pillow only).
+"""Drawing what a backbone sees: one picture (PNG, JPEG or WebP) with the input and a labelled panel per feature
+level (Pillow only).
 
 Two views of a level: 'top' tiles the 16 channels with the highest mean activation, each stretched to its own
 range; 'pca' maps the first three principal components of the channel vectors at each position to RGB.
@@ -17,10 +18,16 @@ from PIL import Image, ImageDraw, ImageFont
 from PIL.PngImagePlugin import PngInfo
 from torch import nn
 
-__all__ = ['MODES', 'PANEL_SIZE', 'Panel', 'Visualization', 'render_panels', 'top_channels_map', 'pca_map',
-           'visualize']
+__all__ = ['MODES', 'PANEL_SIZE', 'FORMATS', 'Panel', 'Visualization', 'render_panels', 'top_channels_map',
+           'pca_map', 'visualize', 'image_format']
 
 MODES = ('top', 'pca')
+# The file types visualize writes, by extension (any case): the picture is encoded as its name says.
+FORMATS = {'.png': 'PNG', '.jpg': 'JPEG', '.jpeg': 'JPEG', '.webp': 'WEBP'}
+# Fonts tried for the labels before Pillow's own, which covers little beyond ASCII: file names are any language.
+_FONT_CANDIDATES = ('DejaVuSans.ttf', '/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf', 'NotoSans-Regular.ttf',
+                    '/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf', 'Arial Unicode.ttf', 'arialuni.ttf',
+                    'Arial.ttf', 'arial.ttf', '/System/Library/Fonts/Supplemental/Arial Unicode.ttf')
 PANEL_SIZE = 256
 TOP_K = 16
 _MARGIN = 12
@@ -57,20 +64,48 @@ class Visualization:
     image: Image.Image
     panels: List[Panel] = field(default_factory=list)
     mode: str = 'top'
+    title: str = ''
 
     def metadata(self) -> Dict[str, Any]:
-        """What the PNG's ``featzoo`` text chunk holds: the mode and every panel's facts and box."""
-        return {'mode': self.mode, 'panels': [vars(p) for p in self.panels]}
+        """What the file's ``featzoo`` metadata holds: the mode, the title as drawn and every panel's facts and box."""
+        return {'mode': self.mode, 'title': self.title, 'panels': [vars(p) for p in self.panels]}
 
     def save(self, path: Union[str, os.PathLike]) -> str:
-        """Write a PNG with the panel facts in a ``featzoo`` text chunk; returns the path."""
+        """Write the picture in the format its extension names (.png, .jpg/.jpeg, .webp) with the panel facts as
+        metadata (a PNG ``featzoo`` text chunk, a JPEG comment, WebP XMP); returns the path.
+
+        >>> render_panels(Image.new('RGB', (8, 8)), [], []).save('maps.gif')  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot write 'maps.gif': ...
+        """
         path = os.fspath(path)
+        kind = image_format(path)
         parent = os.path.dirname(os.path.abspath(path))
         os.makedirs(parent, exist_ok=True)
-        info = PngInfo()
-        info.add_text('featzoo', json.dumps(self.metadata()))
-        self.image.save(path, format='PNG', pnginfo=info)
+        facts = json.dumps(self.metadata())
+        if kind == 'PNG':
+            info = PngInfo()
+            info.add_text('featzoo', facts)
+            self.image.save(path, format='PNG', pnginfo=info)
+        elif kind == 'JPEG':
+            self.image.save(path, format='JPEG', quality=95, comment=facts.encode())
+        else:
+            self.image.save(path, format='WEBP', quality=95, xmp=facts.encode())
         return path
+
+
+def image_format(path: Union[str, os.PathLike]) -> str:
+    """The Pillow format that a picture named ``path`` is written in; any other extension is a ValueError.
+
+    >>> image_format('maps.JPG'), image_format('out/maps.webp')
+    ('JPEG', 'WEBP')
+    """
+    extension = os.path.splitext(os.fspath(path))[1].lower()
+    if extension not in FORMATS:
+        raise ValueError(f'cannot write {os.fspath(path)!r}: {extension or "no extension"} is not a picture format '
+                         f'featzoo writes; name the output .png, .jpg, .jpeg or .webp')
+    return FORMATS[extension]
 
 
 def _colorize(values: np.ndarray) -> np.ndarray:
@@ -148,10 +183,39 @@ def pca_map(feature: torch.Tensor, size: int = PANEL_SIZE) -> Image.Image:
 
 
 def _font() -> ImageFont.ImageFont:
+    for name in _FONT_CANDIDATES:
+        try:
+            return ImageFont.truetype(name, 12)
+        except (OSError, ImportError):
+            continue
     try:
         return ImageFont.load_default(size=12)
     except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
         return ImageFont.load_default()
+
+
+def covered(font: ImageFont.ImageFont, char: str) -> bool:
+    """Whether ``font`` has a glyph for ``char``: a missing one draws the same box as a private-use code point.
+
+    >>> covered(_font(), 'a')
+    True
+    """
+    if ' ' <= char <= '~':
+        return True
+    try:
+        return bytes(font.getmask(char)) != bytes(font.getmask('\ue000'))
+    except (UnicodeEncodeError, ValueError):  # a bitmap font takes Latin-1 at most
+        return False
+
+
+def legible(text: str, font: ImageFont.ImageFont) -> str:
+    """``text`` with every character the font cannot draw written as its code point (``<U+732B>``), so that a
+    name in any script reads as something rather than as empty boxes.
+
+    >>> legible('cat.jpg', _font())
+    'cat.jpg'
+    """
+    return ''.join(c if covered(font, c) else f'<U+{ord(c):04X}>' for c in text)
 
 
 def render_panels(image: Image.Image, features: Sequence[torch.Tensor], levels: Sequence[Dict[str, Any]],
@@ -178,6 +242,7 @@ def render_panels(image: Image.Image, features: Sequence[torch.Tensor], levels: 
     canvas = Image.new('RGB', (_MARGIN + columns * cell_w, _MARGIN + title_h + rows * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = _font()
+    title = legible(title, font)
     if title:
         draw.text((_MARGIN, _MARGIN // 2), title, fill=(0, 0, 0), font=font)
     panels: List[Panel] = []
@@ -187,7 +252,7 @@ def render_panels(image: Image.Image, features: Sequence[torch.Tensor], levels: 
         left = _MARGIN + col * cell_w
         top = _MARGIN + title_h + row * cell_h
         for n, line in enumerate(lines):
-            draw.text((left, top + 2 + 14 * n), line, fill=(0, 0, 0), font=font)
+            draw.text((left, top + 2 + 14 * n), legible(line, font), fill=(0, 0, 0), font=font)
         box = (left, top + _LABEL_HEIGHT, left + PANEL_SIZE, top + _LABEL_HEIGHT + PANEL_SIZE)
         draw.rectangle((box[0] - 1, box[1] - 1, box[2], box[3]), outline=(200, 200, 200))
         canvas.paste(picture, (box[0], box[1]))
@@ -208,7 +273,7 @@ def render_panels(image: Image.Image, features: Sequence[torch.Tensor], levels: 
         box = place(slot, picture, lines)
         panels.append(Panel('level', level['module'], int(level['num_chs']), int(level['reduction']), box,
                             index=index, size=(int(feature.shape[-2]), int(feature.shape[-1]))))
-    return Visualization(canvas, panels, mode)
+    return Visualization(canvas, panels, mode, title)
 
 
 def _denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> Image.Image:
@@ -221,7 +286,9 @@ def visualize(model: Union[str, nn.Module], image: Union[str, os.PathLike], out:
               out_indices: Optional[Union[int, Sequence[int]]] = None, checkpoint: Optional[str] = None,
               pretrained: bool = True, mode: str = 'top', input_size: Optional[Sequence[int]] = None,
               seed: int = 0) -> Visualization:
-    """Run ``image`` through a feature backbone and draw every level; writes a PNG to ``out`` when given.
+    """Run ``image`` through a feature backbone and draw every level; writes it to ``out`` when given, in the format
+    its extension names (.png, .jpg/.jpeg, .webp; anything else is refused before any work). With random weights
+    (``pretrained=False``) the title says so.
 
     ``model`` is a registered name (weights: ``checkpoint``, else the default pretrained tag, else random with
     ``pretrained=False``) or a ``features_only`` module. The input panel shows the model's preprocessed crop, so
@@ -239,9 +306,15 @@ def visualize(model: Union[str, nn.Module], image: Union[str, os.PathLike], out:
         raise ValueError(f'mode={mode!r} is invalid; valid: {", ".join(MODES)}')
     if not os.path.isfile(os.fspath(image)):
         raise FileNotFoundError(f'image file {os.fspath(image)!r} does not exist')
+    if out is not None:
+        image_format(out)
     if isinstance(model, str):
         label = model
-        net, _ = build_with_weights(model, checkpoint, pretrained, seed, features_only=True, out_indices=out_indices)
+        net, weights = build_with_weights(model, checkpoint, pretrained, seed, features_only=True,
+                                          out_indices=out_indices)
+        if weights['source'] == 'random':
+            # maps of an untrained network look like noise: the picture must not pass for a trained model's
+            label += f' (random weights, seed {weights["seed"]})'
     elif isinstance(model, nn.Module):
         if checkpoint is not None or out_indices is not None:
             raise ValueError('checkpoint and out_indices apply to a model given by name; build your module with them')

@@ -527,3 +527,46 @@ def test_messages_name_the_problem_and_the_fix_in_the_users_interface(images, tm
                                          r"autocast='bf16'") as caught:
         featzoo.extract_embeddings(MODEL, root, out, pretrained=False, device='cpu', autocast='fp16')
     assert '--' not in str(caught.value)
+
+
+@pytest.mark.parametrize('name, kind', [('maps.png', 'PNG'), ('maps.jpg', 'JPEG'), ('maps.JPEG', 'JPEG'),
+                                        ('maps.webp', 'WEBP')])
+def test_visualize_writes_the_format_its_extension_names(images, tmp_path, name, kind, capsys):
+    root, _, _ = images
+    out = str(tmp_path / name)
+    code, _, err = run_main(['visualize', MODEL, os.path.join(root, 'gray.png'), '-o', out, *SMALL], capsys)
+    assert code == 0, err
+    with Image.open(out) as img:
+        assert img.format == kind
+        facts = {'PNG': lambda: img.text['featzoo'], 'JPEG': lambda: img.info['comment'],
+                 'WEBP': lambda: img.info['xmp']}[kind]()
+        assert json.loads(facts)['mode'] == 'top'
+
+
+def test_visualize_refuses_an_unknown_extension_before_any_work(images, tmp_path, capsys, monkeypatch):
+    root, _, _ = images
+    from featzoo import factory
+    monkeypatch.setattr(factory, 'build_with_weights', lambda *a, **k: pytest.fail('the model was built'))
+    out = tmp_path / 'maps.gif'
+    code, _, err = run_main(['visualize', MODEL, os.path.join(root, 'gray.png'), '-o', str(out), *SMALL], capsys)
+    assert code == 1 and not out.exists()
+    assert f"cannot write '{out}': .gif is not a picture format featzoo writes; name the output .png, .jpg, .jpeg " \
+           f"or .webp" in err, err
+
+
+def test_visualize_says_random_weights_and_draws_any_name_legibly(images, tmp_path):
+    """The title says when the weights are random; a name in another script is drawn with a font that has its
+    glyphs, and a character no font here has is written as its code point instead of an empty box."""
+    from featzoo.visualize import _font, covered, visualize
+    root, _, _ = images
+    photo = tmp_path / '\u732b caf\u00e9 \u0436.png'
+    shutil.copy(os.path.join(root, 'gray.png'), photo)
+    vis = visualize(MODEL, str(photo), str(tmp_path / 'maps.png'), pretrained=False, input_size=(64, 64), seed=3)
+    assert vis.title.startswith(f'{MODEL} (random weights, seed 3) on ')
+    font = _font()
+    assert all(covered(font, c) for c in vis.title), vis.title
+    for char in '\u732b\u00e9\u0436':
+        assert (char in vis.title) == covered(font, char)
+        assert (f'<U+{ord(char):04X}>' in vis.title) != covered(font, char)
+    with Image.open(tmp_path / 'maps.png') as img:
+        assert json.loads(img.text['featzoo'])['title'] == vis.title
