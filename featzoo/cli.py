@@ -178,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--shard-size', type=_positive_int, metavar='N',
                    help='images per shard, the unit of resumption (default 10000)')
     p.add_argument('--autocast', choices=('none', 'bf16', 'fp16'),
-                   help='run the model under torch.autocast: bf16 (CPU or CUDA) or fp16 (CUDA); default none')
+                   help='run the model under torch.autocast: bf16 (CPU or CUDA) or fp16 (CUDA); default none. '
+                        'On the CPU, bf16 with --optimize runs optimize_for_inference(dtype=torch.bfloat16): native '
+                        'bfloat16 where the CPU has it, else float32 with a warning')
+    p.add_argument('--precision', dest='autocast', metavar='{float32,bf16,fp16}', choices=('none', 'bf16', 'fp16'),
+                   type=lambda v: 'none' if v == 'float32' else v, help='the same as --autocast (float32 = none)')
     p.add_argument('--optimize', action=argparse.BooleanOptionalAction,
                    help='run through featzoo.optimize_for_inference: batch norm folded into convolutions, '
                         'channels_last, oneDNN linear layers (default; --no-optimize runs the model as built)')

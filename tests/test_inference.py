@@ -532,3 +532,22 @@ def test_conv_activation_rules():
     assert_equal(model(X.clone().requires_grad_()), reference, 'fused activations, plain path', rtol=1e-4)
     with pytest.raises(ValueError, match='cannot be fused'):
         PackedConvForward(nn.Conv2d(3, 3, 1), 'tanh')
+
+
+def test_extract_bf16_on_a_cpu_without_native_bf16_warns_once_and_stores_float32_numbers(tmp_path, monkeypatch):
+    """``featzoo extract --precision bf16`` takes optimize_for_inference's bfloat16 path on the CPU, so a CPU
+    without native bfloat16 gets one warning and exactly the float32 extraction, not a slow emulation."""
+    import warnings
+    from featzoo import inference
+    from featzoo.extract.reader import open_embeddings
+    samples = os.path.join(ROOT, 'samples')
+    common = dict(pretrained=False, device='cpu', workers=0, quiet=True, input_size=64)
+    featzoo.extract_embeddings('resnet18', samples, tmp_path / 'f32', **common)
+    monkeypatch.setattr(inference, 'cpu_features', lambda: AVX2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        featzoo.extract_embeddings('resnet18', samples, tmp_path / 'bf16', autocast='bf16', **common)
+    notes = [w for w in caught if 'bfloat16' in str(w.message)]
+    assert len(notes) == 1, [str(w.message) for w in caught]
+    f32, bf16 = open_embeddings(tmp_path / 'f32'), open_embeddings(tmp_path / 'bf16')
+    assert torch.equal(torch.as_tensor(f32[:len(f32)]), torch.as_tensor(bf16[:len(bf16)]))
