@@ -521,7 +521,8 @@ def test_messages_name_the_problem_and_the_fix_in_the_users_interface(images, tm
     code, _, err = run_main(['extract', MODEL, root, '-o', out, *SMALL, '--device', 'cpu', '--autocast', 'fp16'],
                             capsys)
     assert code == 1
-    assert '--autocast fp16 runs on CUDA only and the device is cpu; on CPU use --autocast bf16' in err, err
+    assert ('--precision fp16 (--autocast fp16) runs on CUDA only and the device is cpu; on CPU use --precision bf16 '
+            'or float32') in err, err
     assert "autocast='" not in err
     with pytest.raises(ValueError, match=r"autocast='fp16' runs on CUDA only and device='cpu'; on CPU pass "
                                          r"autocast='bf16'") as caught:

@@ -106,3 +106,15 @@ def test_every_readme_python_block_runs_as_pasted(workdir, monkeypatch):
         if language == 'python':
             with contextlib.redirect_stdout(io.StringIO()):
                 exec(compile(text, f'README.md, the block at line {line}', 'exec'), {'__name__': '__main__'})
+
+
+def test_the_extract_synopsis_names_every_option():
+    """The README's `featzoo extract` synopsis lists every option the command takes (one spelling of each)."""
+    synopsis = next(text for language, _, text in readme_blocks()
+                    if text.startswith('featzoo extract MODEL IMAGES -o OUT'))
+    parser = cli._subparser(cli.build_parser(), 'extract')
+    missing = [action.option_strings for action in parser._actions
+               if action.option_strings and action.dest != 'help'
+               and not any(re.search(rf'(^|[\s\[|]){re.escape(s)}(?=[\s\]|])', synopsis)
+                           for s in action.option_strings)]
+    assert not missing, f'options missing from the README synopsis: {missing}'

@@ -129,8 +129,8 @@ def _autocast_mode(value: Optional[str], device: str) -> Optional[str]:
     if mode == 'fp16' and not device.startswith('cuda'):
         raise _two_ways(ValueError(f"autocast='fp16' runs on CUDA only and device={device!r}; on CPU pass "
                                    f"autocast='bf16' (or device='cuda' where a GPU is)"),
-                        f'--autocast fp16 runs on CUDA only and the device is {device}; on CPU use --autocast bf16 '
-                        f'(or --device cuda where a GPU is)')
+                        f'--precision fp16 (--autocast fp16) runs on CUDA only and the device is {device}; on CPU use '
+                        f'--precision bf16 or float32 (or --device cuda where a GPU is)')
     return mode
 
 
