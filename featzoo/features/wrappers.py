@@ -48,6 +48,15 @@ class _AdoptingNet(WrapperRules, nn.Module):
         self.training = model.training
         self.pretrained_cfg = getattr(model, 'pretrained_cfg', None)
 
+    @staticmethod
+    def _select_levels(model: nn.Module, out_indices: OutIndices, output_fmt: Optional[str],
+                       out_map: Optional[Sequence[str]], feature_info: Optional[FeatureInfo]
+                       ) -> Tuple[FeatureInfo, Optional[Tuple[str, ...]], str]:
+        """The selected levels, their output names and the output format, checked before the model is touched."""
+        levels = feature_info.info if feature_info is not None else model.feature_info
+        info = FeatureInfo(levels, out_indices)
+        return info, _check_out_map(out_map, len(info)), _check_output_fmt(output_fmt)
+
     def model_ref(self) -> nn.Module:
         """The wrapped model object (pruned): its methods run on the same modules as this wrapper."""
         return self._wrapped
@@ -173,10 +182,7 @@ class FeatureListNet(_AdoptingNet):
 
     def __init__(self, model: nn.Module, out_indices: OutIndices = None, output_fmt: Optional[str] = None,
                  out_map: Optional[Sequence[str]] = None, feature_info: Optional[FeatureInfo] = None) -> None:
-        levels = feature_info.info if feature_info is not None else model.feature_info
-        info = FeatureInfo(levels, out_indices)
-        out_names = _check_out_map(out_map, len(info))
-        output_fmt = _check_output_fmt(output_fmt)
+        info, out_names, output_fmt = self._select_levels(model, out_indices, output_fmt, out_map, feature_info)
         super().__init__(model)
         modules = info.module_name()
         steps, owner = _sequential_plan(model, modules)
@@ -241,10 +247,7 @@ class FeatureHookNet(_AdoptingNet):
     def __init__(self, model: nn.Module, out_indices: OutIndices = None, output_fmt: Optional[str] = None,
                  out_map: Optional[Sequence[str]] = None, out_as_dict: bool = False,
                  feature_info: Optional[FeatureInfo] = None) -> None:
-        levels = feature_info.info if feature_info is not None else model.feature_info
-        info = FeatureInfo(levels, out_indices)
-        out_names = _check_out_map(out_map, len(info))
-        output_fmt = _check_output_fmt(output_fmt)
+        info, out_names, output_fmt = self._select_levels(model, out_indices, output_fmt, out_map, feature_info)
         super().__init__(model)
         modules = info.module_name()
         steps, _ = _sequential_plan(model, modules)
@@ -291,10 +294,7 @@ class FeatureGetterNet(_AdoptingNet):
                  out_map: Optional[Sequence[str]] = None, norm: bool = False,
                  feature_info: Optional[FeatureInfo] = None, pyramid: Optional[nn.Module] = None,
                  pyramid_levels: Optional[Sequence[Dict[str, Any]]] = None) -> None:
-        levels = feature_info.info if feature_info is not None else model.feature_info
-        info = FeatureInfo(levels, out_indices)
-        out_names = _check_out_map(out_map, len(info))
-        output_fmt = _check_output_fmt(output_fmt)
+        info, out_names, output_fmt = self._select_levels(model, out_indices, output_fmt, out_map, feature_info)
         super().__init__(model)
         model.prune_intermediate_layers(list(info.out_indices), prune_norm=not norm, prune_head=True)
         self.indices = list(info.out_indices)
