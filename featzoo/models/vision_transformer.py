@@ -654,7 +654,8 @@ class VisionTransformer(nn.Module):
         patch = to_2tuple(patch_size)
         if len(patch) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in patch):
             raise ValueError(f'patch_size must be a positive int or a pair of them, got {patch_size!r}')
-        _check_img_size(img_size, patch, dynamic_img_pad)
+        # as in timm, a reference size with a remainder is accepted (the patch convolution crops it): published
+        # rows need it (vit_so400m_patch14_siglip_384); set_input_size asks for a multiple
         natural_stride = max(patch)
         if output_stride is not None and output_stride != natural_stride:
             raise ValueError(f'output_stride={output_stride!r} is not supported: a plain ViT has one stride, its '
