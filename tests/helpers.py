@@ -271,6 +271,10 @@ def timm_parity(name: str, input_size: Tuple[int, ...] = (2, 3, 64, 64), output_
 
 # float32 weights above this are computed on a depth-reduced instance (full size only on the meta device)
 PARITY_MAX_BYTES = 1.5 * 2 ** 30
+# the default suite computes a configuration above this on its depth-reduced instance (at full depth with -m slow):
+# weights, not arithmetic, are the cost at 64 px (random init, a file, two loads), and big configurations are
+# mostly wide ViTs whose blocks repeat one code path
+CONFIGURATION_MAX_PARAMS = 25_000_000
 SAMPLE_SIZE = 10
 SAMPLE_MAX_PARAMS = 100_000_000
 SAMPLE_SEED_VARIABLE = 'FEATZOO_SAMPLE_SEED'
@@ -427,12 +431,21 @@ def timm_on_meta(name: str, **kwargs: Any) -> Optional[nn.Module]:
         return None
 
 
-def numeric_parity(name: str, output_stride: Optional[int] = None, feature_classes: Sequence[str] = ()) -> None:
+def numeric_parity(name: str, output_stride: Optional[int] = None, feature_classes: Sequence[str] = (),
+                   cut_above: Optional[int] = None) -> None:
     """Logits, forward_features, pre-logits and every level of the default wrapper (and of ``feature_classes``) equal
     timm's on the same random weights, at batch 1 on the smallest input >= 64 px the architecture takes; a
-    depth-reduced instance for architectures too big to compute."""
+    depth-reduced instance for architectures too big to compute, and for those above ``cut_above`` parameters where
+    timm's builder takes the cut."""
     side = input_side_for(name)
     kwargs = size_kwargs(name, side)
+    if cut_above is not None and num_params(name) > cut_above and not too_big_to_compute(name):
+        cut = shallow_overrides(name)
+        try:
+            timm_on_meta(name, **kwargs, **cut)
+        except TypeError:  # timm's builder fixes the counts: compute the full model
+            cut = {}
+        kwargs.update(cut)
     if too_big_to_compute(name):
         kwargs.update(shallow_overrides(name))
         with meta_device():
@@ -455,3 +468,17 @@ def numeric_parity(name: str, output_stride: Optional[int] = None, feature_class
         output_stride = None
     timm_parity(name, input_size=(1, 3, side, side), output_stride=output_stride, timm_kwargs=kwargs,
                 featzoo_kwargs=kwargs, feature_classes=feature_classes, all_levels=True)
+
+
+def smallest_input(name: str, at_least: int = 64) -> Tuple[Dict[str, int], int]:
+    """Constructor arguments and image side for the smallest input of at least ``at_least`` pixels that ``name``
+    takes, as its family spec declares (input multiple, minimum side, the argument that fixes the size).
+
+    >>> smallest_input('resnet18')
+    ({}, 64)
+    """
+    from featzoo import registry
+    spec = registry.family_spec(registry.get_arch_entry(name)['family'])
+    side = spec.smallest_input_side(name, at_least)
+    size_arg = spec.img_size_arg_for(name)
+    return ({size_arg: side} if size_arg else {}), side

@@ -22,7 +22,7 @@ from featzoo.features.notrace import (
     get_notrace_functions, get_notrace_modules, is_notrace_function, is_notrace_module, register_notrace_function,
     register_notrace_module,
 )
-from helpers import assert_equal, randomize_state, representatives
+from helpers import assert_equal, randomize_state, representatives, smallest_input
 
 torchvision = pytest.importorskip('torchvision')
 from torchvision.models import feature_extraction as tvfe  # noqa: E402
@@ -697,19 +697,14 @@ def _traced_twin(module: nn.Module) -> nn.Module:
     return fzfx.create_feature_extractor(module, return_nodes=[last])
 
 
-def _smallest_input(name: str) -> Tuple[Dict[str, int], torch.Tensor]:
-    """Constructor arguments and a batch-1 image at the smallest side >= 64 px that ``name`` takes."""
-    spec = registry.family_spec(registry.get_arch_entry(name)['family'])
-    side = spec.smallest_input_side(name)
-    size_arg = spec.img_size_arg_for(name)
-    return ({size_arg: side} if size_arg else {}), _image((1, 3, side, side), seed=7)
 
 
 @pytest.mark.parametrize('name', representatives())
 def test_fx_graph_equals_eager_bit_for_bit(name):
     """The FX-traced forward and forward_features of every family's smallest model return exactly the eager
     numbers in the same memory layout: no layout conversion or other branch that only the eager run takes."""
-    kwargs, x = _smallest_input(name)
+    kwargs, side = smallest_input(name)
+    x = _image((1, 3, side, side), seed=7)
     model = featzoo.create_model(name, **kwargs).eval()
     randomize_state(model)
     for what, module in (('forward', model), ('forward_features', _forward_features_twin(model))):

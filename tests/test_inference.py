@@ -23,47 +23,33 @@ from featzoo.inference import (CpuFeatures, InferenceModel, InferencePlan, OneDn
 from featzoo.layers import BatchNormAct2d, ConvNormAct, FrozenBatchNorm2d
 from featzoo.layers.onednn import PackedConvForward, _onednn_conv_works
 from featzoo.weights.loading import read_state_dict
-from helpers import assert_equal, randomize_state
+from helpers import assert_equal, randomize_state, representatives, smallest_input
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# One small model per family (kwargs keep transformers at 64 px); a family missing here is tested with its first model.
-REPRESENTATIVES: Dict[str, Tuple[str, Dict[str, Any]]] = {
-    'resnet': ('resnet18', {}),
-    'regnet': ('regnety_002', {}),
-    'resnest': ('resnest14d', {}),
-    'densenet': ('densenet121', {}),
-    'xception_aligned': ('xception41', {}),
-    'vovnet': ('ese_vovnet19b_dw', {}),
-    'efficientnet': ('efficientnet_b0', {}),
-    'mobilenetv3': ('mobilenetv3_small_050', {}),
-    'convnext': ('convnext_atto', {}),
-    'vision_transformer': ('vit_tiny_patch16_224', dict(img_size=64)),
-    'swin_transformer': ('swin_tiny_patch4_window7_224', dict(img_size=64)),
-}
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
 
 
-def representative(family: str) -> Tuple[str, Dict[str, Any]]:
-    name, kwargs = REPRESENTATIVES.get(family, (None, {}))
-    if name is None or not featzoo.is_model(name):
-        return featzoo.list_models(module=family)[0], {}
-    return name, kwargs
+def representative(family: str) -> Tuple[str, Dict[str, Any], torch.Tensor]:
+    """The family's smallest architecture, its size arguments and a batch-2 image at the smallest side it takes."""
+    name = dict(zip(featzoo.list_modules(), representatives()))[family]
+    kwargs, side = smallest_input(name)
+    return name, kwargs, torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(3))
 
 
 def _batch_norms(model: nn.Module) -> int:
     return sum(isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)) for m in model.modules())
 
 
-def _check_optimized(model: nn.Module, what: str) -> None:
+def _check_optimized(model: nn.Module, what: str, x: torch.Tensor = X) -> None:
     model.eval()
     randomize_state(model)
     with torch.no_grad():
-        reference = model(X)
+        reference = model(x)
     norms = _batch_norms(model)
     linears = sum(type(m) is nn.Linear for m in model.modules())
     dense_convs = sum(type(m) is nn.Conv2d and m.groups == 1 for m in model.modules())
     optimized = optimize_for_inference(model)
-    out = optimized(X)
+    out = optimized(x)
     for a, b in zip(torch.utils._pytree.tree_flatten(out)[0], torch.utils._pytree.tree_flatten(reference)[0]):
         assert_equal(a, b, what, rtol=1e-4)
         assert a.is_inference()
@@ -80,14 +66,14 @@ def _check_optimized(model: nn.Module, what: str) -> None:
 
 @pytest.mark.parametrize('family', featzoo.list_modules())
 def test_optimized_full_model_equals_eager(family):
-    name, kwargs = representative(family)
-    _check_optimized(featzoo.create_model(name, **kwargs), f'{name} full')
+    name, kwargs, x = representative(family)
+    _check_optimized(featzoo.create_model(name, **kwargs), f'{name} full', x)
 
 
 @pytest.mark.parametrize('family', featzoo.list_modules())
 def test_optimized_features_equal_eager(family):
-    name, kwargs = representative(family)
-    _check_optimized(featzoo.create_model(name, features_only=True, **kwargs), f'{name} features')
+    name, kwargs, x = representative(family)
+    _check_optimized(featzoo.create_model(name, features_only=True, **kwargs), f'{name} features', x)
 
 
 def test_optimized_hook_and_fx_wrappers_keep_their_taps():
@@ -332,7 +318,7 @@ def test_meta_creation_equals_slow_path(family, tmp_path):
     """Building on the meta device and assigning the file's tensors gives exactly the weights and computed
     buffers of building normally and copying the file in."""
     from safetensors.torch import save_file
-    name, kwargs = representative(family)
+    name, kwargs, x = representative(family)
     source = featzoo.create_model(name, **kwargs)
     randomize_state(source, seed=5)
     path = str(tmp_path / 'w.safetensors')
@@ -349,7 +335,7 @@ def test_meta_creation_equals_slow_path(family, tmp_path):
     fast.eval()
     slow.eval()
     with torch.no_grad():
-        assert torch.equal(fast(X), slow(X))
+        assert torch.equal(fast(x), slow(x))
 
 
 def _run(code: str) -> Any:
@@ -382,7 +368,7 @@ def test_meta_builds_stay_in_native_kernels(tmp_path):
     from safetensors.torch import save_file
     files = {}
     for family in featzoo.list_modules():
-        name, kwargs = representative(family)
+        name, kwargs, _ = representative(family)
         path = str(tmp_path / f'{family}.safetensors')
         save_file({k: v.contiguous() for k, v in featzoo.create_model(name, **kwargs).state_dict().items()}, path)
         files[family] = (name, kwargs, path)
