@@ -329,6 +329,20 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
+def block_window_and_shift(resolution: Pair, window_size: Pair, shift: bool,
+                           always_partition: bool = False) -> Tuple[Pair, Pair]:
+    """The window and shift of a block on a ``resolution`` map: a map no larger than the window is attended as one
+    window and not shifted, unless ``always_partition``.
+
+    >>> block_window_and_shift((4, 16), (7, 7), shift=True)
+    ((4, 7), (0, 3))
+    """
+    if always_partition:
+        return window_size, (tuple(w // 2 for w in window_size) if shift else (0, 0))
+    window = tuple(min(r, w) for r, w in zip(resolution, window_size))
+    return window, tuple(0 if (not shift or r <= w) else w // 2 for r, w in zip(resolution, window))
+
+
 class SwinTransformerBlock(nn.Module):
     """(Shifted-)window attention and an MLP, each residual, on an NHWC map.
 
@@ -345,13 +359,7 @@ class SwinTransformerBlock(nn.Module):
                  drop_path: float = 0.0) -> None:
         super().__init__()
         self.input_resolution = input_resolution
-        if always_partition:
-            window = window_size
-            shift_size = tuple(w // 2 for w in window_size) if shift else (0, 0)
-        else:
-            window = tuple(min(r, w) for r, w in zip(input_resolution, window_size))
-            shift_size = tuple(0 if (not shift or r <= w) else w // 2
-                               for r, w in zip(input_resolution, window))
+        window, shift_size = block_window_and_shift(input_resolution, window_size, shift, always_partition)
         self.window_size: Pair = window
         self.shift_size: Pair = shift_size
         self.norm1 = nn.LayerNorm(dim)
