@@ -52,13 +52,16 @@ CONFIGURATIONS = {
     'resnet50c': "deep stem without the average-pool shortcut ('c')",
     'ecaresnetlight': 'plain 7x7 stem with average-pool shortcuts',
     'test_resnet': 'a different block per stage (full size: it is tiny)',
+    'ecaresnet50d_pruned': 'channel-pruned widths per block, ECA kernels of the designed widths (full depth: the '
+                           'widths are per block)',
 }
+FULL_DEPTH = ('test_resnet', 'ecaresnet50d_pruned')
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGURATIONS))
 @pytest.mark.parametrize('output_stride', [32, 8])
 def test_configuration_matches_timm(name, output_stride):
-    kwargs = {} if name == 'test_resnet' else ONE_BLOCK_PER_STAGE
+    kwargs = {} if name in FULL_DEPTH else ONE_BLOCK_PER_STAGE
     timm_parity(name, input_size=INPUT, output_stride=output_stride, timm_kwargs=kwargs, featzoo_kwargs=kwargs)
 
 
@@ -72,6 +75,7 @@ def test_every_architecture_matches_timm_at_full_depth(name):
     (dict(aa_layer='max'), ValueError, 'aa_layer'),
     (dict(norm_layer='layernorm'), ValueError, 'norm_layer'),
     (dict(block=('basic', 'basic')), ValueError, 'stage'),
+    (dict(block='bottleneck', pruned_widths=((8, 8, 8),)), ValueError, 'pruned_widths'),
 ])
 def test_bad_new_arguments(kwargs, error, words):
     with pytest.raises(error, match=words):

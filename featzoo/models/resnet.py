@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..family import FamilySpec
-from ..layers import DropPath, create_classifier, get_attn
+from ..layers import DropPath, EcaModule, create_classifier, get_attn
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.blur_pool import BlurPool2d
 from ..layers.helpers import get_padding
@@ -113,12 +113,15 @@ class Bottleneck(nn.Module):
                  cardinality: int = 1, base_width: int = 64, reduce_first: int = 1, dilation: int = 1,
                  first_dilation: Optional[int] = None, act_layer: ActLayer = 'relu', attn_layer: Optional[str] = None,
                  drop_path: float = 0.0, aa_layer: Optional[str] = None, norm_layer: str = 'batchnorm',
-                 attn_kwargs: Optional[Dict[str, Any]] = None) -> None:
+                 attn_kwargs: Optional[Dict[str, Any]] = None,
+                 pruned_widths: Optional[Tuple[int, int, int]] = None) -> None:
         super().__init__()
         act = get_act_layer(act_layer)
         width = int(math.floor(planes * (base_width / 64)) * cardinality)
         first_planes = width // reduce_first
-        outplanes = planes * self.expansion
+        outplanes = designed_outplanes = planes * self.expansion
+        if pruned_widths is not None:  # channel-pruned weights: the widths of conv1, conv2 and conv3 as stored
+            first_planes, width, outplanes = pruned_widths
         first_dilation = first_dilation or dilation
         use_aa = aa_layer is not None and (stride == 2 or first_dilation != dilation)  # as in BasicBlock
         self.conv1 = nn.Conv2d(inplanes, first_planes, 1, bias=False)
@@ -133,7 +136,11 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(width, outplanes, 1, bias=False)
         self.bn3 = make_norm(norm_layer, outplanes)
         attn = get_attn(attn_layer)
-        self.se = attn(outplanes, **(attn_kwargs or {})) if attn else None
+        if attn is not None and pruned_widths is not None and attn is not EcaModule:
+            raise ValueError(f'pruned widths take ECA attention only (its kernel follows the designed width), '
+                             f'got attn_layer={attn_layer!r}')
+        # ECA's kernel size is fixed by the width the network was designed with, pruned or not
+        self.se = attn(designed_outplanes, **(attn_kwargs or {})) if attn else None
         self.act3 = act(inplace=True)
         self.downsample = downsample
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
@@ -215,7 +222,8 @@ class ResNet(nn.Module):
                  down_kernel_size: int = 1, block_reduce_first: int = 1, channels: Sequence[int] = (64, 128, 256, 512),
                  act_layer: ActLayer = 'relu', drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  zero_init_last: bool = True, block_args: Optional[Dict[str, Any]] = None,
-                 aa_layer: Optional[str] = None, norm_layer: str = 'batchnorm', replace_stem_pool: bool = False) -> None:
+                 aa_layer: Optional[str] = None, norm_layer: str = 'batchnorm', replace_stem_pool: bool = False,
+                 pruned_widths: Optional[Sequence[Tuple[int, int, int]]] = None) -> None:
         super().__init__()
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
@@ -229,6 +237,10 @@ class ResNet(nn.Module):
         if len(blocks_per_stage) != len(layers):
             raise ValueError(f'block gives {len(blocks_per_stage)} stage blocks for {len(layers)} stages')
         block_classes = [_block_class(b) for b in blocks_per_stage]
+        if pruned_widths is not None and (len(pruned_widths) != sum(layers) or any(
+                c is not Bottleneck for c in block_classes)):
+            raise ValueError(f'pruned_widths needs one (conv1, conv2, conv3) width triple per bottleneck block '
+                             f'({sum(layers)}), got {len(pruned_widths)}')
         norm = partial(make_norm, norm_layer)
         act = get_act_layer(act_layer)
         self.num_classes = num_classes
@@ -277,7 +289,8 @@ class ResNet(nn.Module):
                 stride = 1
             else:
                 net_stride *= stride
-            out_ch = planes * block_cls.expansion
+            stage_pruned = pruned_widths[block_idx:block_idx + depth] if pruned_widths else [None] * depth
+            out_ch = stage_pruned[0][2] if pruned_widths else planes * block_cls.expansion
             downsample = None
             if stride != 1 or inplanes != out_ch:
                 downsample = make_shortcut(inplanes, out_ch, stride, dilation, prev_dilation, avg_down,
@@ -288,7 +301,8 @@ class ResNet(nn.Module):
                 blocks.append(block_cls(
                     inplanes, planes, stride if i == 0 else 1, downsample if i == 0 else None,
                     cardinality=cardinality, base_width=base_width, reduce_first=block_reduce_first,
-                    dilation=dilation, first_dilation=prev_dilation, act_layer=act_layer, drop_path=dpr, **extra))
+                    dilation=dilation, first_dilation=prev_dilation, act_layer=act_layer, drop_path=dpr,
+                    **(dict(pruned_widths=stage_pruned[i]) if pruned_widths else {}), **extra))
                 prev_dilation = dilation
                 inplanes = out_ch
                 block_idx += 1
@@ -486,6 +500,18 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'resnetrs270': dict(block=_BN, layers=(4, 29, 53, 4), **_RS),
     'resnetrs350': dict(block=_BN, layers=(4, 36, 72, 4), **_RS),
     'resnetrs420': dict(block=_BN, layers=(4, 44, 87, 4), **_RS),
+    # channel-pruned ECA-ResNet-D weights (https://arxiv.org/abs/2002.08258): stored (conv1, conv2, conv3) widths
+    'ecaresnet50d_pruned': dict(block=_BN, layers=(3, 4, 6, 3), **_D, **_ECA, pruned_widths=(
+        (47, 18, 19), (52, 22, 19), (64, 35, 19), (85, 37, 171), (107, 80, 171), (120, 85, 171), (125, 87, 171),
+        (198, 126, 818), (255, 232, 818), (256, 233, 818), (253, 235, 818), (256, 225, 818), (256, 239, 818),
+        (492, 237, 2022), (512, 500, 2022), (512, 490, 2022))),
+    'ecaresnet101d_pruned': dict(block=_BN, layers=(3, 4, 23, 3), **_D, **_ECA, pruned_widths=(
+        (45, 25, 26), (53, 20, 26), (60, 27, 26), (81, 24, 142), (93, 49, 142), (102, 54, 142), (122, 78, 142),
+        (101, 25, 278), (239, 160, 278), (234, 156, 278), (250, 176, 278), (253, 191, 278), (251, 175, 278),
+        (230, 128, 278), (244, 154, 278), (244, 159, 278), (238, 97, 278), (244, 149, 278), (253, 181, 278),
+        (245, 119, 278), (255, 216, 278), (256, 201, 278), (253, 149, 278), (254, 141, 278), (256, 190, 278),
+        (256, 217, 278), (255, 156, 278), (256, 155, 278), (256, 232, 278), (256, 214, 278), (499, 289, 2042),
+        (512, 512, 2042), (512, 502, 2042))),
     # timm's tiny test network: a different block per stage
     'test_resnet': dict(block=(_B, _B, _BN, _B), layers=(1, 1, 1, 1), stem_width=16, stem_type='deep', avg_down=True,
                         channels=(32, 48, 48, 96)),
