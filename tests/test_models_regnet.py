@@ -133,13 +133,6 @@ def test_configuration_matches_timm(name, output_stride):
     timm_parity(name, input_size=(1, 3, 64, 64), output_stride=output_stride)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('name', featzoo.list_models(module='regnet'))
-def test_every_architecture_matches_timm(name):
-    from helpers import timm_parity
-    timm_parity(name, input_size=(1, 3, 64, 64))
-
-
 def test_bad_downsample_is_named():
     with pytest.raises(ValueError, match='downsample'):
         featzoo.create_model('regnetz_005', downsample='max')
