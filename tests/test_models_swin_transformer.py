@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import featzoo
+from featzoo import registry
 from featzoo.models import swin_transformer as swin
 from helpers import assert_equal, check_feature_shapes, randomize_state, save_state, timm_parity
 
@@ -17,8 +18,8 @@ NAMES = featzoo.list_models(module=FAMILY)
 TINY = 'swin_tiny_patch4_window7_224'
 
 
-def test_published_sizes_are_registered():
-    assert set(NAMES) >= {TINY, 'swin_small_patch4_window7_224', 'swin_base_patch4_window7_224'}
+def test_every_timm_architecture_is_registered():
+    assert sorted(NAMES) == sorted(timm.list_models(module=FAMILY))
 
 
 def test_timm_parity_small_img_size():
@@ -47,18 +48,31 @@ def _random_timm(name: str, **kwargs) -> torch.nn.Module:
     return ref
 
 
-@pytest.mark.parametrize('name', [n for n in NAMES if n != TINY])
-def test_timm_parity_other_variants(name):
-    # the factory and wrapper path is covered on tiny; here the weights go in directly, skipping file round trips
-    ref = _random_timm(name, img_size=64)
+def _one_per_window() -> list:
+    """The smallest variant of each window setting other than tiny's (per-stage windows of Swin-S3 included)."""
+    seen, names = {repr(swin.VARIANTS[TINY]['window_size'])}, []
+    for name in sorted(NAMES, key=lambda n: registry.get_arch_entry(n)['num_params']):
+        window = repr(swin.VARIANTS[name]['window_size'])
+        if window not in seen:
+            seen.add(window)
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize('name', _one_per_window())
+def test_timm_parity_other_windows(name):
+    # the factory and wrapper path is covered on tiny; here the weights go in directly, skipping file round trips,
+    # on two blocks per stage (a plain and a shifted one) at 128 px, where stage 2 of Swin-S3 keeps its 14-window
+    kwargs = dict(img_size=128, depths=(2, 2, 2, 2))
+    ref = _random_timm(name, **kwargs)
     with torch.device('meta'):
-        model = swin.SPEC.build(name, img_size=64)
+        model = swin.SPEC.build(name, **kwargs)
     model.load_state_dict(ref.state_dict(), strict=True, assign=True)
     for module in model.modules():
         if hasattr(module, 'init_non_persistent_buffers'):
             module.init_non_persistent_buffers()
     model.eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         ref_feat, feat = ref.forward_features(x), model.forward_features(x)
         assert_equal(feat, ref_feat, 'forward_features')
