@@ -156,45 +156,12 @@ class PreActBasic(nn.Module):
         return self.drop_path(x) + shortcut
 
 
-class PreActBottleneck(nn.Module):
-    """Pre-activation bottleneck: norm-act, 1x1, norm-act, 3x3 (stride, dilation, groups), norm-act, 1x1.
-
-    >>> PreActBottleneck(64, 256, conv_layer=conv_factory('std'), norm_layer=norm_factory('group'),
-    ...                  proj_layer=DownsampleConv)(torch.ones(1, 64, 4, 4)).shape
-    torch.Size([1, 256, 4, 4])
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1, first_dilation: int = 1,
-                 bottle_ratio: float = 0.25, groups: int = 1, conv_layer: ConvFactory = StdConv2d,
-                 norm_layer: NormFactory = GroupNormAct, proj_layer: Optional[Callable[..., nn.Module]] = None,
-                 drop_path_rate: float = 0.0, act_layer: str = 'relu') -> None:
-        super().__init__()
-        mid_chs = make_divisible(out_chs * bottle_ratio)
-        self.downsample = (proj_layer(in_chs, out_chs, stride, dilation, True, conv_layer, norm_layer)
-                           if proj_layer is not None else None)
-        self.norm1 = norm_layer(in_chs)
-        self.conv1 = conv_layer(in_chs, mid_chs, 1)
-        self.norm2 = norm_layer(mid_chs)
-        self.conv2 = conv_layer(mid_chs, mid_chs, 3, stride=stride, dilation=first_dilation, groups=groups)
-        self.norm3 = norm_layer(mid_chs)
-        self.conv3 = conv_layer(mid_chs, out_chs, 1)
-        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.conv3.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_preact = self.norm1(x)
-        shortcut = x if self.downsample is None else self.downsample(x_preact)
-        x = self.conv1(x_preact)
-        x = self.conv2(self.norm2(x))
-        x = self.conv3(self.norm3(x))
-        return self.drop_path(x) + shortcut
-
-
 class Bottleneck(nn.Module):
-    """Post-activation bottleneck (ResNet v1.5 order) for the ViT-hybrid trunks: 1x1, 3x3, 1x1 each followed by a
-    norm, the sum then activated.
+    """Bottleneck: 1x1, 3x3 (stride, dilation, groups), 1x1.
+
+    Pre-activated (``preact=True``, ResNetV2/BiT): each conv follows a norm-act and the projection shortcut reads
+    the pre-activated input. Post-activated (the ViT-hybrid trunks, ResNet v1.5 order): each conv is followed by a
+    norm, the last without activation, and the sum is activated.
 
     >>> Bottleneck(64, 256, conv_layer=conv_factory('std'), norm_layer=norm_factory('group'),
     ...            proj_layer=DownsampleConv)(torch.ones(1, 64, 4, 4)).shape
@@ -204,25 +171,43 @@ class Bottleneck(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: int = 1, first_dilation: int = 1,
                  bottle_ratio: float = 0.25, groups: int = 1, conv_layer: ConvFactory = StdConv2d,
                  norm_layer: NormFactory = GroupNormAct, proj_layer: Optional[Callable[..., nn.Module]] = None,
-                 drop_path_rate: float = 0.0, act_layer: str = 'relu') -> None:
+                 drop_path_rate: float = 0.0, act_layer: str = 'relu', preact: bool = True) -> None:
         super().__init__()
+        self.preact = preact
         mid_chs = make_divisible(out_chs * bottle_ratio)
-        self.downsample = (proj_layer(in_chs, out_chs, stride, dilation, False, conv_layer, norm_layer)
+        self.downsample = (proj_layer(in_chs, out_chs, stride, dilation, preact, conv_layer, norm_layer)
                            if proj_layer is not None else None)
-        self.conv1 = conv_layer(in_chs, mid_chs, 1)
-        self.norm1 = norm_layer(mid_chs)
-        self.conv2 = conv_layer(mid_chs, mid_chs, 3, stride=stride, dilation=first_dilation, groups=groups)
-        self.norm2 = norm_layer(mid_chs)
-        self.conv3 = conv_layer(mid_chs, out_chs, 1)
-        self.norm3 = norm_layer(out_chs, apply_act=False)
+        # registration order follows the computation, so state_dict keys come in timm's order
+        norm_widths = (in_chs, mid_chs, mid_chs) if preact else (mid_chs, mid_chs, out_chs)
+        convs = ((in_chs, mid_chs, 1, {}),
+                 (mid_chs, mid_chs, 3, dict(stride=stride, dilation=first_dilation, groups=groups)),
+                 (mid_chs, out_chs, 1, {}))
+        for i, ((cin, cout, k, kw), norm_chs) in enumerate(zip(convs, norm_widths), start=1):
+            norm = norm_layer(norm_chs, apply_act=preact or i < 3)
+            conv = conv_layer(cin, cout, k, **kw)
+            if preact:
+                self.add_module(f'norm{i}', norm)
+                self.add_module(f'conv{i}', conv)
+            else:
+                self.add_module(f'conv{i}', conv)
+                self.add_module(f'norm{i}', norm)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.act3 = create_act_layer(act_layer, inplace=True)
+        self.act3 = nn.Identity() if preact else create_act_layer(act_layer, inplace=True)
 
     def zero_init_last(self) -> None:
-        if getattr(self.norm3, 'weight', None) is not None:
+        if self.preact:
+            nn.init.zeros_(self.conv3.weight)
+        elif getattr(self.norm3, 'weight', None) is not None:
             nn.init.zeros_(self.norm3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preact:
+            x_preact = self.norm1(x)
+            shortcut = x if self.downsample is None else self.downsample(x_preact)
+            x = self.conv1(x_preact)
+            x = self.conv2(self.norm2(x))
+            x = self.conv3(self.norm3(x))
+            return self.drop_path(x) + shortcut
         shortcut = x if self.downsample is None else self.downsample(x)
         x = self.norm1(self.conv1(x))
         x = self.norm2(self.conv2(x))
@@ -230,7 +215,7 @@ class Bottleneck(nn.Module):
         return self.act3(self.drop_path(x) + shortcut)
 
 
-BLOCK_TYPES = {'basic': PreActBasic, 'bottleneck': PreActBottleneck}
+BLOCK_TYPES = {'basic': PreActBasic, 'bottleneck': Bottleneck}
 
 
 class ResNetStage(nn.Module):
@@ -238,7 +223,7 @@ class ResNetStage(nn.Module):
 
     A dilated stage starts its first block at the previous (at most 2) dilation, as the reference does.
 
-    >>> stage = ResNetStage(64, 256, stride=2, dilation=1, depth=2, block_fn=PreActBottleneck,
+    >>> stage = ResNetStage(64, 256, stride=2, dilation=1, depth=2, block_fn=Bottleneck,
     ...                     conv_layer=conv_factory('std'), norm_layer=norm_factory('group'))
     >>> stage(torch.ones(1, 64, 8, 8)).shape
     torch.Size([1, 256, 4, 4])
@@ -339,7 +324,7 @@ class ResNetV2(nn.Module):
         self.drop_rate = drop_rate
         conv_layer = conv_factory(conv, std_eps)
         norm_layer = norm_factory(norm, act_layer)
-        block_fn = BLOCK_TYPES[block] if preact else Bottleneck
+        block_fn = BLOCK_TYPES[block] if preact else partial(Bottleneck, preact=False)
         if bottle_ratio is None:
             bottle_ratio = 1.0 if block == 'basic' else 0.25
 
