@@ -75,7 +75,8 @@ class _SkipValueWritesOnMeta(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         target = args[0] if args else kwargs.get('tensor')
-        initializes = getattr(func, '__name__', '') in _VALUE_WRITES or getattr(func, '__module__', '') == 'torch.nn.init'
+        name, module = getattr(func, '__name__', ''), getattr(func, '__module__', '')
+        initializes = name in _VALUE_WRITES or module == 'torch.nn.init'
         if isinstance(target, torch.Tensor) and target.is_meta and initializes:
             return target
         return func(*args, **kwargs)
