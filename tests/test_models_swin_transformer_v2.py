@@ -61,6 +61,8 @@ def test_finetuned_windows_keep_pretraining_coordinates():
     # window 16 normalized by pre-training windows (12, 12, 12, 6); at 128 px stage 0 (32x32) shifts 16-windows
     ref = timm.create_model(FINETUNED, strict_img_size=False, embed_dim=32, num_heads=(1, 2, 4, 8), **SMALL).eval()
     randomize_state(ref, seed=2)
+    with torch.no_grad():
+        ref.layers[0].blocks[1].attn.logit_scale.fill_(6.0)  # above the cap: the temperature stops at 100
     model = v2.SPEC.build(FINETUNED, embed_dim=32, num_heads=(1, 2, 4, 8), **SMALL).eval()
     model.load_state_dict(ref.state_dict())
     table = model.layers[3].blocks[0].attn.relative_coords_table
