@@ -88,7 +88,7 @@ def test_extract_subprocess(images, baseline, tmp_path, capsys):
                             capsys)
     assert code == 1
     assert err.count('\n') == 1 and 'Traceback' not in err
-    assert "dtype: 'float32' before, 'float16' now" in err and '--overwrite' in err
+    assert '--dtype: float32 before, float16 now. To continue it, use --dtype float32' in err and '--overwrite' in err
     assert manifest['arguments']['optimize'] is True and manifest['arguments']['compile'] is False
     eager = os.path.join(str(tmp_path), 'eager')
     code, _, _ = run_main(['extract', MODEL, root, '-o', eager, *SMALL, '--no-optimize', '--quiet'], capsys)

@@ -81,7 +81,10 @@ def decode_image(path: str, mode: str = 'RGB', draft_size: Optional[int] = None,
         raise ValueError(f'{path!r} is an empty file (0 bytes), not an image')
     try:
         img = _open_unchecked(path)
-    except Exception:  # noqa: BLE001 - not an image, unreadable, missing: the loader words the reason
+    except Exception as exc:  # noqa: BLE001 - not an image, unreadable, missing: the loader words the reason
+        if isinstance(path, str) and os.path.exists(path) and not os.path.isfile(path):
+            # a FIFO or a device: opening it again (to word the reason) could wait for a writer forever
+            raise ValueError(f'{path!r} is not a regular file ({type(exc).__name__}: {exc})') from exc
         return load_image(path, mode)
     with img:
         width, height = img.size

@@ -6,6 +6,8 @@
     job_digest      16 hex digits: sha256 of the canonical JSON of ``job``, stamped into every shard of the job
     num_shards      how many shards the image set is split into
     started         UTC time the job was first started (ISO 8601)
+    update          only for a job that replaced an earlier one in the same folder because the image set changed
+                    (same settings): {'new', 'changed', 'removed', 'kept'} file counts against the earlier listing
     job             everything that decides the stored numbers; a rerun continues the job only when its own
                     ``job`` is equal (``job_differences`` names what is not):
         model           registered name, or the module's class for a module passed in
@@ -20,8 +22,10 @@
 
 Arguments left out of ``job`` decide only how the work runs: batch_size, workers, device, quiet, overwrite.
 ``images.jsonl`` beside it is the listing the digest was taken over, one ``[path, size, mtime_ns, inode, ctime_ns]``
-per line (see :mod:`featzoo.extract.files`). ``manifest.json`` appears only when every shard is finished; readers
-take its presence as "complete". Every JSON file is written atomically (:mod:`featzoo.fileio`), ASCII with ``\\u``
+per line (see :mod:`featzoo.extract.files`). While an update runs, ``previous/<earlier job_digest>/`` holds the
+earlier job's shards with copies of its job.json and listing, from which unchanged files take their rows
+(:mod:`featzoo.extract.update`); it is deleted with the new manifest. ``manifest.json`` appears only when every
+shard is finished; readers take its presence as "complete". Every JSON file is written atomically (:mod:`featzoo.fileio`), ASCII with ``\\u``
 escapes, so that any file name round-trips exactly.
 """
 from __future__ import annotations
