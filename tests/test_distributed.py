@@ -187,11 +187,8 @@ def _run_ranks(images: str, out: str, fate: str = 'live'):
     return results
 
 
-@pytest.mark.parametrize('fate', ['SIGKILL', 'SIGSTOP'])
-def test_extract_ranks_stop_when_one_dies_and_the_rerun_resumes(tmp_path, fate):
-    """A rank killed mid-job (its connections close) or frozen (a machine that stops answering: nothing closes):
-    the survivor exits with an error naming what happened instead of waiting at the next collective for days; the
-    same command then finishes, redoing only what was not done."""
+def _four_images(tmp_path):
+    """Four 24 x 24 one-colour PNGs in tmp_path/images (skips where torch has no gloo backend)."""
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip('torch built without gloo')
     from PIL import Image
@@ -199,6 +196,15 @@ def test_extract_ranks_stop_when_one_dies_and_the_rerun_resumes(tmp_path, fate):
     images.mkdir()
     for i, color in enumerate(('red', 'green', 'blue', 'white')):
         Image.new('RGB', (24, 24), color).save(images / f'{i}.png')
+    return images
+
+
+@pytest.mark.parametrize('fate', ['SIGKILL', 'SIGSTOP'])
+def test_extract_ranks_stop_when_one_dies_and_the_rerun_resumes(tmp_path, fate):
+    """A rank killed mid-job (its connections close) or frozen (a machine that stops answering: nothing closes):
+    the survivor exits with an error naming what happened instead of waiting at the next collective for days; the
+    same command then finishes, redoing only what was not done."""
+    images = _four_images(tmp_path)
     out = str(tmp_path / 'out')
     (code0, _, err0), (code1, _, _) = _run_ranks(str(images), out, fate)
     assert code1 == -9
@@ -221,15 +227,10 @@ def test_extract_ranks_update_a_grown_folder_keeping_the_old_rows(tmp_path):
     """Incremental extraction under two ranks: after 3 images are added, 1 removed and 1 changed, the ranks
     embed only the 4 new or changed files between them, every other row is the old one bit for bit, and both
     ranks report the same update."""
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip('torch built without gloo')
     import torch
     import featzoo
     from PIL import Image
-    images = tmp_path / 'images'
-    images.mkdir()
-    for i, color in enumerate(('red', 'green', 'blue', 'white')):
-        Image.new('RGB', (24, 24), color).save(images / f'{i}.png')
+    images = _four_images(tmp_path)
     out = str(tmp_path / 'out')
     results = _run_ranks(str(images), out)
     assert [code for code, _, _ in results] == [0, 0], results[0][2][-2000:] + results[1][2][-2000:]
