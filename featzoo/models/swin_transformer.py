@@ -408,16 +408,20 @@ class SwinTransformerBlock(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """Halve an NHWC map by concatenating each 2x2 neighbourhood (odd sides zero-padded), norm, then project.
+    """Halve an NHWC map by concatenating each 2x2 neighbourhood (odd sides zero-padded), norm, then project; with
+    ``norm_last`` (Swin V2) project, then norm.
 
     >>> PatchMerging(8)(torch.zeros(1, 5, 6, 8)).shape
     torch.Size([1, 3, 3, 16])
+    >>> PatchMerging(8, norm_last=True).norm.normalized_shape
+    (16,)
     """
 
-    def __init__(self, dim: int, out_dim: Optional[int] = None) -> None:
+    def __init__(self, dim: int, out_dim: Optional[int] = None, norm_last: bool = False) -> None:
         super().__init__()
         self.out_dim = out_dim or 2 * dim
-        self.norm = nn.LayerNorm(4 * dim)
+        self.norm_last = norm_last
+        self.norm = nn.LayerNorm(self.out_dim if norm_last else 4 * dim)
         self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -425,26 +429,30 @@ class PatchMerging(nn.Module):
         b, h, w, c = x.shape
         # channel order (row offset fastest) matches the checkpoints: x00, x10, x01, x11
         x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        if self.norm_last:
+            return self.norm(self.reduction(x))
         return self.reduction(self.norm(x))
 
 
 class SwinTransformerStage(nn.Module):
-    """Optional patch merging (stages after the first) followed by alternating plain and shifted blocks."""
+    """Optional patch merging (stages after the first) followed by alternating plain and shifted blocks.
+
+    ``block_args`` go to every block (``head_dim``, ``mlp_ratio``, ...); ``block_layer`` and ``merge_layer`` default
+    to Swin V1's (Swin V2 passes its own).
+    """
 
     def __init__(self, dim: int, out_dim: int, input_resolution: Pair, depth: int, downsample: bool,
-                 num_heads: int, window_size: Pair, head_dim: Optional[int] = None, always_partition: bool = False,
-                 mlp_ratio: float = 4.0, qkv_bias: bool = True, proj_drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: Sequence[float] = ()) -> None:
+                 num_heads: int, window_size: Pair, drop_path: Sequence[float] = (),
+                 block_layer: Optional[type] = None, merge_layer: Optional[type] = None, **block_args: Any) -> None:
         super().__init__()
         self.input_resolution = input_resolution
         self.output_resolution = tuple((r + 1) // 2 for r in input_resolution) if downsample else input_resolution
         self.grad_checkpointing = False
-        self.downsample = PatchMerging(dim, out_dim) if downsample else nn.Identity()
+        block_layer = block_layer or SwinTransformerBlock
+        self.downsample = (merge_layer or PatchMerging)(dim, out_dim) if downsample else nn.Identity()
         self.blocks = nn.Sequential(*[
-            SwinTransformerBlock(
-                out_dim, self.output_resolution, num_heads, window_size, shift=i % 2 == 1, head_dim=head_dim,
-                always_partition=always_partition, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop,
-                attn_drop=attn_drop, drop_path=drop_path[i] if drop_path else 0.0)
+            block_layer(out_dim, self.output_resolution, num_heads, window_size, shift=i % 2 == 1,
+                        drop_path=drop_path[i] if drop_path else 0.0, **block_args)
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -477,8 +485,17 @@ class SwinTransformer(nn.Module):
         patch_size = _pair(patch_size, 'patch_size')
         _check_config(img_size, patch_size, in_chans, num_classes, global_pool, embed_dim, depths, num_heads,
                       head_dim, mlp_ratio)
+        block_args = dict(head_dim=head_dim, always_partition=always_partition, mlp_ratio=mlp_ratio,
+                          qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate)
+        self._build(img_size, patch_size, in_chans, num_classes, global_pool, embed_dim, depths, num_heads,
+                    _stage_window_sizes(window_size, len(depths)), drop_rate, drop_path_rate,
+                    [block_args] * len(depths))
+
+    def _build(self, img_size: Pair, patch_size: Pair, in_chans: int, num_classes: int, global_pool: str,
+               embed_dim: int, depths: Sequence[int], num_heads: Sequence[int], windows: Sequence[Pair],
+               drop_rate: float, drop_path_rate: float, stage_args: Sequence[Dict[str, Any]]) -> None:
+        """Everything after the checks (shared with Swin V2): ``stage_args[i]`` goes to stage ``i``."""
         num_stages = len(depths)
-        windows = _stage_window_sizes(window_size, num_stages)
         dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
         self.num_classes = num_classes
         self.global_pool = global_pool
@@ -494,8 +511,7 @@ class SwinTransformer(nn.Module):
         for i in range(num_stages):
             stage = SwinTransformerStage(
                 dims[max(i - 1, 0)], dims[i], resolution, depths[i], downsample=i > 0, num_heads=num_heads[i],
-                window_size=windows[i], head_dim=head_dim, always_partition=always_partition, mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=rates[i])
+                window_size=windows[i], drop_path=rates[i], **stage_args[i])
             stages.append(stage)
             resolution = stage.output_resolution
             stride *= 2 if i > 0 else 1

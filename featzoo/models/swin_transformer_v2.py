@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from typing import Any, Dict, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -22,12 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..family import FamilySpec
-from ..layers import ClassifierHead, DropPath, drop_path_rates, trunc_normal_
+from ..layers import DropPath
 from ..layers.mlp import Mlp
-from ..layers.patch_embed import PatchEmbed
-from .swin_transformer import (Pair, SwinTransformer, SwinTransformerBlock, SwinTransformerStage, _check_config,
-                               _on_meta, _pair, _stage_window_sizes, block_window_and_shift, pad_to_multiple,
-                               relative_position_index)
+from .swin_transformer import (Pair, PatchMerging, SwinTransformer, SwinTransformerBlock, _check_config, _on_meta,
+                               _pair, _stage_window_sizes, block_window_and_shift, relative_position_index)
 
 OUTPUT_STRIDES = (32,)
 DEFAULT_CFG = dict(
@@ -174,47 +173,6 @@ class SwinTransformerV2Block(SwinTransformerBlock):
         return x + self.drop_path2(self.norm2(self.mlp(x)))
 
 
-class PatchMergingV2(nn.Module):
-    """Halve an NHWC map by concatenating each 2x2 neighbourhood (odd sides zero-padded), project, then norm.
-
-    >>> PatchMergingV2(8)(torch.zeros(1, 5, 6, 8)).shape
-    torch.Size([1, 3, 3, 16])
-    """
-
-    def __init__(self, dim: int, out_dim: Optional[int] = None) -> None:
-        super().__init__()
-        self.out_dim = out_dim or 2 * dim
-        self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
-        self.norm = nn.LayerNorm(self.out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_to_multiple(x, (2, 2))
-        b, h, w, c = x.shape
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
-        return self.norm(self.reduction(x))
-
-
-class SwinTransformerV2Stage(SwinTransformerStage):
-    """Optional patch merging (stages after the first), then alternating plain and shifted V2 blocks."""
-
-    def __init__(self, dim: int, out_dim: int, input_resolution: Pair, depth: int, downsample: bool,
-                 num_heads: int, window_size: Pair, always_partition: bool = False, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, proj_drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: Sequence[float] = (), pretrained_window_size: Pair = (0, 0)) -> None:
-        nn.Module.__init__(self)
-        self.input_resolution = input_resolution
-        self.output_resolution = tuple((r + 1) // 2 for r in input_resolution) if downsample else input_resolution
-        self.grad_checkpointing = False
-        self.downsample = PatchMergingV2(dim, out_dim) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[
-            SwinTransformerV2Block(
-                out_dim, self.output_resolution, num_heads, window_size, shift=i % 2 == 1,
-                always_partition=always_partition, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop,
-                attn_drop=attn_drop, drop_path=drop_path[i] if drop_path else 0.0,
-                pretrained_window_size=pretrained_window_size)
-            for i in range(depth)])
-
-
 def _pretrained_windows(value: Any, num_stages: int) -> Tuple[Pair, ...]:
     """One pre-training window per stage; 0 (the default) normalizes coordinates by the stage's own window."""
     if not isinstance(value, (list, tuple)) or len(value) != num_stages:
@@ -251,38 +209,14 @@ class SwinTransformerV2(SwinTransformer):
         patch_size = _pair(patch_size, 'patch_size')
         _check_config(img_size, patch_size, in_chans, num_classes, global_pool, embed_dim, depths, num_heads,
                       None, mlp_ratio)
-        num_stages = len(depths)
-        windows = _stage_window_sizes(window_size, num_stages)
         pretrained = _pretrained_windows(
-            (0,) * num_stages if pretrained_window_sizes is None else pretrained_window_sizes, num_stages)
-        dims = [int(embed_dim * 2 ** i) for i in range(num_stages)]
-        self.num_classes = num_classes
-        self.global_pool = global_pool
-        self.output_fmt = 'NHWC'
-        self.img_size = img_size
-        self.num_features = dims[-1]
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, dims[0],
-                                      norm_layer=nn.LayerNorm, output_fmt='NHWC')
-        resolution = tuple(s // p for s, p in zip(img_size, patch_size))
-        rates = drop_path_rates(drop_path_rate, list(depths))
-        stages, self.feature_info = [], []
-        stride = max(patch_size)
-        for i in range(num_stages):
-            stage = SwinTransformerV2Stage(
-                dims[max(i - 1, 0)], dims[i], resolution, depths[i], downsample=i > 0, num_heads=num_heads[i],
-                window_size=windows[i], always_partition=always_partition, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=rates[i],
-                pretrained_window_size=pretrained[i])
-            stages.append(stage)
-            resolution = stage.output_resolution
-            stride *= 2 if i > 0 else 1
-            self.feature_info.append(dict(num_chs=dims[i], reduction=stride, module=f'layers.{i}'))
-        self.layers = nn.Sequential(*stages)
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
-        self._init_weights()
+            (0,) * len(depths) if pretrained_window_sizes is None else pretrained_window_sizes, len(depths))
+        block_args = dict(block_layer=SwinTransformerV2Block, merge_layer=partial(PatchMerging, norm_last=True),
+                          always_partition=always_partition, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                          proj_drop=proj_drop_rate, attn_drop=attn_drop_rate)
+        self._build(img_size, patch_size, in_chans, num_classes, global_pool, embed_dim, depths, num_heads,
+                    _stage_window_sizes(window_size, len(depths)), drop_rate, drop_path_rate,
+                    [dict(block_args, pretrained_window_size=p) for p in pretrained])
 
     def _init_weights(self) -> None:
         super()._init_weights()
