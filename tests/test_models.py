@@ -25,13 +25,17 @@ import torch
 
 import featzoo
 from featzoo import registry
-from helpers import (assert_equal, build_timm_reference, check_feature_shapes, configurations, family_representative,
-                     input_side_for, meta_device, numeric_parity, randomize_state, save_state, size_kwargs)
+from helpers import (CONFIGURATION_MAX_PARAMS, assert_equal, build_timm_reference, check_feature_shapes,
+                     configurations, family_representative, input_side_for, meta_device, num_params, numeric_parity,
+                     randomize_state, save_state, size_kwargs)
 
 ALL = featzoo.list_models()
 FAMILIES = featzoo.list_modules()
 REPRESENTATIVE = {family: family_representative(family) for family in FAMILIES}
-CONFIGURATION_REPRESENTATIVES = set(configurations())
+# the structure check's default rows: each family's representative and each configuration's smallest architecture
+# up to CONFIGURATION_MAX_PARAMS (the big ones' parameters and levels per stride: test_parity_timm, on the meta device)
+STRUCTURE_DEFAULT = set(REPRESENTATIVE.values()) | {name for name in configurations()
+                                                     if num_params(name) <= CONFIGURATION_MAX_PARAMS}
 SIDE = 32  # input side of the structure and intermediates checks (4 x 4 maps at output stride 8)
 ALL_WRAPPERS = frozenset({'list', 'dict', 'hook', 'fx', 'getter'})
 
@@ -385,13 +389,12 @@ def _same_head(model: torch.nn.Module, ref: torch.nn.Module, x: torch.Tensor, wh
 
 # ---- output strides and feature levels -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize('name', _rows(_structure_rows(), CONFIGURATION_REPRESENTATIVES))
+@pytest.mark.parametrize('name', _rows(_structure_rows(), STRUCTURE_DEFAULT))
 def test_output_stride_keeps_parameters_and_levels(name):
     """Dilated models hold exactly the stride-32 parameters; their levels tap the same modules with the same widths at
     reductions capped by the output stride, as the index records; the levels and forward_features have the shapes
     those reductions imply. Built on the meta device and given uninitialized storage: shapes need no initialization
-    (the slow part for the big variants). Stride 32 is checked by the parity test. One architecture per configuration
-    by default."""
+    (the slow part for the big variants). Stride 32 is checked by the parity test. STRUCTURE_DEFAULT by default."""
     natural = _index_levels(name, _natural(name))
     side = _side(name, SIDE)
     kwargs = size_kwargs(name, side)
