@@ -146,3 +146,29 @@ def test_reset_classifier_of_new_layouts(name):
     assert model(torch.ones(1, 3, 64, 64)).shape[1:] == (model.num_features, 2, 2)
     model.reset_classifier(5, 'avg')
     assert model(torch.ones(1, 3, 64, 64)).shape == (1, 5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['regnety_1280', 'regnety_2560'])
+def test_biggest_regnets_on_one_block_per_stage(name):
+    # Over 1.5 GB of float32 weights, and a shallower RegNet cannot be asked for (its depth generates the widths):
+    # both models are built whole on the meta device, then cut to the first block of every stage, the same way.
+    import timm
+
+    def first_blocks_only(model):
+        for stage_name in ('s1', 's2', 's3', 's4'):
+            stage = getattr(model, stage_name)
+            for block_name in [n for n, _ in stage.named_children()][1:]:
+                delattr(stage, block_name)
+        return model
+
+    with torch.device('meta'):
+        ref = first_blocks_only(timm.create_model(name))
+        model = first_blocks_only(featzoo.create_model(name))
+    ref = ref.to_empty(device='cpu').eval()
+    randomize_state(ref)
+    model = model.to_empty(device='cpu').eval()
+    model.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert_equal(model(x), ref(x), f'{name} logits, one block per stage')
