@@ -269,6 +269,7 @@ def plan_model(model_name: str, pretrained: bool = False, pretrained_cfg: Option
 
     # 1. source
     arch_name, loaded = _resolve_source(model_name, cache, pretrained)
+    arch_name = registry.resolve_deprecated_name(arch_name)
     entry = registry.get_arch_entry(arch_name)
     arch, tag = registry.split_model_name_tag(arch_name)
 

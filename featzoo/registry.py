@@ -12,6 +12,7 @@ import functools
 import json
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -21,12 +22,13 @@ from .errors import UnknownModelError
 _lock = threading.RLock()
 _index: Optional[Dict[str, Dict[str, Any]]] = None  # arch -> entry
 _families: Optional[Dict[str, Dict[str, Any]]] = None  # family -> header (module, default_cfg)
+_deprecated: Dict[str, str] = {}  # timm's deprecated names -> 'arch.tag' (index/_deprecated.json)
 
 Filter = Union[str, Sequence[str]]
 
 
 def _load_index() -> Dict[str, Dict[str, Any]]:
-    global _index, _families
+    global _index, _families, _deprecated
     if _index is not None:
         return _index
     with _lock:
@@ -37,6 +39,9 @@ def _load_index() -> Dict[str, Dict[str, Any]]:
         root = resources.files('featzoo') / 'index'
         for item in sorted(root.iterdir(), key=lambda p: p.name):
             if not item.name.endswith('.json'):
+                continue
+            if item.name.startswith('_'):  # not a family: the deprecated-name table
+                _deprecated = json.loads(item.read_text(encoding='utf-8'))
                 continue
             data = json.loads(item.read_text(encoding='utf-8'))
             family = data['family']
@@ -51,6 +56,24 @@ def _load_index() -> Dict[str, Dict[str, Any]]:
 
 def _natural_key(name: str) -> List[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
+
+
+def resolve_deprecated_name(name: str) -> str:
+    """The current ``arch.tag`` of one of timm's deprecated model names (with a FutureWarning, as timm warns);
+    any other name unchanged.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter('ignore')
+    ...     resolve_deprecated_name('resnetv2_50x1_bitm')
+    'resnetv2_50x1_bit.goog_in21k_ft_in1k'
+    """
+    _load_index()
+    current = _deprecated.get(name) if isinstance(name, str) else None
+    if current is None:
+        return name
+    warnings.warn(f'{name!r} is a deprecated model name; it now stands for {current!r}', FutureWarning, stacklevel=3)
+    return current
 
 
 def split_model_name_tag(name: str) -> Tuple[str, str]:
@@ -195,6 +218,7 @@ def is_model(name: str) -> bool:
     if not isinstance(name, str):
         return False
     index = _load_index()
+    name = _deprecated.get(name, name)
     arch, tag = split_model_name_tag(name)
     entry = index.get(arch)
     if entry is None:
@@ -222,6 +246,7 @@ def get_arch_entry(name: str) -> Dict[str, Any]:
     if not isinstance(name, str):
         raise TypeError(f'model name must be a str, got {type(name).__name__}: {name!r}')
     index = _load_index()
+    name = _deprecated.get(name, name)
     arch, tag = split_model_name_tag(name)
     entry = index.get(arch)
     if entry is None:
@@ -314,7 +339,7 @@ def model_capabilities(name: str) -> ModelCapabilities:
     (8, 16, 32)
     """
     entry = get_arch_entry(name)
-    arch = split_model_name_tag(name)[0]
+    arch = split_model_name_tag(_deprecated.get(name, name))[0]
     by_stride = {int(k): tuple(dict(level) for level in v) for k, v in entry['feature_levels'].items()}
     natural = max(by_stride)
     return ModelCapabilities(
@@ -332,10 +357,11 @@ def model_capabilities(name: str) -> ModelCapabilities:
 
 def _reset_index_cache() -> None:
     """Forget the loaded index (tests that regenerate index files call this)."""
-    global _index, _families
+    global _index, _families, _deprecated
     with _lock:
         _index = None
         _families = None
+        _deprecated = {}
 
 
 def iter_entries() -> Iterable[Tuple[str, Dict[str, Any]]]:

@@ -141,3 +141,20 @@ def test_checkpoint_without_classifier_needs_an_explicit_head(tmp_path, caplog):
     assert fresh.fc.out_features == 1000 and 'fc' in caplog.text
     assert featzoo.create_model('resnet10t', checkpoint_path=path, num_classes=0).num_classes == 0
     assert len(featzoo.create_model('resnet10t', checkpoint_path=path, features_only=True).feature_info) == 5
+
+
+def test_deprecated_timm_names_map_to_their_current_tag_with_a_warning():
+    import json
+    import pathlib
+    from timm.models._registry import _deprecated_models
+    table = json.loads((pathlib.Path(featzoo.__file__).parent / 'index' / '_deprecated.json').read_text())
+    assert table, 'no deprecated names: regenerate with python tools/gen_index.py'
+    registered = set(featzoo.list_models())
+    # every timm alias whose target featzoo can serve is in the table, mapped as timm maps it
+    assert table == {old: new for old, new in _deprecated_models.items() if featzoo.is_model(new)}
+    for old, new in table.items():
+        assert featzoo.is_model(old) and old not in registered, old
+        assert featzoo.model_capabilities(old).name == new.split('.')[0]
+    with pytest.warns(FutureWarning, match="'convnext_tiny_in22ft1k' is a deprecated model name.*convnext_tiny"):
+        model = featzoo.create_model('convnext_tiny_in22ft1k', num_classes=0)
+    assert (model.pretrained_cfg['architecture'], model.pretrained_cfg['tag']) == ('convnext_tiny', 'fb_in22k_ft_in1k')

@@ -128,6 +128,29 @@ def format_index(doc: Dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+DEPRECATED_FILE = os.path.join(ROOT, 'featzoo', 'index', '_deprecated.json')
+
+
+def deprecated_names() -> Dict[str, str]:
+    """timm's deprecated model names whose target architecture featzoo registers: old name -> 'arch.tag'."""
+    from timm.models._registry import _deprecated_models
+    known = set()  # every arch and arch.tag featzoo can serve
+    index_dir = os.path.join(ROOT, 'featzoo', 'index')
+    for file in os.listdir(index_dir):
+        if file.endswith('.json') and not file.startswith('_'):
+            with open(os.path.join(index_dir, file), encoding='utf-8') as f:
+                for arch, entry in json.load(f)['models'].items():
+                    known.add(arch)
+                    known.update(f"{arch}.{tag}" for tag in [c['tag'] for c in entry.get('pretrained', ())]
+                                 + list(entry.get('untrained_tags', ())))
+    # timm still maps a few old names to tags it no longer publishes: those stay unknown names here
+    return {old: new for old, new in sorted(_deprecated_models.items()) if new in known}
+
+
+def _deprecated_text() -> str:
+    return json.dumps(deprecated_names(), indent=1, sort_keys=True) + '\n'
+
+
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('families', nargs='*', help='family module names (default: every featzoo/models/*.py)')
@@ -149,6 +172,15 @@ def main(argv: List[str] | None = None) -> int:
         with open(path, 'w', encoding='utf-8') as f:
             f.write(text)
         print(f'{path}: {len(doc["models"])} models')
+    if not args.no_pretrained:  # the deprecated names follow what is registered, so they are rewritten every run
+        text = _deprecated_text()
+        old = open(DEPRECATED_FILE, encoding='utf-8').read() if os.path.exists(DEPRECATED_FILE) else None
+        if args.check and old != text:
+            stale.append('_deprecated')
+        elif not args.check and old != text:
+            with open(DEPRECATED_FILE, 'w', encoding='utf-8') as f:
+                f.write(text)
+            print(f'{DEPRECATED_FILE}: {text.count(":")} deprecated names')
     if stale:
         print(f'index out of date for: {stale}; run python tools/gen_index.py {" ".join(stale)}')
         return 1
