@@ -421,8 +421,12 @@ class PatchMerging(nn.Module):
         super().__init__()
         self.out_dim = out_dim or 2 * dim
         self.norm_last = norm_last
-        self.norm = nn.LayerNorm(self.out_dim if norm_last else 4 * dim)
+        # registered in the order they run, so that state_dict keys come in timm's order
+        if not norm_last:
+            self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, self.out_dim, bias=False)
+        if norm_last:
+            self.norm = nn.LayerNorm(self.out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = pad_to_multiple(x, (2, 2))
@@ -580,6 +584,7 @@ class SwinTransformer(nn.Module):
         if global_pool is not None and global_pool not in POOL_TYPES:
             raise ValueError(f'unknown global_pool {global_pool!r}; valid: {POOL_TYPES}')
         self.num_classes = num_classes
+        self.head.in_features = self.num_features  # pruned to an earlier stage, the head is sized for that one
         self.head.reset(num_classes, pool_type=global_pool)
         if global_pool is not None:
             self.global_pool = global_pool
