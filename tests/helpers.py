@@ -335,9 +335,9 @@ def configurations(names: Optional[Sequence[str]] = None) -> Dict[str, List[str]
     return {members[0]: members for members in groups.values()}
 
 
-def input_side_for(name: str) -> int:
-    """The smallest input side >= 64 px that ``name`` takes."""
-    return registry.family_spec(family_of(name)).smallest_input_side(name)
+def input_side_for(name: str, at_least: int = 64) -> int:
+    """The smallest input side >= ``at_least`` px that ``name`` takes."""
+    return registry.family_spec(family_of(name)).smallest_input_side(name, at_least)
 
 
 def size_kwargs(name: str, side: int) -> Dict[str, Any]:
@@ -478,8 +478,5 @@ def smallest_input(name: str, at_least: int = 64) -> Tuple[Dict[str, int], int]:
     >>> smallest_input('resnet18')
     ({}, 64)
     """
-    from featzoo import registry
-    spec = registry.family_spec(registry.get_arch_entry(name)['family'])
-    side = spec.smallest_input_side(name, at_least)
-    size_arg = spec.img_size_arg_for(name)
-    return ({size_arg: side} if size_arg else {}), side
+    side = input_side_for(name, at_least)
+    return size_kwargs(name, side), side

@@ -167,11 +167,6 @@ def _index_levels(name: str, stride: int) -> list:
             for d in featzoo.model_capabilities(name).feature_levels_by_stride[stride]]
 
 
-def _side(name: str, at_least: int) -> int:
-    """The smallest input side >= ``at_least`` that ``name`` takes."""
-    return registry.family_spec(_family(name)).smallest_input_side(name, at_least)
-
-
 def _timm_pair(name: str, side: int):
     """timm's model with random weights and featzoo's loaded from them (via a checkpoint file), both in eval mode and
     built for ``side`` px inputs where the family fixes the input size at construction."""
@@ -288,7 +283,7 @@ def test_timm_parity_dilated(name, output_stride):
 
 @pytest.mark.parametrize('name', _intermediates_rows())
 def test_forward_intermediates_and_prune_match_timm(name):
-    side = _side(name, SIDE)
+    side = input_side_for(name, SIDE)
     ref, model = _timm_pair(name, side)
     n = len(model.feature_info)
     x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(2))
@@ -396,7 +391,7 @@ def test_output_stride_keeps_parameters_and_levels(name):
     those reductions imply. Built on the meta device and given uninitialized storage: shapes need no initialization
     (the slow part for the big variants). Stride 32 is checked by the parity test. STRUCTURE_DEFAULT by default."""
     natural = _index_levels(name, _natural(name))
-    side = _side(name, SIDE)
+    side = input_side_for(name, SIDE)
     kwargs = size_kwargs(name, side)
     x = torch.zeros(1, 3, side, side)
     with meta_device():
