@@ -118,3 +118,18 @@ def test_the_extract_synopsis_names_every_option():
                and not any(re.search(rf'(^|[\s\[|]){re.escape(s)}(?=[\s\]|])', synopsis)
                            for s in action.option_strings)]
     assert not missing, f'options missing from the README synopsis: {missing}'
+
+
+def test_the_quickstart_installs_a_cpu_only_torch_first_and_says_how_big_each_choice_is():
+    """On a CPU-only machine `pip install -e .` alone pulls the CUDA build (gigabytes of NVIDIA libraries): the
+    Quickstart's first block installs the CPU build before featzoo, and the text gives both sizes."""
+    text = open(os.path.join(REPO, 'README.md'), encoding='utf-8').read()
+    quickstart = text[text.index('## Quickstart'):text.index('## Embeddings from a folder')]
+    first = next(b for language, _, b in readme_blocks() if language == 'bash' and b in quickstart)
+    lines = [c for c, _ in commands(first)]
+    cpu = next((i for i, c in enumerate(lines) if 'download.pytorch.org/whl/cpu' in c and c.startswith('pip install')),
+               None)
+    assert cpu is not None and 'pip install -e .' in lines and cpu < lines.index('pip install -e .'), lines
+    prose = ' '.join(quickstart.split())
+    assert re.search(r'CUDA build[^.]*about [\d.]+ GB installed', prose), prose[:600]
+    assert re.search(r'CPU build is about [\d.]+ GB to download and under [\d.]+ GB installed', prose), prose[:600]
