@@ -37,6 +37,9 @@ def _steps_through_level(model: nn.Module, module_name: str, include_level: bool
         steps, owner = _sequential_plan(model, [module_name])
     except ValueError:
         return None
+    if isinstance(model.get_submodule(owner[module_name]), nn.ModuleList):
+        # a list of blocks (timm's EVA keeps them in one) is not one step: its blocks run in registration order
+        return None
     end = steps.index(owner[module_name])
     return steps[:end + 1] if include_level else steps[:end]
 
