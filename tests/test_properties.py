@@ -90,9 +90,13 @@ def valid_requests(draw) -> Dict[str, Any]:
         out_indices = tuple(i - n if neg else i for i, neg in zip(chosen, negative))
         if draw(st.booleans()):
             out_indices = list(out_indices)
-    natural = max(caps.output_strides)
-    # multiples of the model's largest stride, so that every level's reduction is exact on both sides
-    size = (natural * draw(st.integers(1, 3)), natural * draw(st.integers(1, 3)))
+    # multiples of the model's largest stride (every level's reduction exact on both sides) and of the input
+    # multiple its family declares (bat_resnext26ts takes multiples of 256), at least its minimum side
+    spec = featzoo.registry.family_spec(caps.family)
+    unit = math.lcm(max(caps.output_strides), spec.input_multiple_for(name))
+    first = max(1, -(-spec.min_input_size_for(name) // unit))
+    extra = 2 if unit <= 64 else 0  # a coarse grid is large already at its first multiple
+    size = (unit * draw(st.integers(first, first + extra)), unit * draw(st.integers(first, first + extra)))
     return make_request(name, stride, draw(st.sampled_from(caps.feature_cls)), out_indices,
                         draw(st.integers(1, 4)), draw(st.sampled_from(('NCHW', 'NHWC'))), size)
 
