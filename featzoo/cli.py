@@ -27,7 +27,8 @@ DEFAULTS: Dict[str, Dict[str, Any]] = {
     'nodes': dict(input_size=None, filter=None, json=False),
     'extract': dict(checkpoint=None, pretrained=True, batch_size=32, workers=None, device=None, normalize=False,
                     dtype='float32', fast_decode=False, overwrite=False, input_size=None, shard_size=10000,
-                    autocast='none', seed=0, quiet=False, optimize=True, compile=False, max_pixels=89_478_485),
+                    autocast='none', seed=0, quiet=False, optimize=True, compile=False, max_pixels=89_478_485,
+                    pre_logits=None),
     'visualize': dict(out_indices=None, checkpoint=None, pretrained=True, mode='top', input_size=None, seed=0),
 }
 # Values a command cannot run without, by dest, with how the user names them.
@@ -146,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser('extract', help='embed every image of a folder (resumable, sharded, torchrun-ready)',
                        **quiet_default,
                        description='Embed every image under IMAGES (recursively) with the pooled pre-logits of '
-                                   'MODEL on its own eval preprocessing. OUT gets safetensors shards and '
+                                   'MODEL on its own eval preprocessing (with the output of its head where that is '
+                                   'an image-text projection: CLIP, SigLIP, EVA-CLIP, ...). OUT gets safetensors shards and '
                                    'manifest.json; rerunning the same command resumes; under torchrun the work is '
                                    'split across ranks.',
                        epilog='Rerunning the same command after an interruption (even SIGKILL) finishes the job '
@@ -191,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--max-pixels', type=_positive_int, metavar='N',
                    help='skip images whose header promises more than N pixels, before decoding them (default '
                         "89478485, Pillow's default limit)")
+    p.add_argument('--pre-logits', action=argparse.BooleanOptionalAction,
+                   help="store the pooled pre-logits even where the head is an image-text projection; "
+                        "--no-pre-logits stores the head's output (logits for a classifier). Default: the head's "
+                        "output for projection heads (CLIP, SigLIP, EVA-CLIP, PE, MobileCLIP), else the pre-logits; "
+                        "manifest.json's 'output' says which")
     p.add_argument('--quiet', action='store_true', help='no progress bar and no summary line')
     _common(p)
 
@@ -509,7 +516,7 @@ def cmd_extract(o: Dict[str, Any]) -> int:
         dtype=o['dtype'], fast_decode=o['fast_decode'], overwrite=o['overwrite'],
         input_size=tuple(o['input_size']) if o['input_size'] else None, shard_size=o['shard_size'],
         autocast=o['autocast'], seed=o['seed'], quiet=o['quiet'], optimize=o['optimize'], compile=o['compile'],
-        max_pixels=o['max_pixels'])
+        max_pixels=o['max_pixels'], pre_logits=o['pre_logits'])
     return 0
 
 

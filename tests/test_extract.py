@@ -327,6 +327,55 @@ def test_named_models_run_optimized_unless_told_not_to(dataset, baseline, tmp_pa
         featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'bad'), **dict(FAST, optimize='no'))
 
 
+PROJECTION = 'vit_xsmall_patch16_clip_224.tinyclip_yfcc15m'  # the smallest tag whose head is a CLIP projection
+
+
+def test_projection_heads_store_the_heads_output_unless_told_not_to(tmp_path, monkeypatch):
+    images = tmp_path / 'images'
+    images.mkdir()
+    for name in ('astronaut.jpg', 'coffee.jpg', 'rocket.jpg'):
+        shutil.copy(os.path.join(SAMPLES, name), images / name)
+    references = {}
+    for num_classes in (None, 0):  # random weights are drawn for the model as extract builds it
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            references[num_classes] = featzoo.create_model(PROJECTION, num_classes=num_classes).eval()
+    tf = create_transform(**resolve_data_config({}, model=references[None]))
+    batch = torch.stack([tf(load_image(str(images / n))) for n in ('astronaut.jpg', 'coffee.jpg', 'rocket.jpg')])
+    with torch.no_grad():
+        projected, pooled = references[None](batch), references[0](batch)
+    assert projected.shape[1] == 512 != pooled.shape[1]
+
+    run = dict(pretrained=False, workers=0, quiet=True)
+    head = featzoo.extract_embeddings(PROJECTION, str(images), str(tmp_path / 'head'), **run)
+    assert head.manifest['output'] == 'head' and head.manifest['embedding_dim'] == 512
+    assert_equal(featzoo.read_embeddings(str(tmp_path / 'head'))[1], projected, 'head output')
+    pre = featzoo.extract_embeddings(PROJECTION, str(images), str(tmp_path / 'pre'), pre_logits=True, **run)
+    assert pre.manifest['output'] == 'pre_logits'
+    assert_equal(featzoo.read_embeddings(str(tmp_path / 'pre'))[1], pooled, 'pre-logits')
+    # the choice decides the rows: resuming with the other one is refused, naming the flag that continues the job
+    with pytest.raises(ValueError, match=r"rows are the head's output before, the pre-logits now.*To continue "
+                                         r"it, pass pre_logits=False"):
+        featzoo.extract_embeddings(PROJECTION, str(images), str(tmp_path / 'head'), pre_logits=True, **run)
+    with pytest.raises(TypeError, match="pre_logits must be"):
+        featzoo.extract_embeddings(PROJECTION, str(images), str(tmp_path / 'x'), pre_logits='yes', **run)
+    # the command line: --pre-logits opts out of the projection
+    from featzoo.cli import main
+    assert main(['extract', PROJECTION, str(images), '-o', str(tmp_path / 'cli'), '--no-pretrained', '--workers',
+                 '0', '--quiet', '--pre-logits']) == 0
+    from featzoo.extract import load_manifest
+    assert load_manifest(str(tmp_path / 'cli'))['output'] == 'pre_logits'
+
+
+def test_classifier_heads_store_pre_logits_and_say_so(baseline, dataset, tmp_path):
+    _, result, _, _ = baseline
+    assert result.manifest['output'] == 'pre_logits'
+    root, _, _ = dataset
+    logits = featzoo.extract_embeddings(MODEL, root, str(tmp_path / 'logits'), pre_logits=False, shard_size=50,
+                                        **FAST)
+    assert logits.manifest['output'] == 'head' and logits.manifest['embedding_dim'] == 1000
+
+
 def test_autocast_bf16_on_cpu(dataset, baseline, tmp_path):
     root, _, _ = dataset
     _, _, paths, emb = baseline

@@ -18,6 +18,8 @@
         optimize        whether the model ran through optimize_for_inference (False for a module passed in)
         compile         whether torch.compile was added
         max_pixels      images above this many pixels are skipped (null: no limit)
+        output          'head' when the rows are the head's output (image-text projection heads by default, or
+                        pre_logits=False); absent for the pooled pre-logits, as every earlier version stored them
         images          {'root': absolute IMAGES folder, 'count': files, 'sha256': image_set_digest of the listing}
 
 Arguments left out of ``job`` decide only how the work runs: batch_size, workers, device, quiet, overwrite.
@@ -25,7 +27,7 @@ Arguments left out of ``job`` decide only how the work runs: batch_size, workers
 per line (see :mod:`featzoo.extract.files`). While an update runs, ``previous/<earlier job_digest>/`` holds the
 earlier job's shards with copies of its job.json and listing, from which unchanged files take their rows
 (:mod:`featzoo.extract.update`); it is deleted with the new manifest. ``manifest.json`` appears only when every
-shard is finished; readers take its presence as "complete". Every JSON file is written atomically (:mod:`featzoo.fileio`), ASCII with ``\\u``
+shard is finished (its ``output`` is 'head' or 'pre_logits', what the rows are); readers take its presence as "complete". Every JSON file is written atomically (:mod:`featzoo.fileio`), ASCII with ``\\u``
 escapes, so that any file name round-trips exactly.
 """
 from __future__ import annotations

@@ -22,7 +22,9 @@ from torch import nn
 
 from ..checks import check_bool, check_choice, check_input_size, check_int
 from ..errors import NotAFolderError, WeightsUnavailableError
-from ..factory import build_with_weights
+from ..factory import build_with_weights, parse_model_name
+from ..registry import is_model, resolve_deprecated_name
+from ..weights import catalog, hub
 from ..fileio import is_temporary, remove_temporaries
 from .dataset import DEFAULT_MAX_PIXELS, ImageFileDataset, collate_images, fast_decode_size, worker_init
 from .distributed import DistContext, init_distributed, split_work
@@ -178,7 +180,31 @@ def _prepare_for_inference(model: nn.Module, device: str, optimize: bool, compil
     return optimize_for_inference(model, compile=compile, input_size=tuple(input_size), dtype=dtype)
 
 
-def _embed_fn(model: nn.Module, device: str, autocast: Optional[str]) -> Callable[[torch.Tensor], torch.Tensor]:
+def _stores_head_output(model: Union[str, nn.Module], pre_logits: Optional[bool]) -> bool:
+    """Whether the rows are the head's output (True) or the pooled pre-logits (False).
+
+    ``pre_logits=None`` decides by the weights: the head's output where the head is an image-text projection (CLIP,
+    SigLIP, EVA-CLIP, Perception Encoder, MobileCLIP towers), so that the vectors live in the space the matching
+    text tower uses; the pre-logits elsewhere (a classifier's logits are no embedding).
+    """
+    if pre_logits is not None:
+        return not pre_logits
+    if isinstance(model, nn.Module):
+        return bool((getattr(model, 'pretrained_cfg', None) or {}).get('head_is_projection'))
+    source, rest = parse_model_name(model)
+    if not source:
+        return catalog.head_is_projection(resolve_deprecated_name(rest))
+    # A Hub or local config describes its own weights; timm's published repos name their architecture and tag.
+    cfg = hub.load_model_config(model, download_weights=False)['pretrained_cfg']
+    if 'head_is_projection' in cfg:
+        return bool(cfg['head_is_projection'])
+    arch, tag = cfg.get('architecture'), cfg.get('tag')
+    known = bool(arch and tag and is_model(arch) and tag in catalog.pretrained_tags(arch))
+    return known and catalog.head_is_projection(f'{arch}.{tag}')
+
+
+def _embed_fn(model: nn.Module, device: str, autocast: Optional[str],
+              head_output: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     has_head = hasattr(model, 'forward_features') and hasattr(model, 'forward_head')
     device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 
@@ -187,7 +213,10 @@ def _embed_fn(model: nn.Module, device: str, autocast: Optional[str]) -> Callabl
                else contextlib.nullcontext())
         with torch.inference_mode(), ctx:
             x = x.to(device, non_blocking=True)
-            out = model.forward_head(model.forward_features(x), pre_logits=True) if has_head else model(x)
+            if has_head and not head_output:
+                out = model.forward_head(model.forward_features(x), pre_logits=True)
+            else:
+                out = model(x)
         return out.float()
     return embed
 
@@ -275,7 +304,13 @@ _VALUED = {'dtype': '--dtype', 'autocast': '--autocast', 'shard_size': '--shard-
            'weights.seed': '--seed', 'model': 'MODEL', 'data_config.input_size': '--input-size', 'images': 'IMAGES'}
 
 
+def _output_words(value: Any) -> str:
+    return "the head's output" if value == 'head' else 'the pre-logits'
+
+
 def _difference(key: str, before: Any, now: Any, cli: bool) -> str:
+    if key == 'output':
+        return f'rows are {_output_words(before)} before, {_output_words(now)} now'
     if key == 'weights.sha256':
         return f'the weights differ (sha256 {str(before)[:12]}... before, {str(now)[:12]}... now)'
     if cli and key in _SWITCHES:
@@ -296,6 +331,9 @@ def _fix(key: str, before: Any, cli: bool) -> Optional[str]:
     (the weights' content or the model's own preprocessing changed)."""
     if key in _SWITCHES:
         return _SWITCHES[key][0 if before else 1] if cli else f'{key}={before!r}'
+    if key == 'output':
+        head = before == 'head'
+        return ('--no-pre-logits' if head else '--pre-logits') if cli else f'pre_logits={not head!r}'
     if key == 'weights.source':
         if cli:
             return {'random': '--no-pretrained', 'checkpoint': '--checkpoint FILE (the same file)',
@@ -534,11 +572,15 @@ def extract_embeddings(
         optimize: bool = True,
         compile: bool = False,
         max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+        pre_logits: Optional[bool] = None,
 ) -> ExtractResult:
     """Embed every image under ``images`` into sharded safetensors files and a manifest in ``out``.
 
     Each row is the model's pooled pre-logits, ``forward_head(forward_features(x), pre_logits=True)``, on the
-    model's eval preprocessing. ``model`` is a registered name (weights: ``checkpoint``, else the default
+    model's eval preprocessing; where the weights' head is an image-text projection (CLIP, SigLIP, EVA-CLIP,
+    Perception Encoder, MobileCLIP towers) it is the head's output instead, so that the vectors live in the space the
+    matching text tower uses. ``pre_logits=True`` always stores the pre-logits, ``pre_logits=False`` always the
+    head's output; the manifest's ``output`` says which ('pre_logits' or 'head'). ``model`` is a registered name (weights: ``checkpoint``, else the default
     pretrained tag unless ``pretrained=False``, which uses random weights seeded by ``seed``) or a module.
     Unreadable files are skipped and listed in the manifest. Running the same call again after an interruption
     finishes the job without redoing finished shards; under ``torchrun`` the shards are split across ranks.
@@ -570,6 +612,8 @@ def extract_embeddings(
     check_int('seed', seed, 0)
     if max_pixels is not None:
         check_int('max_pixels', max_pixels, 1)
+    if pre_logits is not None:
+        check_bool('pre_logits', pre_logits)
     if workers is None:
         workers = min(4, os.cpu_count() or 1)
     check_int('workers', workers, 0)
@@ -593,7 +637,7 @@ def extract_embeddings(
                      checkpoint=checkpoint, pretrained=pretrained, batch_size=batch_size, workers=workers,
                      device=device, normalize=normalize, dtype=dtype, fast_decode=fast_decode, overwrite=overwrite,
                      input_size=size, shard_size=shard_size, autocast=autocast or 'none', seed=seed, quiet=quiet,
-                     optimize=optimize, compile=compile, max_pixels=max_pixels)
+                     optimize=optimize, compile=compile, max_pixels=max_pixels, pre_logits=pre_logits)
 
     ctx = init_distributed(device)
     held: List[OutputLock] = []
@@ -604,7 +648,7 @@ def extract_embeddings(
                         pretrained=pretrained, batch_size=batch_size, workers=workers, device=device,
                         normalize=normalize, dtype=dtype, fast_decode=fast_decode, overwrite=overwrite, size=size,
                         shard_size=shard_size, autocast=autocast, seed=seed, quiet=quiet, data_config=data_config,
-                        optimize=optimize, compile=compile, max_pixels=max_pixels, held=held)
+                        optimize=optimize, compile=compile, max_pixels=max_pixels, pre_logits=pre_logits, held=held)
     finally:
         for lock in held:
             lock.release()
@@ -616,13 +660,16 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
              device: str, normalize: bool, dtype: str, fast_decode: bool, overwrite: bool,
              size: Optional[Tuple[int, ...]], shard_size: int, autocast: Optional[str], seed: int, quiet: bool,
              data_config: Optional[Dict[str, Any]], optimize: bool, compile: bool, max_pixels: Optional[int],
-             held: List[OutputLock]) -> ExtractResult:
+             pre_logits: Optional[bool], held: List[OutputLock]) -> ExtractResult:
     from ..data import create_transform, resolve_data_config
 
+    head_output = _stores_head_output(model, pre_logits)
     if isinstance(model, str):
         name = model
-        # num_classes=0: the classifier is never used, and checkpoints fine-tuned to any class count still load.
-        net, weights = build_with_weights(model, checkpoint, pretrained, seed, num_classes=0)
+        # Without the head, num_classes=0: the classifier is never used, and checkpoints fine-tuned to any class
+        # count still load.
+        net, weights = build_with_weights(model, checkpoint, pretrained, seed,
+                                          **({} if head_output else {'num_classes': 0}))
     else:
         name = f'{type(model).__module__}.{type(model).__qualname__}'
         net, weights = model, {'source': 'module'}
@@ -644,12 +691,13 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
     cpu_bf16 = optimize and autocast == 'bf16' and device == 'cpu'
     net = _prepare_for_inference(net, device, optimize=optimize, compile=compile, input_size=cfg['input_size'],
                                  dtype=torch.bfloat16 if cpu_bf16 else torch.float32)
-    embed = _embed_fn(net, device, None if cpu_bf16 else autocast)
+    embed = _embed_fn(net, device, None if cpu_bf16 else autocast, head_output=head_output)
     # One zero image through the whole path before any work: a model that cannot take this input size, or whose
     # pre-logits are not one vector per image, fails here rather than after a listing of a million files.
     probe = embed(torch.zeros((1,) + tuple(cfg['input_size'])))
     if probe.ndim != 2:
-        raise ValueError(f'{name!r} gives pre-logits of shape {tuple(probe.shape)} for one image, not one vector '
+        what = "its head's output" if head_output else 'pre-logits'
+        raise ValueError(f'{name!r} gives {what} of shape {tuple(probe.shape)} for one image, not one vector '
                          f'([1, dim]); build it with global pooling')
     dim = int(probe.shape[1])
 
@@ -660,6 +708,10 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
         'normalize': normalize, 'dtype': dtype, 'fast_decode': fast_decode, 'autocast': autocast or 'none',
         'shard_size': shard_size, 'embedding_dim': dim, 'optimize': optimize, 'compile': compile,
         'max_pixels': max_pixels})
+    if head_output:
+        # absent = the pooled pre-logits, which every earlier version stored, so their jobs still resume
+        spec['output'] = 'head'
+
     plan: Any = None
     error: Optional[BaseException] = None
     if ctx.is_main:
@@ -707,6 +759,7 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
         base = {
             'format_version': FORMAT_VERSION, 'model': name, 'weights': weights, 'data_config': cfg,
             'arguments': arguments, 'embedding_dim': dim, 'dtype': dtype, 'images': plan['images'],
+            'output': 'head' if head_output else 'pre_logits',
             'job_digest': plan['digest'], 'world_size': ctx.world_size,
             'versions': {'featzoo': _featzoo_version(), 'torch': torch.__version__},
         }

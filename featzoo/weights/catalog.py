@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from .. import registry
 from ..data.constants import CROP_MODES, INTERPOLATIONS
 
-__all__ = ['pretrained_tags', 'default_tag', 'has_pretrained', 'resolve_tag', 'pretrained_cfg', 'catalog_rows',
-           'catalog_problems', 'REQUIRED_KEYS']
+__all__ = ['pretrained_tags', 'default_tag', 'has_pretrained', 'resolve_tag', 'pretrained_cfg', 'head_is_projection',
+           'catalog_rows', 'catalog_problems', 'REQUIRED_KEYS']
 
 # Facts every published tag carries (others, such as test_input_size or license, appear where timm has them).
 REQUIRED_KEYS = ('hf_hub_id', 'num_classes', 'input_size', 'interpolation', 'crop_pct', 'crop_mode', 'mean', 'std')
@@ -102,6 +102,16 @@ def pretrained_cfg(name: str, base: Optional[Mapping[str, Any]] = None, overlay:
         if isinstance(cfg.get(key), list):
             cfg[key] = tuple(cfg[key])
     return cfg
+
+
+def head_is_projection(name: str) -> bool:
+    """Whether the weights ``name`` resolves to end in an image-text projection (CLIP, SigLIP, EVA-CLIP, ...)
+    rather than a classifier: their head's output lives in the space the text tower uses.
+
+    >>> head_is_projection('vit_base_patch16_clip_224.openai'), head_is_projection('resnet50.a1_in1k')
+    (True, False)
+    """
+    return bool(pretrained_cfg(name).get('head_is_projection'))
 
 
 def catalog_rows(filter: Union[str, Sequence[str]] = '') -> List[Dict[str, Any]]:
