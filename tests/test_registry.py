@@ -58,20 +58,19 @@ def test_listing_does_not_import_families():
     assert out.strip() == '[]'
 
 
-def test_index_matches_family_tables():
+@pytest.mark.parametrize('family', featzoo.list_modules())
+def test_index_matches_family_tables(family):
     """The static index agrees with the family tables (names, wrappers, strides, feature levels)."""
     sys.path.insert(0, '.')
     gen = importlib.import_module('tools.gen_index')
-    for family in featzoo.list_modules():
-        fresh = gen.family_index(family, with_pretrained=False)
-        for arch, entry in fresh['models'].items():
-            stored = registry.get_arch_entry(arch)
-            for key in ('default_feature_cls', 'feature_cls', 'output_strides', 'feature_levels', 'export', 'num_params',
-                        'default_out_indices'):
-                assert stored.get(key) == entry.get(key), \
-                    f'{arch}: index {key} is stale; run tools/gen_index.py {family}'
-        listed = set(featzoo.list_models(module=family))
-        assert listed == set(fresh['models']), f'{family}: index and VARIANTS list different names'
+    fresh = gen.family_index(family, with_pretrained=False)
+    for arch, entry in fresh['models'].items():
+        stored = registry.get_arch_entry(arch)
+        for key in ('default_feature_cls', 'feature_cls', 'output_strides', 'feature_levels', 'export', 'num_params',
+                    'default_out_indices'):
+            assert stored.get(key) == entry.get(key), f'{arch}: index {key} is stale; run tools/gen_index.py {family}'
+    listed = set(featzoo.list_models(module=family))
+    assert listed == set(fresh['models']), f'{family}: index and VARIANTS list different names'
 
 
 def test_pretrained_tags_match_timm():

@@ -1,7 +1,10 @@
-"""Index selection for ``forward_intermediates`` / ``prune_intermediate_layers`` (timm's semantics)."""
+"""Index selection for ``forward_intermediates`` / ``prune_intermediate_layers`` (timm's semantics), and plain ViT
+tokens laid out as feature maps."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import torch
 
 IndicesArg = Optional[Union[int, Sequence[int]]]
 
@@ -42,3 +45,29 @@ def feature_take_indices(num_features: int, indices: IndicesArg = None) -> Tuple
                 raise ValueError(f'index {i} is out of range; valid: {-num_features} to {num_features - 1}')
             take.append(i % num_features)
     return take, max(take)
+
+
+def tokens_to_maps(intermediates: List[torch.Tensor], num_prefix_tokens: int, grid: Tuple[int, int],
+                   output_fmt: str = 'NCHW', return_prefix_tokens: bool = False, pair_without_prefix: bool = False,
+                   ) -> List[Any]:
+    """A plain ViT's per-block tokens [B, prefix + H*W, C] as maps: the prefix (class, register, distillation)
+    tokens split off, the patch tokens laid out NCHW, NHWC, or left as tokens (any other ``output_fmt``).
+
+    ``return_prefix_tokens`` pairs each map with its prefix tokens; a model without prefix tokens pairs them only
+    when ``pair_without_prefix`` (EVA does; the ViT returns bare maps, as timm's do).
+
+    >>> maps = tokens_to_maps([torch.zeros(2, 1 + 6, 8)], 1, (2, 3))
+    >>> maps[0].shape
+    torch.Size([2, 8, 2, 3])
+    """
+    height, width = grid
+    prefix = [y[:, :num_prefix_tokens] for y in intermediates]
+    if num_prefix_tokens:
+        intermediates = [y[:, num_prefix_tokens:] for y in intermediates]
+    if output_fmt == 'NCHW':
+        intermediates = [y.reshape(y.shape[0], height, width, -1).permute(0, 3, 1, 2) for y in intermediates]
+    elif output_fmt == 'NHWC':
+        intermediates = [y.reshape(y.shape[0], height, width, -1) for y in intermediates]
+    if return_prefix_tokens and (num_prefix_tokens or pair_without_prefix):
+        return list(zip(intermediates, prefix))
+    return list(intermediates)

@@ -136,31 +136,24 @@ class SwiGLU(nn.Module):
         return self.drop2(self.fc2(self.norm(x)))
 
 
-class GlobalResponseNormMlp(nn.Module):
-    """ConvNeXt V2's MLP: ``fc1`` -> activation -> dropout -> :class:`GlobalResponseNorm` (``grn``) -> ``fc2`` ->
-    dropout, on NHWC input with linear layers or, with ``use_conv=True``, on NCHW maps with 1x1 convolutions.
+class GlobalResponseNormMlp(Mlp):
+    """ConvNeXt V2's MLP: :class:`Mlp` whose hidden norm is a :class:`GlobalResponseNorm` named ``grn`` (timm's key),
+    on NHWC input with linear layers or, with ``use_conv=True``, on NCHW maps with 1x1 convolutions.
 
     >>> GlobalResponseNormMlp(8, 32)(torch.ones(1, 3, 3, 8)).shape
     torch.Size([1, 3, 3, 8])
-    >>> GlobalResponseNormMlp(8, 32, use_conv=True)(torch.ones(1, 8, 3, 3)).shape
-    torch.Size([1, 8, 3, 3])
+    >>> list(GlobalResponseNormMlp(8, 32, use_conv=True).state_dict())[:4]
+    ['fc1.weight', 'fc1.bias', 'grn.weight', 'grn.bias']
     """
 
     def __init__(self, in_features: int, hidden_features: Optional[int] = None, out_features: Optional[int] = None,
                  act_layer: ActLayer = 'gelu', bias: Union[bool, Tuple[bool, bool]] = True,
                  drop: Union[float, Tuple[float, float]] = 0.0, use_conv: bool = False) -> None:
-        super().__init__()
-        out_features = out_features or in_features
-        hidden_features = hidden_features or in_features
-        bias = to_2tuple(bias)
-        drop = to_2tuple(drop)
-        linear = partial(nn.Conv2d, kernel_size=1) if use_conv else nn.Linear
-        self.fc1 = linear(in_features, hidden_features, bias=bias[0])
-        self.act = create_act_layer(act_layer)
-        self.drop1 = nn.Dropout(drop[0])
-        self.grn = GlobalResponseNorm(hidden_features, channels_last=not use_conv)
-        self.fc2 = linear(hidden_features, out_features, bias=bias[1])
-        self.drop2 = nn.Dropout(drop[1])
+        super().__init__(in_features, hidden_features, out_features, act_layer=act_layer, bias=bias, drop=drop,
+                         use_conv=use_conv,
+                         norm_layer=partial(GlobalResponseNorm, channels_last=not use_conv))
+        # the same place in the module order, under the name timm's checkpoints use
+        self._modules = type(self._modules)((('grn' if k == 'norm' else k), m) for k, m in self._modules.items())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop1(self.act(self.fc1(x)))

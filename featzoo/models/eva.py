@@ -28,7 +28,7 @@ from ..family import FamilySpec
 from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
@@ -559,21 +559,12 @@ class Eva(nn.Module):
         """
         check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
         take, last = feature_take_indices(len(self.blocks), indices)
-        B = x.shape[0]
         x, rope, (H, W) = self._embed(x)
         # later blocks cannot change what is returned when only the intermediates are wanted
         blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
         x, intermediates = self._run_blocks(x, rope, blocks, set(take), norm)
-        n = self.num_prefix_tokens
-        prefix_tokens = [y[:, :n] for y in intermediates]
-        if n:
-            intermediates = [y[:, n:] for y in intermediates]
-        if output_fmt == 'NCHW':
-            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2) for y in intermediates]
-        elif output_fmt == 'NHWC':
-            intermediates = [y.reshape(B, H, W, -1) for y in intermediates]
-        if return_prefix_tokens:
-            intermediates = list(zip(intermediates, prefix_tokens))
+        intermediates = tokens_to_maps(intermediates, self.num_prefix_tokens, (H, W), output_fmt,
+                                       return_prefix_tokens, pair_without_prefix=True)
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates

@@ -26,7 +26,7 @@ from ..layers.activations import ActLayer, create_act_layer, get_act_layer
 from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
@@ -931,7 +931,6 @@ class VisionTransformer(nn.Module):
         _check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
         take, last = feature_take_indices(len(self.blocks), indices)
         take = set(take)
-        B = x.shape[0]
         x, (H, W) = self._embed(x)
         # later blocks cannot change what is returned when only the intermediates are wanted
         blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
@@ -940,16 +939,8 @@ class VisionTransformer(nn.Module):
             x = self._run_block(block, x)
             if i in take:
                 intermediates.append(self.norm(x) if norm else x)
-        n = self.num_prefix_tokens
-        prefix_tokens = [y[:, :n] for y in intermediates] if return_prefix_tokens else []
-        if n:
-            intermediates = [y[:, n:] for y in intermediates]
-        if output_fmt == 'NCHW':
-            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous() for y in intermediates]
-        elif output_fmt == 'NHWC':
-            intermediates = [y.reshape(B, H, W, -1) for y in intermediates]
-        if return_prefix_tokens and n:
-            intermediates = list(zip(intermediates, prefix_tokens))
+        intermediates = tokens_to_maps(intermediates, self.num_prefix_tokens, (H, W), output_fmt,
+                                       return_prefix_tokens)
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
