@@ -21,7 +21,7 @@ import torch
 
 import featzoo
 from featzoo.weights import catalog, hub
-from helpers import assert_equal
+from helpers import PARITY_MAX_BYTES, assert_equal, by_size, configuration_of, input_side_for, num_params
 
 ARCH = 'resnet10t'  # small and quick to build: the served files stay small and the tests fast
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -589,26 +589,31 @@ def test_adaptation_when_loading_published_weights(env, source_model, monkeypatc
     assert all(torch.equal(value, state[key]) for key, value in kept.items())
 
 
-def _default_tags() -> List[str]:
-    names = []
-    for arch in featzoo.list_models():
-        tags = catalog.pretrained_tags(arch)
-        if tags:
-            names.append(f'{arch}.{tags[0]}')
-    return names
+def _tags_per_configuration_and_class_count() -> List[str]:
+    """One published tag for each (configuration, class count) whose float32 weights are under 1.5 GB: the smallest
+    architecture's first such tag, so that every head size a configuration is published with is loaded once."""
+    chosen: Dict[Tuple, str] = {}
+    for arch in by_size(featzoo.list_models()):
+        if num_params(arch) * 4 >= PARITY_MAX_BYTES:
+            continue
+        for tag in catalog.pretrained_tags(arch):
+            cfg = catalog.pretrained_cfg(f'{arch}.{tag}')
+            chosen.setdefault((configuration_of(arch), cfg.get('num_classes')), f'{arch}.{tag}')
+    return sorted(chosen.values())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name', _default_tags())
-def test_every_default_tag_loads_timm_format_weights_from_the_hub(name, fake_hub):
-    """Serve timm's own (randomly initialized) state_dict under each default tag's Hub repo, as timm publishes it."""
+@pytest.mark.parametrize('name', _tags_per_configuration_and_class_count())
+def test_published_tags_load_timm_format_weights_from_the_hub(name, fake_hub):
+    """Serve timm's own (randomly initialized) state_dict under the tag's Hub repo, as timm publishes it."""
     timm = pytest.importorskip('timm')
     theirs = timm.create_model(name).eval()
     state = {k: v.contiguous() for k, v in theirs.state_dict().items()}
     cfg = catalog.pretrained_cfg(name)
     fake_hub.add(cfg['hf_hub_id'], {'model.safetensors': safetensors.torch.save(state)})
     ours = featzoo.create_model(name, pretrained=True).eval()
-    size = cfg['input_size'] if cfg.get('fixed_input_size') else (3, 64, 64)
+    side = input_side_for(name.split('.')[0])
+    size = cfg['input_size'] if cfg.get('fixed_input_size') else (cfg['input_size'][0], side, side)
     x = torch.randn(1, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert_equal(ours(x), theirs(x), name)
