@@ -7,7 +7,7 @@ Paper: "A ConvNet for the 2020s", https://arxiv.org/abs/2201.03545
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from ..layers.mlp import GlobalResponseNormMlp, Mlp
 from ..layers.norm import RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
 from ..layers.pooling import POOL_TYPES
+from ..layers.head_api import HeadApi
 
 OUTPUT_STRIDES = (8, 16, 32)
 STEM_TYPES = ('patch', 'overlap', 'overlap_tiered', 'overlap_act')
@@ -186,7 +187,7 @@ def _check_args(depths: Sequence[int], dims: Sequence[int], kernel_sizes: Sequen
             raise ValueError(f'{name}={value!r} is invalid; valid: 0 <= {name} < 1')
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(HeadApi, nn.Module):
     """ConvNeXt (V1 and, with ``use_grn=True, ls_init_value=None``, V2) with a patchify or overlapping stem, four
     stages and a pool -> norm -> (MLP) -> classifier head (norm -> pool -> classifier with ``head_norm_first``).
 
@@ -318,24 +319,6 @@ class ConvNeXt(nn.Module):
         """
         for stage in self.stages:
             stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Parameter names exempt from weight decay beyond the usual 1-d ones: none for this family.
-
-        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).no_weight_decay()
-        set()
-        """
-        return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier layer.
-
-        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=3).get_classifier()
-        Linear(in_features=8, out_features=3, bias=True)
-        """
-        return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None,
                          reset_other: bool = False) -> None:

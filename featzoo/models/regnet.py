@@ -26,6 +26,7 @@ from ..layers.helpers import make_divisible
 from ..layers.norm_act import GroupNormAct
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.weight_init import normal_
+from ..layers.head_api import HeadApi
 from .resnetv2 import shortcut_pool
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -278,7 +279,7 @@ class RegStage(nn.Module):
         return x
 
 
-class RegNet(nn.Module):
+class RegNet(HeadApi, nn.Module):
     """RegNet-X (``se_ratio=0``) and RegNet-Y: a 3x3 stride-2 stem, four stages ``s1``..``s4``, pooled classifier.
 
     >>> RegNet(w0=24, wa=36.44, wm=2.49, depth=13, group_size=8, num_classes=5)(torch.ones(1, 3, 64, 64)).shape
@@ -368,22 +369,6 @@ class RegNet(nn.Module):
         for stage in self.children():
             if isinstance(stage, RegStage):
                 stage.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        """Names of parameters exempt from weight decay (none for RegNet).
-
-        >>> SPEC.build('regnetx_002').no_weight_decay()
-        set()
-        """
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
-
-        >>> SPEC.build('regnetx_002', num_classes=3).get_classifier().out_features
-        3
-        """
-        return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.

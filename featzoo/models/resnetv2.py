@@ -29,6 +29,7 @@ from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.norm_act import EvoNorm2dS0, FilterResponseNormTlu2d, GroupNormAct
 from ..layers.std_conv import StdConv2d, StdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
+from ..layers.head_api import HeadApi
 from .resnet import AvgPool2dSame
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -296,7 +297,7 @@ def create_stem(in_chs: int, out_chs: int, stem_type: str, preact: bool, conv_la
     return nn.Sequential(layers), tap
 
 
-class ResNetV2(nn.Module):
+class ResNetV2(HeadApi, nn.Module):
     """Stem, ``stages.0`` .. ``stages.{n-1}``, a final norm (pre-activation only) and a pooled 1x1-conv classifier.
 
     ``width_factor`` multiplies every width (BiT-M x3 ...); ``output_stride`` 16 or 8 dilates the later stages.
@@ -386,22 +387,6 @@ class ResNetV2(nn.Module):
         """
         for stage in self.stages:
             stage.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        """Names of parameters exempt from weight decay (none).
-
-        >>> SPEC.build('resnetv2_18').no_weight_decay()
-        set()
-        """
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        """The final 1x1 convolution (``nn.Identity`` when ``num_classes == 0``).
-
-        >>> SPEC.build('resnetv2_18', num_classes=3).get_classifier().out_channels
-        3
-        """
-        return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.

@@ -28,6 +28,7 @@ from ..layers.intermediates import feature_take_indices
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pooling import POOL_TYPES
+from ..layers.head_api import HeadApi
 
 OUTPUT_STRIDES = (32,)
 DEFAULT_CFG = dict(
@@ -468,7 +469,7 @@ class SwinTransformerStage(nn.Module):
         return self.blocks(x)
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(HeadApi, nn.Module):
     """Swin Transformer: patch embedding, four stages of window attention, final norm and classifier.
 
     ``forward_features`` returns the normed NHWC map at stride ``4 * 2**3``.
@@ -563,14 +564,6 @@ class SwinTransformer(nn.Module):
         """
         for stage in self.layers:
             stage.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` without classes).
-
-        >>> SwinTransformer(depths=(1,), num_heads=(3,), num_classes=5).get_classifier().out_features
-        5
-        """
-        return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling.

@@ -26,7 +26,7 @@ from ..layers.activations import ActLayer, create_act_layer, get_act_layer
 from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
@@ -954,14 +954,7 @@ class VisionTransformer(nn.Module):
         >>> m.prune_intermediate_layers((1,)), len(m.blocks)
         ([1], 2)
         """
-        take, last = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:last + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.fc_norm = nn.Identity()
-            self.reset_classifier(0, '')
-        return take
+        return prune_blocks(self, indices, prune_norm, prune_head)
 
 
 # ---- builders and adapters for the factory --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ https://arxiv.org/abs/1802.02611
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, create_conv2d
+from ..layers.head_api import HeadApi
 
 # The strided feature levels are taken inside a block (the input of its last, strided separable conv), so only the
 # hook and fx wrappers can reach them.
@@ -194,7 +195,7 @@ def _check_args(entry_flow: Sequence[Tuple[int, int]], middle_depth: int, num_cl
                          f'(out_channels >= 1, stride in (1, 2)) pairs')
 
 
-class XceptionAligned(nn.Module):
+class XceptionAligned(HeadApi, nn.Module):
     """Aligned Xception: a two-conv stem, entry/middle/exit flows of separable-conv blocks, and a pooled classifier.
 
     >>> model = XceptionAligned(entry_flow=((16, 2), (32, 2), (64, 2)), middle_depth=1, num_classes=10)
@@ -275,24 +276,6 @@ class XceptionAligned(nn.Module):
         >>> XceptionAligned(middle_depth=0).set_grad_checkpointing()
         """
         self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Parameter names exempt from weight decay beyond the usual 1-d ones: none for this family.
-
-        >>> XceptionAligned(middle_depth=0).no_weight_decay()
-        set()
-        """
-        return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier layer.
-
-        >>> XceptionAligned(middle_depth=0, num_classes=10).get_classifier()
-        Linear(in_features=2048, out_features=10, bias=True)
-        """
-        return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling (``''`` = none).
