@@ -280,7 +280,7 @@ SAMPLE_SIZE = 10
 SAMPLE_MAX_PARAMS = 100_000_000
 SAMPLE_SEED_VARIABLE = 'FEATZOO_SAMPLE_SEED'
 # row keys that count repeated blocks: per stage (sequences) or in all (ints)
-_STAGE_DEPTH_KEYS = ('depths', 'layers', 'block_config', 'block_per_stage')
+_STAGE_DEPTH_KEYS = ('depths', 'layers', 'block_config', 'block_per_stage', 'stages')
 _TOTAL_DEPTH_KEYS = ('depth', 'middle_depth')
 _SHALLOW = 2  # blocks kept per stage: two, so that blocks that alternate (shifted windows) still meet both kinds
 
