@@ -14,7 +14,7 @@ was built for (the abswin window embedding is tiled over the grid, as timm does 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -123,7 +123,9 @@ class MaskUnitAttention(nn.Module):
             q, k, v = qkv.unbind(0)
             if self.q_stride > 1:
                 q = q.view(B, self.heads, windows, self.q_stride, -1, self.head_dim).amax(dim=3)
-            x = F.scaled_dot_product_attention(q, k, v)
+            # heads and units folded into one batch dimension: ONNX has no 5-D attention
+            q, k, v = (t.flatten(1, 2) for t in (q, k, v))
+            x = F.scaled_dot_product_attention(q, k, v).view(B, self.heads, windows, -1, self.head_dim)
             x = x.transpose(1, 3).reshape(B, -1, self.dim_out)
         else:
             q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
@@ -328,13 +330,13 @@ class Hiera(nn.Module):
 
     # ---- the model contract -------------------------------------------------------------------------------------
 
-    def no_weight_decay(self) -> Set[str]:
-        """The position tables.
+    def no_weight_decay(self) -> List[str]:
+        """The position tables (a list, as timm's Hiera returns).
 
-        >>> sorted(SPEC.build('hiera_small_abswin_256').no_weight_decay())
+        >>> SPEC.build('hiera_small_abswin_256').no_weight_decay()
         ['pos_embed', 'pos_embed_win']
         """
-        return {'pos_embed', 'pos_embed_win'} if self.pos_embed_win is not None else {'pos_embed'}
+        return ['pos_embed', 'pos_embed_win'] if self.pos_embed_win is not None else ['pos_embed']
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Parameter-group regexes: the embedding and position tables, then one group per block."""
