@@ -14,6 +14,7 @@ trunk's stride times the patch.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -100,6 +101,10 @@ def build_trunk(trunk: str, in_chans: int, trunk_layers: Sequence[int] = (), tru
     raise ValueError(f'unknown trunk {trunk!r}; valid: {TRUNKS}')
 
 
+# the transformer's own arguments, passed through; the embedding is the trunk's
+_VIT_ARGS = frozenset(inspect.signature(VisionTransformer).parameters) - {'embed_layer', 'dynamic_img_pad'}
+
+
 def vision_transformer_hybrid(trunk: str, trunk_layers: Sequence[int] = (), trunk_variant: Optional[str] = None,
                               trunk_stages: int = 4, in_chans: int = 3, embed_dim: int = 768, patch_size: int = 1,
                               output_stride: Optional[int] = None, **kwargs: Any) -> VisionTransformer:
@@ -111,6 +116,11 @@ def vision_transformer_hybrid(trunk: str, trunk_layers: Sequence[int] = (), trun
     >>> m.feature_info[0]['reduction'], m.forward_features(torch.ones(1, 3, 64, 64)).shape
     (32, torch.Size([1, 5, 32]))
     """
+    unknown = sorted(set(kwargs) - _VIT_ARGS)
+    if unknown:
+        valid = sorted(_VIT_ARGS | {'trunk', 'trunk_layers', 'trunk_variant', 'trunk_stages', 'in_chans', 'embed_dim',
+                                    'patch_size', 'output_stride'})
+        raise TypeError(f'vision_transformer_hybrid got unexpected argument(s) {unknown}; valid: {valid}')
     backbone, stride, width = build_trunk(trunk, in_chans, trunk_layers, trunk_variant, trunk_stages, embed_dim)
     project = trunk != 'conv_stem'  # MobileCLIP's last stem convolution is the projection
 
