@@ -619,7 +619,7 @@ class VisionTransformer(nn.Module):
                  norm_layer: str = 'layernorm', norm_eps: float = 1e-6, embed_norm: bool = False,
                  mlp_layer: str = 'mlp', block_type: str = 'block', attn_type: str = 'attn',
                  scale_attn_norm: bool = False, scale_mlp_norm: bool = False, pool_include_prefix: bool = False,
-                 output_stride: Optional[int] = None) -> None:
+                 output_stride: Optional[int] = None, embed_layer: Optional[Callable[..., nn.Module]] = None) -> None:
         super().__init__()
         _check_choice('global_pool', global_pool, GLOBAL_POOLS)
         _check_choice('block_type', block_type, BLOCK_TYPES)
@@ -654,12 +654,6 @@ class VisionTransformer(nn.Module):
         patch = to_2tuple(patch_size)
         if len(patch) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < 1 for p in patch):
             raise ValueError(f'patch_size must be a positive int or a pair of them, got {patch_size!r}')
-        # as in timm, a reference size with a remainder is accepted (the patch convolution crops it): published
-        # rows need it (vit_so400m_patch14_siglip_384); set_input_size asks for a multiple
-        natural_stride = max(patch)
-        if output_stride is not None and output_stride != natural_stride:
-            raise ValueError(f'output_stride={output_stride!r} is not supported: a plain ViT has one stride, its '
-                             f'patch size {natural_stride}; valid: {natural_stride} or None')
 
         use_fc_norm = global_pool in ('avg', 'avgmax', 'max') if fc_norm is None else fc_norm
         self.num_classes = num_classes
@@ -677,10 +671,21 @@ class VisionTransformer(nn.Module):
         self.distilled_training = False
 
         # CLIP-style pre-norm models drop the patch bias; the layout stays NHWC so the grid size is at hand
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=not pre_norm,
-                                      output_fmt='NHWC', dynamic_img_pad=dynamic_img_pad,
-                                      norm_layer=norm if embed_norm else None)
+        if embed_layer is None:
+            self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=not pre_norm,
+                                          output_fmt='NHWC', dynamic_img_pad=dynamic_img_pad,
+                                          norm_layer=norm if embed_norm else None)
+        else:
+            # hybrids (a CNN trunk before the patch projection) bring their own embedding with PatchEmbed's
+            # interface: NHWC output, grid_size, num_patches, feat_ratio(), set_input_size(), dynamic_img_pad
+            self.patch_embed = embed_layer(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                           embed_dim=embed_dim, bias=not pre_norm)
         reduction = self.patch_embed.feat_ratio()
+        # as in timm, a reference size with a remainder is accepted (the patch convolution crops it): published
+        # rows need it (vit_so400m_patch14_siglip_384); set_input_size asks for a multiple
+        if output_stride is not None and output_stride != reduction:
+            raise ValueError(f'output_stride={output_stride!r} is not supported: a ViT has one stride, that of its '
+                             f'patch embedding, {reduction}; valid: {reduction} or None')
         self.cls_token = nn.Parameter(torch.empty(1, 1, embed_dim)) if class_token else None
         self.reg_token = nn.Parameter(torch.empty(1, reg_tokens, embed_dim)) if reg_tokens else None
         embed_len = self.patch_embed.num_patches + (0 if no_embed_class else self.num_prefix_tokens)
@@ -810,7 +815,8 @@ class VisionTransformer(nn.Module):
         >>> m.set_input_size((48, 32)); m.pos_embed.shape
         torch.Size([1, 25, 32])
         """
-        size = _check_img_size(img_size, self.patch_embed.patch_size, self.patch_embed.dynamic_img_pad)
+        size = _check_img_size(img_size, self.patch_embed.feat_ratio(as_scalar=False),
+                               self.patch_embed.dynamic_img_pad)
         old_grid = self.patch_embed.grid_size
         self.patch_embed.set_input_size(size)
         if self.patch_embed.grid_size != old_grid:
