@@ -722,7 +722,7 @@ class MaxxVit(nn.Module):
     norm-MLP head (pool, norm, tanh hidden layer) as wide as the last stage, or ``head_hidden_size`` wide.
 
     >>> m = MaxxVit(embed_dim=(16, 32, 32, 64), depths=(1, 1, 1, 1), block_type=('M',) * 4, stem_width=8,
-    ...             img_size=64, num_classes=5)
+    ...             img_size=64, num_classes=5, transformer=dict(dim_head=8))
     >>> m(torch.zeros(1, 3, 64, 64)).shape
     torch.Size([1, 5])
     """
