@@ -1195,5 +1195,6 @@ SPEC = FamilySpec(
     name='maxxvit', model=MaxxVit, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
     export=('torch.export', 'onnx', 'compile'),  # no dynamic_hw: the partition sizes follow the input's sides
-    checkpoint_filter=checkpoint_filter_fn, size_args=('weight_init',),  # initializes training from scratch only: the same forward code
+    # weight_init only initializes training from scratch: rows that differ in it run the same forward code
+    checkpoint_filter=checkpoint_filter_fn, size_args=('weight_init',),
     input_multiple=INPUT_MULTIPLE, min_input_size=INPUT_MULTIPLE, img_size_arg='img_size')
