@@ -109,6 +109,9 @@ def test_bad_options_name_the_value_and_the_valid_ones():
         SPEC.build('test_maxvit', global_pool='')
     with pytest.raises(ValueError, match='catavgmax'):
         SPEC.build('coatnet_0_224', global_pool='catavgmax')
+    # the norm-MLP head classifies unpooled maps per position, as timm's
+    per_position = SPEC.build('coatnet_0_224', global_pool='', num_classes=3, img_size=64, depths=(1, 1, 1, 1))
+    assert per_position(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 2, 2)
 
 
 @pytest.mark.parametrize('name', ['test_maxvit', 'maxvit_tiny_tf_224'])

@@ -745,7 +745,7 @@ class MaxxVit(nn.Module):
             check_int('head_hidden_size', head_hidden_size, 1)
         elif mlp_head:
             head_hidden_size = embed_dim[-1]
-        _check_head(num_classes, global_pool, head_hidden_size)
+        _check_head(num_classes, global_pool, norm_mlp_head=bool(head_hidden_size))
         conv_opts = _options(ConvOptions, 'conv', conv)
         transformer_opts = _options(TransformerOptions, 'transformer', transformer)
         self.img_size = _pair(img_size, 'img_size')
@@ -878,8 +878,7 @@ class MaxxVit(nn.Module):
         pool = self.global_pool if global_pool is None else global_pool
         if global_pool is not None and global_pool not in POOL_TYPES:
             raise ValueError(f'unknown global_pool {global_pool!r}; valid: {POOL_TYPES}')
-        _check_head(num_classes, pool, self.head_hidden_size if isinstance(self.head, NormMlpClassifierHead)
-                    and not reset_other else None)
+        _check_head(num_classes, pool, norm_mlp_head=isinstance(self.head, NormMlpClassifierHead))
         if isinstance(self.head, NormMlpClassifierHead):
             self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
         else:
@@ -977,13 +976,15 @@ def _check_block_types(block_type: Any, num_stages: int) -> Tuple[Tuple[str, ...
     return tuple(stages)
 
 
-def _check_head(num_classes: Any, global_pool: Any, head_hidden_size: Optional[int]) -> None:
+def _check_head(num_classes: Any, global_pool: Any, norm_mlp_head: bool) -> None:
+    """The pooling a head can take: the norm-MLP head classifies unpooled maps per position (1x1 convolutions) but
+    cannot norm a concatenated pool; the plain head needs a pool to classify."""
     if global_pool not in POOL_TYPES:
         raise ValueError(f'unknown global_pool {global_pool!r}; valid: {POOL_TYPES}')
-    if head_hidden_size and global_pool == 'catavgmax':
+    if norm_mlp_head and global_pool == 'catavgmax':
         raise ValueError("global_pool='catavgmax' doubles the width the norm-MLP head's norm is built for; "
                          "valid: '', 'avg', 'max', 'avgmax'")
-    if not global_pool and num_classes:
+    if not norm_mlp_head and not global_pool and num_classes:
         raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got num_classes={num_classes}")
 
 
