@@ -132,7 +132,7 @@ def test_invalid_arguments_name_the_value():
         dla.SPEC.build('dla46x_c', cardinality=0)
     with pytest.raises(ValueError, match=r'output_stride=4 .*valid: \(8, 16, 32\)'):
         featzoo.create_model('dla34', output_stride=4)
-    with pytest.raises(TypeError, match='drop_path_rate'):
+    with pytest.raises(ValueError, match='drop_path_rate=0.1: DLA has no drop-path branches'):
         featzoo.create_model('dla34', drop_path_rate=0.1)
 
 

@@ -269,8 +269,12 @@ class DLA(nn.Module):
 
     def __init__(self, levels: Sequence[int], channels: Sequence[int], block: str = 'bottle2neck',
                  cardinality: int = 1, base_width: int = 64, shortcut_root: bool = False, output_stride: int = 32,
-                 num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.) -> None:
+                 num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.,
+                 drop_path_rate: Optional[float] = None) -> None:
         super().__init__()
+        if drop_path_rate:
+            raise ValueError(f'drop_path_rate={drop_path_rate!r}: DLA has no drop-path branches; valid: None or 0 '
+                             f'(drop_rate sets the dropout before the classifier)')
         levels = check_int_tuple('levels', levels, NUM_LEVELS)
         self.channels = channels = check_int_tuple('channels', channels, NUM_LEVELS)
         block_cls = _BLOCKS[check_choice('block', block, tuple(_BLOCKS))]
