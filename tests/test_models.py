@@ -43,11 +43,11 @@ ALL_WRAPPERS = frozenset({'list', 'dict', 'hook', 'fx', 'getter'})
 
 # Facts about a family that its own file used to pin: how many variants it registers, which wrappers it declares.
 PINNED = {
-    'densenet': dict(variants=5, feature_cls=ALL_WRAPPERS),
+    'densenet': dict(variants=6, feature_cls=ALL_WRAPPERS),
     'efficientnet': dict(feature_cls=ALL_WRAPPERS),
     'regnet': dict(variants=36, feature_cls=ALL_WRAPPERS),
     'resnest': dict(variants=8, feature_cls=ALL_WRAPPERS),
-    'vovnet': dict(variants=8, feature_cls=ALL_WRAPPERS),
+    'vovnet': dict(variants=10, feature_cls=ALL_WRAPPERS),
 }
 
 # The modules the feature levels tap, per family (every variant) or per variant; `...` first: the last ones only.

@@ -36,6 +36,7 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'densenet169': dict(growth_rate=32, block_config=(6, 12, 32, 32)),
     'densenet201': dict(growth_rate=32, block_config=(6, 12, 48, 32)),
     'densenetblur121d': dict(growth_rate=32, block_config=(6, 12, 24, 16), stem_type='deep', aa_layer='blur'),
+    'densenet264d': dict(growth_rate=48, block_config=(6, 12, 64, 48), stem_type='deep'),
 }
 
 STEM_TYPES = ('', 'deep', 'deep_tiered', 'deep_tiered_narrow')

@@ -21,6 +21,7 @@ from ..checks import check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
+from ..layers.norm_act import EvoNorm2dS0
 from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['VovNet', 'OsaBlock', 'OsaStage', 'SeparableConvNormAct', 'EffectiveSEModule', 'SPEC', 'VARIANTS']
@@ -45,9 +46,33 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'ese_vovnet39b': dict(_V2, block_per_stage=(1, 1, 2, 2)),
     'ese_vovnet57b': dict(_V2, block_per_stage=(1, 1, 4, 3)),
     'ese_vovnet99b': dict(_V2, block_per_stage=(1, 3, 9, 3)),
+    'eca_vovnet39b': dict(_V2, block_per_stage=(1, 1, 2, 2), attn='eca'),
+    'ese_vovnet39b_evos': dict(_V2, block_per_stage=(1, 1, 2, 2), norm_layer='evonorms0'),
 }
 
 ATTN_TYPES = ('', 'ese', 'eca')
+NORM_LAYERS = ('batchnorm', 'evonorms0')
+
+
+def norm_act(norm_layer: str, channels: int, act_layer: str) -> nn.Module:
+    """The norm + activation after each conv: batch norm with ``act_layer``, or EvoNorm-S0 (its own non-linearity,
+    32 groups; the 'evos' variant).
+
+    >>> norm_act('evonorms0', 64, 'relu').__class__.__name__
+    'EvoNorm2dS0'
+    """
+    if norm_layer == 'evonorms0':
+        return EvoNorm2dS0(channels)
+    return BatchNormAct2d(channels, act_layer=act_layer)
+
+
+def conv_norm_act(in_chs: int, out_chs: int, kernel_size: int, norm_layer: str = 'batchnorm', **kwargs: Any
+                  ) -> ConvNormAct:
+    """A :class:`ConvNormAct` whose ``bn`` is ``norm_layer``'s (same children, so the same state_dict keys)."""
+    layer = ConvNormAct(in_chs, out_chs, kernel_size, **kwargs)
+    if norm_layer != 'batchnorm':
+        layer.bn = norm_act(norm_layer, out_chs, kwargs.get('act_layer', 'relu'))
+    return layer
 STEM_STRIDES = (2, 4)
 
 
@@ -59,13 +84,13 @@ class SeparableConvNormAct(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 dilation: int = 1, act_layer: str = 'relu') -> None:
+                 dilation: int = 1, act_layer: str = 'relu', norm_layer: str = 'batchnorm') -> None:
         super().__init__()
         padding = ((stride - 1) + dilation * (kernel_size - 1)) // 2
         self.conv_dw = nn.Conv2d(in_channels, in_channels, kernel_size, stride=stride, padding=padding,
                                  dilation=dilation, groups=in_channels, bias=False)
         self.conv_pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
-        self.bn = BatchNormAct2d(out_channels, act_layer=act_layer)
+        self.bn = norm_act(norm_layer, out_channels, act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv_pw(self.conv_dw(x)))
@@ -121,24 +146,26 @@ class OsaBlock(nn.Module):
 
     def __init__(self, in_chs: int, mid_chs: int, out_chs: int, layer_per_block: int, residual: bool = False,
                  depthwise: bool = False, attn: str = '', act_layer: str = 'relu', dilation: int = 1,
-                 drop_path_rate: float = 0.) -> None:
+                 drop_path_rate: float = 0., norm_layer: str = 'batchnorm') -> None:
         super().__init__()
         self.residual = residual
         if depthwise and in_chs != mid_chs:
-            self.conv_reduction: nn.Module = ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer)
+            self.conv_reduction: nn.Module = conv_norm_act(in_chs, mid_chs, 1, norm_layer, act_layer=act_layer)
         else:
             self.conv_reduction = nn.Identity()
         convs = []
         next_in = mid_chs if depthwise else in_chs
         for _ in range(layer_per_block):
             if depthwise:
-                convs.append(SeparableConvNormAct(mid_chs, mid_chs, 3, dilation=dilation, act_layer=act_layer))
+                convs.append(SeparableConvNormAct(mid_chs, mid_chs, 3, dilation=dilation, act_layer=act_layer,
+                                                  norm_layer=norm_layer))
             else:
-                convs.append(ConvNormAct(next_in, mid_chs, 3, dilation=dilation, act_layer=act_layer))
+                convs.append(conv_norm_act(next_in, mid_chs, 3, norm_layer, dilation=dilation, act_layer=act_layer))
             next_in = mid_chs
         # a list, not a Sequential: the block concatenates every link's output, it does not just chain them
         self.conv_mid = nn.ModuleList(convs)
-        self.conv_concat = ConvNormAct(in_chs + layer_per_block * mid_chs, out_chs, 1, act_layer=act_layer)
+        self.conv_concat = conv_norm_act(in_chs + layer_per_block * mid_chs, out_chs, 1, norm_layer,
+                                         act_layer=act_layer)
         if attn == 'ese':
             self.attn: nn.Module = EffectiveSEModule(out_chs)
         elif attn == 'eca':
@@ -171,7 +198,7 @@ class OsaStage(nn.Module):
     def __init__(self, in_chs: int, mid_chs: int, out_chs: int, block_per_stage: int, layer_per_block: int,
                  downsample: bool = True, residual: bool = True, depthwise: bool = False, attn: str = 'ese',
                  act_layer: str = 'relu', stride: int = 2, pool_dilation: int = 1, dilation: int = 1,
-                 drop_path_rates: Optional[Sequence[float]] = None) -> None:
+                 drop_path_rates: Optional[Sequence[float]] = None, norm_layer: str = 'batchnorm') -> None:
         super().__init__()
         self.grad_checkpointing = False
         if not downsample:
@@ -186,7 +213,7 @@ class OsaStage(nn.Module):
             blocks.append(OsaBlock(
                 in_chs if i == 0 else out_chs, mid_chs, out_chs, layer_per_block, residual=residual and i > 0,
                 depthwise=depthwise, attn=attn if i == block_per_stage - 1 else '', act_layer=act_layer,
-                dilation=dilation, drop_path_rate=rates[i]))
+                dilation=dilation, drop_path_rate=rates[i], norm_layer=norm_layer))
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +238,7 @@ class VovNet(nn.Module):
                  stage_out_chs: Sequence[int] = (256, 512, 768, 1024), block_per_stage: Sequence[int] = (1, 1, 2, 2),
                  layer_per_block: int = 5, residual: bool = True, depthwise: bool = False, attn: str = 'ese',
                  stem_stride: int = 4, in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg',
-                 output_stride: int = 32, act_layer: str = 'relu', drop_rate: float = 0.,
+                 output_stride: int = 32, act_layer: str = 'relu', norm_layer: str = 'batchnorm', drop_rate: float = 0.,
                  drop_path_rate: Optional[float] = 0.) -> None:
         super().__init__()
         stem_chs = check_int_tuple('stem_chs', stem_chs, 3)
@@ -222,6 +249,8 @@ class VovNet(nn.Module):
         layer_per_block = check_int('layer_per_block', layer_per_block, 1)
         in_chans = check_int('in_chans', in_chans, 1)
         num_classes = check_int('num_classes', num_classes, 0)
+        if norm_layer not in NORM_LAYERS:
+            raise ValueError(f'unknown norm_layer {norm_layer!r}; valid: {NORM_LAYERS}')
         if attn not in ATTN_TYPES:
             raise ValueError(f'unknown attn {attn!r}; valid: {ATTN_TYPES}')
         if stem_stride not in STEM_STRIDES:
@@ -234,11 +263,12 @@ class VovNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
 
-        conv_type = SeparableConvNormAct if depthwise else ConvNormAct
+        norm_args = dict(act_layer=act_layer, norm_layer=norm_layer)
+        conv_type = SeparableConvNormAct if depthwise else conv_norm_act
         self.stem = nn.Sequential(
-            ConvNormAct(in_chans, stem_chs[0], 3, stride=2, act_layer=act_layer),
-            conv_type(stem_chs[0], stem_chs[1], 3, stride=1, act_layer=act_layer),
-            conv_type(stem_chs[1], stem_chs[2], 3, stride=stem_stride // 2, act_layer=act_layer),
+            conv_norm_act(in_chans, stem_chs[0], 3, stride=2, **norm_args),
+            conv_type(stem_chs[0], stem_chs[1], 3, stride=1, **norm_args),
+            conv_type(stem_chs[1], stem_chs[2], 3, stride=stem_stride // 2, **norm_args),
         )
         self.feature_info = [dict(num_chs=stem_chs[1] if stem_stride == 4 else stem_chs[2], reduction=2,
                                   module='stem.1' if stem_stride == 4 else 'stem.2')]
@@ -260,7 +290,8 @@ class VovNet(nn.Module):
             stages.append(OsaStage(
                 in_chs, stage_conv_chs[i], stage_out_chs[i], block_per_stage[i], layer_per_block,
                 downsample=downsample, residual=residual, depthwise=depthwise, attn=attn, act_layer=act_layer,
-                stride=pool_stride, pool_dilation=pool_dilation, dilation=dilation, drop_path_rates=rates[i]))
+                stride=pool_stride, pool_dilation=pool_dilation, dilation=dilation, drop_path_rates=rates[i],
+                norm_layer=norm_layer))
             in_chs = stage_out_chs[i]
             self.feature_info.append(dict(num_chs=in_chs, reduction=stride, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
