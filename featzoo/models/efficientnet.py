@@ -36,9 +36,8 @@ DEFAULT_CFG = dict(
     input_size=(3, 224, 224), interpolation='bicubic', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='conv_stem', classifier='classifier')
 
-# Width of the 1x1 head convolution: scaled with the network, fixed, scaled but never below ``head_chs``, or no head
-# convolution at all (the last stage's output is the feature map).
-HEAD_RULES = ('scale', 'fixed', 'at_least', 'none')
+# Width of the 1x1 head convolution: scaled with the network, fixed, or scaled but never below ``head_chs``.
+HEAD_RULES = ('scale', 'fixed', 'at_least')
 NORM_LAYERS = ('batchnorm', 'groupnorm', 'layernorm', 'evonorm_s0')
 AA_LAYERS = (None, 'blurpc')
 
@@ -68,9 +67,39 @@ def _edgetpu_v2_stages(chs: Sequence[int], group_size: int) -> Tuple[Tuple[str, 
         f'ir_r1_k3_s1_e8_c{c[6]}')
 
 
+def with_stage_counts(block_defs: Sequence[Sequence[str]], stage_repeats: Optional[Sequence[int]] = None,
+                      stage_chs: Optional[Sequence[int]] = None) -> Tuple[Tuple[str, ...], ...]:
+    """``block_defs`` with the repeats (``r``) and output widths (``c``) of its single-definition stages replaced:
+    EfficientNetV2-M, -L and -XL are one layout at three sizes.
+
+    >>> with_stage_counts([['ir_r2_k3_s2_e4_c48'], ['ir_r3_k3_s1_e6_c64_se0.25']], (4, 5), (32, 96))
+    (('ir_r4_k3_s2_e4_c32',), ('ir_r5_k3_s1_e6_c96_se0.25',))
+    """
+    out = []
+    for idx, stage in enumerate(block_defs):
+        stage = tuple(stage)
+        if stage_repeats is None and stage_chs is None:
+            out.append(stage)
+            continue
+        if len(stage) != 1:
+            raise ValueError(f'stage_repeats / stage_chs need one block definition per stage; stage {idx} has '
+                             f'{list(stage)}')
+        ops = stage[0].split('_')
+        for key, values in (('r', stage_repeats), ('c', stage_chs)):
+            if values is None:
+                continue
+            if len(values) != len(block_defs):
+                raise ValueError(f'stage_{"repeats" if key == "r" else "chs"}={tuple(values)} needs one value per '
+                                 f'stage ({len(block_defs)})')
+            ops = [f'{key}{values[idx]}' if op[:1] == key and op[1:].isdigit() else op for op in ops]
+        out.append(('_'.join(ops),))
+    return tuple(out)
+
+
 # Default constructor arguments per architecture; a variant row overrides them, user arguments override the row.
 ARCHS: Dict[str, dict] = {
     'efficientnet': dict(block_defs=_EFFICIENTNET_STAGES, act_layer='swish'),
+    'efficientnet_pruned': dict(block_defs=_EFFICIENTNET_STAGES, act_layer='swish'),  # rows give block_widths
     'efficientnet_lite': dict(
         block_defs=tuple((stage[0].replace('_se0.25', ''),) for stage in _EFFICIENTNET_STAGES),
         fix_stem=True, fix_first_last=True, head_rule='fixed', act_layer='relu6'),
@@ -104,21 +133,12 @@ ARCHS: Dict[str, dict] = {
         block_defs=_stages('er_r2_k3_s1_e1_c24', 'er_r4_k3_s2_e4_c48', 'er_r4_k3_s2_e4_c64',
                            'ir_r6_k3_s2_e4_c128_se0.25', 'ir_r9_k3_s1_e6_c160_se0.25', 'ir_r15_k3_s2_e6_c272_se0.25'),
         stem_size=24, head_chs=1792, act_layer='silu'),
+    # EfficientNetV2-M; -L and -XL are rows giving its repeats and widths (stage_repeats, stage_chs)
     'efficientnetv2_m': dict(
         block_defs=_stages('cn_r3_k3_s1_e1_c24_skip', 'er_r5_k3_s2_e4_c48', 'er_r5_k3_s2_e4_c80',
                            'ir_r7_k3_s2_e4_c160_se0.25', 'ir_r14_k3_s1_e6_c176_se0.25', 'ir_r18_k3_s2_e6_c304_se0.25',
                            'ir_r5_k3_s1_e6_c512_se0.25'),
         stem_size=24, head_rule='fixed', act_layer='silu'),
-    'efficientnetv2_l': dict(
-        block_defs=_stages('cn_r4_k3_s1_e1_c32_skip', 'er_r7_k3_s2_e4_c64', 'er_r7_k3_s2_e4_c96',
-                           'ir_r10_k3_s2_e4_c192_se0.25', 'ir_r19_k3_s1_e6_c224_se0.25', 'ir_r25_k3_s2_e6_c384_se0.25',
-                           'ir_r7_k3_s1_e6_c640_se0.25'),
-        head_rule='fixed', act_layer='silu'),
-    'efficientnetv2_xl': dict(
-        block_defs=_stages('cn_r4_k3_s1_e1_c32_skip', 'er_r8_k3_s2_e4_c64', 'er_r8_k3_s2_e4_c96',
-                           'ir_r16_k3_s2_e4_c192_se0.25', 'ir_r24_k3_s1_e6_c256_se0.25', 'ir_r32_k3_s2_e6_c512_se0.25',
-                           'ir_r8_k3_s1_e6_c640_se0.25'),
-        head_rule='fixed', act_layer='silu'),
     'test_efficientnet': dict(
         block_defs=_stages('cn_r1_k3_s1_e1_c16_skip', 'er_r1_k3_s2_e4_c24', 'er_r1_k3_s2_e4_c32',
                            'ir_r1_k3_s2_e4_c48_se0.25', 'ir_r1_k3_s2_e4_c64_se0.25'),
@@ -140,7 +160,7 @@ ARCHS: Dict[str, dict] = {
     'mobilenetv1': dict(
         block_defs=_stages('dsa_r1_k3_s1_c64', 'dsa_r2_k3_s2_c128', 'dsa_r2_k3_s2_c256', 'dsa_r6_k3_s2_c512',
                            'dsa_r2_k3_s2_c1024'),
-        head_chs=1024, head_rule='none', act_layer='relu6'),
+        head_chs=1024, head_conv=False, head_rule='at_least', act_layer='relu6'),
     'mobilenetv2': dict(
         block_defs=_stages('ds_r1_k3_s1_c16', 'ir_r2_k3_s2_e6_c24', 'ir_r3_k3_s2_e6_c32', 'ir_r4_k3_s2_e6_c64',
                            'ir_r3_k3_s1_e6_c96', 'ir_r3_k3_s2_e6_c160', 'ir_r1_k3_s1_e6_c320'),
@@ -184,17 +204,8 @@ ARCHS: Dict[str, dict] = {
             ('ir_r1_k3_s1_e8_c96_noskip', 'ir_r3_k3_s1_e4_c96'), ('ir_r1_k5_s2_e8_c160', 'ir_r3_k5_s1_e4_c160'),
             'ir_r1_k3_s1_e8_c192'),
         head_rule='fixed', act_layer='relu'),
-    'mobilenet_edgetpu_v2_xs': dict(
-        block_defs=_edgetpu_v2_stages((16, 32, 48, 96, 144, 160, 192), 64), head_rule='fixed', act_layer='relu'),
-    'mobilenet_edgetpu_v2_s': dict(
-        block_defs=_edgetpu_v2_stages((24, 48, 64, 128, 160, 192, 256), 64), stem_size=64, stem_kernel_size=5,
-        head_rule='fixed', act_layer='relu'),
-    'mobilenet_edgetpu_v2_m': dict(
-        block_defs=_edgetpu_v2_stages((32, 64, 80, 160, 192, 240, 320), 64), stem_size=64, stem_kernel_size=5,
-        head_chs=1344, head_rule='fixed', act_layer='relu'),
-    'mobilenet_edgetpu_v2_l': dict(
-        block_defs=_edgetpu_v2_stages((32, 64, 96, 192, 240, 256, 384), 128), stem_size=64, stem_kernel_size=7,
-        head_chs=1408, head_rule='fixed', act_layer='relu'),
+    # MobileNet-EdgeTPU-V2 XS; the S, M and L rows give their widths, fused-group size and stem (edgetpu_chs, ...)
+    'mobilenet_edgetpu_v2': dict(head_rule='fixed', act_layer='relu'),
 }
 
 # Per-stage (output width, per-block (expanded width, squeeze-excite width)) of timm's knapsack-pruned EfficientNets
@@ -240,6 +251,14 @@ _EDGE_SCALES = {'es': (1.0, 1.0), 'em': (1.0, 1.1), 'el': (1.2, 1.4)}
 _CC_ROWS = {'cc_b0_4e': (1.0, 1.0, 1), 'cc_b0_8e': (1.0, 1.0, 2), 'cc_b1_8e': (1.0, 1.1, 2)}
 _V2_BASE_SCALES = {'b0': (1.0, 1.0), 'b1': (1.0, 1.1), 'b2': (1.1, 1.2), 'b3': (1.2, 1.4)}
 _TINYNET_SCALES = {'a': (1.0, 1.2), 'b': (0.75, 1.1), 'c': (0.54, 0.85), 'd': (0.54, 0.695), 'e': (0.51, 0.6)}
+# (stage widths, fused-block group size, stem width, stem kernel, head width)
+_EDGETPU_V2_SIZES = {
+    'xs': ((16, 32, 48, 96, 144, 160, 192), 64, 32, 3, 1280),
+    's': ((24, 48, 64, 128, 160, 192, 256), 64, 64, 5, 1280),
+    'm': ((32, 64, 80, 160, 192, 240, 320), 64, 64, 5, 1344),
+    'l': ((32, 64, 96, 192, 240, 256, 384), 128, 64, 7, 1408),
+}
+_EDGETPU_V2_DEFAULTS = dict(stem_size=32, stem_kernel_size=3, head_chs=1280)
 _MIXNET_SCALES = {'m': (1.0, 1.0), 'l': (1.3, 1.0), 'xl': (1.6, 1.2), 'xxl': (2.4, 1.3)}
 
 
@@ -257,17 +276,20 @@ def _variants() -> Dict[str, dict]:
                      for k, s in _EDGE_SCALES.items()})
         rows.update({f'{prefix}efficientnet_{k}': _scaled('efficientnet_condconv', (cm, dm), experts_multiplier=e,
                                                             **extra) for k, (cm, dm, e) in _CC_ROWS.items()})
-        for size in ('s', 'm', 'l', 'xl'):
-            arch = 'efficientnetv2_s' if size == 's' else f'efficientnetv2_{size}'
-            rows[f'{prefix}efficientnetv2_{size}'] = dict(arch=arch, **extra)
+        rows[f'{prefix}efficientnetv2_s'] = dict(arch='efficientnetv2_s', **extra)
+        rows[f'{prefix}efficientnetv2_m'] = dict(arch='efficientnetv2_m', **extra)
+        rows[f'{prefix}efficientnetv2_l'] = dict(arch='efficientnetv2_m', stage_repeats=(4, 7, 7, 10, 19, 25, 7),
+                                                 stage_chs=(32, 64, 96, 192, 224, 384, 640), stem_size=32, **extra)
+        rows[f'{prefix}efficientnetv2_xl'] = dict(arch='efficientnetv2_m', stage_repeats=(4, 8, 8, 16, 24, 32, 8),
+                                                  stage_chs=(32, 64, 96, 192, 256, 512, 640), stem_size=32, **extra)
     del rows['efficientnet_b8'], rows['efficientnet_l2']  # re-added below in timm's order of names; same rows
     rows['efficientnet_b8'] = _scaled('efficientnet', _B_SCALES['b8'])
     rows['efficientnet_l2'] = _scaled('efficientnet', _B_SCALES['l2'])
     for name in ('es', 'el'):  # weight-pruned (sparse) checkpoints of the same architecture
         rows[f'efficientnet_{name}_pruned'] = _scaled('efficientnet_edge', _EDGE_SCALES[name])
     for name in ('b1', 'b2', 'b3'):  # channel-pruned: their own per-block widths
-        rows[f'efficientnet_{name}_pruned'] = _scaled('efficientnet', _B_SCALES[name], block_widths=PRUNED_WIDTHS[name],
-                                                      **_TF)
+        rows[f'efficientnet_{name}_pruned'] = _scaled('efficientnet_pruned', _B_SCALES[name],
+                                                      block_widths=PRUNED_WIDTHS[name], **_TF)
     rows.update({f'tf_efficientnetv2_{k}': _scaled('efficientnetv2_base', s, **_TF) for k, s in _V2_BASE_SCALES.items()})
     rows.update({
         'efficientnet_b0_gn': dict(arch='efficientnet', norm_layer='groupnorm', norm_group_size=8),
@@ -291,7 +313,7 @@ def _variants() -> Dict[str, dict]:
         'mixnet_s': dict(arch='mixnet_s'),
         'tf_mixnet_s': dict(arch='mixnet_s', **_TF),
         'mobilenetv1_100': dict(arch='mobilenetv1'),
-        'mobilenetv1_100h': dict(arch='mobilenetv1', head_rule='at_least'),
+        'mobilenetv1_100h': dict(arch='mobilenetv1', head_conv=True),
         'mobilenetv1_125': dict(arch='mobilenetv1', channel_multiplier=1.25),
         'mobilenetv2_110d': _scaled('mobilenetv2', (1.1, 1.2), fix_stem=True, fix_first_last=True, head_rule='fixed'),
         'mobilenetv2_120d': _scaled('mobilenetv2', (1.2, 1.4), fix_stem=True, fix_first_last=True, head_rule='fixed'),
@@ -307,8 +329,10 @@ def _variants() -> Dict[str, dict]:
         if size in ('m', 'l'):
             rows[f'tf_mixnet_{size}'] = _scaled('mixnet_m', scale, **_TF)
     rows.update({f'tinynet_{k}': _scaled('tinynet', s) for k, s in _TINYNET_SCALES.items()})
-    for size in ('xs', 's', 'm', 'l'):
-        rows[f'mobilenet_edgetpu_v2_{size}'] = dict(arch=f'mobilenet_edgetpu_v2_{size}')
+    for size, (chs, group, stem, stem_kernel, head) in _EDGETPU_V2_SIZES.items():
+        row = dict(arch='mobilenet_edgetpu_v2', edgetpu_chs=chs, edgetpu_group_size=group, stem_size=stem,
+                   stem_kernel_size=stem_kernel, head_chs=head)
+        rows[f'mobilenet_edgetpu_v2_{size}'] = {k: v for k, v in row.items() if v != _EDGETPU_V2_DEFAULTS.get(k)}
     rows['test_efficientnet'] = dict(arch='test_efficientnet')
     for norm, suffix in (('groupnorm', 'gn'), ('layernorm', 'ln'), ('evonorm_s0', 'evos')):
         rows[f'test_efficientnet_{suffix}'] = dict(arch='test_efficientnet', norm_layer=norm, norm_group_size=8)
@@ -320,16 +344,13 @@ VARIANTS: Dict[str, dict] = _variants()
 
 def head_width(head_chs: int, head_rule: str, channel_multiplier: float, divisor: int = 8,
                round_limit: float = 0.9) -> int:
-    """Width of the 1x1 head convolution: scaled with the network, fixed, or scaled but never below ``head_chs``
-    (0 for ``'none'``: no head convolution).
+    """Width of the 1x1 head convolution: scaled with the network, fixed, or scaled but never below ``head_chs``.
 
     >>> head_width(1280, 'scale', 1.4), head_width(1280, 'at_least', 0.5), head_width(1280, 'fixed', 2.0)
     (1792, 1280, 1280)
     """
     if head_rule not in HEAD_RULES:
         raise ValueError(f'head_rule={head_rule!r} is not supported; valid: {HEAD_RULES}')
-    if head_rule == 'none':
-        return 0
     scaled = round_channels(head_chs, channel_multiplier, divisor=divisor, round_limit=round_limit)
     if head_rule == 'scale':
         return scaled
@@ -382,6 +403,7 @@ class EfficientNet(EfficientTrunk):
             fix_stem: bool = False,
             head_chs: int = 1280,
             head_rule: str = 'scale',
+            head_conv: bool = True,
             channel_multiplier: float = 1.0,
             depth_multiplier: Union[float, Sequence[float]] = 1.0,
             depth_trunc: str = 'ceil',
@@ -422,7 +444,9 @@ class EfficientNet(EfficientTrunk):
             stem_kernel_size=stem_kernel_size, depth_trunc=depth_trunc, group_size=group_size,
             experts_multiplier=experts_multiplier, channel_divisor=channel_divisor, round_limit=round_limit,
             norm_layer=make_norm, aa_layer=_aa_factory(aa_layer), block_widths=block_widths)
-        if head_features:
+        if not isinstance(head_conv, bool):
+            raise TypeError(f'head_conv must be True or False, got {head_conv!r}')
+        if head_conv:
             self.conv_head = create_conv2d(trunk_chs, head_features, 1, padding=pad_type)
             self.bn2 = (make_norm(head_features, act_layer=act_layer, apply_act=True) if make_norm is not None else
                         BatchNormAct2d(head_features, act_layer=act_layer, inplace=True, **norm_kwargs))
@@ -547,14 +571,31 @@ class EfficientNet(EfficientTrunk):
         return taken
 
 
-def _from_arch(arch: str, **kwargs: Any) -> EfficientNet:
-    """A EfficientNet of architecture ``arch`` (a key of :data:`ARCHS`) with its defaults overridden by ``kwargs``."""
+def _from_arch(arch: str, stage_repeats: Optional[Sequence[int]] = None, stage_chs: Optional[Sequence[int]] = None,
+               edgetpu_chs: Optional[Sequence[int]] = None, edgetpu_group_size: int = 64,
+               **kwargs: Any) -> EfficientNet:
+    """An EfficientNet of architecture ``arch`` (a key of :data:`ARCHS`) with its defaults overridden by ``kwargs``;
+    ``stage_repeats`` / ``stage_chs`` rewrite the architecture's per-stage repeats and widths, ``edgetpu_chs`` /
+    ``edgetpu_group_size`` size the MobileNet-EdgeTPU-V2 layout."""
     if arch not in ARCHS:
         raise ValueError(f'unknown efficientnet architecture {arch!r}; valid: {sorted(ARCHS)}')
-    return EfficientNet(**{**ARCHS[arch], **kwargs})
+    args = {**ARCHS[arch], **kwargs}
+    if arch == 'mobilenet_edgetpu_v2':
+        chs = (16, 32, 48, 96, 144, 160, 192) if edgetpu_chs is None else tuple(edgetpu_chs)
+        if len(chs) != 7:
+            raise ValueError(f'edgetpu_chs needs 7 stage widths, got {chs}')
+        args.setdefault('block_defs', _edgetpu_v2_stages(chs, edgetpu_group_size))
+    elif edgetpu_chs is not None:
+        raise ValueError(f'edgetpu_chs only applies to the mobilenet_edgetpu_v2 architecture, not {arch!r}')
+    args['block_defs'] = with_stage_counts(args['block_defs'], stage_repeats, stage_chs)
+    return EfficientNet(**args)
 
 
 SPEC = FamilySpec(
     name='efficientnet', model=_from_arch, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
-    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'))
+    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'),
+    # counts and widths only: repeats, per-stage / per-block widths, rounding, norm groups, experts, epsilon
+    size_args=('stage_repeats', 'stage_chs', 'edgetpu_chs', 'edgetpu_group_size', 'block_widths', 'stem_size',
+               'stem_kernel_size', 'head_rule', 'fix_first_last', 'channel_divisor', 'round_limit', 'depth_trunc',
+               'norm_group_size', 'experts_multiplier', 'bn_eps'))
