@@ -1,5 +1,6 @@
-"""EfficientNet / EfficientNet-Lite / EfficientNetV2 / MobileNetV2: the published variants, level selection, group
-matcher, checkpointing, drop path, errors and the stage-string decoder.
+"""timm's efficientnet module (EfficientNet, V2, MixNet, MnasNet, MobileNet V1/V2, ...): the registered set, level
+selection, group matcher, checkpointing, drop path, errors, the stage-string decoder, CondConv routing, mixed-kernel
+splits and the L2 models on a depth-reduced instance.
 
 What every family shares (timm parity, output strides, levels, wrappers, intermediates, the model contract):
 test_models.py."""
@@ -126,7 +127,8 @@ def test_decoder_reads_every_option():
 
 
 @pytest.mark.parametrize('arch, depth, fix_first_last, trunc', [
-    ('efficientnet', 3.1, False, 'ceil'), ('efficientnet', 1.1, False, 'ceil'), ('efficientnet_lite', 1.8, True, 'ceil'),
+    ('efficientnet', 3.1, False, 'ceil'), ('efficientnet', 1.1, False, 'ceil'),
+    ('efficientnet_lite', 1.8, True, 'ceil'),
     ('mobilenetv2', 1.4, True, 'ceil'), ('efficientnetv2_l', 1.0, False, 'ceil'), ('mixnet_m', 1.3, False, 'round'),
     ('tinynet', 0.6, False, 'round'), ('fbnetc', 2.0, False, 'ceil'),
     ('efficientnetv2_rw', (1.2,) * 4 + (1.6,) * 2, False, 'ceil')])
@@ -198,5 +200,6 @@ def test_l2_on_one_block_per_stage(name, output_stride):
     model.load_state_dict(ref.state_dict())
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        assert_equal(model.forward_features(x), ref.forward_features(x), f'{name} forward_features, one block per stage')
+        assert_equal(model.forward_features(x), ref.forward_features(x),
+                     f'{name} forward_features, one block per stage')
         assert_equal(model(x), ref(x), f'{name} logits, one block per stage')

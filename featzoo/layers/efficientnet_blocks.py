@@ -716,7 +716,8 @@ def check_model_args(num_classes: int, in_chans: int, output_stride: int, output
         raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {tuple(output_strides)}')
     if not _is_positive_number(channel_multiplier):
         raise ValueError(f'channel_multiplier must be a positive number, got {channel_multiplier!r}')
-    depths = depth_multiplier if isinstance(depth_multiplier, (list, tuple)) and depth_multiplier else (depth_multiplier,)
+    per_stage = isinstance(depth_multiplier, (list, tuple)) and depth_multiplier
+    depths = depth_multiplier if per_stage else (depth_multiplier,)
     if not all(_is_positive_number(value) for value in depths):
         raise ValueError(f'depth_multiplier must be a positive number (or one per stage), got {depth_multiplier!r}')
     if pad_type not in PAD_TYPES:

@@ -290,7 +290,8 @@ def _variants() -> Dict[str, dict]:
     for name in ('b1', 'b2', 'b3'):  # channel-pruned: their own per-block widths
         rows[f'efficientnet_{name}_pruned'] = _scaled('efficientnet_pruned', _B_SCALES[name],
                                                       block_widths=PRUNED_WIDTHS[name], **_TF)
-    rows.update({f'tf_efficientnetv2_{k}': _scaled('efficientnetv2_base', s, **_TF) for k, s in _V2_BASE_SCALES.items()})
+    rows.update({f'tf_efficientnetv2_{k}': _scaled('efficientnetv2_base', s, **_TF)
+                 for k, s in _V2_BASE_SCALES.items()})
     rows.update({
         'efficientnet_b0_gn': dict(arch='efficientnet', norm_layer='groupnorm', norm_group_size=8),
         'efficientnet_b0_g8_gn': dict(arch='efficientnet', group_size=8, norm_layer='groupnorm', norm_group_size=8),
