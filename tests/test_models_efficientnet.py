@@ -129,7 +129,7 @@ def test_decoder_reads_every_option():
 @pytest.mark.parametrize('arch, depth, fix_first_last, trunc', [
     ('efficientnet', 3.1, False, 'ceil'), ('efficientnet', 1.1, False, 'ceil'),
     ('efficientnet_lite', 1.8, True, 'ceil'),
-    ('mobilenetv2', 1.4, True, 'ceil'), ('efficientnetv2_l', 1.0, False, 'ceil'), ('mixnet_m', 1.3, False, 'round'),
+    ('mobilenetv2', 1.4, True, 'ceil'), ('efficientnetv2_m', 1.0, False, 'ceil'), ('mixnet_m', 1.3, False, 'round'),
     ('tinynet', 0.6, False, 'round'), ('fbnetc', 2.0, False, 'ceil'),
     ('efficientnetv2_rw', (1.2,) * 4 + (1.6,) * 2, False, 'ceil')])
 def test_depth_scaling_matches_timm(arch, depth, fix_first_last, trunc):
@@ -203,3 +203,15 @@ def test_l2_on_one_block_per_stage(name, output_stride):
         assert_equal(model.forward_features(x), ref.forward_features(x),
                      f'{name} forward_features, one block per stage')
         assert_equal(model(x), ref(x), f'{name} logits, one block per stage')
+
+
+@pytest.mark.parametrize('name, timm_gen', [('efficientnetv2_l', '_gen_efficientnetv2_l'),
+                                            ('efficientnetv2_xl', '_gen_efficientnetv2_xl')])
+def test_v2_sizes_rewrite_the_m_layout_into_timms_stages(name, timm_gen):
+    import inspect
+    from timm.models import efficientnet as timm_effnet
+    row = efficientnet.VARIANTS[name]
+    ours = efficientnet.with_stage_counts(efficientnet.ARCHS[row['arch']]['block_defs'], row['stage_repeats'],
+                                          row['stage_chs'])
+    source = inspect.getsource(getattr(timm_effnet, timm_gen))
+    assert all(f"'{stage[0]}'" in source for stage in ours), ours
