@@ -215,3 +215,14 @@ def test_v2_sizes_rewrite_the_m_layout_into_timms_stages(name, timm_gen):
                                           row['stage_chs'])
     source = inspect.getsource(getattr(timm_effnet, timm_gen))
     assert all(f"'{stage[0]}'" in source for stage in ours), ours
+
+
+@pytest.mark.parametrize('name', ['mixnet_s', 'efficientnet_cc_b0_4e', 'efficientnet_x_b3'])
+def test_unusual_blocks_trace_with_fx(name):
+    # mixed-kernel splits, CondConv routing and space-to-depth are off the family representative's path
+    fx = featzoo.create_model(name, features_only=True, feature_cls='fx').eval()
+    eager = featzoo.create_model(name, features_only=True, feature_cls='list').eval()
+    eager.load_state_dict(fx.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(fx(x), eager(x)))

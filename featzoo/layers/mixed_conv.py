@@ -61,7 +61,8 @@ class MixedConv2d(nn.ModuleDict):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, self.splits, 1)
-        return torch.cat([conv(part) for part, conv in zip(parts, self.values())], 1)
+        # indexed, not zipped: a traced split is one value that FX cannot iterate
+        return torch.cat([conv(parts[idx]) for idx, conv in enumerate(self.values())], 1)
 
 
 class CondConv2d(nn.Module):
