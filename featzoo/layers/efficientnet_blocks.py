@@ -6,7 +6,10 @@ A stage is written as one or more compact strings such as ``'ir_r2_k3_s2_e6_c24_
 
 ``r`` repeats, ``k`` kernel size, ``s`` stride of the first block (1 or 2), ``e`` expansion ratio, ``c`` output
 channels, ``se`` squeeze-excite ratio, ``a`` / ``p`` kernel of the expansion / projection convolution, ``n<code>``
-activation override (``re`` relu, ``r6`` relu6, ``hs`` hard-swish, ``sw`` swish, ``mi`` mish), ``skip`` / ``noskip``.
+activation override (``re`` relu, ``r6`` relu6, ``hs`` hard-swish, ``sw`` swish, ``mi`` mish), ``skip`` / ``noskip``,
+``gs`` channels per convolution group, ``fc`` input width an ``er`` block sizes its expansion from, ``cc`` CondConv
+experts of an ``ir`` block, ``d1`` a space-to-depth entry (``ds`` / ``ir``). A kernel written ``k3.5.7`` (or
+``a1.1``, ``p1.1``) is a mixed-kernel convolution, one kernel per channel split (MixNet).
 
 Module and parameter names follow timm's blocks of the same kind, so its checkpoints load unchanged.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -24,15 +27,25 @@ from torch.utils.checkpoint import checkpoint
 
 from .activations import ActLayer, create_act_layer
 from .drop import DropPath
+from .global_context import GlobalContext
 from .helpers import make_divisible
+from .mixed_conv import CondConv2d, create_conv2d_any
 from .norm import BatchNormAct2d
 from .padding import create_conv2d
 from .pooling import POOL_TYPES
 from .weight_init import normal_, uniform_
 
+KernelSize = Union[int, Tuple[int, ...]]
+# builds a norm + activation layer: norm_layer(channels, act_layer=..., apply_act=...)
+NormLayer = Callable[..., nn.Module]
+# builds an anti-aliasing downsampler: aa_layer(channels=..., stride=...)
+AaLayer = Callable[..., nn.Module]
+
 BLOCK_TYPES = ('ir', 'ds', 'dsa', 'er', 'cn')
 ACT_CODES = {'re': 'relu', 'r6': 'relu6', 'hs': 'hard_swish', 'sw': 'swish', 'mi': 'mish'}
-_NUMERIC_KEYS = {'r', 'k', 's', 'e', 'c', 'se', 'a', 'p'}
+_NUMERIC_KEYS = {'r', 'k', 's', 'e', 'c', 'se', 'a', 'p', 'gs', 'fc', 'cc', 'd'}
+_KERNEL_KEYS = ('k', 'a', 'p')
+DEPTH_TRUNCS = ('ceil', 'round')
 _OPTION = re.compile(r'^([a-z]+)(\d[\d.]*)$')
 
 
@@ -48,13 +61,17 @@ class BlockSpec:
     out_chs: int
     stride: int
     repeats: int
-    kernel_size: int = 3
+    kernel_size: KernelSize = 3
     exp_ratio: float = 1.0
     se_ratio: float = 0.0
-    exp_kernel_size: int = 1
-    pw_kernel_size: int = 1
+    exp_kernel_size: KernelSize = 1
+    pw_kernel_size: KernelSize = 1
     act_layer: Optional[str] = None
     skip: Optional[bool] = None  # None: the block type's default; True / False: forced by 'skip' / 'noskip'
+    group_size: Optional[int] = None  # None: the block type's default (depthwise for 'ds'/'ir', dense for 'er'/'cn')
+    force_in_chs: int = 0
+    num_experts: int = 0
+    s2d: bool = False
 
 
 def _int_option(options: Dict[str, str], key: str, block_str: str) -> int:
@@ -64,12 +81,26 @@ def _int_option(options: Dict[str, str], key: str, block_str: str) -> int:
     return int(value)
 
 
+def _kernel_option(options: Dict[str, str], key: str, block_str: str, default: int) -> KernelSize:
+    """An int kernel size, or a tuple of them for a mixed-kernel convolution written with dots (``k3.5.7``)."""
+    if key not in options:
+        return default
+    parts = options[key].split('.')
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise ValueError(f'block string {block_str!r}: option {key!r} needs an integer kernel size or several '
+                         f'joined by dots (k3.5.7), got {options[key]!r}')
+    return int(parts[0]) if len(parts) == 1 else tuple(int(part) for part in parts)
+
+
 def decode_block(block_str: str) -> BlockSpec:
     """Decode one architecture string into a :class:`BlockSpec`.
 
     >>> decode_block('ds_r1_k3_s1_c16_nre')
     BlockSpec(block_type='ds', out_chs=16, stride=1, repeats=1, kernel_size=3, exp_ratio=1.0, se_ratio=0.0, \
-exp_kernel_size=1, pw_kernel_size=1, act_layer='relu', skip=None)
+exp_kernel_size=1, pw_kernel_size=1, act_layer='relu', skip=None, group_size=None, force_in_chs=0, num_experts=0, \
+s2d=False)
+    >>> decode_block('ir_r1_k3.5.7_a1.1_s2_e6_c40').kernel_size
+    (3, 5, 7)
     """
     if not isinstance(block_str, str) or not block_str:
         raise TypeError(f'a block definition must be a non-empty string like "ir_r1_k3_s1_e6_c16", got {block_str!r}')
@@ -102,30 +133,48 @@ exp_kernel_size=1, pw_kernel_size=1, act_layer='relu', skip=None)
     repeats = _int_option(options, 'r', block_str)
     if repeats < 1:
         raise ValueError(f'block string {block_str!r}: repeats must be >= 1, got {repeats}')
+    allowed = {'fc': ('er',), 'cc': ('ir',), 'd': ('ds', 'ir')}
+    for key, types in allowed.items():
+        if key in options and block_type not in types:
+            raise ValueError(f'block string {block_str!r}: option {key!r} only applies to {types} blocks')
+    kernel_size = _kernel_option(options, 'k', block_str, 3)
+    if block_type == 'cn' and not isinstance(kernel_size, int):
+        raise ValueError(f"block string {block_str!r}: a 'cn' block takes one kernel size, got {kernel_size}")
+    s2d = bool(_int_option(options, 'd', block_str)) if 'd' in options else False
+    if s2d and stride != 1:
+        raise ValueError(f"block string {block_str!r}: a space-to-depth block ('d1') downsamples itself; it needs s1")
     return BlockSpec(
         block_type=block_type,
         out_chs=_int_option(options, 'c', block_str),
         stride=stride,
         repeats=repeats,
-        kernel_size=_int_option(options, 'k', block_str),
+        kernel_size=kernel_size,
         # 'ds' and 'cn' blocks have no expansion even when a string carries 'e1'.
         exp_ratio=float(options['e']) if block_type in ('ir', 'er') else 1.0,
         se_ratio=float(options.get('se', 0.0)),
-        exp_kernel_size=_int_option(options, 'a', block_str) if 'a' in options else 1,
-        pw_kernel_size=_int_option(options, 'p', block_str) if 'p' in options else 1,
+        exp_kernel_size=_kernel_option(options, 'a', block_str, 1),
+        pw_kernel_size=_kernel_option(options, 'p', block_str, 1),
         act_layer=act_layer,
         skip=skip,
+        group_size=_int_option(options, 'gs', block_str) if 'gs' in options else None,
+        force_in_chs=_int_option(options, 'fc', block_str) if 'fc' in options else 0,
+        num_experts=_int_option(options, 'cc', block_str) if 'cc' in options else 0,
+        s2d=s2d,
     )
 
 
-def _scale_stage(specs: Sequence[BlockSpec], multiplier: float) -> List[BlockSpec]:
+def _scale_stage(specs: Sequence[BlockSpec], multiplier: float, depth_trunc: str = 'ceil') -> List[BlockSpec]:
     """Expand one stage's definitions into per-block specs, scaling the stage depth by ``multiplier``.
 
-    The total depth is rounded up, then shared out from the last definition backwards (timm's EfficientNet rule),
-    which keeps a stage's leading single blocks single for as long as possible.
+    The total depth is rounded up (``depth_trunc='round'``: to the nearest, at least 1), then shared out from the
+    last definition backwards (timm's EfficientNet rule), which keeps a stage's leading single blocks single for as
+    long as possible.
     """
     remaining = sum(spec.repeats for spec in specs)
-    remaining_scaled = int(math.ceil(remaining * multiplier))
+    if depth_trunc == 'round':
+        remaining_scaled = max(1, round(remaining * multiplier))
+    else:
+        remaining_scaled = int(math.ceil(remaining * multiplier))
     counts = []
     for spec in reversed(specs):
         # Same float expression as timm so that rounding ties fall the same way.
@@ -139,27 +188,52 @@ def _scale_stage(specs: Sequence[BlockSpec], multiplier: float) -> List[BlockSpe
     return out
 
 
-def decode_arch(block_defs: Sequence[Sequence[str]], depth_multiplier: float = 1.0,
-                fix_first_last: bool = False) -> List[List[BlockSpec]]:
+def _is_positive_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def decode_arch(block_defs: Sequence[Sequence[str]], depth_multiplier: Union[float, Sequence[float]] = 1.0,
+                fix_first_last: bool = False, depth_trunc: str = 'ceil', group_size: Optional[int] = None,
+                experts_multiplier: int = 1) -> List[List[BlockSpec]]:
     """Decode per-stage architecture strings into per-block specs, with depth scaling.
 
-    ``fix_first_last`` keeps the first and last stages at their unscaled depth (EfficientNet-Lite, MobileNetV2-d).
+    ``depth_multiplier`` is one number or one per stage. ``fix_first_last`` keeps the first and last stages at their
+    unscaled depth (EfficientNet-Lite, MobileNetV2-d); ``depth_trunc`` rounds the scaled depths up (``'ceil'``) or
+    to the nearest (``'round'``). ``group_size`` sets the convolution group size of every block whose string gives
+    none; ``experts_multiplier`` multiplies the CondConv experts of the blocks that have them.
 
     >>> [len(stage) for stage in decode_arch([['ds_r1_k3_s1_c16'], ['ir_r2_k3_s2_e6_c24']], 1.5)]
     [2, 3]
     """
     if isinstance(block_defs, str) or not block_defs:
         raise TypeError(f'block_defs must be a non-empty list of stages (lists of block strings), got {block_defs!r}')
-    if not isinstance(depth_multiplier, (int, float)) or depth_multiplier <= 0:
+    if isinstance(depth_multiplier, (list, tuple)):
+        if len(depth_multiplier) != len(block_defs) or not all(_is_positive_number(m) for m in depth_multiplier):
+            raise ValueError(f'depth_multiplier as a sequence needs one positive number per stage '
+                             f'({len(block_defs)}), got {depth_multiplier!r}')
+        multipliers = tuple(depth_multiplier)
+    elif not _is_positive_number(depth_multiplier):
         raise ValueError(f'depth_multiplier must be a positive number, got {depth_multiplier!r}')
+    else:
+        multipliers = (depth_multiplier,) * len(block_defs)
+    if depth_trunc not in DEPTH_TRUNCS:
+        raise ValueError(f'depth_trunc={depth_trunc!r} is not supported; valid: {DEPTH_TRUNCS}')
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 0):
+        raise ValueError(f'group_size must be None or an int >= 0 (0: dense, 1: depthwise), got {group_size!r}')
+    if isinstance(experts_multiplier, bool) or not isinstance(experts_multiplier, int) or experts_multiplier < 1:
+        raise ValueError(f'experts_multiplier must be an int >= 1, got {experts_multiplier!r}')
     stages = []
     last = len(block_defs) - 1
     for idx, stage_strs in enumerate(block_defs):
         if isinstance(stage_strs, str) or not stage_strs:
             raise TypeError(f'stage {idx} must be a non-empty list of block strings, got {stage_strs!r}')
         specs = [decode_block(s) for s in stage_strs]
-        multiplier = 1.0 if fix_first_last and idx in (0, last) else depth_multiplier
-        stages.append(_scale_stage(specs, multiplier))
+        specs = [replace(
+            spec,
+            group_size=group_size if spec.group_size is None else spec.group_size,
+            num_experts=spec.num_experts * experts_multiplier) for spec in specs]
+        multiplier = 1.0 if fix_first_last and idx in (0, last) else multipliers[idx]
+        stages.append(_scale_stage(specs, multiplier, depth_trunc))
     return stages
 
 
@@ -203,6 +277,7 @@ class SEConfig:
     ``from_expanded``: the ratio applies to the expanded width as is (MobileNetV3); otherwise it is relative to
     the block input, so it is divided by the expansion ratio (EfficientNet). ``round_divisible``: reduced width
     rounded to a multiple of 8 instead of to the nearest integer. ``force_act``: activation replacing the block's.
+    ``layer``: ``'se'`` squeeze-excite, or ``'gc'`` global context (its reduced width rounded up, timm's rule).
 
     >>> SEConfig().build(96, 0.25, 6.0, 'swish').conv_reduce.out_channels
     4
@@ -212,20 +287,50 @@ class SEConfig:
     round_divisible: bool = False
     gate_layer: str = 'sigmoid'
     force_act: Optional[str] = None
+    layer: str = 'se'
 
-    def build(self, channels: int, se_ratio: float, exp_ratio: float, act_layer: ActLayer) -> SqueezeExcite:
+    def build(self, channels: int, se_ratio: float, exp_ratio: float, act_layer: ActLayer,
+              rd_channels: Optional[int] = None) -> nn.Module:
+        """The attention module over ``channels``; ``rd_channels`` fixes its reduced width (pruned models)."""
         ratio = se_ratio if self.from_expanded else se_ratio / exp_ratio
-        reduced = channels * ratio
-        rd_channels = make_divisible(reduced, 8) if self.round_divisible else round(reduced)
+        if self.layer == 'gc':
+            return GlobalContext(channels, rd_ratio=ratio, rd_channels=rd_channels, act_layer=act_layer)
+        if rd_channels is None:
+            reduced = channels * ratio
+            rd_channels = make_divisible(reduced, 8) if self.round_divisible else round(reduced)
         return SqueezeExcite(channels, rd_channels, act_layer=self.force_act or act_layer, gate_layer=self.gate_layer)
 
 
-def _norm_act(channels: int, norm_kwargs: Dict[str, float], act_layer: ActLayer, apply_act: bool = True) -> nn.Module:
+SE_LAYERS = ('se', 'gc')
+
+
+def _norm_act(channels: int, norm_kwargs: Dict[str, float], act_layer: ActLayer, apply_act: bool = True,
+              norm_layer: Optional[NormLayer] = None) -> nn.Module:
+    if norm_layer is not None:
+        return norm_layer(channels, act_layer=act_layer, apply_act=apply_act)
     return BatchNormAct2d(channels, apply_act=apply_act, act_layer=act_layer, inplace=True, **norm_kwargs)
 
 
 def _drop_path(rate: float) -> nn.Module:
     return DropPath(rate) if rate else nn.Identity()
+
+
+def conv_groups(group_size: Optional[int], channels: int) -> int:
+    """Groups of a convolution over ``channels`` with ``group_size`` channels each (0 or None: one dense group).
+
+    >>> conv_groups(1, 32), conv_groups(8, 32), conv_groups(0, 32)
+    (32, 4, 1)
+    """
+    if not group_size:
+        return 1
+    if channels % group_size:
+        raise ValueError(f'group_size={group_size} does not divide the {channels} channels of a convolution')
+    return channels // group_size
+
+
+def _aa(aa_layer: Optional[AaLayer], channels: int, stride: int) -> nn.Module:
+    """The anti-aliasing downsampler a strided block puts after its strided convolution (which then keeps stride 1)."""
+    return aa_layer(channels=channels, stride=stride) if aa_layer is not None and stride > 1 else nn.Identity()
 
 
 class ConvBnAct(nn.Module):
@@ -237,80 +342,160 @@ class ConvBnAct(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, dilation: int = 1,
                  pad_type: str = '', skip: bool = False, act_layer: ActLayer = 'relu',
-                 norm_kwargs: Optional[Dict[str, float]] = None, drop_path_rate: float = 0.0) -> None:
+                 norm_kwargs: Optional[Dict[str, float]] = None, drop_path_rate: float = 0.0, group_size: int = 0,
+                 norm_layer: Optional[NormLayer] = None, aa_layer: Optional[AaLayer] = None) -> None:
         super().__init__()
         self.has_skip = skip and stride == 1 and in_chs == out_chs
-        self.conv = create_conv2d(in_chs, out_chs, kernel_size, stride=stride, dilation=dilation, padding=pad_type)
-        self.bn1 = _norm_act(out_chs, norm_kwargs or {}, act_layer)
+        use_aa = aa_layer is not None and stride > 1
+        self.conv = create_conv2d(in_chs, out_chs, kernel_size, stride=1 if use_aa else stride, dilation=dilation,
+                                  padding=pad_type, groups=conv_groups(group_size, in_chs))
+        self.bn1 = _norm_act(out_chs, norm_kwargs or {}, act_layer, norm_layer=norm_layer)
+        self.aa = _aa(aa_layer, out_chs, stride)
         self.drop_path = _drop_path(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn1(self.conv(x))
+        out = self.aa(self.bn1(self.conv(x)))
         if self.has_skip:
             out = self.drop_path(out) + x
         return out
 
 
-class DepthwiseSeparableConv(nn.Module):
+class _SpaceToDepthEntry:
+    """Mixin: the 2x2 stride-2 convolution (``conv_s2d``, ``bn_s2d``) that starts a space-to-depth region.
+
+    It folds each 2x2 patch into channels (4x the width), so the block's own depthwise kernel halves (rounded up).
+    """
+
+    def _init_s2d(self, s2d: int, in_chs: int, dw_kernel_size: KernelSize, pad_type: str,
+                  norm_kwargs: Dict[str, float], act_layer: ActLayer,
+                  norm_layer: Optional[NormLayer]) -> Tuple[int, KernelSize, str]:
+        if s2d != 1:
+            self.conv_s2d = None
+            self.bn_s2d = None
+            return in_chs, dw_kernel_size, pad_type
+        if not isinstance(dw_kernel_size, int):
+            raise ValueError(f'a space-to-depth block takes one depthwise kernel size, got {dw_kernel_size}')
+        s2d_chs = in_chs * 4
+        self.conv_s2d = create_conv2d(in_chs, s2d_chs, 2, stride=2, padding='same')
+        self.bn_s2d = _norm_act(s2d_chs, norm_kwargs, act_layer, norm_layer=norm_layer)
+        dw_kernel_size = (dw_kernel_size + 1) // 2
+        return s2d_chs, dw_kernel_size, 'same' if dw_kernel_size == 2 else pad_type
+
+    def _s2d(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv_s2d is not None:
+            x = self.bn_s2d(self.conv_s2d(x))
+        return x
+
+
+class DepthwiseSeparableConv(_SpaceToDepthEntry, nn.Module):
     """``ds`` / ``dsa``: depthwise conv, optional squeeze-excite, pointwise projection (activated for ``dsa``).
 
     >>> DepthwiseSeparableConv(16, 16)(torch.ones(1, 16, 4, 4)).shape
     torch.Size([1, 16, 4, 4])
     """
 
-    def __init__(self, in_chs: int, out_chs: int, dw_kernel_size: int = 3, stride: int = 1, dilation: int = 1,
-                 pad_type: str = '', noskip: bool = False, pw_kernel_size: int = 1, pw_act: bool = False,
-                 act_layer: ActLayer = 'relu', norm_kwargs: Optional[Dict[str, float]] = None,
-                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0) -> None:
+    def __init__(self, in_chs: int, out_chs: int, dw_kernel_size: KernelSize = 3, stride: int = 1,
+                 dilation: int = 1, pad_type: str = '', noskip: bool = False, pw_kernel_size: KernelSize = 1,
+                 pw_act: bool = False, act_layer: ActLayer = 'relu', norm_kwargs: Optional[Dict[str, float]] = None,
+                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0,
+                 group_size: int = 1, s2d: int = 0, norm_layer: Optional[NormLayer] = None,
+                 aa_layer: Optional[AaLayer] = None) -> None:
         super().__init__()
         norm_kwargs = norm_kwargs or {}
         self.has_skip = stride == 1 and in_chs == out_chs and not noskip
-        self.conv_dw = create_conv2d(in_chs, in_chs, dw_kernel_size, stride=stride, dilation=dilation,
-                                     padding=pad_type, groups=in_chs)
-        self.bn1 = _norm_act(in_chs, norm_kwargs, act_layer)
+        in_chs, dw_kernel_size, dw_pad_type = self._init_s2d(
+            s2d, in_chs, dw_kernel_size, pad_type, norm_kwargs, act_layer, norm_layer)
+        use_aa = aa_layer is not None and stride > 1 and s2d != 1
+        self.conv_dw = create_conv2d_any(in_chs, in_chs, dw_kernel_size, stride=1 if use_aa else stride,
+                                         dilation=dilation, padding=dw_pad_type,
+                                         groups=conv_groups(group_size, in_chs))
+        self.bn1 = _norm_act(in_chs, norm_kwargs, act_layer, norm_layer=norm_layer)
+        self.aa = _aa(aa_layer if use_aa else None, in_chs, stride)
         self.se = se_layer(in_chs) if se_layer is not None else nn.Identity()
-        self.conv_pw = create_conv2d(in_chs, out_chs, pw_kernel_size, padding=pad_type)
-        self.bn2 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=pw_act)
+        self.conv_pw = create_conv2d_any(in_chs, out_chs, pw_kernel_size, padding=pad_type)
+        self.bn2 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=pw_act, norm_layer=norm_layer)
         self.drop_path = _drop_path(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn1(self.conv_dw(x))
+        out = self.aa(self.bn1(self.conv_dw(self._s2d(x))))
         out = self.bn2(self.conv_pw(self.se(out)))
         if self.has_skip:
             out = self.drop_path(out) + x
         return out
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(_SpaceToDepthEntry, nn.Module):
     """``ir`` (MBConv): pointwise expansion, depthwise conv, optional squeeze-excite, linear projection.
+
+    ``mid_chs`` fixes the expanded width (pruned models) instead of deriving it from ``exp_ratio``.
 
     >>> InvertedResidual(16, 24, stride=2, exp_ratio=6.0)(torch.ones(1, 16, 8, 8)).shape
     torch.Size([1, 24, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, dw_kernel_size: KernelSize = 3, stride: int = 1,
+                 dilation: int = 1, pad_type: str = '', noskip: bool = False, exp_ratio: float = 1.0,
+                 exp_kernel_size: KernelSize = 1, pw_kernel_size: KernelSize = 1, act_layer: ActLayer = 'relu',
+                 norm_kwargs: Optional[Dict[str, float]] = None,
+                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0,
+                 group_size: int = 1, s2d: int = 0, norm_layer: Optional[NormLayer] = None,
+                 aa_layer: Optional[AaLayer] = None, mid_chs: Optional[int] = None, num_experts: int = 0) -> None:
+        super().__init__()
+        norm_kwargs = norm_kwargs or {}
+        self.has_skip = in_chs == out_chs and stride == 1 and not noskip
+        in_chs, dw_kernel_size, dw_pad_type = self._init_s2d(
+            s2d, in_chs, dw_kernel_size, pad_type, norm_kwargs, act_layer, norm_layer)
+        use_aa = aa_layer is not None and stride > 1 and s2d != 1
+        mid_chs = mid_chs or make_divisible(in_chs * exp_ratio)
+        self.conv_pw = create_conv2d_any(in_chs, mid_chs, exp_kernel_size, padding=pad_type, num_experts=num_experts)
+        self.bn1 = _norm_act(mid_chs, norm_kwargs, act_layer, norm_layer=norm_layer)
+        self.conv_dw = create_conv2d_any(mid_chs, mid_chs, dw_kernel_size, stride=1 if use_aa else stride,
+                                         dilation=dilation, padding=dw_pad_type,
+                                         groups=conv_groups(group_size, mid_chs), num_experts=num_experts)
+        self.bn2 = _norm_act(mid_chs, norm_kwargs, act_layer, norm_layer=norm_layer)
+        self.aa = _aa(aa_layer if use_aa else None, mid_chs, stride)
+        self.se = se_layer(mid_chs) if se_layer is not None else nn.Identity()
+        self.conv_pwl = create_conv2d_any(mid_chs, out_chs, pw_kernel_size, padding=pad_type,
+                                          num_experts=num_experts)
+        self.bn3 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=False, norm_layer=norm_layer)
+        self.drop_path = _drop_path(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn1(self.conv_pw(self._s2d(x)))
+        out = self.se(self.aa(self.bn2(self.conv_dw(out))))
+        out = self.bn3(self.conv_pwl(out))
+        if self.has_skip:
+            out = self.drop_path(out) + x
+        return out
+
+
+class CondConvResidual(InvertedResidual):
+    """``ir`` with CondConv experts (``cc<n>``): every convolution mixes ``num_experts`` kernels per sample, routed
+    by a sigmoid of a linear map of the pooled block input (``routing_fn``).
+
+    >>> CondConvResidual(16, 16, exp_ratio=4.0, num_experts=4)(torch.ones(2, 16, 8, 8)).shape
+    torch.Size([2, 16, 8, 8])
     """
 
     def __init__(self, in_chs: int, out_chs: int, dw_kernel_size: int = 3, stride: int = 1, dilation: int = 1,
                  pad_type: str = '', noskip: bool = False, exp_ratio: float = 1.0, exp_kernel_size: int = 1,
                  pw_kernel_size: int = 1, act_layer: ActLayer = 'relu',
                  norm_kwargs: Optional[Dict[str, float]] = None,
-                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0) -> None:
-        super().__init__()
-        norm_kwargs = norm_kwargs or {}
-        mid_chs = make_divisible(in_chs * exp_ratio)
-        self.has_skip = in_chs == out_chs and stride == 1 and not noskip
-        self.conv_pw = create_conv2d(in_chs, mid_chs, exp_kernel_size, padding=pad_type)
-        self.bn1 = _norm_act(mid_chs, norm_kwargs, act_layer)
-        self.conv_dw = create_conv2d(mid_chs, mid_chs, dw_kernel_size, stride=stride, dilation=dilation,
-                                     padding=pad_type, groups=mid_chs)
-        self.bn2 = _norm_act(mid_chs, norm_kwargs, act_layer)
-        self.se = se_layer(mid_chs) if se_layer is not None else nn.Identity()
-        self.conv_pwl = create_conv2d(mid_chs, out_chs, pw_kernel_size, padding=pad_type)
-        self.bn3 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=False)
-        self.drop_path = _drop_path(drop_path_rate)
+                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0,
+                 group_size: int = 1, norm_layer: Optional[NormLayer] = None, num_experts: int = 4) -> None:
+        super().__init__(in_chs, out_chs, dw_kernel_size, stride=stride, dilation=dilation, pad_type=pad_type,
+                         noskip=noskip, exp_ratio=exp_ratio, exp_kernel_size=exp_kernel_size,
+                         pw_kernel_size=pw_kernel_size, act_layer=act_layer, norm_kwargs=norm_kwargs,
+                         se_layer=se_layer, drop_path_rate=drop_path_rate, group_size=group_size,
+                         norm_layer=norm_layer, num_experts=num_experts)
+        self.num_experts = num_experts
+        self.routing_fn = nn.Linear(in_chs, num_experts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn1(self.conv_pw(x))
-        out = self.se(self.bn2(self.conv_dw(out)))
-        out = self.bn3(self.conv_pwl(out))
+        routing = torch.sigmoid(self.routing_fn(x.mean((2, 3))))
+        out = self.bn1(self.conv_pw(x, routing))
+        out = self.se(self.bn2(self.conv_dw(out, routing)))
+        out = self.bn3(self.conv_pwl(out, routing))
         if self.has_skip:
             out = self.drop_path(out) + x
         return out
@@ -319,6 +504,9 @@ class InvertedResidual(nn.Module):
 class EdgeResidual(nn.Module):
     """``er`` (fused MBConv): a full expansion convolution carrying the stride, then a linear projection.
 
+    ``force_in_chs`` sizes the expansion from another width than the input (EfficientNet-EdgeTPU's first block);
+    ``mid_chs`` fixes it outright.
+
     >>> EdgeResidual(24, 48, stride=2, exp_ratio=4.0)(torch.ones(1, 24, 8, 8)).shape
     torch.Size([1, 48, 4, 4])
     """
@@ -326,21 +514,26 @@ class EdgeResidual(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, exp_kernel_size: int = 3, stride: int = 1, dilation: int = 1,
                  pad_type: str = '', noskip: bool = False, exp_ratio: float = 1.0, pw_kernel_size: int = 1,
                  act_layer: ActLayer = 'relu', norm_kwargs: Optional[Dict[str, float]] = None,
-                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0) -> None:
+                 se_layer: Optional[Callable[[int], nn.Module]] = None, drop_path_rate: float = 0.0,
+                 group_size: int = 0, force_in_chs: int = 0, norm_layer: Optional[NormLayer] = None,
+                 aa_layer: Optional[AaLayer] = None, mid_chs: Optional[int] = None) -> None:
         super().__init__()
         norm_kwargs = norm_kwargs or {}
-        mid_chs = make_divisible(in_chs * exp_ratio)
+        mid_chs = mid_chs or make_divisible((force_in_chs or in_chs) * exp_ratio)
         self.has_skip = in_chs == out_chs and stride == 1 and not noskip
-        self.conv_exp = create_conv2d(in_chs, mid_chs, exp_kernel_size, stride=stride, dilation=dilation,
-                                      padding=pad_type)
-        self.bn1 = _norm_act(mid_chs, norm_kwargs, act_layer)
+        use_aa = aa_layer is not None and stride > 1
+        self.conv_exp = create_conv2d_any(in_chs, mid_chs, exp_kernel_size, stride=1 if use_aa else stride,
+                                          dilation=dilation, padding=pad_type,
+                                          groups=conv_groups(group_size, mid_chs))
+        self.bn1 = _norm_act(mid_chs, norm_kwargs, act_layer, norm_layer=norm_layer)
+        self.aa = _aa(aa_layer, mid_chs, stride)
         self.se = se_layer(mid_chs) if se_layer is not None else nn.Identity()
-        self.conv_pwl = create_conv2d(mid_chs, out_chs, pw_kernel_size, padding=pad_type)
-        self.bn2 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=False)
+        self.conv_pwl = create_conv2d_any(mid_chs, out_chs, pw_kernel_size, padding=pad_type)
+        self.bn2 = _norm_act(out_chs, norm_kwargs, act_layer, apply_act=False, norm_layer=norm_layer)
         self.drop_path = _drop_path(drop_path_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.se(self.bn1(self.conv_exp(x)))
+        out = self.se(self.aa(self.bn1(self.conv_exp(x))))
         out = self.bn2(self.conv_pwl(out))
         if self.has_skip:
             out = self.drop_path(out) + x
@@ -349,25 +542,51 @@ class EdgeResidual(nn.Module):
 
 def _make_block(spec: BlockSpec, in_chs: int, out_chs: int, stride: int, dilation: int, act_layer: ActLayer,
                 pad_type: str, norm_kwargs: Dict[str, float], se_config: SEConfig,
-                drop_path_rate: float) -> nn.Module:
+                drop_path_rate: float, norm_layer: Optional[NormLayer] = None, aa_layer: Optional[AaLayer] = None,
+                s2d: int = 0, exp_ratio: Optional[float] = None, mid_chs: Optional[int] = None,
+                se_chs: Optional[int] = None, force_in_chs: int = 0) -> nn.Module:
     common = dict(stride=stride, dilation=dilation, pad_type=pad_type, act_layer=act_layer, norm_kwargs=norm_kwargs,
-                  drop_path_rate=drop_path_rate)
+                  drop_path_rate=drop_path_rate, norm_layer=norm_layer)
+    if spec.group_size is not None:
+        common['group_size'] = spec.group_size
     if spec.block_type == 'cn':
-        return ConvBnAct(in_chs, out_chs, spec.kernel_size, skip=spec.skip is True, **common)
+        return ConvBnAct(in_chs, out_chs, spec.kernel_size, skip=spec.skip is True, aa_layer=aa_layer, **common)
+    exp_ratio = spec.exp_ratio if exp_ratio is None else exp_ratio
     se_layer = None
     if spec.se_ratio:
-        se_layer = partial(se_config.build, se_ratio=spec.se_ratio, exp_ratio=spec.exp_ratio, act_layer=act_layer)
+        # the entry of a space-to-depth region sizes its squeeze-excite from the input before the 4x fold
+        se_ratio = spec.se_ratio / 4 if s2d == 1 else spec.se_ratio
+        se_layer = partial(se_config.build, se_ratio=se_ratio, exp_ratio=exp_ratio, act_layer=act_layer,
+                           rd_channels=se_chs)
     if spec.block_type in ('ds', 'dsa'):
         return DepthwiseSeparableConv(
             in_chs, out_chs, spec.kernel_size, pw_kernel_size=spec.pw_kernel_size, pw_act=spec.block_type == 'dsa',
-            noskip=spec.block_type == 'dsa' or spec.skip is False, se_layer=se_layer, **common)
+            noskip=spec.block_type == 'dsa' or spec.skip is False, se_layer=se_layer, s2d=s2d, aa_layer=aa_layer,
+            **common)
+    if spec.block_type == 'ir' and spec.num_experts:
+        return CondConvResidual(
+            in_chs, out_chs, spec.kernel_size, exp_ratio=exp_ratio, exp_kernel_size=spec.exp_kernel_size,
+            pw_kernel_size=spec.pw_kernel_size, noskip=spec.skip is False, se_layer=se_layer,
+            num_experts=spec.num_experts, **common)
     if spec.block_type == 'ir':
         return InvertedResidual(
-            in_chs, out_chs, spec.kernel_size, exp_ratio=spec.exp_ratio, exp_kernel_size=spec.exp_kernel_size,
-            pw_kernel_size=spec.pw_kernel_size, noskip=spec.skip is False, se_layer=se_layer, **common)
+            in_chs, out_chs, spec.kernel_size, exp_ratio=exp_ratio, exp_kernel_size=spec.exp_kernel_size,
+            pw_kernel_size=spec.pw_kernel_size, noskip=spec.skip is False, se_layer=se_layer, s2d=s2d,
+            aa_layer=aa_layer, mid_chs=mid_chs, **common)
     return EdgeResidual(
-        in_chs, out_chs, spec.kernel_size, exp_ratio=spec.exp_ratio, pw_kernel_size=spec.pw_kernel_size,
-        noskip=spec.skip is False, se_layer=se_layer, **common)
+        in_chs, out_chs, spec.kernel_size, exp_ratio=exp_ratio, pw_kernel_size=spec.pw_kernel_size,
+        noskip=spec.skip is False, se_layer=se_layer, force_in_chs=force_in_chs, aa_layer=aa_layer,
+        mid_chs=mid_chs, **common)
+
+
+BlockWidths = Sequence[Tuple[int, Sequence[Tuple[int, int]]]]
+
+
+def _check_block_widths(block_widths: BlockWidths, stages: Sequence[Sequence[BlockSpec]]) -> None:
+    counts = [len(stage) for stage in stages]
+    given = [len(widths) for _, widths in block_widths]
+    if given != counts:
+        raise ValueError(f'block_widths lists {given} blocks per stage, but the architecture has {counts}')
 
 
 def build_stages(
@@ -380,6 +599,9 @@ def build_stages(
         pad_type: str = '',
         norm_kwargs: Optional[Dict[str, float]] = None,
         drop_path_rate: float = 0.0,
+        norm_layer: Optional[NormLayer] = None,
+        aa_layer: Optional[AaLayer] = None,
+        block_widths: Optional[BlockWidths] = None,
 ) -> Tuple[List[nn.Sequential], List[Dict[str, object]], int]:
     """Instantiate decoded stages after a stride-2 stem of ``in_chs`` channels.
 
@@ -388,23 +610,43 @@ def build_stages(
     when the first block is strided. Strides that would take the network past ``output_stride`` are dropped and
     the depthwise convolutions from the next block on are dilated instead (doubling per dropped stride).
 
+    A space-to-depth entry (``d1``) downsamples by 2 itself and widens the blocks up to the next strided block 4x;
+    that block drops its stride instead (and its expansion ratio by 4), so no level ends inside the region.
+    ``block_widths`` gives, per stage, its output width and each block's (expanded width, squeeze-excite width),
+    replacing the derived ones (pruned models).
+
     >>> stages, info, chs = build_stages(decode_arch([['ds_r1_k3_s1_c16'], ['ir_r1_k3_s2_e6_c24']]), 32,
     ...                                  round_chs=round_channels, act_layer='relu', se_config=SEConfig())
     >>> [(level['module'], level['reduction']) for level in info], chs
     ([('blocks.0', 2), ('blocks.1', 4)], 24)
     """
     norm_kwargs = dict(norm_kwargs or {})
+    if block_widths is not None:
+        _check_block_widths(block_widths, stages)
     total_blocks = sum(len(stage) for stage in stages)
     reduction, dilation = 2, 1
     feature_info: List[Dict[str, object]] = []
-    if stages[0][0].stride > 1:
+    if stages[0][0].stride > 1 or stages[0][0].s2d:
         feature_info.append(dict(num_chs=in_chs, reduction=reduction, module='bn1'))
     built: List[nn.Sequential] = []
     block_idx = 0
+    space2depth = 0  # 0: none, 1: the entry block, 2: inside the region (until the next strided block)
     for stage_idx, stage in enumerate(stages):
         blocks = []
         for i, spec in enumerate(stage):
             stride = spec.stride if i == 0 else 1
+            exp_ratio = spec.exp_ratio
+            block_s2d = 0
+            if not space2depth and spec.s2d:
+                space2depth = 1
+                reduction *= 2
+            if space2depth:
+                if space2depth == 2 and stride == 2:
+                    stride = 1
+                    exp_ratio /= 4
+                    space2depth = 0
+                else:
+                    block_s2d = space2depth
             block_dilation = dilation
             if stride > 1:
                 if reduction * stride > output_stride:
@@ -414,14 +656,26 @@ def build_stages(
                 else:
                     reduction *= stride
             out_chs = round_chs(spec.out_chs)
+            mid_chs = se_chs = None
+            if block_widths is not None:
+                out_chs = block_widths[stage_idx][0]
+                mid_chs, se_chs = block_widths[stage_idx][1][i]
+            if block_s2d:
+                out_chs *= 4
             blocks.append(_make_block(
                 spec, in_chs, out_chs, stride, block_dilation, spec.act_layer or act_layer, pad_type, norm_kwargs,
-                se_config, drop_path_rate * block_idx / total_blocks))
+                se_config, drop_path_rate * block_idx / total_blocks, norm_layer=norm_layer, aa_layer=aa_layer,
+                s2d=block_s2d, exp_ratio=exp_ratio, mid_chs=mid_chs, se_chs=se_chs,
+                force_in_chs=round_chs(spec.force_in_chs) if spec.force_in_chs else 0))
             in_chs = out_chs
             block_idx += 1
+            if i == len(stage) - 1:
+                # a level never ends inside a space-to-depth region (its closing block drops the stride)
+                ends_level = stage_idx == len(stages) - 1 or (stages[stage_idx + 1][0].stride > 1 and not space2depth)
+            if space2depth == 1:
+                space2depth = 2
         built.append(nn.Sequential(*blocks))
-        is_last = stage_idx == len(stages) - 1
-        if is_last or stages[stage_idx + 1][0].stride > 1:
+        if ends_level:
             feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'blocks.{stage_idx}'))
     return built, feature_info, in_chs
 
@@ -460,9 +714,12 @@ def check_model_args(num_classes: int, in_chans: int, output_stride: int, output
         raise ValueError(f'in_chans must be an int >= 1, got {in_chans!r}')
     if output_stride not in output_strides:
         raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {tuple(output_strides)}')
-    for name, value in (('channel_multiplier', channel_multiplier), ('depth_multiplier', depth_multiplier)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f'{name} must be a positive number, got {value!r}')
+    if not _is_positive_number(channel_multiplier):
+        raise ValueError(f'channel_multiplier must be a positive number, got {channel_multiplier!r}')
+    per_stage = isinstance(depth_multiplier, (list, tuple)) and depth_multiplier
+    depths = depth_multiplier if per_stage else (depth_multiplier,)
+    if not all(_is_positive_number(value) for value in depths):
+        raise ValueError(f'depth_multiplier must be a positive number (or one per stage), got {depth_multiplier!r}')
     if pad_type not in PAD_TYPES:
         raise ValueError(f"pad_type={pad_type!r} is not supported; valid: {PAD_TYPES} ('same' = TensorFlow padding)")
     for name, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
@@ -516,16 +773,24 @@ class EfficientTrunk(nn.Module):
     def _init_trunk(self, block_defs: Sequence[Sequence[str]], in_chans: int, stem_size: int, fix_stem: bool,
                     channel_multiplier: float, depth_multiplier: float, fix_first_last: bool, act_layer: ActLayer,
                     pad_type: str, norm_kwargs: Dict[str, float], se_config: SEConfig, output_stride: int,
-                    drop_path_rate: float) -> int:
-        round_chs = partial(round_channels, multiplier=channel_multiplier)
-        stages = decode_arch(block_defs, depth_multiplier, fix_first_last)
+                    drop_path_rate: float, stem_kernel_size: int = 3, depth_trunc: str = 'ceil',
+                    group_size: Optional[int] = None, experts_multiplier: int = 1, channel_divisor: int = 8,
+                    round_limit: float = 0.9, norm_layer: Optional[NormLayer] = None,
+                    aa_layer: Optional[AaLayer] = None, block_widths: Optional[BlockWidths] = None) -> int:
+        """Build the stem and the stages; the keyword arguments after ``drop_path_rate`` are the rarer options of
+        :func:`decode_arch`, :func:`round_channels` and :func:`build_stages`. Returns the last stage's width."""
+        round_chs = partial(round_channels, multiplier=channel_multiplier, divisor=channel_divisor,
+                            round_limit=round_limit)
+        stages = decode_arch(block_defs, depth_multiplier, fix_first_last, depth_trunc=depth_trunc,
+                             group_size=group_size, experts_multiplier=experts_multiplier)
         stem_chs = stem_size if fix_stem else round_chs(stem_size)
         self.grad_checkpointing = False
-        self.conv_stem = create_conv2d(in_chans, stem_chs, 3, stride=2, padding=pad_type)
-        self.bn1 = _norm_act(stem_chs, norm_kwargs, act_layer)
+        self.conv_stem = create_conv2d(in_chans, stem_chs, stem_kernel_size, stride=2, padding=pad_type)
+        self.bn1 = _norm_act(stem_chs, norm_kwargs, act_layer, norm_layer=norm_layer)
         stage_modules, self.feature_info, out_chs = build_stages(
             stages, stem_chs, round_chs, act_layer, se_config, output_stride=output_stride, pad_type=pad_type,
-            norm_kwargs=norm_kwargs, drop_path_rate=drop_path_rate)
+            norm_kwargs=norm_kwargs, drop_path_rate=drop_path_rate, norm_layer=norm_layer, aa_layer=aa_layer,
+            block_widths=block_widths)
         self.blocks = nn.Sequential(*stage_modules)
         # Position of each level in the run "stem, blocks.0, blocks.1, ...": 0 is the stem.
         self.stage_ends = [0 if level['module'] == 'bn1' else int(str(level['module']).split('.')[1]) + 1
@@ -574,7 +839,7 @@ def init_weights_goog(module: nn.Module) -> None:
     >>> init_weights_goog(nn.Linear(4, 2))
     """
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv2d, CondConv2d)):  # a CondConv expert draws as the plain conv it stands for
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
             normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             if m.bias is not None:
@@ -591,5 +856,6 @@ def init_weights_goog(module: nn.Module) -> None:
 __all__ = [
     'BlockSpec', 'decode_block', 'decode_arch', 'round_channels', 'SqueezeExcite', 'SEConfig', 'ConvBnAct',
     'DepthwiseSeparableConv', 'InvertedResidual', 'EdgeResidual', 'build_stages', 'run_blocks', 'init_weights_goog',
-    'check_model_args', 'check_pool', 'take_indices', 'EfficientTrunk', 'PAD_TYPES',
+    'check_model_args', 'check_pool', 'take_indices', 'EfficientTrunk', 'PAD_TYPES', 'CondConvResidual',
+    'conv_groups', 'SE_LAYERS', 'DEPTH_TRUNCS', 'BlockWidths', 'NormLayer', 'AaLayer', 'KernelSize',
 ]
