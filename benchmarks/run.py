@@ -34,7 +34,10 @@ if ROOT not in sys.path:  # `python benchmarks/run.py` puts benchmarks/ first on
 import torch  # noqa: E402
 
 EAGER_MODELS = ('resnet50', 'regnety_032', 'ecaresnet101d', 'densenet121', 'xception41', 'ese_vovnet19b_dw',
-                'resnest26d', 'efficientnet_b0', 'mobilenetv3_large_100', 'convnext_tiny', 'vit_small_patch16_224')
+                'resnest26d', 'efficientnet_b0', 'mobilenetv3_large_100', 'convnext_tiny', 'vit_small_patch16_224',
+                # the coverage issues' models: embeddings and modern backbones, then the CNN families they added
+                'vit_base_patch16_clip_224', 'eva02_base_patch14_224', 'swinv2_tiny_window8_256', 'maxvit_tiny_tf_224',
+                'convnextv2_tiny', 'mobilenetv4_conv_medium', 'regnetz_d8', 'cspdarknet53', 'hrnet_w18')
 CREATE_MODELS = ('resnet50', 'convnext_tiny', 'vit_base_patch16_224')
 # (model, compile, minimum speed-up over timm's eager features; None: reported, no target)
 OPTIMIZE_CASES = (('resnet50', False, 1.3), ('resnet50', True, 1.4), ('convnext_tiny', False, 1.2),
