@@ -252,14 +252,16 @@ class MultiQueryAttention2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
+        # The copies below give SDPA and the output projection the memory layouts of the reference: CPU kernels round
+        # differently per layout, and through a dozen attention blocks that alone exceeds the parity tolerance.
         # (B, heads * key_dim, H, W) -> (B, heads, H * W, key_dim)
-        q = self.query(x).reshape(batch, self.num_heads, self.key_dim, -1).transpose(-1, -2)
-        # the single key / value head, broadcast over the query heads
-        k = self.key(x).flatten(2).transpose(1, 2).unsqueeze(1).expand(-1, self.num_heads, -1, -1)
-        v = self.value(x).flatten(2).transpose(1, 2).unsqueeze(1).expand(-1, self.num_heads, -1, -1)
+        q = self.query(x).reshape(batch, self.num_heads, self.key_dim, -1).transpose(-1, -2).contiguous()
+        # the single key / value head, (B, 1, H' * W', dim), broadcast over the query heads
+        k = self.key(x).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+        v = self.value(x).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         # (B, heads, H * W, value_dim) -> (B, heads * value_dim, H, W), channels ordered head-major
-        out = out.transpose(1, 2).reshape(batch, height, width, -1).permute(0, 3, 1, 2)
+        out = out.transpose(1, 2).reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()
         return self.output(out)
 
 
