@@ -67,7 +67,7 @@ _MNV3_SMALL = (
     ('ds_r1_k3_s2_e1_c16_se0.25_nre',), ('ir_r1_k3_s2_e4.5_c24_nre', 'ir_r1_k3_s1_e3.67_c24_nre'),
     ('ir_r1_k5_s2_e4_c40_se0.25', 'ir_r2_k5_s1_e6_c40_se0.25'), ('ir_r2_k5_s1_e3_c48_se0.25',),
     ('ir_r3_k5_s2_e6_c96_se0.25',), ('cn_r1_k1_s1_c576',))
-_MNV4_HEAD = dict(head_hidden=1280, head_bias=False, head_norm=True, se_style=None, fix_stem_below=1.0)
+_MNV4_HEAD = dict(head_hidden=1280, head_bias=False, head_norm=True, fix_stem_below=1.0)
 
 # Default constructor arguments per architecture; a variant row overrides them, user arguments override the row.
 # ``fix_stem_below``: the channel multiplier below which the stem keeps its unscaled width (when fix_stem is None).
@@ -226,6 +226,7 @@ class MobileNetV3(EfficientTrunk):
     ``er``, ``uir``, ``mqa``; see :mod:`featzoo.layers.mobilenetv4_blocks`). ``head_norm`` selects MobileNetV4's head
     (bias-free conv, batch norm with the activation); ``layer_scale_init_value`` scales MobileNetV4's residual
     branches; ``aa_layer`` ('avg', 'blur', 'blurpc') moves MobileNetV4's strides to anti-aliasing pools.
+    ``se_style`` (a key of :data:`SE_STYLES`) sizes and gates the squeeze-excite of MobileNetV3-style stages.
 
     >>> model = MobileNetV3(ARCHS['small']['block_defs'], num_classes=10, channel_multiplier=0.5)
     >>> model(torch.zeros(1, 3, 64, 64)).shape
@@ -245,7 +246,7 @@ class MobileNetV3(EfficientTrunk):
             channel_multiplier: float = 1.0,
             depth_multiplier: float = 1.0,
             act_layer: ActLayer = 'hard_swish',
-            se_style: Optional[str] = 'mnv3',
+            se_style: str = 'mnv3',
             aa_layer: Optional[str] = None,
             layer_scale_init_value: Optional[float] = None,
             pad_type: str = '',
@@ -259,8 +260,8 @@ class MobileNetV3(EfficientTrunk):
         super().__init__()
         check_model_args(num_classes, in_chans, output_stride, OUTPUT_STRIDES, channel_multiplier, depth_multiplier,
                          pad_type, drop_rate, drop_path_rate, global_pool)
-        if se_style is not None and se_style not in SE_STYLES:
-            raise ValueError(f'unknown se_style {se_style!r}; valid: {sorted(SE_STYLES)} or None')
+        if se_style not in SE_STYLES:
+            raise ValueError(f'unknown se_style {se_style!r}; valid: {sorted(SE_STYLES)}')
         check_aa_layer(aa_layer)
         if layer_scale_init_value is not None and (
                 isinstance(layer_scale_init_value, bool) or not isinstance(layer_scale_init_value, (int, float))):
@@ -279,10 +280,9 @@ class MobileNetV3(EfficientTrunk):
                 block_defs, in_chans, stem_size, fix_stem, channel_multiplier, act_layer, pad_type, norm_kwargs,
                 aa_layer, layer_scale_init_value, output_stride, drop_path_rate)
         else:
-            se_config = SE_STYLES[se_style] if se_style is not None else SE_STYLES['mnv3']
             self.num_features = self._init_trunk(
                 block_defs, in_chans, stem_size, fix_stem, channel_multiplier, depth_multiplier, False, act_layer,
-                pad_type, norm_kwargs, se_config, output_stride, drop_path_rate)
+                pad_type, norm_kwargs, SE_STYLES[se_style], output_stride, drop_path_rate)
         self.head_hidden_size = head_hidden
         self.global_pool = SelectAdaptivePool2d(global_pool)
         pooled_chs = self.num_features * self.global_pool.feat_mult()
