@@ -42,8 +42,10 @@ class FBNetSEConfig(SEConfig):
 
     round_limit: float = 0.95
 
-    def build(self, channels: int, se_ratio: float, exp_ratio: float, act_layer: ActLayer) -> SqueezeExcite:
-        rd_channels = make_divisible(channels * se_ratio / exp_ratio, 8, round_limit=self.round_limit)
+    def build(self, channels: int, se_ratio: float, exp_ratio: float, act_layer: ActLayer,
+              rd_channels: Optional[int] = None) -> SqueezeExcite:
+        if rd_channels is None:
+            rd_channels = make_divisible(channels * se_ratio / exp_ratio, 8, round_limit=self.round_limit)
         return SqueezeExcite(channels, rd_channels, act_layer=act_layer, gate_layer=self.gate_layer)
 
 
