@@ -255,7 +255,8 @@ class HighResolutionNet(nn.Module):
         """
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}')
-        if self.final_layer is None and (num_classes > 0 or global_pool):
+        returns_branches = self.final_layer is None and not isinstance(self.layer1, nn.Identity)
+        if returns_branches and (num_classes > 0 or global_pool):
             raise ValueError(f'reset_classifier({num_classes}, {global_pool!r}): this HRNet was pruned to its '
                              f'branch maps (a list), which no classifier can take; valid: num_classes=0 without pooling')
         if global_pool is None:
