@@ -258,7 +258,8 @@ class HighResolutionNet(nn.Module):
         returns_branches = self.final_layer is None and not isinstance(self.layer1, nn.Identity)
         if returns_branches and (num_classes > 0 or global_pool):
             raise ValueError(f'reset_classifier({num_classes}, {global_pool!r}): this HRNet was pruned to its '
-                             f'branch maps (a list), which no classifier can take; valid: num_classes=0 without pooling')
+                             f'branch maps (a list), which no classifier can take; valid: num_classes=0 without '
+                             f'pooling')
         if global_pool is None:
             global_pool = getattr(self.global_pool, 'pool_type', '')
         ref = self.conv1.weight

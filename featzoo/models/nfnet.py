@@ -127,7 +127,8 @@ class NormFreeBlock(nn.Module):
         self.act2 = act_layer()
         self.conv2 = conv_layer(mid_chs, mid_chs, 3, stride=stride, dilation=first_dilation, groups=groups)
         self.act2b = act_layer() if extra_conv else None
-        self.conv2b = conv_layer(mid_chs, mid_chs, 3, stride=1, dilation=dilation, groups=groups) if extra_conv else None
+        self.conv2b = (conv_layer(mid_chs, mid_chs, 3, stride=1, dilation=dilation, groups=groups)
+                       if extra_conv else None)
         self.attn = attn_layer(mid_chs) if reg and attn_layer is not None else None
         self.act3 = act_layer()
         self.conv3 = conv_layer(mid_chs, out_chs, 1, gain_init=1.0 if skipinit else 0.0)
@@ -217,7 +218,7 @@ class NormFreeNet(nn.Module):
         check_choice('output_stride', output_stride, OUTPUT_STRIDES)
         check_choice('stem_type', stem_type, STEM_TYPES)
         check_choice('act_layer', act_layer, tuple(NONLINEARITY_GAMMA))
-        depths = check_int_tuple('depths', depths, length=len(channels) if channels else None)
+        depths = check_int_tuple('depths', depths)
         channels = check_int_tuple('channels', channels, length=len(depths))
         self.num_classes = num_classes
         self.in_chans = in_chans
