@@ -132,7 +132,7 @@ def test_raw_intermediates_are_the_branch_maps(timm_pair):
     with torch.no_grad():
         final, inter = raw.forward_intermediates(x)
         assert_equal(final, model.forward_features(x), 'final map with its head')
-        branches = model.stages(model.stem(x))
+        branches = model.stages(model.forward_stem(x))
     assert [t.shape[1] for t in inter] == [64, 16, 32, 64, 128]
     for a, b in zip(inter[1:], branches):
         assert_equal(a, b, 'raw branch')

@@ -170,6 +170,8 @@ class HighResolutionNet(nn.Module):
         self.conv1 = nn.Conv2d(in_chans, stem_width, 3, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.act1 = nn.ReLU(inplace=True)
+        # the stride-2 level, which timm names 'stem': a named tap, so that hooks and freeze(levels=1) find it
+        self.stem = nn.Identity()
         self.conv2 = nn.Conv2d(stem_width, 64, 3, stride=2, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(64)
         self.act2 = nn.ReLU(inplace=True)
@@ -274,9 +276,9 @@ class HighResolutionNet(nn.Module):
             return checkpoint(module, x, use_reentrant=False)
         return module(x)
 
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stride-2 map (the first feature level)."""
-        return self.act1(self.bn1(self.conv1(x)))
+        return self.stem(self.act1(self.bn1(self.conv1(x))))
 
     def stages(self, x: torch.Tensor) -> List[torch.Tensor]:
         """The branch maps at strides 4, 8, 16 and 32 from the stride-2 map."""
@@ -305,7 +307,7 @@ class HighResolutionNet(nn.Module):
         >>> SPEC.build('hrnet_w18_small').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 2048, 2, 2])
         """
-        x = self.stem(x)
+        x = self.forward_stem(x)
         if isinstance(self.layer1, nn.Identity):
             return x  # pruned to the stem
         branches = self.stages(x)
@@ -327,7 +329,7 @@ class HighResolutionNet(nn.Module):
         check_choice('output_fmt', output_fmt, ('NCHW',))
         take, last = feature_take_indices(self.num_branches + 1, indices)
         intermediates = []
-        x = self.stem(x)
+        x = self.forward_stem(x)
         if 0 in take:
             intermediates.append(x)
         if last == 0 and (stop_early or isinstance(self.layer1, nn.Identity)):
