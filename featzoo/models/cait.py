@@ -178,7 +178,7 @@ class Cait(nn.Module):
         effect on the meta device).
 
         >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2); m.init_weights()
-        >>> float(m.head.bias.abs().max())
+        >>> float(m.head.bias.detach().abs().max())
         0.0
         """
         trunc_normal_(self.pos_embed, std=0.02)

@@ -285,7 +285,7 @@ class Xcit(nn.Module):
         effect on the meta device).
 
         >>> m = Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2); m.init_weights()
-        >>> float(m.head.bias.abs().max())
+        >>> float(m.head.bias.detach().abs().max())
         0.0
         """
         trunc_normal_(self.cls_token, std=0.02)
