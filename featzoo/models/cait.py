@@ -199,26 +199,16 @@ class Cait(nn.Module):
         """
         return {'pos_embed', 'cls_token'}
 
-    def group_matcher(self, coarse: bool = False) -> Callable[[str], Union[int, float]]:
-        """A function from parameter name to layer group (for layer-wise learning-rate decay): the stem 0, each
-        block its depth, the class-attention blocks after them, the final norm with the last; the head last.
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Regexes grouping parameters into the stem (tokens, table, patch embedding), one group per block, then the
+        class-attention blocks and the final norm (timm returns a function with overlapping numbers instead; the
+        regexes keep featzoo's layer-wise tools working on every family the same way).
 
-        >>> f = Cait(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2).group_matcher()
-        >>> f('patch_embed.proj.weight'), f('blocks.1.norm1.weight'), f('blocks_token_only.1.mlp.fc1.weight')
-        (0, 2, 3)
+        >>> sorted(Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2).group_matcher())
+        ['blocks', 'blocks_token_only', 'stem']
         """
-        def layer_group(name: str) -> Union[int, float]:
-            if name.startswith(('cls_token', 'pos_embed', 'patch_embed')):
-                return 0
-            if name.startswith('blocks.'):
-                return int(name.split('.')[1]) + 1
-            if name.startswith('blocks_token_only.'):
-                offset = len(self.blocks) - len(self.blocks_token_only or ()) + 1
-                return int(name.split('.')[1]) + offset
-            if name.startswith('norm.'):
-                return len(self.blocks)
-            return float('inf')
-        return layer_group
+        return dict(stem=r'^cls_token|pos_embed|patch_embed', blocks=r'^blocks\.(\d+)',
+                    blocks_token_only=[(r'^blocks_token_only\.(\d+)', None), (r'^norm', (99999,))])
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass instead of storing them.
