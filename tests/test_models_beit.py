@@ -136,3 +136,14 @@ def test_bad_sizes_and_pools_name_the_value():
         featzoo.create_model(NAME, depth=1, global_pool='max')
     with pytest.raises(ValueError, match='num_heads=5'):
         featzoo.create_model(NAME, depth=1, num_heads=5)
+
+
+def test_a_pruned_backbone_loads_tables_of_another_grid():
+    # the checkpoint holds tables of blocks the features-only backbone pruned; the filter must let them pass
+    source = featzoo.create_model(NAME, depth=2).eval()  # a 14 x 14 grid
+    path = save_state(source.state_dict())
+    backbone = featzoo.create_model(NAME, features_only=True, out_indices=(0,), checkpoint_path=path, **SMALL).eval()
+    table = source.blocks[0].attn.relative_position_bias_table
+    assert_equal(backbone.blocks[0].attn.relative_position_bias_table,
+                 beit.resample_relative_position_table(table.detach(), (4, 4)), 'table of the kept block')
+    assert check_feature_shapes(backbone, _input(64, 64))[0].shape == (1, 768, 4, 4)

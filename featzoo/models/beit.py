@@ -574,8 +574,11 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Beit) -> Di
         if 'relative_position_index' in key:
             continue
         if key.endswith(suffix):
-            owner = model.get_submodule(key[:-len(suffix) - 1])
-            if tuple(value.shape) != tuple(owner.relative_position_bias_table.shape):
+            try:
+                owner = model.get_submodule(key[:-len(suffix) - 1])
+            except AttributeError:  # a block a features-only backbone pruned: the loader drops its keys
+                owner = None
+            if owner is not None and tuple(value.shape) != tuple(owner.relative_position_bias_table.shape):
                 value = resample_relative_position_table(value, owner.window_size)
         elif key == 'pos_embed' and model.pos_embed is not None and value.shape[1] != model.pos_embed.shape[1]:
             side = math.isqrt(value.shape[1] - 1)
