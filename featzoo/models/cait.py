@@ -1,0 +1,454 @@
+"""CaiT (Touvron et al., 2021, "Going deeper with Image Transformers"): a ViT with layer scale and talking-heads
+attention over the patch tokens, and a class token that joins only at the end, in class-attention blocks.
+
+The patch tokens carry no class token through ``blocks``; ``forward_features`` returns the class token (from
+``blocks_token_only``) followed by the patch tokens, as timm's does. Parameter names follow timm's ``Cait``.
+
+Inputs of any size divisible by the patch work: the position table (patch tokens only) is resampled (bicubic, as
+the ViTs here) when the patch grid differs from the one it was learned on, and left untouched at that size, so
+outputs there equal timm's fixed-size model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..checks import check_choice, check_int
+from ..family import FamilySpec
+from ..layers.class_attention import CaitClassAttentionBlock
+from ..layers.drop import DropPath
+from ..layers.helpers import to_2tuple
+from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.mlp import Mlp
+from ..layers.patch_embed import PatchEmbed
+from ..layers.pos_embed import resample_abs_pos_embed
+from ..layers.weight_init import trunc_normal_
+
+__all__ = ['Cait', 'TalkingHeadAttention', 'LayerScaleBlock', 'VARIANTS', 'SPEC']
+
+DEFAULT_CFG = dict(
+    input_size=(3, 384, 384), interpolation='bicubic', crop_pct=1.0, crop_mode='center',
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj', classifier='head')
+
+GLOBAL_POOLS = ('', 'token', 'avg')
+FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
+
+
+def _layer_norm(dim: int) -> nn.Module:
+    return nn.LayerNorm(dim, eps=1e-6)
+
+
+class TalkingHeadAttention(nn.Module):
+    """Self-attention whose heads exchange information twice: the attention logits are mixed across heads
+    (``proj_l``) before the softmax and the probabilities again (``proj_w``) after it.
+
+    >>> TalkingHeadAttention(32, num_heads=4)(torch.randn(2, 6, 32)).shape
+    torch.Size([2, 6, 32])
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_l = nn.Linear(num_heads, num_heads)
+        self.proj_w = nn.Linear(num_heads, num_heads)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    @staticmethod
+    def _mix_heads(attn: torch.Tensor, mixer: nn.Linear) -> torch.Tensor:
+        # heads become the last axis so a linear layer mixes them at every (query, key) pair
+        return mixer(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = self._mix_heads(attn, self.proj_l).softmax(dim=-1)
+        attn = self.attn_drop(self._mix_heads(attn, self.proj_w))
+        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(x))
+
+
+class LayerScaleBlock(nn.Module):
+    """Pre-norm block with layer scale: ``x + gamma_1 * attn(norm1(x))`` then ``x + gamma_2 * mlp(norm2(x))``.
+
+    >>> LayerScaleBlock(32, 4)(torch.randn(1, 5, 32)).shape
+    torch.Size([1, 5, 32])
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
+                 proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 norm_layer: Callable[[int], nn.Module] = _layer_norm, init_values: float = 1e-4) -> None:
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = TalkingHeadAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                         proj_drop=proj_drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer='gelu', drop=proj_drop)
+        self.init_values = init_values
+        self.gamma_1 = nn.Parameter(torch.full((dim,), float(init_values)))
+        self.gamma_2 = nn.Parameter(torch.full((dim,), float(init_values)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
+        return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
+
+
+def _check_img_size(img_size: Any, patch: Tuple[int, int]) -> Tuple[int, int]:
+    size = to_2tuple(img_size)
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
+    if size[0] % patch[0] or size[1] % patch[1]:
+        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples '
+                         f'of {max(patch)} (>= {max(patch)})')
+    return size
+
+
+class Cait(nn.Module):
+    """CaiT: patch embedding, a learned position table for the patch tokens, ``depth`` talking-heads blocks, then
+    ``depth_token_only`` class-attention blocks that read the patch tokens into the class token, a final norm and a
+    linear head.
+
+    >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+    >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
+    (torch.Size([1, 10]), torch.Size([1, 25, 32]))
+    """
+
+    def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
+                 num_classes: int = 1000, global_pool: str = 'token', embed_dim: int = 768, depth: int = 12,
+                 num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
+                 pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, init_values: float = 1e-4, depth_token_only: int = 2,
+                 mlp_ratio_token_only: float = 4.0, dynamic_img_size: bool = True,
+                 output_stride: Optional[int] = None) -> None:
+        super().__init__()
+        check_choice('global_pool', global_pool, GLOBAL_POOLS)
+        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
+                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
+                                     ('depth_token_only', depth_token_only, 0), ('patch_size', patch_size, 1)):
+            check_int(name, value, minimum)
+        if embed_dim % num_heads:
+            raise ValueError(f'embed_dim={embed_dim} must be divisible by num_heads={num_heads}')
+        if output_stride is not None and output_stride != patch_size:
+            raise ValueError(f'output_stride={output_stride!r} is not supported: CaiT has one stride, its patch size '
+                             f'{patch_size}; valid: {patch_size} or None')
+        img_size = _check_img_size(img_size, (patch_size, patch_size))
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.dynamic_img_size = dynamic_img_size
+        self.grad_checkpointing = False
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, output_fmt='NHWC')
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, embed_dim))
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        # CaiT drops every block's path at the same rate, not at a rate growing with depth
+        self.blocks = nn.Sequential(*[
+            LayerScaleBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+                            attn_drop=attn_drop_rate, drop_path=drop_path_rate, init_values=init_values)
+            for _ in range(depth)])
+        reduction = self.patch_embed.feat_ratio()
+        self.feature_info = [dict(num_chs=embed_dim, reduction=reduction, module=f'blocks.{i}') for i in range(depth)]
+        self.blocks_token_only = nn.ModuleList([
+            CaitClassAttentionBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio_token_only, qkv_bias=qkv_bias,
+                                    norm_layer=_layer_norm, init_values=init_values)
+            for _ in range(depth_token_only)])
+        self.norm = _layer_norm(embed_dim)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialize for training from scratch as timm does: truncated-normal linears, tokens and table (skipped in
+        effect on the meta device).
+
+        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2); m.init_weights()
+        >>> float(m.head.bias.detach().abs().max())
+        0.0
+        """
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # ---- the model contract -----------------------------------------------------------------------------------
+
+    def no_weight_decay(self) -> Set[str]:
+        """The token and the position table.
+
+        >>> sorted(Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2).no_weight_decay())
+        ['cls_token', 'pos_embed']
+        """
+        return {'pos_embed', 'cls_token'}
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Regexes grouping parameters into the stem (tokens, table, patch embedding), one group per block, then the
+        class-attention blocks and the final norm (timm returns a function with overlapping numbers instead; the
+        regexes keep featzoo's layer-wise tools working on every family the same way).
+
+        >>> sorted(Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2).group_matcher())
+        ['blocks', 'blocks_token_only', 'stem']
+        """
+        return dict(stem=r'^cls_token|pos_embed|patch_embed', blocks=r'^blocks\.(\d+)',
+                    blocks_token_only=[(r'^blocks_token_only\.(\d+)', None), (r'^norm', (99999,))])
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them.
+
+        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2); m.set_grad_checkpointing()
+        >>> m.grad_checkpointing
+        True
+        """
+        self.grad_checkpointing = enable
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier (``head``).
+
+        >>> Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5).get_classifier()
+        Linear(in_features=32, out_features=5, bias=True)
+        """
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none), optionally changing the
+        pooling ('token', 'avg' over the patch tokens, '' for none).
+
+        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2); m.reset_classifier(0, 'avg')
+        >>> m.head, m.global_pool
+        (Identity(), 'avg')
+        """
+        check_int('num_classes', num_classes, 0)
+        if global_pool is not None:
+            check_choice('global_pool', global_pool, GLOBAL_POOLS)
+            if global_pool == 'token' and not self.num_prefix_tokens:
+                raise ValueError("global_pool='token' needs the class token, which pruning the head removed; "
+                                 "valid now: '', 'avg'")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        like = self.patch_embed.proj.weight
+        self.head = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) \
+            if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
+
+    def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
+        """Make ``img_size`` the reference size: the position table is resampled (bicubic) to its patch grid. Its
+        sides must be multiples of the patch.
+
+        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2); m.set_input_size((48, 32))
+        >>> tuple(m.pos_embed.shape)
+        (1, 24, 32)
+        """
+        size = _check_img_size(img_size, self.patch_embed.patch_size)
+        old_grid = self.patch_embed.grid_size
+        self.patch_embed.set_input_size(size)
+        if self.patch_embed.grid_size != old_grid:
+            with torch.no_grad():
+                table = resample_abs_pos_embed(self.pos_embed, self.patch_embed.grid_size, old_grid,
+                                               num_prefix_tokens=0)
+            self.pos_embed = nn.Parameter(table, requires_grad=self.pos_embed.requires_grad)
+
+    # ---- forward ----------------------------------------------------------------------------------------------
+
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any]]:
+        x = self.patch_embed(x)
+        B, H, W, C = x.shape
+        pos_embed = self.pos_embed
+        if self.dynamic_img_size:
+            pos_embed = resample_abs_pos_embed(pos_embed, (H, W), self.patch_embed.grid_size, num_prefix_tokens=0)
+        return self.pos_drop(x.reshape(B, H * W, C) + pos_embed), (H, W)
+
+    def _run(self, block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the class token through the class-attention blocks over the patch tokens ``x``; returns the class
+        token followed by ``x``."""
+        cls_token = self.cls_token.expand(x.shape[0], -1, -1)
+        for block in self.blocks_token_only:
+            cls_token = self._run(block, x, cls_token)
+        return torch.cat((cls_token, x), dim=1)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        if self.blocks_token_only is not None:
+            x = self.forward_cls(x)
+        return self.norm(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The class token and the patch tokens after the final norm: (B, 1 + H / patch * W / patch, embed_dim).
+
+        >>> Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2).forward_features(
+        ...     torch.ones(1, 3, 16, 24)).shape
+        torch.Size([1, 7, 32])
+        """
+        x, _ = self._embed(x)
+        for block in self.blocks:
+            x = self._run(block, x)
+        return self._finish(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool ('token': the class token; 'avg': the mean of the patch tokens), dropout and classify.
+
+        >>> Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3).forward_head(
+        ...     torch.ones(2, 5, 32)).shape
+        torch.Size([2, 3])
+        """
+        if self.global_pool == 'avg':
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        elif self.global_pool == 'token':
+            x = x[:, 0]
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # ---- intermediates ----------------------------------------------------------------------------------------
+
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Outputs of the blocks selected by ``indices`` (None: all; int n: the last n; a sequence, negatives from
+        the end), in block order: patch tokens only (the class token joins after the blocks).
+
+        ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
+        ``stop_early`` skips the blocks after the last selected one. Returns the list, or ``(forward_features
+        output, list)`` unless ``intermediates_only``.
+
+        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)
+        >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
+        [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
+        """
+        check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
+        take, last = feature_take_indices(len(self.blocks), indices)
+        take = set(take)
+        B = x.shape[0]
+        x, (H, W) = self._embed(x)
+        # later blocks cannot change what is returned when only the intermediates are wanted
+        blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = self._run(block, x)
+            if i in take:
+                intermediates.append(self.norm(x) if norm else x)
+        if output_fmt == 'NCHW':
+            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2) for y in intermediates]
+        elif output_fmt == 'NHWC':
+            intermediates = [y.reshape(B, H, W, -1) for y in intermediates]
+        if intermediates_only:
+            return intermediates
+        return self._finish(x), intermediates
+
+    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the blocks after the last of ``indices``, optionally the final norm, and with the head the class
+        token and its class-attention blocks; returns the absolute indices kept.
+
+        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2)
+        >>> m.prune_intermediate_layers((1,)), len(m.blocks), m.blocks_token_only
+        ([1], 2, None)
+        """
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.blocks_token_only = None
+            self.cls_token = None
+            self.num_prefix_tokens = 0
+            self.reset_classifier(0, '')
+        return take
+
+
+# ---- variants -------------------------------------------------------------------------------------------------------
+# XXS: 192 wide, 4 heads; XS: 288, 6; S: 384, 8; M: 768, 16. The number is the depth before the class attention.
+
+def _row(embed_dim: int, depth: int, num_heads: int, init_values: float, img_size: int) -> Dict[str, Any]:
+    return dict(patch_size=16, embed_dim=embed_dim, depth=depth, num_heads=num_heads, init_values=init_values,
+                img_size=img_size)
+
+
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    'cait_xxs24_224': _row(192, 24, 4, 1e-5, 224),
+    'cait_xxs24_384': _row(192, 24, 4, 1e-5, 384),
+    'cait_xxs36_224': _row(192, 36, 4, 1e-5, 224),
+    'cait_xxs36_384': _row(192, 36, 4, 1e-5, 384),
+    'cait_xs24_384': _row(288, 24, 6, 1e-5, 384),
+    'cait_s24_224': _row(384, 24, 8, 1e-5, 224),
+    'cait_s24_384': _row(384, 24, 8, 1e-5, 384),
+    'cait_s36_384': _row(384, 36, 8, 1e-6, 384),
+    'cait_m36_384': _row(768, 36, 16, 1e-6, 384),
+    'cait_m48_448': _row(768, 48, 16, 1e-6, 448),
+}
+
+
+# ---- checkpoints and the spec ---------------------------------------------------------------------------------------
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Cait) -> Dict[str, torch.Tensor]:
+    """Adapt a checkpoint to ``model``: the original release's ``model`` wrapper and ``module.`` prefixes go, and
+    the position table is resampled (bicubic) when it was learned on another (square) grid.
+
+    >>> m = SPEC.build('cait_xxs24_224', depth=1, img_size=64)
+    >>> sd = SPEC.build('cait_xxs24_224', depth=1).state_dict()
+    >>> checkpoint_filter_fn(sd, m)['pos_embed'].shape
+    torch.Size([1, 16, 192])
+    """
+    state_dict = state_dict.get('model', state_dict)
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        key = key.replace('module.', '')
+        if key == 'pos_embed' and tuple(value.shape) != tuple(model.pos_embed.shape):
+            side = math.isqrt(value.shape[1])
+            if side * side != value.shape[1]:
+                raise ValueError(f'cannot tell the patch grid of a position table with {value.shape[1]} entries: it '
+                                 f'is not square; build the model for the size the weights were trained at')
+            value = resample_abs_pos_embed(value, model.patch_embed.grid_size, (side, side), num_prefix_tokens=0)
+        out[key] = value
+    return out
+
+
+def create_feature_pyramid(model: Cait, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """The plain-ViT simple pyramid (strides 4, 8, 16, 32 from four tapped blocks), vision_transformer's.
+
+    >>> [lv['reduction'] for lv in create_feature_pyramid(SPEC.build('cait_xxs24_224'))['pyramid_levels']]
+    [4, 8, 16, 32]
+    """
+    from .vision_transformer import create_feature_pyramid as plain_vit_pyramid
+    return plain_vit_pyramid(model, out_indices)
+
+
+def _patch(variant: str, row: Any) -> int:
+    return int(row.get('patch_size', 16))
+
+
+SPEC = FamilySpec(
+    name='cait', model=Cait, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    # not 'fx': its token-to-map step strips num_prefix_tokens (1) tokens from each tapped block, but CaiT's blocks
+    # carry none (the class token joins after them)
+    feature_cls=('getter',), default_feature_cls='getter',
+    output_strides=lambda name, row: (_patch(name, row),),
+    default_out_indices=3,  # timm's default feature levels for these ViTs: the last three blocks
+    input_multiple=_patch, min_input_size=_patch, img_size_arg='img_size',
+    size_args=('init_values',),
+    # no dynamic_hw: the position-table resample branches on the grid
+    export=('torch.export', 'onnx', 'compile'),
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)

@@ -1,0 +1,568 @@
+"""XCiT (El-Nouby et al., 2021): cross-covariance attention (heads attend across channels, so the cost grows
+linearly with the number of tokens), a local patch interaction (two depthwise 3x3 convolutions) in every block, a
+convolutional patch embedding, a Fourier position encoding, and CaiT's class-attention blocks at the end.
+
+Parameter names follow timm's ``Xcit``. Nothing depends on the input size the model was built for: the position
+encoding is computed for the grid each input gives, so any input whose sides are multiples of the patch (8 or 16)
+works and computes what timm's model computes at that size.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ..checks import check_choice, check_int
+from ..family import FamilySpec
+from ..features.notrace import register_notrace_function
+from ..layers.activations import create_act_layer
+from ..layers.class_attention import XcitClassAttentionBlock
+from ..layers.drop import DropPath
+from ..layers.helpers import to_2tuple
+from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.mlp import Mlp
+from ..layers.weight_init import trunc_normal_
+
+__all__ = ['Xcit', 'CrossCovarianceAttention', 'XcaBlock', 'VARIANTS', 'SPEC']
+
+DEFAULT_CFG = dict(
+    input_size=(3, 224, 224), interpolation='bicubic', crop_pct=1.0, crop_mode='center',
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj.0.0', classifier='head')
+
+GLOBAL_POOLS = ('', 'token', 'avg')
+FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
+PATCH_SIZES = (8, 16)
+
+
+def _layer_norm(dim: int) -> nn.Module:
+    return nn.LayerNorm(dim, eps=1e-6)
+
+
+@register_notrace_function
+def fourier_position_features(height: int, width: int, hidden_dim: int, temperature: float,
+                              device: torch.device) -> torch.Tensor:
+    """Sine/cosine features of the normalized row and column of every grid cell, (1, 2 * hidden_dim, H, W): row
+    features first, each half alternating sin and cos over geometrically spaced frequencies.
+
+    Kept out of FX graphs: the grid size it is built for would otherwise be frozen into them.
+
+    >>> fourier_position_features(2, 3, 4, 10000.0, torch.device('cpu')).shape
+    torch.Size([1, 8, 2, 3])
+    """
+    eps = 1e-6
+    rows = torch.arange(1, height + 1, device=device, dtype=torch.float32)
+    cols = torch.arange(1, width + 1, device=device, dtype=torch.float32)
+    # positions in (0, 2 pi], the last row / column at (almost) 2 pi
+    rows = rows / (rows[-1:] + eps) * (2 * math.pi)
+    cols = cols / (cols[-1:] + eps) * (2 * math.pi)
+    steps = torch.arange(hidden_dim, device=device, dtype=torch.float32)
+    freqs = temperature ** (2 * torch.div(steps, 2, rounding_mode='floor') / hidden_dim)
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos[:, None] / freqs  # (L, hidden_dim)
+        return torch.stack([angles[:, 0::2].sin(), angles[:, 1::2].cos()], dim=-1).flatten(1)
+
+    row_feats = encode(rows)[:, None, :].expand(height, width, hidden_dim)
+    col_feats = encode(cols)[None, :, :].expand(height, width, hidden_dim)
+    return torch.cat((row_feats, col_feats), dim=-1).permute(2, 0, 1).unsqueeze(0)
+
+
+class FourierPositionEncoding(nn.Module):
+    """Fourier features of the patch grid projected to the embedding width by a 1x1 convolution
+    (``token_projection``); returns tokens (1, H * W, dim) to add to the patch tokens.
+
+    >>> FourierPositionEncoding(hidden_dim=8, dim=16)(3, 4).shape
+    torch.Size([1, 12, 16])
+    """
+
+    def __init__(self, hidden_dim: int = 32, dim: int = 768, temperature: float = 10000.0) -> None:
+        super().__init__()
+        self.token_projection = nn.Conv2d(hidden_dim * 2, dim, kernel_size=1)
+        self.hidden_dim = hidden_dim
+        self.temperature = temperature
+
+    def forward(self, height: int, width: int) -> torch.Tensor:
+        weight = self.token_projection.weight
+        feats = fourier_position_features(height, width, self.hidden_dim, self.temperature, weight.device)
+        return self.token_projection(feats.to(weight.dtype)).flatten(2).transpose(1, 2)
+
+
+def _conv_bn(in_chs: int, out_chs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(out_chs))
+
+
+class ConvPatchEmbed(nn.Module):
+    """Patch embedding by stride-2 3x3 convolutions with batch norm and GELU between them: four (widths
+    dim/8 .. dim) for 16-pixel patches, three (dim/4 .. dim) for 8-pixel ones. Returns an NCHW map.
+
+    >>> ConvPatchEmbed(patch_size=8, embed_dim=32)(torch.ones(1, 3, 32, 48)).shape
+    torch.Size([1, 32, 4, 6])
+    """
+
+    def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
+                 embed_dim: int = 768) -> None:
+        super().__init__()
+        check_choice('patch_size', patch_size, PATCH_SIZES)
+        steps = int(math.log2(patch_size))
+        widths = [embed_dim // 2 ** (steps - 1 - i) for i in range(steps)]
+        layers: List[nn.Module] = []
+        prev = in_chans
+        for i, width in enumerate(widths):
+            if i:
+                layers.append(create_act_layer('gelu'))
+            layers.append(_conv_bn(prev, width))
+            prev = width
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = patch_size
+        self.num_patches = (self.img_size[0] // patch_size) * (self.img_size[1] // patch_size)
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class LocalPatchInteraction(nn.Module):
+    """Tokens (B, H * W, C) back on their grid through depthwise 3x3 convolution, GELU, batch norm, depthwise 3x3
+    convolution (``conv1``, ``act``, ``bn``, ``conv2``): the only exchange between neighbouring patches.
+
+    >>> LocalPatchInteraction(8)(torch.ones(2, 6, 8), 2, 3).shape
+    torch.Size([2, 6, 8])
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        padding = kernel_size // 2
+        self.conv1 = nn.Conv2d(dim, dim, kernel_size=kernel_size, padding=padding, groups=dim)
+        self.act = create_act_layer('gelu')
+        self.bn = nn.BatchNorm2d(dim)
+        self.conv2 = nn.Conv2d(dim, dim, kernel_size=kernel_size, padding=padding, groups=dim)
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        B, N, C = x.shape
+        x = x.transpose(1, 2).reshape(B, C, height, width)
+        x = self.conv2(self.bn(self.act(self.conv1(x))))
+        return x.reshape(B, C, N).transpose(1, 2)
+
+
+class CrossCovarianceAttention(nn.Module):
+    """Attention between channels: per head, L2-normalized queries and keys along the tokens give a (d, d)
+    channel-affinity map (scaled by a learned ``temperature`` per head) that mixes the value channels.
+
+    >>> CrossCovarianceAttention(32, num_heads=4)(torch.randn(2, 7, 32)).shape
+    torch.Size([2, 7, 32])
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
+        self.num_heads = num_heads
+        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        # (3, B, heads, head_dim, N): channels play the part tokens play in ordinary attention
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 4, 1)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        attn = self.attn_drop(((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1))
+        return self.proj_drop(self.proj((attn @ v).permute(0, 3, 1, 2).reshape(B, N, C)))
+
+
+class XcaBlock(nn.Module):
+    """``x + gamma1 * xca(norm1(x))``, ``x + gamma3 * lpi(norm3(x))``, ``x + gamma2 * mlp(norm2(x))``.
+
+    >>> XcaBlock(16, 2)(torch.ones(1, 6, 16), 2, 3).shape
+    torch.Size([1, 6, 16])
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
+                 proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, eta: float = 1.0) -> None:
+        super().__init__()
+        self.norm1 = _layer_norm(dim)
+        self.attn = CrossCovarianceAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                                             proj_drop=proj_drop)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm3 = _layer_norm(dim)
+        self.local_mp = LocalPatchInteraction(dim)
+        self.drop_path3 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = _layer_norm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer='gelu', drop=proj_drop)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.eta = eta
+        self.gamma1 = nn.Parameter(torch.full((dim,), float(eta)))
+        self.gamma3 = nn.Parameter(torch.full((dim,), float(eta)))
+        self.gamma2 = nn.Parameter(torch.full((dim,), float(eta)))
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        x = x + self.drop_path1(self.gamma1 * self.attn(self.norm1(x)))
+        x = x + self.drop_path3(self.gamma3 * self.local_mp(self.norm3(x), height, width))
+        return x + self.drop_path2(self.gamma2 * self.mlp(self.norm2(x)))
+
+
+def _check_img_size(img_size: Any, patch: int) -> Tuple[int, int]:
+    size = to_2tuple(img_size)
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
+    if size[0] % patch or size[1] % patch:
+        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples '
+                         f'of {patch} (>= {patch})')
+    return size
+
+
+class Xcit(nn.Module):
+    """XCiT: convolutional patch embedding, Fourier position encoding, ``depth`` XCA blocks, ``cls_attn_layers``
+    class-attention blocks that bring in the class token, a final norm and a linear head.
+
+    ``forward_features`` returns the class token followed by the patch tokens, as timm's does.
+
+    >>> m = Xcit(patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
+    >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
+    (torch.Size([1, 10]), torch.Size([1, 25, 32]))
+    """
+
+    def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
+                 num_classes: int = 1000, global_pool: str = 'token', embed_dim: int = 768, depth: int = 12,
+                 num_heads: int = 12, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_rate: float = 0.0,
+                 pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, cls_attn_layers: int = 2, use_pos_embed: bool = True,
+                 eta: float = 1.0, tokens_norm: bool = False, output_stride: Optional[int] = None) -> None:
+        super().__init__()
+        check_choice('global_pool', global_pool, GLOBAL_POOLS)
+        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
+                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
+                                     ('cls_attn_layers', cls_attn_layers, 0)):
+            check_int(name, value, minimum)
+        check_choice('patch_size', patch_size, PATCH_SIZES)
+        if embed_dim % num_heads:
+            raise ValueError(f'embed_dim={embed_dim} must be divisible by num_heads={num_heads}')
+        if embed_dim % 8:
+            raise ValueError(f'embed_dim={embed_dim} must be a multiple of 8 (the patch embedding widens by halves '
+                             f'from embed_dim / 8)')
+        if output_stride is not None and output_stride != patch_size:
+            raise ValueError(f'output_stride={output_stride!r} is not supported: XCiT has one stride, its patch size '
+                             f'{patch_size}; valid: {patch_size} or None')
+        img_size = _check_img_size(img_size, patch_size)
+
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.grad_checkpointing = False
+
+        self.patch_embed = ConvPatchEmbed(img_size, patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = FourierPositionEncoding(dim=embed_dim) if use_pos_embed else None
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        # XCiT drops every block's path at the same rate
+        self.blocks = nn.ModuleList([
+            XcaBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+                     attn_drop=attn_drop_rate, drop_path=drop_path_rate, eta=eta)
+            for _ in range(depth)])
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
+        self.cls_attn_blocks = nn.ModuleList([
+            XcitClassAttentionBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                                    proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, norm_layer=_layer_norm,
+                                    eta=eta, tokens_norm=tokens_norm)
+            for _ in range(cls_attn_layers)])
+        self.norm = _layer_norm(embed_dim)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Initialize for training from scratch as timm does: truncated-normal linears and class token (skipped in
+        effect on the meta device).
+
+        >>> m = Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2); m.init_weights()
+        >>> float(m.head.bias.detach().abs().max())
+        0.0
+        """
+        trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # ---- the model contract -----------------------------------------------------------------------------------
+
+    def no_weight_decay(self) -> Set[str]:
+        """The class token and the position encoding's parameters (a pattern, as timm gives it).
+
+        >>> sorted(Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2).no_weight_decay())
+        ['cls_token', 'pos_embed.*']
+        """
+        return {'pos_embed.*', 'cls_token'}
+
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Regexes grouping parameters into stem, blocks, and class-attention blocks with the final norm.
+
+        >>> sorted(Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2).group_matcher())
+        ['blocks', 'cls_attn_blocks', 'stem']
+        """
+        return dict(stem=r'^cls_token|pos_embed|patch_embed', blocks=r'^blocks\.(\d+)',
+                    cls_attn_blocks=[(r'^cls_attn_blocks\.(\d+)', None), (r'^norm', (99999,))])
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them.
+
+        >>> m = Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2); m.set_grad_checkpointing()
+        >>> m.grad_checkpointing
+        True
+        """
+        self.grad_checkpointing = enable
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier (``head``).
+
+        >>> Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5).get_classifier()
+        Linear(in_features=32, out_features=5, bias=True)
+        """
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none), optionally changing the
+        pooling ('token', 'avg' over the patch tokens, '' for none).
+
+        >>> m = Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2); m.reset_classifier(0, 'avg')
+        >>> m.head, m.global_pool
+        (Identity(), 'avg')
+        """
+        check_int('num_classes', num_classes, 0)
+        if global_pool is not None:
+            check_choice('global_pool', global_pool, GLOBAL_POOLS)
+            if global_pool == 'token' and not self.num_prefix_tokens:
+                raise ValueError("global_pool='token' needs the class token, which pruning the head removed; "
+                                 "valid now: '', 'avg'")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        like = self.patch_embed.proj[0][0].weight  # every model keeps it, pruned or not
+        self.head = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) \
+            if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
+
+    def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
+        """Record ``img_size`` as the reference size. Nothing else changes: the position encoding follows every
+        input's grid. Its sides must be multiples of the patch.
+
+        >>> m = Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2); m.set_input_size((64, 48))
+        >>> m.patch_embed.img_size, m.patch_embed.num_patches
+        ((64, 48), 48)
+        """
+        size = _check_img_size(img_size, self.patch_embed.patch_size)
+        self.patch_embed.img_size = size
+        self.patch_embed.num_patches = (size[0] // self.patch_embed.patch_size) * (size[1] // self.patch_embed.patch_size)
+
+    # ---- forward ----------------------------------------------------------------------------------------------
+
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any]]:
+        x = self.patch_embed(x)
+        H, W = x.shape[2], x.shape[3]
+        x = x.flatten(2).transpose(1, 2)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(H, W)
+        return self.pos_drop(x), (H, W)
+
+    def _run(self, block: nn.Module, *args: Any) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepend the class token to the patch tokens ``x`` and run the class-attention blocks."""
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        for block in self.cls_attn_blocks:
+            x = self._run(block, x)
+        return x
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cls_attn_blocks is not None:
+            x = self.forward_cls(x)
+        return self.norm(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The class token and the patch tokens after the final norm: (B, 1 + H / patch * W / patch, embed_dim).
+
+        >>> Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2).forward_features(torch.ones(1, 3, 16, 24)).shape
+        torch.Size([1, 7, 32])
+        """
+        x, (H, W) = self._embed(x)
+        for block in self.blocks:
+            x = self._run(block, x, H, W)
+        return self._finish(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool ('token': the class token; 'avg': the mean of the patch tokens), dropout and classify.
+
+        >>> Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3).forward_head(
+        ...     torch.ones(2, 5, 32)).shape
+        torch.Size([2, 3])
+        """
+        if self.global_pool == 'avg':
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        elif self.global_pool == 'token':
+            x = x[:, 0]
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # ---- intermediates ----------------------------------------------------------------------------------------
+
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Outputs of the XCA blocks selected by ``indices`` (None: all; int n: the last n; a sequence, negatives
+        from the end), in block order: patch tokens only (the class token joins after the blocks).
+
+        ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
+        ``stop_early`` skips the blocks after the last selected one. Returns the list, or ``(forward_features
+        output, list)`` unless ``intermediates_only``.
+
+        >>> m = Xcit(patch_size=8, embed_dim=32, depth=3, num_heads=2)
+        >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
+        [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
+        """
+        check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
+        take, last = feature_take_indices(len(self.blocks), indices)
+        take = set(take)
+        B = x.shape[0]
+        x, (H, W) = self._embed(x)
+        # later blocks cannot change what is returned when only the intermediates are wanted
+        blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = self._run(block, x, H, W)
+            if i in take:
+                intermediates.append(self.norm(x) if norm else x)
+        if output_fmt == 'NCHW':
+            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2) for y in intermediates]
+        elif output_fmt == 'NHWC':
+            intermediates = [y.reshape(B, H, W, -1) for y in intermediates]
+        if intermediates_only:
+            return intermediates
+        return self._finish(x), intermediates
+
+    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the blocks after the last of ``indices``, optionally the final norm, and with the head the class
+        token and the class-attention blocks; returns the absolute indices kept.
+
+        >>> m = Xcit(patch_size=8, embed_dim=32, depth=4, num_heads=2)
+        >>> m.prune_intermediate_layers((1,)), len(m.blocks), m.cls_attn_blocks
+        ([1], 2, None)
+        """
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.cls_attn_blocks = None
+            self.cls_token = None
+            self.num_prefix_tokens = 0
+            self.reset_classifier(0, '')
+        return take
+
+
+# ---- variants -------------------------------------------------------------------------------------------------------
+# nano 128 wide / 4 heads, tiny 192 / 4, small 384 / 8, medium 512 / 8, large 768 / 16; the number is the depth.
+# The 12-deep models start their layer scales at 1, the 24-deep at 1e-5; only nano normalizes the class token alone.
+
+_SIZES = {'nano': (128, 4), 'tiny': (192, 4), 'small': (384, 8), 'medium': (512, 8), 'large': (768, 16)}
+
+
+def _row(size: str, depth: int, patch_size: int, img_size: int) -> Dict[str, Any]:
+    embed_dim, num_heads = _SIZES[size]
+    return dict(patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                eta=1.0 if depth == 12 else 1e-5, tokens_norm=size != 'nano', img_size=img_size)
+
+
+VARIANTS: Dict[str, Dict[str, Any]] = {
+    f'xcit_{size}_{depth}_p{patch}_{img}': _row(size, depth, patch, img)
+    for size, depth in (('nano', 12), ('tiny', 12), ('small', 12), ('tiny', 24), ('small', 24), ('medium', 24),
+                        ('large', 24))
+    for patch in (16, 8) for img in (224, 384)
+}
+
+
+# ---- checkpoints and the spec ---------------------------------------------------------------------------------------
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Xcit) -> Dict[str, torch.Tensor]:
+    """Adapt a checkpoint to ``model`` as timm does: the original release's ``model`` wrapper goes, its
+    ``pos_embeder.`` keys become ``pos_embed.`` (dropped for a model without the encoding), and a fused ``qkv``
+    projection of the class attention is split into ``q``, ``k``, ``v``.
+
+    >>> m = SPEC.build('xcit_nano_12_p16_224', depth=1)
+    >>> sd = {k.replace('pos_embed.', 'pos_embeder.'): v for k, v in m.state_dict().items()}
+    >>> sorted(set(checkpoint_filter_fn(sd, m)) ^ set(m.state_dict()))
+    []
+    """
+    state_dict = state_dict.get('model', state_dict)
+    keep_pos = getattr(model, 'pos_embed', None) is not None
+    out: Dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith(('pos_embeder.', 'pos_embed.')):
+            if not keep_pos:
+                continue
+            key = key.replace('pos_embeder.', 'pos_embed.', 1)
+        if key.startswith('cls_attn_blocks.') and '.attn.qkv.' in key:
+            for name, part in zip('qkv', value.reshape(3, -1, *value.shape[1:]).unbind(0)):
+                out[key.replace('.attn.qkv.', f'.attn.{name}.')] = part
+            continue
+        out[key] = value
+    return out
+
+
+def create_feature_pyramid(model: Xcit, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """A simple pyramid (strides 4, 8, 16, 32) from four tapped blocks: vision_transformer's, with the stride read
+    from the patch size (the convolutional patch embedding has no ``feat_ratio``).
+
+    >>> [lv['reduction'] for lv in create_feature_pyramid(SPEC.build('xcit_nano_12_p8_224'))['pyramid_levels']]
+    [4, 8, 16, 32]
+    """
+    from ..layers.pyramid import SimplePyramid
+    from .vision_transformer import PYRAMID_REDUCTIONS
+    depth = len(model.blocks)
+    if out_indices is None:
+        out_indices = [depth * (i + 1) // 4 - 1 for i in range(4)]
+    take, _ = feature_take_indices(depth, out_indices)
+    take = sorted(set(take))
+    if len(take) != 4:
+        raise ValueError(f'feature_pyramid=True needs exactly four distinct out_indices (one per stride '
+                         f'{PYRAMID_REDUCTIONS}), got {tuple(out_indices)}; e.g. '
+                         f'{tuple(depth * (i + 1) // 4 - 1 for i in range(4))}')
+    stride = model.patch_embed.patch_size
+    levels = [dict(num_chs=model.embed_dim, reduction=r, module=f'blocks.{i}')
+              for i, r in zip(take, PYRAMID_REDUCTIONS)]
+    return dict(pyramid=SimplePyramid((stride,) * 4, PYRAMID_REDUCTIONS), pyramid_levels=levels,
+                out_indices=tuple(take))
+
+
+def _patch(variant: str, row: Any) -> int:
+    return int(row.get('patch_size', 16))
+
+
+SPEC = FamilySpec(
+    name='xcit', model=Xcit, variants=VARIANTS, default_cfg=DEFAULT_CFG,
+    # not 'fx': its token-to-map step strips num_prefix_tokens (1) tokens from each tapped block, but XCiT's blocks
+    # carry none (the class token joins after them)
+    feature_cls=('getter',), default_feature_cls='getter',
+    output_strides=lambda name, row: (_patch(name, row),),
+    default_out_indices=3,  # timm's default feature levels for these models: the last three blocks
+    # the patch embedding's strided convolutions take any side, but only multiples of the patch tile it exactly
+    input_multiple=_patch, min_input_size=_patch,
+    size_args=('eta',),
+    export=('torch.export', 'onnx', 'compile'),
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
