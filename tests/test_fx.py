@@ -568,7 +568,8 @@ def _family_representatives() -> List[str]:
 
 
 REPRESENTATIVES = _family_representatives()
-OTHERS = [n for n in featzoo.list_models() if n not in REPRESENTATIVES]
+OTHERS = [n for n in featzoo.list_models()
+          if n not in REPRESENTATIVES and 'fx' in registry.get_arch_entry(n)['feature_cls']]
 
 
 def _check_fx_equals_default(name: str, sizes=(64,)) -> None:

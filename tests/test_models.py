@@ -71,6 +71,8 @@ IN_FAMILY_FILE = {
             'configuration at depth 2, every architecture with -m slow',
     'eva': 'one architecture per configuration at depth 2 built for the small input (timm builds them for one size); '
            'RoPE at other sizes against timm with dynamic_img_size=True; every architecture with -m slow',
+    'hrnet': 'a model pruned to some branches returns the list of branch maps, as timm\'s: forward_intermediates, '
+             'pruning and the contract against timm compare lists, and refuse a classifier on the branch maps',
 }
 
 # One ResNet of each kind: basic and bottleneck blocks, deep stem and avg-pool shortcut, ECA, SE with groups.
