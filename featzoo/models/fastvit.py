@@ -612,18 +612,21 @@ class FastVit(nn.Module):
 
     def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last one in ``indices``, ``final_conv`` (it never feeds a level) and the
-        classifier; returns the kept indices.
+        """Drop the stages after the last one in ``indices`` and, unless every stage stays and neither
+        ``prune_head`` nor ``prune_norm`` asks for it, ``final_conv`` (it never feeds a level) and the classifier;
+        returns the kept indices.
 
         >>> m = SPEC.build('fastvit_t8'); m.prune_intermediate_layers((0, 1)); len(m.stages)
         [0, 1]
         2
         """
         take, last = feature_take_indices(len(self.stages), indices)
+        prune_end = prune_norm or prune_head or last < len(self.stages) - 1
         self.stages = self.stages[:last + 1]
-        self.final_conv = nn.Identity()
-        self.num_features = self.feature_info[last]['num_chs']
-        self.reset_classifier(0, '')
+        if prune_end:
+            self.final_conv = nn.Identity()
+            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
+            self.reset_classifier(0, '')
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
