@@ -740,6 +740,10 @@ def _natural_stride(name: str, row: Mapping[str, Any]) -> int:
 
 
 def _spec_strides(name: str, row: Mapping[str, Any]) -> Tuple[int, ...]:
+    """8, 16 and 32 for the all-RepMixer rows, whose dilated stages are convolutions only; the natural stride
+    alone where a dilated stage would be an attention stage."""
+    if row.get('token_mixers', 'repmixer') == 'repmixer':
+        return _output_strides(row['embed_dims'], row.get('downsamples', (False, True, True, True)))
     return (_natural_stride(name, row),)
 
 
