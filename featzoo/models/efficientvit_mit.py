@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from ..checks import check_choice, check_int_tuple
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
-from ..layers import SelectAdaptivePool2d, create_conv2d
+from ..layers import DropPath, SelectAdaptivePool2d, create_conv2d, drop_path_rates
 from ..layers.activations import create_act_layer
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.pooling import POOL_TYPES
@@ -164,18 +164,20 @@ class LiteMLA(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """``main(x)`` plus ``shortcut(x)`` (no residual where ``shortcut`` is None)."""
+    """``main(x)`` plus ``shortcut(x)`` (no residual where ``shortcut`` is None). ``drop_path`` (stochastic depth
+    on the residual branch, featzoo's addition for training; timm's rows have none) is off by default."""
 
-    def __init__(self, main: nn.Module, shortcut: Optional[nn.Module] = None) -> None:
+    def __init__(self, main: nn.Module, shortcut: Optional[nn.Module] = None, drop_path: float = 0.0) -> None:
         super().__init__()
         self.pre_norm = nn.Identity()
         self.main = main
         self.shortcut = shortcut
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and shortcut is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.main(self.pre_norm(x))
         if self.shortcut is not None:
-            out = out + self.shortcut(x)
+            out = self.drop_path(out) + self.shortcut(x)
         return out
 
 
@@ -183,11 +185,12 @@ class EfficientVitBlock(nn.Module):
     """A residual :class:`LiteMLA` (``context_module``) then a residual inverted-residual conv (``local_module``)."""
 
     def __init__(self, dim: int, head_dim: int, expand_ratio: float, norm_layer: Callable[[int], nn.Module],
-                 act_layer: str) -> None:
+                 act_layer: str, drop_path: float = 0.0) -> None:
         super().__init__()
-        self.context_module = ResidualBlock(LiteMLA(dim, dim, dim=head_dim, norm_layer=norm_layer), nn.Identity())
+        self.context_module = ResidualBlock(LiteMLA(dim, dim, dim=head_dim, norm_layer=norm_layer), nn.Identity(),
+                                            drop_path)
         self.local_module = ResidualBlock(
-            local_block(dim, dim, 1, expand_ratio, norm_layer, act_layer, fewer_norm=True), nn.Identity())
+            local_block(dim, dim, 1, expand_ratio, norm_layer, act_layer, fewer_norm=True), nn.Identity(), drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.local_module(self.context_module(x))
@@ -210,7 +213,7 @@ class EfficientVitStage(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, depth: int, norm_layer: Callable[[int], nn.Module],
                  act_layer: str, head_dim: int, large: bool, vit_stage: bool, fewer_norm: bool,
-                 expand_ratio: float = 4.0) -> None:
+                 expand_ratio: float = 4.0, drop_path_rates: Sequence[float] = ()) -> None:
         super().__init__()
         fused = large and not fewer_norm
         if large:
@@ -220,12 +223,14 @@ class EfficientVitStage(nn.Module):
             extra = depth if vit_stage else depth - 1
         blocks: List[nn.Module] = [ResidualBlock(local_block(in_chs, out_chs, 2, down_ratio, norm_layer, act_layer,
                                                              fewer_norm=vit_stage or fewer_norm, fused=fused))]
-        for _ in range(extra):
+        rates = list(drop_path_rates) or [0.0] * extra
+        for i in range(extra):
             if vit_stage:
-                blocks.append(EfficientVitBlock(out_chs, head_dim, vit_ratio, norm_layer, act_layer))
+                blocks.append(EfficientVitBlock(out_chs, head_dim, vit_ratio, norm_layer, act_layer, rates[i]))
             else:
                 blocks.append(ResidualBlock(local_block(out_chs, out_chs, 1, block_ratio, norm_layer, act_layer,
-                                                        fewer_norm=fewer_norm, fused=fused), nn.Identity()))
+                                                        fewer_norm=fewer_norm, fused=fused), nn.Identity(),
+                                            rates[i]))
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -284,7 +289,8 @@ class EfficientVit(nn.Module):
 
     B rows: inverted residuals expanded by ``expand_ratio`` and attention from the third stage, Hardswish.
     ``large`` (L rows): plain/fused convs in the stem and first two stages, attention only in the last, GELU (tanh),
-    norms with ``norm_eps``.
+    norms with ``norm_eps``. ``drop_path_rate`` adds stochastic depth to the stages' residual branches (timm's
+    model has none; off by default).
 
     >>> EfficientVit((8, 16, 32, 64, 128), (1, 1, 1, 1, 1), head_dim=16, head_widths=(64, 80), num_classes=3)(
     ...     torch.ones(1, 3, 64, 64)).shape
@@ -294,7 +300,8 @@ class EfficientVit(nn.Module):
     def __init__(self, widths: Sequence[int], depths: Sequence[int], head_dim: int = 32,
                  head_widths: Sequence[int] = (1024, 1280), large: bool = False, expand_ratio: float = 4.0,
                  act_layer: Optional[str] = None, norm_eps: Optional[float] = None, num_classes: int = 1000,
-                 in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.0) -> None:
+                 in_chans: int = 3, global_pool: str = 'avg', drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0) -> None:
         super().__init__()
         widths = check_int_tuple('widths', widths, length=5)
         depths = check_int_tuple('depths', depths, length=5, minimum=0)
@@ -312,11 +319,14 @@ class EfficientVit(nn.Module):
         self.feature_info: List[Dict[str, Any]] = []
         self.stages = nn.Sequential()
         stride, prev = 2, widths[0]
+        vit_stages = [i >= 3 if large else i >= 2 for i in range(4)]
+        # residual blocks per stage (the first block of a stage has none): stochastic depth grows along them
+        residual = [d if large or vit else max(d - 1, 0) for d, vit in zip(depths[1:], vit_stages)]
+        rates = drop_path_rates(drop_path_rate, residual)
         for i, (width, depth) in enumerate(zip(widths[1:], depths[1:])):
-            vit_stage = i >= 3 if large else i >= 2
             self.stages.append(EfficientVitStage(prev, width, depth, norm_layer, act_layer, head_dim, large,
-                                                 vit_stage=vit_stage, fewer_norm=large and i >= 2,
-                                                 expand_ratio=expand_ratio))
+                                                 vit_stage=vit_stages[i], fewer_norm=large and i >= 2,
+                                                 expand_ratio=expand_ratio, drop_path_rates=rates[i]))
             stride *= 2
             prev = width
             self.feature_info.append(dict(num_chs=width, reduction=stride, module=f'stages.{i}'))
