@@ -356,6 +356,11 @@ class ByobNet(nn.Module):
     (``bottle_in``, ``linear_out``, ``extra_conv``). Later stages trade stride for dilation below
     ``output_stride``.
 
+    ``stage_tail`` appends one more block to a stage (None: none): a dict whose ``type`` names a constructor in
+    ``tail_blocks`` and whose other entries are its arguments. The constructor is called as ``(in_chs, out_chs,
+    layers, dilation=, drop_path_rate=, **arguments)``; families that build on this trunk (MobileViT) supply their
+    blocks this way.
+
     Heads (``head_type``): 'classifier' (pool, linear), 'mlp' (pool, batch norm, ``head_hidden_size`` MLP, linear)
     or 'attn_abs' (CLIP attention pooling with a position table for ``img_size``; resampled to other sizes).
 
@@ -372,6 +377,8 @@ class ByobNet(nn.Module):
                  stem_pool: str = '', downsample: str = 'conv1x1', num_features: int = 0, act_layer: str = 'relu',
                  norm: str = 'batch', attn_layer: Optional[str] = None, attn_kwargs: Optional[Dict[str, Any]] = None,
                  block_kwargs: Optional[Dict[str, Any]] = None, rep_groups: int = 0,
+                 stage_tail: Optional[Sequence[Optional[Dict[str, Any]]]] = None,
+                 tail_blocks: Optional[Dict[str, Callable[..., nn.Module]]] = None,
                  se_blocks: Optional[Sequence[int]] = None, num_conv_branches: int = 1, num_classes: int = 1000,
                  in_chans: int = 3, global_pool: Optional[str] = None, output_stride: int = 32,
                  drop_rate: float = 0.0,
@@ -404,7 +411,8 @@ class ByobNet(nn.Module):
         # the attention head's position grid is the natural (stride-32) grid of img_size, so a dilated model
         # holds the same parameters; the forward pass resamples the table to the grid it gets
         feat_size = [side // net_stride for side in to_2tuple(img_size)]
-        units = [d * 2 if b == 'one' else d for b, d in zip(blocks, depths)]
+        tails = self._check_tails(stage_tail, tail_blocks or {}, num_stages)
+        units = [(d * 2 if b == 'one' else d) + (tail is not None) for b, d, tail in zip(blocks, depths, tails)]
         rates = drop_path_rates(drop_path_rate, units)
         self.stages = nn.Sequential()
         for i in range(num_stages):
@@ -434,6 +442,12 @@ class ByobNet(nn.Module):
                                                downsample=downsample, **(block_kwargs or {}), **common))
                 first_dilation = dilation
                 prev_chs = out_chs
+            if tails[i] is not None:
+                tail = dict(tails[i])
+                make_tail = (tail_blocks or {})[tail.pop('type')]
+                stage.append(make_tail(prev_chs, channels[i], layers, dilation=(first_dilation, dilation),
+                                       drop_path_rate=rates[i][len(stage)], **tail))
+                prev_chs = channels[i]
             self.stages.add_module(str(i), nn.Sequential(*stage))
             prev_level = dict(num_chs=prev_chs, reduction=net_stride, module=f'stages.{i}')
 
@@ -463,6 +477,21 @@ class ByobNet(nn.Module):
             self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
         self.global_pool = global_pool
         self._init_weights(zero_init_last)
+
+    @staticmethod
+    def _check_tails(stage_tail: Optional[Sequence[Optional[Dict[str, Any]]]],
+                     tail_blocks: Dict[str, Callable[..., nn.Module]], num_stages: int
+                     ) -> Tuple[Optional[Dict[str, Any]], ...]:
+        if stage_tail is None:
+            return (None,) * num_stages
+        if len(stage_tail) != num_stages:
+            raise ValueError(f'stage_tail must have one entry (a dict or None) per stage ({num_stages}), '
+                             f'got {len(stage_tail)}')
+        for tail in stage_tail:
+            if tail is not None and (not isinstance(tail, dict) or tail.get('type') not in tail_blocks):
+                raise ValueError(f'stage_tail entry {tail!r} must be None or a dict whose type is one of '
+                                 f'{sorted(tail_blocks)}')
+        return tuple(stage_tail)
 
     @staticmethod
     def _stage_blocks(kind: str, depth: int, out_chs: int, group_size: int, se_units: int, rep_groups: int
