@@ -209,7 +209,7 @@ class LayerScale2d(nn.Module):
 
     def __init__(self, dim: int, init_values: float = 1e-5) -> None:
         super().__init__()
-        self.gamma = nn.Parameter(init_values * torch.ones(dim, 1, 1))
+        self.gamma = nn.Parameter(torch.full((dim, 1, 1), float(init_values)))  # no Python ref on the meta device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gamma
