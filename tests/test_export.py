@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import featzoo
-from helpers import assert_equal, input_side, shrunk_representative
+from helpers import assert_equal, input_side, sample_seed, sampled_architectures, shrunk_representative
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('gen_capabilities_table',
@@ -200,7 +200,12 @@ def test_torch_export(family):
     check_torch_export(name, overrides)
 
 
-@pytest.mark.parametrize('family', FAMILIES)
+# ONNX export costs the default suite 5-20 s a family: it runs for a per-commit sample of families here (seeded like
+# the parity sample, so a red one is reproducible) and for every family and wrapper under -m slow
+ONNX_SAMPLE = sampled_architectures(sample_seed(), FAMILIES, size=6)
+
+
+@pytest.mark.parametrize('family', ONNX_SAMPLE)
 def test_onnx(family, tmp_path):
     name, overrides = representative(family)
     _require(name, 'onnx')
