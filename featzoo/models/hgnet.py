@@ -332,7 +332,8 @@ class HgnetHead(nn.Module):
 
 
 class HighPerfGpuNet(HeadApi, nn.Module):
-    """PP-HGNet / PP-HGNetV2: ``stem`` (stride 4), four ``stages`` and ``head``.
+    """PP-HGNet / PP-HGNetV2: ``stem`` (stride 4), four ``stages`` and ``head``. ``head_hidden_size`` None or 0
+    leaves out the head's 1x1 conv.
 
     >>> m = HighPerfGpuNet(stem_chs=(8, 8), stage_mid_chs=(8, 8, 8, 8), stage_out_chs=(16, 16, 32, 32),
     ...                    block_per_stage=(1, 1, 2, 1), layer_per_block=2, stem_type='v2', agg='se',
@@ -363,8 +364,9 @@ class HighPerfGpuNet(HeadApi, nn.Module):
             raise ValueError(f'light_block must be {num_stages} booleans (one per stage), got {light_block!r}')
         light_block = tuple(check_bool('each light_block entry', v) for v in light_block)
         use_lab = check_bool('use_lab', use_lab)
+        # 0 as well as None: the shared build reads a None argument as "the default" (2048)
         if head_hidden_size is not None:
-            check_int('head_hidden_size', head_hidden_size, 1)
+            head_hidden_size = check_int('head_hidden_size', head_hidden_size, 0) or None
         in_chans = check_int('in_chans', in_chans, 1)
         num_classes = check_int('num_classes', num_classes, 0)
         output_stride = check_choice('output_stride', output_stride, OUTPUT_STRIDES)
