@@ -37,8 +37,9 @@ STEM_TYPES = ('v1', 'v2')
 AGG_TYPES = ('ese', 'se')
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.965, crop_mode='center',
-    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='stem.stem1.conv', classifier='head.fc',
-    test_input_size=(3, 288, 288), test_crop_pct=1.0)
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), classifier='head.fc',
+    test_input_size=(3, 288, 288), test_crop_pct=1.0,
+    first_conv=('stem.stem1.conv', 'stem.stem.0.conv'))  # V2's stem, V1's (every tag names its own)
 
 # V1: plain k=3 links everywhere, ESE aggregation; V2: light k=5 links in the last two stages, squeeze-excitation
 # aggregation, and (b0-b3) learnable affine scalars after every activation
