@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from .activations import ActLayer, create_act_layer
 from .drop import DropPath
 from .global_context import GlobalContext
+from .head_api import HeadApi
 from .helpers import make_divisible
 from .mixed_conv import CondConv2d, create_conv2d_any
 from .norm import BatchNormAct2d
@@ -763,12 +764,14 @@ def take_indices(indices: Optional[Union[int, Sequence[int]]], num_levels: int) 
     return taken
 
 
-class EfficientTrunk(nn.Module):
+class EfficientTrunk(HeadApi, nn.Module):
     """Stride-2 stem (``conv_stem``, ``bn1``) and decoded stages (``blocks``) of the EfficientNet-style models.
 
     Subclasses call :meth:`_init_trunk` and add their head; this class supplies gradient checkpointing and the
     intermediate-feature helpers over the levels in ``feature_info``.
     """
+
+    classifier_name = 'classifier'
 
     def _init_trunk(self, block_defs: Sequence[Sequence[str]], in_chans: int, stem_size: int, fix_stem: bool,
                     channel_multiplier: float, depth_multiplier: float, fix_first_last: bool, act_layer: ActLayer,
@@ -796,13 +799,6 @@ class EfficientTrunk(nn.Module):
         self.stage_ends = [0 if level['module'] == 'bn1' else int(str(level['module']).split('.')[1]) + 1
                            for level in self.feature_info]
         return out_chs
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations.
-
-        >>> model.set_grad_checkpointing(True)  # doctest: +SKIP
-        """
-        self.grad_checkpointing = enable
 
     def _forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
         return run_blocks(self.blocks, self.bn1(self.conv_stem(x)), self.grad_checkpointing)

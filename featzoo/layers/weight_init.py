@@ -70,3 +70,17 @@ def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
     """LeCun normal initialization (variance 1 / fan_in)."""
     fan_in = nn.init._calculate_fan_in_and_fan_out(tensor)[0]
     return trunc_normal_(tensor, std=math.sqrt(1.0 / fan_in) / .87962566103423978)
+
+
+def trunc_normal_linears_(module: nn.Module, std: float = .02) -> None:
+    """Every ``nn.Linear`` in ``module``: truncated-normal weights (``std``), zero biases (no-op on the meta device).
+
+    >>> m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)); trunc_normal_linears_(m)
+    >>> float(m[2].bias.detach().abs().max()), float(m[0].weight.detach().std()) < .05
+    (0.0, True)
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

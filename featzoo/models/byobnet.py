@@ -24,6 +24,7 @@ from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaM
 from ..layers.activations import create_act_layer
 from ..layers.attention_pool2d import AttentionPool2d
 from ..layers.global_context import GlobalContext
+from ..layers.head_api import HeadApi
 from ..layers.helpers import make_divisible, to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.non_local_attn import BatNonLocalAttn
@@ -346,7 +347,7 @@ def _per_stage(value: Any, num_stages: int) -> Tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * num_stages
 
 
-class ByobNet(nn.Module):
+class ByobNet(HeadApi, nn.Module):
     """Stem, ``stages.0``..``stages.{n-1}`` (each an ``nn.Sequential`` of blocks), ``final_conv`` and a classifier.
 
     Per stage (a value or a tuple with one entry per stage): ``block`` type, ``depths``, ``channels``, ``strides``,
@@ -534,22 +535,6 @@ class ByobNet(nn.Module):
         return dict(stem=r'^stem', blocks=[(r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)', None),
                                            (r'^final_conv', (99999,))])
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations.
-
-        >>> m = SPEC.build('repvgg_a0'); m.set_grad_checkpointing(); m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        """Names of parameters exempt from weight decay (none).
-
-        >>> SPEC.build('repvgg_a0').no_weight_decay()
-        set()
-        """
-        return set()
-
     def get_classifier(self) -> nn.Module:
         """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
 
@@ -676,14 +661,6 @@ class ByobNet(nn.Module):
         for stage in self.stages:
             x = self._run_stage(stage, x)
         return self.final_conv(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and (unless ``pre_logits``) the classifier.
-
-        >>> SPEC.build('repvgg_a0').forward_head(torch.ones(1, 1280, 2, 2), pre_logits=True).shape
-        torch.Size([1, 1280])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

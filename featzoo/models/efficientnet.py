@@ -13,7 +13,7 @@ Parameter names equal timm's ``EfficientNet`` so its checkpoints load unchanged.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -470,22 +470,6 @@ class EfficientNet(EfficientTrunk):
             stem=r'^conv_stem|bn1',
             blocks=[(r'^blocks\.(\d+)' if coarse else r'^blocks\.(\d+)\.(\d+)', None), (r'conv_head|bn2', (99999,))],
         )
-
-    def no_weight_decay(self) -> Set[str]:
-        """Parameter names to exclude from weight decay (none here; norms are excluded by the optimizer).
-
-        >>> model.no_weight_decay()  # doctest: +SKIP
-        set()
-        """
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
-
-        >>> model.get_classifier()  # doctest: +SKIP
-        Linear(in_features=1280, out_features=1000, bias=True)
-        """
-        return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling.

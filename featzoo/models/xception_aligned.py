@@ -269,14 +269,6 @@ class XceptionAligned(HeadApi, nn.Module):
         """
         return dict(stem=r'^stem', blocks=r'^blocks\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations.
-
-        >>> XceptionAligned(middle_depth=0).set_grad_checkpointing()
-        """
-        self.grad_checkpointing = enable
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling (``''`` = none).
 
@@ -306,14 +298,6 @@ class XceptionAligned(HeadApi, nn.Module):
         else:
             x = self.blocks(x)
         return self.act(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before the classifier.
-
-        >>> XceptionAligned(middle_depth=0).forward_head(torch.ones(1, 2048, 2, 2), pre_logits=True).shape
-        torch.Size([1, 2048])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images.
