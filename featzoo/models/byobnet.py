@@ -11,7 +11,6 @@ A row gives, per stage, the block type, depth, width, stride, group size and bot
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -31,7 +30,7 @@ from ..layers.non_local_attn import BatNonLocalAttn
 from ..layers.norm_act import EvoNorm2dS0a
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.padding import create_conv2d
-from ..layers.weight_init import normal_
+from ..layers.weight_init import init_fan_out_normal_
 from .resnet import make_aa
 from .resnetv2 import shortcut_pool
 
@@ -510,15 +509,7 @@ class ByobNet(HeadApi, nn.Module):
         return [(kind, out_chs, group_size, {}, None)] * depth
 
     def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_fan_out_normal_(self)
         if zero_init_last:
             for m in self.modules():
                 if isinstance(m, ResidualBlock) and m.shortcut is not None:

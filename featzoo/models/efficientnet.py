@@ -25,6 +25,7 @@ from ..layers.blur_pool import BlurPool2d
 from ..layers.efficientnet_blocks import (
     SE_LAYERS, AaLayer, BlockWidths, EfficientTrunk, NormLayer, SEConfig, check_model_args, check_pool,
     init_weights_goog, round_channels)
+from ..layers.intermediates import IndicesArg
 from ..layers.layer_norm_act import LayerNormAct2d
 from ..layers.norm import BatchNormAct2d
 from ..layers.norm_act import EvoNorm2dS0, GroupNormAct
@@ -394,39 +395,16 @@ class EfficientNet(EfficientTrunk):
     torch.Size([1, 10])
     """
 
-    def __init__(
-            self,
-            block_defs: Sequence[Sequence[str]],
-            num_classes: int = 1000,
-            in_chans: int = 3,
-            stem_size: int = 32,
-            stem_kernel_size: int = 3,
-            fix_stem: bool = False,
-            head_chs: int = 1280,
-            head_rule: str = 'scale',
-            head_conv: bool = True,
-            channel_multiplier: float = 1.0,
-            depth_multiplier: Union[float, Sequence[float]] = 1.0,
-            depth_trunc: str = 'ceil',
-            fix_first_last: bool = False,
-            channel_divisor: int = 8,
-            round_limit: float = 0.9,
-            group_size: Optional[int] = None,
-            experts_multiplier: int = 1,
-            act_layer: ActLayer = 'swish',
-            norm_layer: str = 'batchnorm',
-            norm_group_size: int = 8,
-            se_layer: str = 'se',
-            aa_layer: Optional[str] = None,
-            block_widths: Optional[BlockWidths] = None,
-            pad_type: str = '',
-            bn_eps: float = 1e-5,
-            bn_momentum: float = 0.1,
-            output_stride: int = 32,
-            drop_rate: float = 0.0,
-            drop_path_rate: float = 0.0,
-            global_pool: str = 'avg',
-    ) -> None:
+    def __init__(self, block_defs: Sequence[Sequence[str]], num_classes: int = 1000, in_chans: int = 3,
+                 stem_size: int = 32, stem_kernel_size: int = 3, fix_stem: bool = False, head_chs: int = 1280,
+                 head_rule: str = 'scale', head_conv: bool = True, channel_multiplier: float = 1.0,
+                 depth_multiplier: Union[float, Sequence[float]] = 1.0, depth_trunc: str = 'ceil',
+                 fix_first_last: bool = False, channel_divisor: int = 8, round_limit: float = 0.9,
+                 group_size: Optional[int] = None, experts_multiplier: int = 1, act_layer: ActLayer = 'swish',
+                 norm_layer: str = 'batchnorm', norm_group_size: int = 8, se_layer: str = 'se',
+                 aa_layer: Optional[str] = None, block_widths: Optional[BlockWidths] = None, pad_type: str = '',
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, output_stride: int = 32, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, global_pool: str = 'avg') -> None:
         super().__init__()
         check_model_args(num_classes, in_chans, output_stride, OUTPUT_STRIDES, channel_multiplier, depth_multiplier,
                          pad_type, drop_rate, drop_path_rate, global_pool)
@@ -511,15 +489,9 @@ class EfficientNet(EfficientTrunk):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Outputs of the feature levels in ``indices`` (None = all, n = last n), and the final features.
 
         ``norm`` has no effect (no final norm separates the levels from the head). The head convolution runs only
@@ -536,12 +508,8 @@ class EfficientNet(EfficientTrunk):
             x = self.bn2(self.conv_head(x))
         return x, intermediates
 
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, Sequence[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
+    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
         """Drop the stages after the last selected level; the head convolution and classifier go with them.
 
         >>> model.prune_intermediate_layers([0, 1])  # doctest: +SKIP

@@ -31,7 +31,7 @@ from ..layers import BatchNormAct2d, ClassifierHead, DropPath, LayerNorm2d, SEMo
 from ..layers.activations import create_act_layer
 from ..layers.head_api import HeadApi
 from ..layers.helpers import make_divisible, to_2tuple
-from ..layers.intermediates import feature_take_indices, prune_head_after
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
 from ..layers.mlp import Mlp
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.pooling import POOL_TYPES
@@ -878,15 +878,9 @@ class MaxxVit(HeadApi, nn.Module):
         self.global_pool = pool
         self.head_hidden_size = self._head_width()
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """The stem's and each stage's output (NCHW) and, unless ``intermediates_only``, the final features.
 
         Index 0 is the stem. ``indices``: None = all, an int n = the last n, or a sequence (negatives from the end).

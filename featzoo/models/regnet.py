@@ -25,7 +25,7 @@ from ..layers.activations import ActLayer, create_act_layer
 from ..layers.helpers import make_divisible
 from ..layers.norm_act import GroupNormAct
 from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
-from ..layers.weight_init import normal_
+from ..layers.weight_init import init_fan_out_normal_
 from ..layers.head_api import HeadApi, reset_classifier_head
 from .resnetv2 import shortcut_pool
 
@@ -340,17 +340,11 @@ class RegNet(HeadApi, nn.Module):
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-            elif zero_init_last and isinstance(m, RegNetBottleneck):
-                m.zero_init_last()
+        init_fan_out_normal_(self)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, RegNetBottleneck):
+                    m.zero_init_last()
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
         """Parameter-group regexes (stem, then per stage or per block).

@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 from ..features.notrace import register_notrace_function
 from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, drop_path_rates, trunc_normal_
-from ..layers.intermediates import feature_take_indices, prune_head_after
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pooling import POOL_TYPES
@@ -574,15 +574,9 @@ class SwinTransformer(HeadApi, nn.Module):
             self.global_pool = global_pool
         self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Stage outputs (NCHW, or NHWC on request) and, unless ``intermediates_only``, the final features.
 
         ``indices``: None = every stage, an int n = the last n, or a sequence (negatives count from the end).
