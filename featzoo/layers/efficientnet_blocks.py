@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .activations import ActLayer, create_act_layer
@@ -30,6 +31,7 @@ from .drop import DropPath
 from .global_context import GlobalContext
 from .head_api import HeadApi
 from .helpers import make_divisible
+from .intermediates import IndicesArg
 from .mixed_conv import CondConv2d, create_conv2d_any
 from .norm import BatchNormAct2d
 from .padding import create_conv2d
@@ -815,6 +817,29 @@ class EfficientTrunk(HeadApi, nn.Module):
             if pos in wanted:
                 intermediates.append(x)
         return x, intermediates, len(stages) == len(self.blocks)
+
+    def _after_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``forward_features`` applies after the last stage: nothing here (a subclass adds its head conv)."""
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The stem's and the stages' outputs selected by ``indices`` (None = all, n = last n) and, unless
+        ``intermediates_only``, the final features (``_after_trunk`` applied only when every stage ran). ``norm``
+        has no effect: no final norm separates the levels from the head."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt={output_fmt!r} is not supported here; valid: 'NCHW'")
+        x, intermediates, ran_all = self._trunk_intermediates(x, indices, stop_early)
+        if intermediates_only:
+            return intermediates
+        return (self._after_trunk(x) if ran_all else x), intermediates
+
+    def _classify(self, x: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+        """Dropout at ``drop_rate`` then, unless ``pre_logits``, the classifier: the end of ``forward_head``."""
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.classifier(x)
 
     def _prune_trunk(self, indices) -> Tuple[List[int], bool, int]:
         """Drop the stages after the last selected level.

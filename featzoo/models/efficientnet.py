@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..family import FamilySpec
 from ..layers.activations import ActLayer
@@ -472,7 +471,9 @@ class EfficientNet(EfficientTrunk):
         >>> model.forward_features(torch.zeros(1, 3, 224, 224)).shape  # doctest: +SKIP
         torch.Size([1, 1280, 7, 7])
         """
-        x = self._forward_trunk(x)
+        return self._after_trunk(self._forward_trunk(x))
+
+    def _after_trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv_head(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -481,32 +482,10 @@ class EfficientNet(EfficientTrunk):
         >>> model.forward_head(torch.zeros(1, 1280, 7, 7), pre_logits=True).shape  # doctest: +SKIP
         torch.Size([1, 1280])
         """
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
+        return self._classify(self.global_pool(x), pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the feature levels in ``indices`` (None = all, n = last n), and the final features.
-
-        ``norm`` has no effect (no final norm separates the levels from the head). The head convolution runs only
-        when every stage ran.
-
-        >>> feats = model.forward_intermediates(torch.zeros(1, 3, 64, 64), intermediates_only=True)  # doctest: +SKIP
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported here; valid: 'NCHW'")
-        x, intermediates, ran_all = self._trunk_intermediates(x, indices, stop_early)
-        if intermediates_only:
-            return intermediates
-        if ran_all:
-            x = self.bn2(self.conv_head(x))
-        return x, intermediates
 
     def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..family import FamilySpec
 from ..layers.activations import ActLayer, create_act_layer
@@ -360,29 +359,10 @@ class MobileNetV3(EfficientTrunk):
         """
         x = self.global_pool(x)
         x = self.act2(self.norm_head(self.conv_head(x)))
-        x = self.flatten(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
+        return self._classify(self.flatten(x), pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the feature levels in ``indices`` (None = all, n = last n), and the final features.
-
-        ``norm`` has no effect (there is no final norm).
-
-        >>> feats = model.forward_intermediates(torch.zeros(1, 3, 64, 64), intermediates_only=True)  # doctest: +SKIP
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported here; valid: 'NCHW'")
-        x, intermediates, _ = self._trunk_intermediates(x, indices, stop_early)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
 
     def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
