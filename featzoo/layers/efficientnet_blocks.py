@@ -336,6 +336,12 @@ def _aa(aa_layer: Optional[AaLayer], channels: int, stride: int) -> nn.Module:
     return aa_layer(channels=channels, stride=stride) if aa_layer is not None and stride > 1 else nn.Identity()
 
 
+def add_skip(block: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The end of a block with an optional residual: ``block.drop_path(out) + x`` when ``block.has_skip``, else
+    ``out``."""
+    return block.drop_path(out) + x if block.has_skip else out
+
+
 class ConvBnAct(nn.Module):
     """``cn``: one convolution with norm and activation; a residual only when forced with ``skip``.
 
@@ -358,9 +364,7 @@ class ConvBnAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.aa(self.bn1(self.conv(x)))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class _SpaceToDepthEntry:
@@ -422,9 +426,7 @@ class DepthwiseSeparableConv(_SpaceToDepthEntry, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.aa(self.bn1(self.conv_dw(self._s2d(x))))
         out = self.bn2(self.conv_pw(self.se(out)))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class InvertedResidual(_SpaceToDepthEntry, nn.Module):
@@ -467,9 +469,7 @@ class InvertedResidual(_SpaceToDepthEntry, nn.Module):
         out = self.bn1(self.conv_pw(self._s2d(x)))
         out = self.se(self.aa(self.bn2(self.conv_dw(out))))
         out = self.bn3(self.conv_pwl(out))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class CondConvResidual(InvertedResidual):
@@ -499,9 +499,7 @@ class CondConvResidual(InvertedResidual):
         out = self.bn1(self.conv_pw(x, routing))
         out = self.se(self.bn2(self.conv_dw(out, routing)))
         out = self.bn3(self.conv_pwl(out, routing))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class EdgeResidual(nn.Module):
@@ -538,9 +536,7 @@ class EdgeResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.se(self.aa(self.bn1(self.conv_exp(x))))
         out = self.bn2(self.conv_pwl(out))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 def _make_block(spec: BlockSpec, in_chs: int, out_chs: int, stride: int, dilation: int, act_layer: ActLayer,
@@ -650,14 +646,8 @@ def build_stages(
                     space2depth = 0
                 else:
                     block_s2d = space2depth
-            block_dilation = dilation
-            if stride > 1:
-                if reduction * stride > output_stride:
-                    # This block keeps its input dilation; the blocks after it see the doubled one.
-                    dilation *= stride
-                    stride = 1
-                else:
-                    reduction *= stride
+            block_dilation = dilation  # a block keeps its input dilation; the blocks after it see the new one
+            stride, reduction, dilation = limit_output_stride(stride, reduction, dilation, output_stride)
             out_chs = round_chs(spec.out_chs)
             mid_chs = se_chs = None
             if block_widths is not None:
@@ -681,6 +671,20 @@ def build_stages(
         if ends_level:
             feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'blocks.{stage_idx}'))
     return built, feature_info, in_chs
+
+
+def limit_output_stride(stride: int, reduction: int, dilation: int, output_stride: int) -> Tuple[int, int, int]:
+    """A block's ``stride``, and the network's ``reduction`` and ``dilation`` after it, when the reduction may not
+    pass ``output_stride``: a stride that would pass it becomes dilation (of the blocks that follow).
+
+    >>> limit_output_stride(2, 8, 1, 16), limit_output_stride(2, 16, 1, 16)
+    ((2, 16, 1), (1, 16, 2))
+    """
+    if stride > 1:
+        if reduction * stride > output_stride:
+            return 1, reduction, dilation * stride
+        reduction *= stride
+    return stride, reduction, dilation
 
 
 def run_blocks(stages: Iterable[nn.Module], x: torch.Tensor, grad_checkpointing: bool) -> torch.Tensor:
@@ -876,7 +880,7 @@ def init_weights_goog(module: nn.Module) -> None:
 
 __all__ = [
     'BlockSpec', 'decode_block', 'decode_arch', 'round_channels', 'SqueezeExcite', 'SEConfig', 'ConvBnAct',
-    'DepthwiseSeparableConv', 'InvertedResidual', 'EdgeResidual', 'build_stages', 'run_blocks', 'init_weights_goog',
-    'check_model_args', 'check_pool', 'take_indices', 'EfficientTrunk', 'PAD_TYPES', 'CondConvResidual',
+    'DepthwiseSeparableConv', 'InvertedResidual', 'EdgeResidual', 'build_stages', 'limit_output_stride', 'run_blocks',
+    'add_skip', 'init_weights_goog', 'check_model_args', 'check_pool', 'take_indices', 'EfficientTrunk', 'PAD_TYPES', 'CondConvResidual',
     'conv_groups', 'SE_LAYERS', 'DEPTH_TRUNCS', 'BlockWidths', 'NormLayer', 'AaLayer', 'KernelSize',
 ]
