@@ -343,6 +343,8 @@ class HighPerfGpuNet(HeadApi, nn.Module):
     torch.Size([1, 10])
     """
 
+    checkpoint_stages = 'stages'  # HeadApi.set_grad_checkpointing flags each stage
+
     def __init__(self, stem_chs: Sequence[int] = (48, 48, 96), stage_mid_chs: Sequence[int] = (96, 128, 160, 192),
                  stage_out_chs: Sequence[int] = (224, 448, 512, 768), block_per_stage: Sequence[int] = (1, 1, 2, 1),
                  layer_per_block: int = 5, stem_type: str = 'v1', agg: str = 'ese',
@@ -430,16 +432,6 @@ class HighPerfGpuNet(HeadApi, nn.Module):
             (r'^stages\.(\d+)\.blocks\.(\d+)', None),
         ])
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in backward instead of storing them.
-
-        >>> m = SPEC.build('hgnetv2_b0'); m.set_grad_checkpointing(); m.stages[0].grad_checkpointing
-        True
-        """
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False
                          ) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling; ``reset_other`` also
@@ -504,14 +496,6 @@ class HighPerfGpuNet(HeadApi, nn.Module):
         torch.Size([1, 1024, 2, 2])
         """
         return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, widen (``last_conv``), dropout and classify; ``pre_logits=True`` stops before the classifier.
-
-        >>> SPEC.build('hgnetv2_b0').forward_head(torch.ones(1, 1024, 2, 2), pre_logits=True).shape
-        torch.Size([1, 2048])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
