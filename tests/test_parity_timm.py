@@ -59,9 +59,10 @@ def test_keys_shapes_and_levels_match_timm(name):
         model = featzoo.create_model(name)
     assert_same_keys_and_shapes(state_shapes(model), state_shapes(ref), name)
     assert _levels(model.feature_info) == _levels(ref.feature_info), f'{name}: feature levels differ from timm'
-    stored = registry.get_arch_entry(name)  # the index answers listing and capability queries without a build
-    assert stored['feature_levels'][str(natural_stride(name))] == _levels(model.feature_info), f'{name}: stale index'
-    assert stored['num_params'] == sum(p.numel() for p in model.parameters()), f'{name}: stale index num_params'
+    # the index answers capability queries without a build (its num_params counts the family table's own head, not
+    # the default tag's: test_registry checks it)
+    stored = registry.get_arch_entry(name)['feature_levels'][str(natural_stride(name))]
+    assert stored == _levels(model.feature_info), f'{name}: stale index feature_levels'
 
 
 def _dilated_rows(names: Sequence[str], slow_unless: Sequence[str]) -> list:
