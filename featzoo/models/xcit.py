@@ -9,22 +9,25 @@ works and computes what timm's model computes at that size.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers.activations import create_act_layer
-from ..layers.class_attention import XcitClassAttentionBlock
+from ..layers.class_attention import XcitClassAttentionBlock, check_class_token_pool
 from ..layers.drop import DropPath
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp
+from ..layers.token_model import (
+    TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride, layer_norm_eps6, plan_intermediates,
+    reset_linear_head, run_checkpointed, tap_blocks)
 from ..layers.weight_init import trunc_normal_
 
 __all__ = ['Xcit', 'CrossCovarianceAttention', 'XcaBlock', 'VARIANTS', 'SPEC']
@@ -34,12 +37,7 @@ DEFAULT_CFG = dict(
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj.0.0', classifier='head')
 
 GLOBAL_POOLS = ('', 'token', 'avg')
-FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
 PATCH_SIZES = (8, 16)
-
-
-def _layer_norm(dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, eps=1e-6)
 
 
 @register_notrace_function
@@ -160,9 +158,7 @@ class CrossCovarianceAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
+        self.num_heads = check_heads(dim, num_heads)
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
@@ -188,14 +184,14 @@ class XcaBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, eta: float = 1.0) -> None:
         super().__init__()
-        self.norm1 = _layer_norm(dim)
+        self.norm1 = layer_norm_eps6(dim)
         self.attn = CrossCovarianceAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
                                              proj_drop=proj_drop)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm3 = _layer_norm(dim)
+        self.norm3 = layer_norm_eps6(dim)
         self.local_mp = LocalPatchInteraction(dim)
         self.drop_path3 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = _layer_norm(dim)
+        self.norm2 = layer_norm_eps6(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer='gelu', drop=proj_drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.eta = eta
@@ -207,16 +203,6 @@ class XcaBlock(nn.Module):
         x = x + self.drop_path1(self.gamma1 * self.attn(self.norm1(x)))
         x = x + self.drop_path3(self.gamma3 * self.local_mp(self.norm3(x), height, width))
         return x + self.drop_path2(self.gamma2 * self.mlp(self.norm2(x)))
-
-
-def _check_img_size(img_size: Any, patch: int) -> Tuple[int, int]:
-    size = to_2tuple(img_size)
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
-    if size[0] % patch or size[1] % patch:
-        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples '
-                         f'of {patch} (>= {patch})')
-    return size
 
 
 class Xcit(nn.Module):
@@ -243,15 +229,12 @@ class Xcit(nn.Module):
                                      ('cls_attn_layers', cls_attn_layers, 0)):
             check_int(name, value, minimum)
         check_choice('patch_size', patch_size, PATCH_SIZES)
-        if embed_dim % num_heads:
-            raise ValueError(f'embed_dim={embed_dim} must be divisible by num_heads={num_heads}')
+        check_heads(embed_dim, num_heads)
         if embed_dim % 8:
             raise ValueError(f'embed_dim={embed_dim} must be a multiple of 8 (the patch embedding widens by halves '
                              f'from embed_dim / 8)')
-        if output_stride is not None and output_stride != patch_size:
-            raise ValueError(f'output_stride={output_stride!r} is not supported: XCiT has one stride, its patch size '
-                             f'{patch_size}; valid: {patch_size} or None')
-        img_size = _check_img_size(img_size, patch_size)
+        check_single_stride(output_stride, patch_size, 'XCiT')
+        img_size = check_img_size(img_size, patch_size)
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -272,10 +255,10 @@ class Xcit(nn.Module):
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
         self.cls_attn_blocks = nn.ModuleList([
             XcitClassAttentionBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                                    proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, norm_layer=_layer_norm,
+                                    proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, norm_layer=layer_norm_eps6,
                                     eta=eta, tokens_norm=tokens_norm)
             for _ in range(cls_attn_layers)])
-        self.norm = _layer_norm(embed_dim)
+        self.norm = layer_norm_eps6(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
@@ -339,18 +322,9 @@ class Xcit(nn.Module):
         >>> m.head, m.global_pool
         (Identity(), 'avg')
         """
-        check_int('num_classes', num_classes, 0)
-        if global_pool is not None:
-            check_choice('global_pool', global_pool, GLOBAL_POOLS)
-            if global_pool == 'token' and not self.num_prefix_tokens:
-                raise ValueError("global_pool='token' needs the class token, which pruning the head removed; "
-                                 "valid now: '', 'avg'")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
         like = self.patch_embed.proj[0][0].weight  # every model keeps it, pruned or not
-        self.head = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) \
-            if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
+        reset_linear_head(self, num_classes, global_pool, GLOBAL_POOLS, self.num_features, like,
+                          partial(check_class_token_pool, self))
 
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
         """Record ``img_size`` as the reference size. Nothing else changes: the position encoding follows every
@@ -360,7 +334,7 @@ class Xcit(nn.Module):
         >>> m.patch_embed.img_size, m.patch_embed.num_patches
         ((64, 48), 48)
         """
-        size = _check_img_size(img_size, self.patch_embed.patch_size)
+        size = check_img_size(img_size, self.patch_embed.patch_size)
         self.patch_embed.img_size = size
         self.patch_embed.num_patches = (size[0] // self.patch_embed.patch_size) * (size[1] // self.patch_embed.patch_size)
 
@@ -375,9 +349,7 @@ class Xcit(nn.Module):
         return self.pos_drop(x), (H, W)
 
     def _run(self, block: nn.Module, *args: Any) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return run_checkpointed(self.grad_checkpointing, block, *args)
 
     def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
         """Prepend the class token to the patch tokens ``x`` and run the class-attention blocks."""
@@ -435,22 +407,12 @@ class Xcit(nn.Module):
         >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
         [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
         """
-        check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
-        take, last = feature_take_indices(len(self.blocks), indices)
-        take = set(take)
-        B = x.shape[0]
+        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
+        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
         x, (H, W) = self._embed(x)
-        # later blocks cannot change what is returned when only the intermediates are wanted
-        blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = self._run(block, x, H, W)
-            if i in take:
-                intermediates.append(self.norm(x) if norm else x)
-        if output_fmt == 'NCHW':
-            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2) for y in intermediates]
-        elif output_fmt == 'NHWC':
-            intermediates = [y.reshape(B, H, W, -1) for y in intermediates]
+        x, intermediates = tap_blocks(x, blocks, lambda block, y: self._run(block, y, H, W), take,
+                                      self.norm if norm else None)
+        intermediates = tokens_to_maps(intermediates, 0, (H, W), output_fmt)  # the class token joins after the blocks
         if intermediates_only:
             return intermediates
         return self._finish(x), intermediates

@@ -1,0 +1,165 @@
+"""What the single-stride token models (ViT, DeiT, BEiT, EVA, CaiT, XCiT) do alike, written once: their argument
+checks, the gradient-checkpointed block call, the block loop of ``forward_intermediates``, a fresh linear head, and
+the pooling of a token sequence to one vector.
+
+Plain functions (no module defines ``forward`` here), so FX traces through them as through the family's own code.
+
+>>> check_img_size(64, (16, 16))
+(64, 64)
+>>> take, blocks = plan_intermediates(nn.Sequential(*[nn.Identity() for _ in range(4)]), 2, stop_early=True,
+...                                   intermediates_only=False)
+>>> sorted(take), len(blocks)
+([2, 3], 4)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..checks import check_choice, check_int
+from .helpers import to_2tuple
+from .intermediates import IndicesArg, feature_take_indices
+
+__all__ = ['TOKEN_OUTPUT_FORMATS', 'layer_norm_eps6', 'check_heads', 'check_img_size', 'check_single_stride',
+           'run_checkpointed', 'plan_intermediates', 'tap_blocks', 'reset_linear_head', 'pool_tokens']
+
+# what forward_intermediates of a token model returns: maps (NCHW, NHWC) or the tokens as they are (NLC)
+TOKEN_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
+
+
+def layer_norm_eps6(dim: int) -> nn.Module:
+    """``nn.LayerNorm(dim, eps=1e-6)``, the norm of most ViT checkpoints.
+
+    >>> layer_norm_eps6(8).eps
+    1e-06
+    """
+    return nn.LayerNorm(dim, eps=1e-6)
+
+
+def check_heads(dim: int, num_heads: int) -> int:
+    """``num_heads`` when it divides the width ``dim``, else ValueError.
+
+    >>> check_heads(32, 4)
+    4
+    """
+    if dim % num_heads:
+        raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
+    return num_heads
+
+
+def check_img_size(img_size: Any, patch: Union[int, Tuple[int, int]],
+                   dynamic_img_pad: Optional[bool] = None) -> Tuple[int, int]:
+    """``img_size`` as ``(height, width)`` of positive ints whose sides are multiples of ``patch`` (an int or a
+    pair, named in the error as given); ValueError otherwise.
+
+    ``dynamic_img_pad``: None for models that always need whole patches; False names the option in the error; True
+    (the input is padded to whole patches) accepts any side.
+
+    >>> check_img_size((48, 32), 16)
+    (48, 32)
+    """
+    size = to_2tuple(img_size)
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
+    ph, pw = to_2tuple(patch)
+    if not dynamic_img_pad and (size[0] % ph or size[1] % pw):
+        hint = '' if dynamic_img_pad is None else ', or build with dynamic_img_pad=True'
+        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples '
+                         f'of {max(ph, pw)} (>= {max(ph, pw)}){hint}')
+    return size
+
+
+def check_single_stride(output_stride: Optional[int], stride: Any, model_name: str) -> None:
+    """ValueError unless ``output_stride`` is None or the model's one stride (its patch size).
+
+    >>> check_single_stride(16, 16, 'CaiT')
+    """
+    if output_stride is not None and output_stride != stride:
+        raise ValueError(f'output_stride={output_stride!r} is not supported: {model_name} has one stride, its patch '
+                         f'size {stride}; valid: {stride} or None')
+
+
+def run_checkpointed(enabled: bool, module: nn.Module, *args: Any) -> Any:
+    """``module(*args)``; when ``enabled`` and gradients are on, its activations are recomputed in the backward
+    pass instead of stored (non-reentrant checkpointing).
+
+    >>> run_checkpointed(True, nn.Identity(), torch.ones(1)).tolist()
+    [1.0]
+    """
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(module, *args, use_reentrant=False)
+    return module(*args)
+
+
+def plan_intermediates(blocks: Sequence[nn.Module], indices: IndicesArg, stop_early: bool,
+                       intermediates_only: bool) -> Tuple[Set[int], Sequence[nn.Module]]:
+    """The block indices ``forward_intermediates`` taps (timm's ``indices`` semantics) and the blocks it runs: all
+    of them, or up to the last tapped one with ``stop_early`` or ``intermediates_only`` (later blocks cannot change
+    what is returned then)."""
+    take, last = feature_take_indices(len(blocks), indices)
+    return set(take), list(blocks)[:last + 1] if stop_early or intermediates_only else blocks
+
+
+def tap_blocks(x: torch.Tensor, blocks: Sequence[nn.Module], step: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+               take: Set[int], tap_norm: Optional[nn.Module] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    """Run ``x`` through ``blocks`` (``x = step(block, x)``); returns the last output and those of the blocks in
+    ``take``, each through ``tap_norm`` when given.
+
+    >>> x, taps = tap_blocks(torch.ones(1), [nn.Identity()] * 3, lambda b, x: b(x) + 1, {0, 2})
+    >>> x.tolist(), [t.tolist() for t in taps]
+    ([4.0], [[2.0], [4.0]])
+    """
+    tapped = []
+    for i, block in enumerate(blocks):
+        x = step(block, x)
+        if i in take:
+            tapped.append(x if tap_norm is None else tap_norm(x))
+    return x, tapped
+
+
+def reset_linear_head(model: nn.Module, num_classes: int, global_pool: Optional[str], pools: Sequence[str],
+                      in_features: int, like: torch.Tensor,
+                      check_pool: Optional[Callable[[str], None]] = None) -> None:
+    """``reset_classifier`` of a model whose head is one linear layer ``head``: checks the arguments (``pools``
+    lists the valid ``global_pool`` values; ``check_pool`` may refuse more, or drop what the new pool makes unused),
+    then sets ``global_pool`` (unless None), ``num_classes`` and a fresh ``head`` (``nn.Identity`` for 0 classes) on
+    ``like``'s device and dtype, in the model's train/eval mode.
+
+    >>> m = nn.Module(); m.global_pool = 'avg'; reset_linear_head(m, 3, '', ('', 'avg'), 8, torch.ones(1))
+    >>> m.head, m.global_pool
+    (Linear(in_features=8, out_features=3, bias=True), '')
+    """
+    check_int('num_classes', num_classes, 0)
+    if global_pool is not None:
+        check_choice('global_pool', global_pool, pools)
+        if check_pool is not None:
+            check_pool(global_pool)
+        model.global_pool = global_pool
+    model.num_classes = num_classes
+    model.head = nn.Linear(in_features, num_classes, device=like.device, dtype=like.dtype) \
+        if num_classes > 0 else nn.Identity()
+    model.head.train(model.training)
+
+
+def pool_tokens(x: torch.Tensor, pool_type: str, skip_prefix: Optional[int]) -> torch.Tensor:
+    """One vector per sequence of tokens ``(B, N, C)``: '' keeps the tokens, 'token' takes the first (the class
+    token); 'avg', 'max' and 'avgmax' (the mean of both) reduce the tokens after the first ``skip_prefix`` (all of
+    them when None).
+
+    >>> pool_tokens(torch.arange(6.).reshape(1, 3, 2), 'avgmax', 1).tolist()
+    [[3.5, 4.5]]
+    """
+    if not pool_type:
+        return x
+    if pool_type == 'token':
+        return x[:, 0]
+    if skip_prefix is not None:
+        x = x[:, skip_prefix:]
+    if pool_type == 'avg':
+        return x.mean(dim=1)
+    if pool_type == 'max':
+        return x.amax(dim=1)
+    return 0.5 * (x.amax(dim=1) + x.mean(dim=1))
