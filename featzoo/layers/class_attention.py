@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from .activations import ActLayer
 from .drop import DropPath
 from .mlp import Mlp
-from .token_model import check_heads, layer_norm_eps6
+from .token_model import AttentionParts, layer_norm_eps6
 
 __all__ = ['ClassAttention', 'CaitClassAttentionBlock', 'XcitClassAttentionBlock', 'check_class_token_pool']
 
@@ -43,7 +43,7 @@ def check_class_token_pool(model: nn.Module, global_pool: str) -> None:
                          "valid now: '', 'avg'")
 
 
-class ClassAttention(nn.Module):
+class ClassAttention(AttentionParts):
     """Multi-head attention of the first token over all tokens (B, N, C) -> (B, 1, C), with separate ``q``, ``k``,
     ``v`` projections and an output ``proj``.
 
@@ -51,16 +51,10 @@ class ClassAttention(nn.Module):
     torch.Size([3, 1, 16])
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.num_heads = check_heads(dim, num_heads)
+    def _input_projections(self, dim: int, qkv_bias: bool) -> None:
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.k = nn.Linear(dim, dim, bias=qkv_bias)
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape

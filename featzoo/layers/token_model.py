@@ -13,6 +13,7 @@ Plain functions (no module defines ``forward`` here), so FX traces through them 
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -23,8 +24,9 @@ from ..checks import check_choice, check_int
 from .helpers import to_2tuple
 from .intermediates import IndicesArg, feature_take_indices
 
-__all__ = ['TOKEN_OUTPUT_FORMATS', 'layer_norm_eps6', 'check_heads', 'check_img_size', 'check_single_stride',
-           'run_checkpointed', 'plan_intermediates', 'tap_blocks', 'reset_linear_head', 'pool_tokens']
+__all__ = ['TOKEN_OUTPUT_FORMATS', 'layer_norm_eps6', 'check_heads', 'AttentionParts', 'check_img_size',
+           'check_single_stride', 'run_checkpointed', 'plan_intermediates', 'tap_blocks', 'reset_linear_head',
+           'pool_tokens', 'scale_init_by_depth']
 
 # what forward_intermediates of a token model returns: maps (NCHW, NHWC) or the tokens as they are (NLC)
 TOKEN_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
@@ -48,6 +50,32 @@ def check_heads(dim: int, num_heads: int) -> int:
     if dim % num_heads:
         raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
     return num_heads
+
+
+class AttentionParts(nn.Module):
+    """The layers of a multi-head attention over (B, N, dim) tokens, in timm's registration order: the input
+    projections (``qkv`` unless a subclass's ``_input_projections`` makes others), ``attn_drop``, the output ``proj``,
+    whatever a subclass's ``_after_proj`` adds, ``proj_drop``. Subclasses write ``forward``; this class has none.
+
+    >>> [name for name, _ in AttentionParts(8, num_heads=2).named_children()]
+    ['qkv', 'attn_drop', 'proj', 'proj_drop']
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = check_heads(dim, num_heads)
+        self._input_projections(dim, qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self._after_proj(dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _input_projections(self, dim: int, qkv_bias: bool) -> None:
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+
+    def _after_proj(self, dim: int) -> None:
+        pass
 
 
 def check_img_size(img_size: Any, patch: Union[int, Tuple[int, int]],
@@ -163,3 +191,22 @@ def pool_tokens(x: torch.Tensor, pool_type: str, skip_prefix: Optional[int]) -> 
     if pool_type == 'max':
         return x.amax(dim=1)
     return 0.5 * (x.amax(dim=1) + x.mean(dim=1))
+
+
+def scale_init_by_depth(blocks: Sequence[nn.Module], head: nn.Module, head_init_scale: Optional[float]) -> None:
+    """The end of BEiT's and EVA's from-scratch init (after the truncated-normal one): block ``i``'s attention output
+    projection and second MLP layer divided by ``sqrt(2 * (i + 1))``, and a linear head scaled by
+    ``head_init_scale`` (unless it is 0 or None).
+
+    >>> head = nn.Linear(2, 2); _ = nn.init.ones_(head.weight); scale_init_by_depth([], head, 0.5)
+    >>> head.weight.sum().item()
+    2.0
+    """
+    with torch.no_grad():
+        for i, block in enumerate(blocks):
+            scale = math.sqrt(2.0 * (i + 1))
+            block.attn.proj.weight.div_(scale)
+            block.mlp.fc2.weight.div_(scale)
+        if head_init_scale and isinstance(head, nn.Linear):
+            head.weight.mul_(head_init_scale)
+            head.bias.mul_(head_init_scale)

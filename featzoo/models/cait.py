@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -25,9 +25,10 @@ from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_m
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
-from ..layers.token_model import (
-    TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride, layer_norm_eps6, plan_intermediates,
-    reset_linear_head, run_checkpointed, tap_blocks)
+from ..layers.pyramid import token_pyramid
+from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, layer_norm_eps6
+from ..layers.token_model import check_single_stride, plan_intermediates, reset_linear_head, run_checkpointed
+from ..layers.token_model import tap_blocks
 from ..layers.weight_init import trunc_normal_
 
 __all__ = ['Cait', 'TalkingHeadAttention', 'LayerScaleBlock', 'VARIANTS', 'SPEC']
@@ -39,7 +40,7 @@ DEFAULT_CFG = dict(
 GLOBAL_POOLS = ('', 'token', 'avg')
 
 
-class TalkingHeadAttention(nn.Module):
+class TalkingHeadAttention(AttentionParts):
     """Self-attention whose heads exchange information twice: the attention logits are mixed across heads
     (``proj_l``) before the softmax and the probabilities again (``proj_w``) after it.
 
@@ -47,17 +48,13 @@ class TalkingHeadAttention(nn.Module):
     torch.Size([2, 6, 32])
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.num_heads = check_heads(dim, num_heads)
-        self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_l = nn.Linear(num_heads, num_heads)
-        self.proj_w = nn.Linear(num_heads, num_heads)
-        self.proj_drop = nn.Dropout(proj_drop)
+    def _input_projections(self, dim: int, qkv_bias: bool) -> None:
+        self.scale = (dim // self.num_heads) ** -0.5
+        super()._input_projections(dim, qkv_bias)
+
+    def _after_proj(self, dim: int) -> None:
+        self.proj_l = nn.Linear(self.num_heads, self.num_heads)
+        self.proj_w = nn.Linear(self.num_heads, self.num_heads)
 
     @staticmethod
     def _mix_heads(attn: torch.Tensor, mixer: nn.Linear) -> torch.Tensor:
@@ -385,16 +382,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Cait) -> Di
     return out
 
 
-def create_feature_pyramid(model: Cait, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """The plain-ViT simple pyramid (strides 4, 8, 16, 32 from four tapped blocks), vision_transformer's.
-
-    >>> [lv['reduction'] for lv in create_feature_pyramid(SPEC.build('cait_xxs24_224'))['pyramid_levels']]
-    [4, 8, 16, 32]
-    """
-    from .vision_transformer import create_feature_pyramid as plain_vit_pyramid
-    return plain_vit_pyramid(model, out_indices)
-
-
 def _patch(variant: str, row: Any) -> int:
     return int(row.get('patch_size', 16))
 
@@ -410,4 +397,4 @@ SPEC = FamilySpec(
     size_args=('init_values',),
     # no dynamic_hw: the position-table resample branches on the grid
     export=('torch.export', 'onnx', 'compile'),
-    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=token_pyramid)

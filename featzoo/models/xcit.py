@@ -25,9 +25,10 @@ from ..layers.drop import DropPath
 from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp
-from ..layers.token_model import (
-    TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride, layer_norm_eps6, plan_intermediates,
-    reset_linear_head, run_checkpointed, tap_blocks)
+from ..layers.pyramid import token_pyramid
+from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, layer_norm_eps6
+from ..layers.token_model import check_single_stride, plan_intermediates, reset_linear_head, run_checkpointed
+from ..layers.token_model import tap_blocks
 from ..layers.weight_init import trunc_normal_
 
 __all__ = ['Xcit', 'CrossCovarianceAttention', 'XcaBlock', 'VARIANTS', 'SPEC']
@@ -147,7 +148,7 @@ class LocalPatchInteraction(nn.Module):
         return x.reshape(B, C, N).transpose(1, 2)
 
 
-class CrossCovarianceAttention(nn.Module):
+class CrossCovarianceAttention(AttentionParts):
     """Attention between channels: per head, L2-normalized queries and keys along the tokens give a (d, d)
     channel-affinity map (scaled by a learned ``temperature`` per head) that mixes the value channels.
 
@@ -155,15 +156,9 @@ class CrossCovarianceAttention(nn.Module):
     torch.Size([2, 7, 32])
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        self.num_heads = check_heads(dim, num_heads)
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+    def _input_projections(self, dim: int, qkv_bias: bool) -> None:
+        self.temperature = nn.Parameter(torch.ones(self.num_heads, 1, 1))
+        super()._input_projections(dim, qkv_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -488,28 +483,13 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Xcit) -> Di
 
 
 def create_feature_pyramid(model: Xcit, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """A simple pyramid (strides 4, 8, 16, 32) from four tapped blocks: vision_transformer's, with the stride read
-    from the patch size (the convolutional patch embedding has no ``feat_ratio``).
+    """The plain-ViT simple pyramid (strides 4, 8, 16, 32) from four tapped blocks, with the stride read from the
+    patch size (the convolutional patch embedding has no ``feat_ratio``).
 
     >>> [lv['reduction'] for lv in create_feature_pyramid(SPEC.build('xcit_nano_12_p8_224'))['pyramid_levels']]
     [4, 8, 16, 32]
     """
-    from ..layers.pyramid import SimplePyramid
-    from .vision_transformer import PYRAMID_REDUCTIONS
-    depth = len(model.blocks)
-    if out_indices is None:
-        out_indices = [depth * (i + 1) // 4 - 1 for i in range(4)]
-    take, _ = feature_take_indices(depth, out_indices)
-    take = sorted(set(take))
-    if len(take) != 4:
-        raise ValueError(f'feature_pyramid=True needs exactly four distinct out_indices (one per stride '
-                         f'{PYRAMID_REDUCTIONS}), got {tuple(out_indices)}; e.g. '
-                         f'{tuple(depth * (i + 1) // 4 - 1 for i in range(4))}')
-    stride = model.patch_embed.patch_size
-    levels = [dict(num_chs=model.embed_dim, reduction=r, module=f'blocks.{i}')
-              for i, r in zip(take, PYRAMID_REDUCTIONS)]
-    return dict(pyramid=SimplePyramid((stride,) * 4, PYRAMID_REDUCTIONS), pyramid_levels=levels,
-                out_indices=tuple(take))
+    return token_pyramid(model, out_indices, stride=model.patch_embed.patch_size)
 
 
 def _patch(variant: str, row: Any) -> int:
