@@ -26,7 +26,7 @@ from .intermediates import IndicesArg, feature_take_indices
 
 __all__ = ['TOKEN_OUTPUT_FORMATS', 'layer_norm_eps6', 'check_heads', 'AttentionParts', 'check_img_size',
            'check_single_stride', 'run_checkpointed', 'plan_intermediates', 'tap_blocks', 'reset_linear_head',
-           'pool_tokens', 'scale_init_by_depth']
+           'pool_tokens', 'scale_init_by_depth', 'check_token_model_args', 'patch_size_of', 'patch_stride_of']
 
 # what forward_intermediates of a token model returns: maps (NCHW, NHWC) or the tokens as they are (NLC)
 TOKEN_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
@@ -39,6 +39,36 @@ def layer_norm_eps6(dim: int) -> nn.Module:
     1e-06
     """
     return nn.LayerNorm(dim, eps=1e-6)
+
+
+def check_token_model_args(global_pool: Any, pools: Sequence[str], num_classes: Any, in_chans: Any, embed_dim: Any,
+                           depth: Any, num_heads: Any, counts: Sequence[Tuple[str, Any, int]] = ()) -> None:
+    """The constructor checks every token model starts with: ``global_pool`` among ``pools``, then ints
+    ``num_classes`` >= 0, ``in_chans``, ``embed_dim``, ``depth``, ``num_heads`` >= 1, then the family's own
+    ``counts`` (``(name, value, minimum)``), in that order.
+
+    >>> check_token_model_args('avg', ('', 'avg'), 10, 3, 32, 2, 4, (('depth_token_only', 0, 0),))
+    """
+    check_choice('global_pool', global_pool, pools)
+    for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
+                                 ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
+                                 *counts):
+        check_int(name, value, minimum)
+
+
+def patch_size_of(variant: str, row: Any) -> int:
+    """A single-stride token model's patch size from its variant row (16 unless the row says): the ``FamilySpec``
+    ``input_multiple`` and ``min_input_size`` of those families.
+
+    >>> patch_size_of('any', dict(patch_size=8)), patch_stride_of('any', {})
+    (8, (16,))
+    """
+    return int(row.get('patch_size', 16))
+
+
+def patch_stride_of(variant: str, row: Any) -> Tuple[int]:
+    """The ``FamilySpec.output_strides`` of a single-stride token model: its patch size alone."""
+    return (patch_size_of(variant, row),)
 
 
 def check_heads(dim: int, num_heads: int) -> int:

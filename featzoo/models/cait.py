@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 import torch
 from torch import nn
 
-from ..checks import check_choice, check_int
+from ..checks import check_choice
 from ..family import FamilySpec
 from ..layers.class_attention import CaitClassAttentionBlock, check_class_token_pool
 from ..layers.drop import DropPath
@@ -26,9 +26,9 @@ from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import token_pyramid
-from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, layer_norm_eps6
-from ..layers.token_model import check_single_stride, plan_intermediates, reset_linear_head, run_checkpointed
-from ..layers.token_model import tap_blocks
+from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
+from ..layers.token_model import check_token_model_args, layer_norm_eps6, patch_size_of, patch_stride_of
+from ..layers.token_model import plan_intermediates, reset_linear_head, run_checkpointed, tap_blocks
 from ..layers.weight_init import trunc_normal_
 
 __all__ = ['Cait', 'TalkingHeadAttention', 'LayerScaleBlock', 'VARIANTS', 'SPEC']
@@ -115,11 +115,8 @@ class Cait(nn.Module):
                  mlp_ratio_token_only: float = 4.0, dynamic_img_size: bool = True,
                  output_stride: Optional[int] = None) -> None:
         super().__init__()
-        check_choice('global_pool', global_pool, GLOBAL_POOLS)
-        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
-                                     ('depth_token_only', depth_token_only, 0), ('patch_size', patch_size, 1)):
-            check_int(name, value, minimum)
+        check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
+                               (('depth_token_only', depth_token_only, 0), ('patch_size', patch_size, 1)))
         check_heads(embed_dim, num_heads)
         check_single_stride(output_stride, patch_size, 'CaiT')
         img_size = check_img_size(img_size, (patch_size, patch_size))
@@ -382,18 +379,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Cait) -> Di
     return out
 
 
-def _patch(variant: str, row: Any) -> int:
-    return int(row.get('patch_size', 16))
-
-
 SPEC = FamilySpec(
     name='cait', model=Cait, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     # not 'fx': its token-to-map step strips num_prefix_tokens (1) tokens from each tapped block, but CaiT's blocks
     # carry none (the class token joins after them)
     feature_cls=('getter',), default_feature_cls='getter',
-    output_strides=lambda name, row: (_patch(name, row),),
+    output_strides=patch_stride_of,
     default_out_indices=3,  # timm's default feature levels for these ViTs: the last three blocks
-    input_multiple=_patch, min_input_size=_patch, img_size_arg='img_size',
+    input_multiple=patch_size_of, min_input_size=patch_size_of, img_size_arg='img_size',
     size_args=('init_values',),
     # no dynamic_hw: the position-table resample branches on the grid
     export=('torch.export', 'onnx', 'compile'),

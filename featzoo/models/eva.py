@@ -34,8 +34,8 @@ from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import token_pyramid
 from ..layers.rope import AxialRope, CenteredRope, MixedRope, apply_rope
 from ..layers.token_model import TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
-from ..layers.token_model import plan_intermediates, pool_tokens, reset_linear_head, run_checkpointed
-from ..layers.token_model import scale_init_by_depth
+from ..layers.token_model import check_token_model_args, plan_intermediates, pool_tokens, reset_linear_head
+from ..layers.token_model import run_checkpointed, scale_init_by_depth
 from ..layers.weight_init import trunc_normal_
 
 __all__ = ['Eva', 'EvaAttention', 'EvaBlock', 'VARIANTS', 'HEAD_IS_PROJECTION', 'SPEC']
@@ -250,11 +250,8 @@ class Eva(nn.Module):
                  ref_feat_shape: Optional[Union[int, Tuple[int, int]]] = None, head_init_scale: float = 0.001,
                  output_stride: Optional[int] = None) -> None:
         super().__init__()
-        check_choice('global_pool', global_pool, GLOBAL_POOLS)
-        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
-                                     ('num_reg_tokens', num_reg_tokens, 0), ('swiglu_align_to', swiglu_align_to, 0)):
-            check_int(name, value, minimum)
+        check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
+                               (('num_reg_tokens', num_reg_tokens, 0), ('swiglu_align_to', swiglu_align_to, 0)))
         check_choice('attn_type', attn_type, ATTN_TYPES)
         check_heads(embed_dim, num_heads)
         if global_pool == 'token' and not class_token:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import check_choice, check_int
+from ..checks import check_choice
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers.activations import create_act_layer
@@ -26,9 +26,9 @@ from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp
 from ..layers.pyramid import token_pyramid
-from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, layer_norm_eps6
-from ..layers.token_model import check_single_stride, plan_intermediates, reset_linear_head, run_checkpointed
-from ..layers.token_model import tap_blocks
+from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
+from ..layers.token_model import check_token_model_args, layer_norm_eps6, patch_size_of, patch_stride_of
+from ..layers.token_model import plan_intermediates, reset_linear_head, run_checkpointed, tap_blocks
 from ..layers.weight_init import trunc_normal_
 
 __all__ = ['Xcit', 'CrossCovarianceAttention', 'XcaBlock', 'VARIANTS', 'SPEC']
@@ -218,11 +218,8 @@ class Xcit(nn.Module):
                  drop_path_rate: float = 0.0, cls_attn_layers: int = 2, use_pos_embed: bool = True,
                  eta: float = 1.0, tokens_norm: bool = False, output_stride: Optional[int] = None) -> None:
         super().__init__()
-        check_choice('global_pool', global_pool, GLOBAL_POOLS)
-        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
-                                     ('cls_attn_layers', cls_attn_layers, 0)):
-            check_int(name, value, minimum)
+        check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
+                               (('cls_attn_layers', cls_attn_layers, 0),))
         check_choice('patch_size', patch_size, PATCH_SIZES)
         check_heads(embed_dim, num_heads)
         if embed_dim % 8:
@@ -492,19 +489,15 @@ def create_feature_pyramid(model: Xcit, out_indices: Optional[Sequence[int]] = N
     return token_pyramid(model, out_indices, stride=model.patch_embed.patch_size)
 
 
-def _patch(variant: str, row: Any) -> int:
-    return int(row.get('patch_size', 16))
-
-
 SPEC = FamilySpec(
     name='xcit', model=Xcit, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     # not 'fx': its token-to-map step strips num_prefix_tokens (1) tokens from each tapped block, but XCiT's blocks
     # carry none (the class token joins after them)
     feature_cls=('getter',), default_feature_cls='getter',
-    output_strides=lambda name, row: (_patch(name, row),),
+    output_strides=patch_stride_of,
     default_out_indices=3,  # timm's default feature levels for these models: the last three blocks
     # the patch embedding's strided convolutions take any side, but only multiples of the patch tile it exactly
-    input_multiple=_patch, min_input_size=_patch,
+    input_multiple=patch_size_of, min_input_size=patch_size_of,
     size_args=('eta',),
     export=('torch.export', 'onnx', 'compile'),
     checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
