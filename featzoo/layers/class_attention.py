@@ -25,17 +25,25 @@ from torch.nn import functional as F
 from .activations import ActLayer
 from .drop import DropPath
 from .mlp import Mlp
+from .token_model import AttentionParts, layer_norm_eps6
 
-__all__ = ['ClassAttention', 'CaitClassAttentionBlock', 'XcitClassAttentionBlock']
+__all__ = ['ClassAttention', 'CaitClassAttentionBlock', 'XcitClassAttentionBlock', 'check_class_token_pool']
 
 NormLayer = Callable[[int], nn.Module]
 
 
-def _default_norm(dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, eps=1e-6)
+def check_class_token_pool(model: nn.Module, global_pool: str) -> None:
+    """ValueError for ``global_pool='token'`` on a model (CaiT, XCiT) whose class token, added by the
+    class-attention blocks, went with its pruned head (``num_prefix_tokens`` 0).
+
+    >>> m = nn.Module(); m.num_prefix_tokens = 1; check_class_token_pool(m, 'token')
+    """
+    if global_pool == 'token' and not model.num_prefix_tokens:
+        raise ValueError("global_pool='token' needs the class token, which pruning the head removed; "
+                         "valid now: '', 'avg'")
 
 
-class ClassAttention(nn.Module):
+class ClassAttention(AttentionParts):
     """Multi-head attention of the first token over all tokens (B, N, C) -> (B, 1, C), with separate ``q``, ``k``,
     ``v`` projections and an output ``proj``.
 
@@ -43,18 +51,10 @@ class ClassAttention(nn.Module):
     torch.Size([3, 1, 16])
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
+    def _input_projections(self, dim: int, qkv_bias: bool) -> None:
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.k = nn.Linear(dim, dim, bias=qkv_bias)
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -91,7 +91,7 @@ class CaitClassAttentionBlock(_ClassAttentionParts):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, act_layer: ActLayer = 'gelu',
-                 norm_layer: NormLayer = _default_norm, init_values: float = 1e-4) -> None:
+                 norm_layer: NormLayer = layer_norm_eps6, init_values: float = 1e-4) -> None:
         super().__init__()
         self._build(dim, num_heads, mlp_ratio, qkv_bias, proj_drop, attn_drop, drop_path, act_layer, norm_layer)
         self.init_values = init_values
@@ -116,7 +116,7 @@ class XcitClassAttentionBlock(_ClassAttentionParts):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, act_layer: ActLayer = 'gelu',
-                 norm_layer: NormLayer = _default_norm, eta: Optional[float] = 1.0,
+                 norm_layer: NormLayer = layer_norm_eps6, eta: Optional[float] = 1.0,
                  tokens_norm: bool = False) -> None:
         super().__init__()
         self._build(dim, num_heads, mlp_ratio, qkv_bias, proj_drop, attn_drop, drop_path, act_layer, norm_layer)

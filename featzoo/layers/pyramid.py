@@ -1,11 +1,15 @@
 """A parameter-free simple feature pyramid: single-stride maps resampled to a ladder of strides."""
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .intermediates import feature_take_indices
+
+PYRAMID_REDUCTIONS = (4, 8, 16, 32)
 
 
 def resample_to_stride(x: torch.Tensor, stride_in: int, stride_out: int) -> torch.Tensor:
@@ -62,3 +66,33 @@ class SimplePyramid(nn.Module):
 
     def extra_repr(self) -> str:
         return f'reductions_in={self.reductions_in}, reductions_out={self.reductions_out}'
+
+
+def token_pyramid(model: nn.Module, out_indices: Optional[Sequence[int]] = None,
+                  stride: Optional[int] = None) -> Dict[str, Any]:
+    """A family's ``feature_pyramid`` for a single-stride token model (``blocks``, ``embed_dim``): the getter
+    wrapper's arguments that turn four tapped blocks into a :class:`SimplePyramid` of strides 4, 8, 16, 32.
+
+    ``out_indices`` must name exactly four blocks (None: four evenly spaced, the last one included); ``stride`` is
+    the blocks' stride (None: ``model.patch_embed.feat_ratio()``). Returns ``dict(pyramid=SimplePyramid,
+    pyramid_levels=[level dicts], out_indices=blocks)``; the pyramid has no parameters.
+
+    >>> m = nn.Module(); m.blocks = nn.ModuleList([nn.Identity()] * 8); m.embed_dim = 16
+    >>> [(lv['reduction'], lv['module']) for lv in token_pyramid(m, stride=16)['pyramid_levels']][::3]
+    [(4, 'blocks.1'), (32, 'blocks.7')]
+    """
+    depth = len(model.blocks)
+    if out_indices is None:
+        out_indices = [depth * (i + 1) // 4 - 1 for i in range(4)]
+    take, _ = feature_take_indices(depth, out_indices)
+    take = sorted(set(take))
+    if len(take) != 4:
+        raise ValueError(f'feature_pyramid=True needs exactly four distinct out_indices (one per stride '
+                         f'{PYRAMID_REDUCTIONS}), got {tuple(out_indices)}; e.g. '
+                         f'{tuple(depth * (i + 1) // 4 - 1 for i in range(4))}')
+    if stride is None:
+        stride = model.patch_embed.feat_ratio()
+    levels = [dict(num_chs=model.embed_dim, reduction=r, module=f'blocks.{i}')
+              for i, r in zip(take, PYRAMID_REDUCTIONS)]
+    return dict(pyramid=SimplePyramid((stride,) * 4, PYRAMID_REDUCTIONS), pyramid_levels=levels,
+                out_indices=tuple(take))

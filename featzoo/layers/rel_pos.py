@@ -30,8 +30,8 @@ from ..features.notrace import register_notrace_module
 from .mlp import Mlp
 from .weight_init import normal_, trunc_normal_
 
-__all__ = ['RelPosBias', 'RelPosBiasTf', 'RelPosMlp', 'relative_position_index', 'resample_relative_grid',
-           'log_relative_coords']
+__all__ = ['RelPosBias', 'RelPosBiasTf', 'RelPosMlp', 'relative_position_index', 'geometric_positions',
+           'resample_relative_grid', 'log_relative_coords']
 
 Pair = Tuple[int, int]
 
@@ -65,7 +65,7 @@ def relative_position_index(window: Pair, device: Optional[torch.device] = None,
 
 
 @functools.lru_cache(maxsize=256)
-def _geometric_positions(src: int, dst: int) -> Tuple[float, ...]:
+def geometric_positions(src: int, dst: int) -> Tuple[float, ...]:
     """Where timm places the ``src`` entries of a table axis when resampling it to ``dst`` entries.
 
     The gaps grow geometrically away from the centre; the ratio is bisected so that half of the ``src`` samples span
@@ -90,7 +90,7 @@ def _geometric_positions(src: int, dst: int) -> Tuple[float, ...]:
 def _axis_weights(src: int, dst: int) -> Tuple[Tuple[float, ...], ...]:
     """``dst x src`` linear interpolation weights from the geometric sample positions to the integer offsets of a
     ``dst``-entry axis, clamped at both ends (timm's RegularGridInterpolator along one axis)."""
-    src_pos = _geometric_positions(src, dst)
+    src_pos = geometric_positions(src, dst)
     last = len(src_pos) - 1
     half = dst // 2
     rows = []
@@ -147,34 +147,39 @@ def _window(window: Tuple[int, int]) -> Pair:
     return int(window[0]), int(window[1])
 
 
-@register_notrace_module
-class RelPosBias(nn.Module):
-    """Learned bias per relative offset and head, table ``((2h-1)*(2w-1), heads)``.
+class _LearnedRelPos(nn.Module):
+    """What the two learned tables share: the window they were built for, the computed index into them, resampling
+    in place (``set_window_size``) or on the fly for another window. A subclass lays the table out (``_new_table``,
+    ``_grid`` / ``_from_grid``: to and from ``(heads, 2h-1, 2w-1)``), initializes it and gathers the bias."""
 
-    >>> b = RelPosBias((2, 2), num_heads=3)
-    >>> torch.equal(b(2, 2)[0, :, 0, 3], b.relative_position_bias_table[0])
-    True
-    """
+    key_minus_query = False
 
     def __init__(self, window_size: Pair, num_heads: int) -> None:
         super().__init__()
         self.window_size = _window(window_size)
         self.num_heads = num_heads
         wh, ww = self.window_size
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
-        self.register_buffer('relative_position_index', relative_position_index(self.window_size), persistent=False)
+        self.relative_position_bias_table = nn.Parameter(self._new_table(2 * wh - 1, 2 * ww - 1))
+        self.register_buffer('relative_position_index', self._index(self.window_size), persistent=False)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        trunc_normal_(self.relative_position_bias_table, std=0.02)
+    def _new_table(self, rows: int, cols: int) -> torch.Tensor:
+        raise NotImplementedError
 
-    def init_non_persistent_buffers(self) -> None:
-        self.relative_position_index = relative_position_index(
-            self.window_size, device=self.relative_position_bias_table.device)
+    def reset_parameters(self) -> None:
+        raise NotImplementedError
 
     def _grid(self) -> torch.Tensor:
-        wh, ww = self.window_size
-        return self.relative_position_bias_table.T.reshape(self.num_heads, 2 * wh - 1, 2 * ww - 1)
+        return self.relative_position_bias_table
+
+    def _from_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        return grid
+
+    def _index(self, window: Pair, device: Optional[torch.device] = None) -> torch.Tensor:
+        return relative_position_index(window, device=device, key_minus_query=self.key_minus_query)
+
+    def init_non_persistent_buffers(self) -> None:
+        self.relative_position_index = self._index(self.window_size, device=self.relative_position_bias_table.device)
 
     def set_window_size(self, window_size: Pair) -> None:
         """Resample the table to another window in place (timm's ``set_window_size``)."""
@@ -184,26 +189,52 @@ class RelPosBias(nn.Module):
         with torch.no_grad():
             grid = resample_relative_grid(self._grid(), (2 * window_size[0] - 1, 2 * window_size[1] - 1))
         table = self.relative_position_bias_table
-        self.relative_position_bias_table = nn.Parameter(grid.reshape(self.num_heads, -1).T.contiguous(),
+        self.relative_position_bias_table = nn.Parameter(self._from_grid(grid).contiguous(),
                                                          requires_grad=table.requires_grad)
         self.window_size = window_size
         self.init_non_persistent_buffers()
 
-    def forward(self, height: int, width: int) -> torch.Tensor:
+    def _table_and_index(self, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The table and the index for a ``height x width`` window: the stored ones at the built window, else the
+        table resampled (differentiably) and a new index."""
         if (height, width) == self.window_size:
-            table, index = self.relative_position_bias_table, self.relative_position_index
-        else:
-            grid = resample_relative_grid(self._grid(), (2 * height - 1, 2 * width - 1))
-            table = grid.reshape(self.num_heads, -1).T
-            index = relative_position_index((height, width), device=table.device)
-        return table[index].permute(2, 0, 1).unsqueeze(0)
+            return self.relative_position_bias_table, self.relative_position_index
+        table = self._from_grid(resample_relative_grid(self._grid(), (2 * height - 1, 2 * width - 1)))
+        return table, self._index((height, width), device=table.device)
 
     def extra_repr(self) -> str:
         return f'window_size={self.window_size}, num_heads={self.num_heads}'
 
 
 @register_notrace_module
-class RelPosBiasTf(nn.Module):
+class RelPosBias(_LearnedRelPos):
+    """Learned bias per relative offset and head, table ``((2h-1)*(2w-1), heads)``.
+
+    >>> b = RelPosBias((2, 2), num_heads=3)
+    >>> torch.equal(b(2, 2)[0, :, 0, 3], b.relative_position_bias_table[0])
+    True
+    """
+
+    def _new_table(self, rows: int, cols: int) -> torch.Tensor:
+        return torch.zeros(rows * cols, self.num_heads)
+
+    def reset_parameters(self) -> None:
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def _grid(self) -> torch.Tensor:
+        wh, ww = self.window_size
+        return self.relative_position_bias_table.T.reshape(self.num_heads, 2 * wh - 1, 2 * ww - 1)
+
+    def _from_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        return grid.reshape(self.num_heads, -1).T
+
+    def forward(self, height: int, width: int) -> torch.Tensor:
+        table, index = self._table_and_index(height, width)
+        return table[index].permute(2, 0, 1).unsqueeze(0)
+
+
+@register_notrace_module
+class RelPosBiasTf(_LearnedRelPos):
     """Learned bias per relative offset and head, table ``(heads, 2h-1, 2w-1)`` indexed by key minus query (the
     layout of the TensorFlow MaxViT weights).
 
@@ -212,45 +243,17 @@ class RelPosBiasTf(nn.Module):
     True
     """
 
-    def __init__(self, window_size: Pair, num_heads: int) -> None:
-        super().__init__()
-        self.window_size = _window(window_size)
-        self.num_heads = num_heads
-        wh, ww = self.window_size
-        self.relative_position_bias_table = nn.Parameter(torch.zeros(num_heads, 2 * wh - 1, 2 * ww - 1))
-        self.register_buffer('relative_position_index',
-                             relative_position_index(self.window_size, key_minus_query=True), persistent=False)
-        self.reset_parameters()
+    key_minus_query = True
+
+    def _new_table(self, rows: int, cols: int) -> torch.Tensor:
+        return torch.zeros(self.num_heads, rows, cols)
 
     def reset_parameters(self) -> None:
         normal_(self.relative_position_bias_table, std=0.02)
 
-    def init_non_persistent_buffers(self) -> None:
-        self.relative_position_index = relative_position_index(
-            self.window_size, device=self.relative_position_bias_table.device, key_minus_query=True)
-
-    def set_window_size(self, window_size: Pair) -> None:
-        """Resample the table to another window in place (timm's ``set_window_size``)."""
-        window_size = _window(window_size)
-        if window_size == self.window_size:
-            return
-        table = self.relative_position_bias_table
-        with torch.no_grad():
-            grid = resample_relative_grid(table, (2 * window_size[0] - 1, 2 * window_size[1] - 1))
-        self.relative_position_bias_table = nn.Parameter(grid.contiguous(), requires_grad=table.requires_grad)
-        self.window_size = window_size
-        self.init_non_persistent_buffers()
-
     def forward(self, height: int, width: int) -> torch.Tensor:
-        if (height, width) == self.window_size:
-            grid, index = self.relative_position_bias_table, self.relative_position_index
-        else:
-            grid = resample_relative_grid(self.relative_position_bias_table, (2 * height - 1, 2 * width - 1))
-            index = relative_position_index((height, width), device=grid.device, key_minus_query=True)
+        grid, index = self._table_and_index(height, width)
         return grid.flatten(1)[:, index].unsqueeze(0)
-
-    def extra_repr(self) -> str:
-        return f'window_size={self.window_size}, num_heads={self.num_heads}'
 
 
 @register_notrace_module

@@ -91,8 +91,27 @@ def _sin_cos_table(angles: torch.Tensor, half: bool) -> torch.Tensor:
     return torch.cat([rope_layout(angles.sin(), half), rope_layout(angles.cos(), half)], dim=-1)
 
 
+class _FixedRope(nn.Module):
+    """The settings of the parameter-free schemes: ``head_dim``, ``temperature``, ``grid_offset``, ``grid_indexing``
+    and the table layout ``half``; ``extra_repr`` lists the fields named in ``_repr_fields``."""
+
+    _repr_fields: Tuple[str, ...] = ('head_dim', 'temperature', 'grid_offset', 'grid_indexing', 'half')
+
+    def __init__(self, head_dim: int, temperature: float, grid_offset: float, grid_indexing: str,
+                 half: bool) -> None:
+        super().__init__()
+        self.head_dim = _check_head_dim(head_dim)
+        self.temperature = float(temperature)
+        self.grid_offset = float(grid_offset)
+        self.grid_indexing = _check_indexing(grid_indexing)
+        self.half = half
+
+    def extra_repr(self) -> str:
+        return ', '.join(f'{name}={getattr(self, name)!r}' for name in self._repr_fields)
+
+
 @register_notrace_module
-class AxialRope(nn.Module):
+class AxialRope(_FixedRope):
     """Axial RoPE on patch indices: a quarter of the head's channels per axis and per sine/cosine, frequencies
     ``temperature ** -(k / (head_dim / 4))``.
 
@@ -104,15 +123,12 @@ class AxialRope(nn.Module):
     [0.0, 0.0, 0.0, 0.0]
     """
 
+    _repr_fields = ('head_dim', 'temperature', 'grid_offset', 'ref_grid', 'grid_indexing', 'half')
+
     def __init__(self, head_dim: int, temperature: float = 10000.0, grid_offset: float = 0.0,
                  ref_grid: Optional[Tuple[int, int]] = None, grid_indexing: str = 'ij', half: bool = False) -> None:
-        super().__init__()
-        self.head_dim = _check_head_dim(head_dim)
-        self.temperature = float(temperature)
-        self.grid_offset = float(grid_offset)
+        super().__init__(head_dim, temperature, grid_offset, grid_indexing, half)
         self.ref_grid = tuple(ref_grid) if ref_grid is not None else None
-        self.grid_indexing = _check_indexing(grid_indexing)
-        self.half = half
 
     def bands(self) -> torch.Tensor:
         """The (head_dim / 4,) angular frequencies.
@@ -136,13 +152,10 @@ class AxialRope(nn.Module):
         # computed on the CPU as timm builds its cached table, then moved: equal values on every device
         return _sin_cos_table(angles.flatten(-2).flatten(0, -2), self.half).to(device)
 
-    def extra_repr(self) -> str:
-        return (f'head_dim={self.head_dim}, temperature={self.temperature}, grid_offset={self.grid_offset}, '
-                f'ref_grid={self.ref_grid}, grid_indexing={self.grid_indexing!r}, half={self.half}')
 
 
 @register_notrace_module
-class CenteredRope(nn.Module):
+class CenteredRope(_FixedRope):
     """DINOv3's RoPE: cell centres ``(i + 0.5 + offset) / size`` mapped to [-1, 1] on each axis, periods
     ``temperature ** (2k / (head_dim / 2))``, angles ``2 pi * coordinate / period``; 'half' layout by default.
 
@@ -154,12 +167,7 @@ class CenteredRope(nn.Module):
 
     def __init__(self, head_dim: int, temperature: float = 100.0, grid_offset: float = 0.0,
                  grid_indexing: str = 'ij', half: bool = True) -> None:
-        super().__init__()
-        self.head_dim = _check_head_dim(head_dim)
-        self.temperature = float(temperature)
-        self.grid_offset = float(grid_offset)
-        self.grid_indexing = _check_indexing(grid_indexing)
-        self.half = half
+        super().__init__(head_dim, temperature, grid_offset, grid_indexing, half)
 
     def periods(self) -> torch.Tensor:
         """The (head_dim / 4,) periods.
@@ -177,9 +185,6 @@ class CenteredRope(nn.Module):
         angles = 2 * math.pi * coords[:, :, None] / self.periods()[None, None, :]
         return _sin_cos_table(angles.flatten(1), self.half).to(device)
 
-    def extra_repr(self) -> str:
-        return (f'head_dim={self.head_dim}, temperature={self.temperature}, grid_offset={self.grid_offset}, '
-                f'grid_indexing={self.grid_indexing!r}, half={self.half}')
 
 
 @register_notrace_module

@@ -12,25 +12,29 @@ at the built size the tables are used as they are, so outputs there equal timm's
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from ..checks import check_choice, check_int
+from ..checks import check_choice
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers.drop import DropPath
 from ..layers.head_api import HeadApi
-from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices, prune_blocks
+from ..layers.intermediates import IndicesArg, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
+from ..layers.pyramid import token_pyramid
+from ..layers.rel_pos import relative_position_index
+from ..layers.token_model import TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
+from ..layers.token_model import check_token_model_args, layer_norm_eps6, patch_size_of, patch_stride_of
+from ..layers.token_model import plan_intermediates, reset_linear_head, run_checkpointed, scale_init_by_depth
+from ..layers.token_model import tap_blocks
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
-from .swin_transformer import relative_position_index, resize_relative_position_table
+from .swin_transformer import resize_relative_position_table
 
 __all__ = ['Beit', 'BeitAttention', 'BeitBlock', 'RelativePositionBias', 'VARIANTS', 'SPEC']
 
@@ -39,13 +43,8 @@ DEFAULT_CFG = dict(
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='patch_embed.proj', classifier='head')
 
 GLOBAL_POOLS = ('', 'avg', 'token')
-FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
 CLASS_ENTRIES = 3  # class -> patch, patch -> class, class -> class
 Pair = Tuple[int, int]
-
-
-def _layer_norm(dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, eps=1e-6)
 
 
 def table_size(window: Pair) -> int:
@@ -183,9 +182,7 @@ class BeitAttention(_RelativePositionTable):
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
                  proj_drop: float = 0.0, window_size: Optional[Pair] = None) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
+        self.num_heads = check_heads(dim, num_heads)
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         if qkv_bias:
             self.q_bias = nn.Parameter(torch.zeros(dim))
@@ -225,11 +222,11 @@ class BeitBlock(nn.Module):
                  proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
                  init_values: Optional[float] = None, window_size: Optional[Pair] = None) -> None:
         super().__init__()
-        self.norm1 = _layer_norm(dim)
+        self.norm1 = layer_norm_eps6(dim)
         self.attn = BeitAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
                                   proj_drop=proj_drop, window_size=window_size)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = _layer_norm(dim)
+        self.norm2 = layer_norm_eps6(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer='gelu', drop=proj_drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.init_values = init_values
@@ -245,16 +242,6 @@ class BeitBlock(nn.Module):
         x = x + self.drop_path1(branch if self.gamma_1 is None else self.gamma_1 * branch)
         branch = self.mlp(self.norm2(x))
         return x + self.drop_path2(branch if self.gamma_2 is None else self.gamma_2 * branch)
-
-
-def _check_img_size(img_size: Any, patch: Tuple[int, int]) -> Tuple[int, int]:
-    size = to_2tuple(img_size)
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
-    if size[0] % patch[0] or size[1] % patch[1]:
-        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples '
-                         f'of {max(patch)} (>= {max(patch)})')
-    return size
 
 
 class Beit(HeadApi, nn.Module):
@@ -278,17 +265,11 @@ class Beit(HeadApi, nn.Module):
                  head_init_scale: float = 0.001, use_fc_norm: Optional[bool] = None, dynamic_img_size: bool = True,
                  output_stride: Optional[int] = None) -> None:
         super().__init__()
-        check_choice('global_pool', global_pool, GLOBAL_POOLS)
-        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
-                                     ('patch_size', patch_size, 1)):
-            check_int(name, value, minimum)
-        if embed_dim % num_heads:
-            raise ValueError(f'embed_dim={embed_dim} must be divisible by num_heads={num_heads}')
-        if output_stride is not None and output_stride != patch_size:
-            raise ValueError(f'output_stride={output_stride!r} is not supported: BEiT has one stride, its patch size '
-                             f'{patch_size}; valid: {patch_size} or None')
-        img_size = _check_img_size(img_size, (patch_size, patch_size))
+        check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
+                               (('patch_size', patch_size, 1),))
+        check_heads(embed_dim, num_heads)
+        check_single_stride(output_stride, patch_size, 'BEiT')
+        img_size = check_img_size(img_size, (patch_size, patch_size))
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -314,8 +295,8 @@ class Beit(HeadApi, nn.Module):
         reduction = self.patch_embed.feat_ratio()
         self.feature_info = [dict(num_chs=embed_dim, reduction=reduction, module=f'blocks.{i}') for i in range(depth)]
         fc_norm = global_pool == 'avg' if use_fc_norm is None else use_fc_norm
-        self.norm = nn.Identity() if fc_norm else _layer_norm(embed_dim)
-        self.fc_norm = _layer_norm(embed_dim) if fc_norm else nn.Identity()
+        self.norm = nn.Identity() if fc_norm else layer_norm_eps6(embed_dim)
+        self.fc_norm = layer_norm_eps6(embed_dim) if fc_norm else nn.Identity()
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.head_init_scale = head_init_scale
@@ -336,14 +317,7 @@ class Beit(HeadApi, nn.Module):
         trunc_normal_(self.cls_token, std=0.02)
         if self.cls_token.is_meta:
             return
-        with torch.no_grad():
-            for i, block in enumerate(self.blocks):
-                scale = math.sqrt(2.0 * (i + 1))
-                block.attn.proj.weight.div_(scale)
-                block.mlp.fc2.weight.div_(scale)
-            if self.head_init_scale and isinstance(self.head, nn.Linear):
-                self.head.weight.mul_(self.head_init_scale)
-                self.head.bias.mul_(self.head_init_scale)
+        scale_init_by_depth(self.blocks, self.head, self.head_init_scale)
 
     # ---- the model contract -----------------------------------------------------------------------------------
 
@@ -374,15 +348,7 @@ class Beit(HeadApi, nn.Module):
         >>> m.head, m.global_pool
         (Identity(), 'token')
         """
-        check_int('num_classes', num_classes, 0)
-        if global_pool is not None:
-            check_choice('global_pool', global_pool, GLOBAL_POOLS)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        like = self.cls_token
-        self.head = nn.Linear(self.embed_dim, num_classes, device=like.device, dtype=like.dtype) \
-            if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
+        reset_linear_head(self, num_classes, global_pool, GLOBAL_POOLS, self.embed_dim, self.cls_token)
 
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
         """Make ``img_size`` the reference size, as timm's ``set_input_size``: the position table and every
@@ -392,7 +358,7 @@ class Beit(HeadApi, nn.Module):
         >>> m.set_input_size((48, 32)); tuple(m.blocks[0].attn.relative_position_bias_table.shape)
         (80, 2)
         """
-        size = _check_img_size(img_size, self.patch_embed.patch_size)
+        size = check_img_size(img_size, self.patch_embed.patch_size)
         old_grid = self.patch_embed.grid_size
         self.patch_embed.set_input_size(size)
         grid = self.patch_embed.grid_size
@@ -423,9 +389,7 @@ class Beit(HeadApi, nn.Module):
 
     def _run_block(self, block: nn.Module, x: torch.Tensor, grid: Tuple[Any, Any],
                    shared: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, grid, shared, use_reentrant=False)
-        return block(x, grid, shared_rel_pos_bias=shared)
+        return run_checkpointed(self.grad_checkpointing, block, x, grid, shared)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The class token and the patch tokens after the final norm: (B, 1 + H / patch * W / patch, embed_dim).
@@ -473,26 +437,12 @@ class Beit(HeadApi, nn.Module):
         >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
         [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
         """
-        check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
-        take, last = feature_take_indices(len(self.blocks), indices)
-        take = set(take)
-        B = x.shape[0]
-        x, shared, (H, W) = self._embed(x)
-        # later blocks cannot change what is returned when only the intermediates are wanted
-        blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = self._run_block(block, x, (H, W), shared)
-            if i in take:
-                intermediates.append(self.norm(x) if norm else x)
-        prefix_tokens = [y[:, :1] for y in intermediates]
-        intermediates = [y[:, 1:] for y in intermediates]
-        if output_fmt == 'NCHW':
-            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2) for y in intermediates]
-        elif output_fmt == 'NHWC':
-            intermediates = [y.reshape(B, H, W, -1) for y in intermediates]
-        if return_prefix_tokens:
-            intermediates = list(zip(intermediates, prefix_tokens))
+        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
+        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
+        x, shared, grid = self._embed(x)
+        x, intermediates = tap_blocks(x, blocks, lambda block, y: self._run_block(block, y, grid, shared), take,
+                                      self.norm if norm else None)
+        intermediates = tokens_to_maps(intermediates, self.num_prefix_tokens, grid, output_fmt, return_prefix_tokens)
         if intermediates_only:
             return intermediates
         return self.norm(x), intermediates
@@ -566,27 +516,13 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Beit) -> Di
     return out
 
 
-def create_feature_pyramid(model: Beit, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """The plain-ViT simple pyramid (strides 4, 8, 16, 32 from four tapped blocks), vision_transformer's.
-
-    >>> [lv['reduction'] for lv in create_feature_pyramid(SPEC.build('beit_base_patch16_224'))['pyramid_levels']]
-    [4, 8, 16, 32]
-    """
-    from .vision_transformer import create_feature_pyramid as plain_vit_pyramid
-    return plain_vit_pyramid(model, out_indices)
-
-
-def _patch(variant: str, row: Any) -> int:
-    return int(row.get('patch_size', 16))
-
-
 SPEC = FamilySpec(
     name='beit', model=Beit, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('getter', 'fx'), default_feature_cls='getter',
-    output_strides=lambda name, row: (_patch(name, row),),
+    output_strides=patch_stride_of,
     default_out_indices=3,  # timm's default feature levels for these ViTs: the last three blocks
-    input_multiple=_patch, min_input_size=_patch, img_size_arg='img_size',
+    input_multiple=patch_size_of, min_input_size=patch_size_of, img_size_arg='img_size',
     size_args=('init_values',),
     # no dynamic_hw: the table resampling branches on the grid
     export=('torch.export', 'onnx', 'compile'),
-    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=token_pyramid)

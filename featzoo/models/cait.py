@@ -11,22 +11,25 @@ outputs there equal timm's fixed-size model.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..checks import check_choice, check_int
+from ..checks import check_choice
 from ..family import FamilySpec
-from ..layers.class_attention import CaitClassAttentionBlock
+from ..layers.class_attention import CaitClassAttentionBlock, check_class_token_pool
 from ..layers.drop import DropPath
 from ..layers.head_api import HeadApi
-from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
+from ..layers.pyramid import token_pyramid
+from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
+from ..layers.token_model import check_token_model_args, layer_norm_eps6, patch_size_of, patch_stride_of
+from ..layers.token_model import plan_intermediates, reset_linear_head, run_checkpointed, tap_blocks
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Cait', 'TalkingHeadAttention', 'LayerScaleBlock', 'VARIANTS', 'SPEC']
@@ -36,14 +39,9 @@ DEFAULT_CFG = dict(
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj', classifier='head')
 
 GLOBAL_POOLS = ('', 'token', 'avg')
-FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
 
 
-def _layer_norm(dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, eps=1e-6)
-
-
-class TalkingHeadAttention(nn.Module):
+class TalkingHeadAttention(AttentionParts):
     """Self-attention whose heads exchange information twice: the attention logits are mixed across heads
     (``proj_l``) before the softmax and the probabilities again (``proj_w``) after it.
 
@@ -51,19 +49,13 @@ class TalkingHeadAttention(nn.Module):
     torch.Size([2, 6, 32])
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_l = nn.Linear(num_heads, num_heads)
-        self.proj_w = nn.Linear(num_heads, num_heads)
-        self.proj_drop = nn.Dropout(proj_drop)
+    def _input_projections(self, dim: int, qkv_bias: bool) -> None:
+        self.scale = (dim // self.num_heads) ** -0.5
+        super()._input_projections(dim, qkv_bias)
+
+    def _after_proj(self, dim: int) -> None:
+        self.proj_l = nn.Linear(self.num_heads, self.num_heads)
+        self.proj_w = nn.Linear(self.num_heads, self.num_heads)
 
     @staticmethod
     def _mix_heads(attn: torch.Tensor, mixer: nn.Linear) -> torch.Tensor:
@@ -89,7 +81,7 @@ class LayerScaleBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_layer: Callable[[int], nn.Module] = _layer_norm, init_values: float = 1e-4) -> None:
+                 norm_layer: Callable[[int], nn.Module] = layer_norm_eps6, init_values: float = 1e-4) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = TalkingHeadAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
@@ -104,16 +96,6 @@ class LayerScaleBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
         return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
-
-
-def _check_img_size(img_size: Any, patch: Tuple[int, int]) -> Tuple[int, int]:
-    size = to_2tuple(img_size)
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
-    if size[0] % patch[0] or size[1] % patch[1]:
-        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples '
-                         f'of {max(patch)} (>= {max(patch)})')
-    return size
 
 
 class Cait(HeadApi, nn.Module):
@@ -137,17 +119,11 @@ class Cait(HeadApi, nn.Module):
                  mlp_ratio_token_only: float = 4.0, dynamic_img_size: bool = True,
                  output_stride: Optional[int] = None) -> None:
         super().__init__()
-        check_choice('global_pool', global_pool, GLOBAL_POOLS)
-        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
-                                     ('depth_token_only', depth_token_only, 0), ('patch_size', patch_size, 1)):
-            check_int(name, value, minimum)
-        if embed_dim % num_heads:
-            raise ValueError(f'embed_dim={embed_dim} must be divisible by num_heads={num_heads}')
-        if output_stride is not None and output_stride != patch_size:
-            raise ValueError(f'output_stride={output_stride!r} is not supported: CaiT has one stride, its patch size '
-                             f'{patch_size}; valid: {patch_size} or None')
-        img_size = _check_img_size(img_size, (patch_size, patch_size))
+        check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
+                               (('depth_token_only', depth_token_only, 0), ('patch_size', patch_size, 1)))
+        check_heads(embed_dim, num_heads)
+        check_single_stride(output_stride, patch_size, 'CaiT')
+        img_size = check_img_size(img_size, (patch_size, patch_size))
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -170,9 +146,9 @@ class Cait(HeadApi, nn.Module):
         self.feature_info = [dict(num_chs=embed_dim, reduction=reduction, module=f'blocks.{i}') for i in range(depth)]
         self.blocks_token_only = nn.ModuleList([
             CaitClassAttentionBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio_token_only, qkv_bias=qkv_bias,
-                                    norm_layer=_layer_norm, init_values=init_values)
+                                    norm_layer=layer_norm_eps6, init_values=init_values)
             for _ in range(depth_token_only)])
-        self.norm = _layer_norm(embed_dim)
+        self.norm = layer_norm_eps6(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
@@ -210,18 +186,8 @@ class Cait(HeadApi, nn.Module):
         >>> m.head, m.global_pool
         (Identity(), 'avg')
         """
-        check_int('num_classes', num_classes, 0)
-        if global_pool is not None:
-            check_choice('global_pool', global_pool, GLOBAL_POOLS)
-            if global_pool == 'token' and not self.num_prefix_tokens:
-                raise ValueError("global_pool='token' needs the class token, which pruning the head removed; "
-                                 "valid now: '', 'avg'")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        like = self.patch_embed.proj.weight
-        self.head = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) \
-            if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
+        reset_linear_head(self, num_classes, global_pool, GLOBAL_POOLS, self.num_features, self.patch_embed.proj.weight,
+                          partial(check_class_token_pool, self))
 
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
         """Make ``img_size`` the reference size: the position table is resampled (bicubic) to its patch grid. Its
@@ -231,7 +197,7 @@ class Cait(HeadApi, nn.Module):
         >>> tuple(m.pos_embed.shape)
         (1, 24, 32)
         """
-        size = _check_img_size(img_size, self.patch_embed.patch_size)
+        size = check_img_size(img_size, self.patch_embed.patch_size)
         old_grid = self.patch_embed.grid_size
         self.patch_embed.set_input_size(size)
         if self.patch_embed.grid_size != old_grid:
@@ -251,9 +217,7 @@ class Cait(HeadApi, nn.Module):
         return self.pos_drop(x.reshape(B, H * W, C) + pos_embed), (H, W)
 
     def _run(self, block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return run_checkpointed(self.grad_checkpointing, block, *args)
 
     def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
         """Run the class token through the class-attention blocks over the patch tokens ``x``; returns the class
@@ -313,22 +277,11 @@ class Cait(HeadApi, nn.Module):
         >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
         [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
         """
-        check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
-        take, last = feature_take_indices(len(self.blocks), indices)
-        take = set(take)
-        B = x.shape[0]
-        x, (H, W) = self._embed(x)
-        # later blocks cannot change what is returned when only the intermediates are wanted
-        blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = self._run(block, x)
-            if i in take:
-                intermediates.append(self.norm(x) if norm else x)
-        if output_fmt == 'NCHW':
-            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2) for y in intermediates]
-        elif output_fmt == 'NHWC':
-            intermediates = [y.reshape(B, H, W, -1) for y in intermediates]
+        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
+        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
+        x, grid = self._embed(x)
+        x, intermediates = tap_blocks(x, blocks, self._run, take, self.norm if norm else None)
+        intermediates = tokens_to_maps(intermediates, 0, grid, output_fmt)  # the blocks carry no class token
         if intermediates_only:
             return intermediates
         return self._finish(x), intermediates
@@ -401,29 +354,15 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Cait) -> Di
     return out
 
 
-def create_feature_pyramid(model: Cait, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """The plain-ViT simple pyramid (strides 4, 8, 16, 32 from four tapped blocks), vision_transformer's.
-
-    >>> [lv['reduction'] for lv in create_feature_pyramid(SPEC.build('cait_xxs24_224'))['pyramid_levels']]
-    [4, 8, 16, 32]
-    """
-    from .vision_transformer import create_feature_pyramid as plain_vit_pyramid
-    return plain_vit_pyramid(model, out_indices)
-
-
-def _patch(variant: str, row: Any) -> int:
-    return int(row.get('patch_size', 16))
-
-
 SPEC = FamilySpec(
     name='cait', model=Cait, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     # not 'fx': its token-to-map step strips num_prefix_tokens (1) tokens from each tapped block, but CaiT's blocks
     # carry none (the class token joins after them)
     feature_cls=('getter',), default_feature_cls='getter',
-    output_strides=lambda name, row: (_patch(name, row),),
+    output_strides=patch_stride_of,
     default_out_indices=3,  # timm's default feature levels for these ViTs: the last three blocks
-    input_multiple=_patch, min_input_size=_patch, img_size_arg='img_size',
+    input_multiple=patch_size_of, min_input_size=patch_size_of, img_size_arg='img_size',
     size_args=('init_values',),
     # no dynamic_hw: the position-table resample branches on the grid
     export=('torch.export', 'onnx', 'compile'),
-    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=token_pyramid)

@@ -21,7 +21,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Un
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int
 from ..family import FamilySpec
@@ -29,11 +28,15 @@ from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
 from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices, prune_blocks, tokens_to_maps
+from ..layers.intermediates import IndicesArg, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
+from ..layers.pyramid import token_pyramid
 from ..layers.rope import AxialRope, CenteredRope, MixedRope, apply_rope
+from ..layers.token_model import TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
+from ..layers.token_model import check_token_model_args, plan_intermediates, pool_tokens, reset_linear_head
+from ..layers.token_model import run_checkpointed, scale_init_by_depth
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Eva', 'EvaAttention', 'EvaBlock', 'VARIANTS', 'HEAD_IS_PROJECTION', 'SPEC']
@@ -47,7 +50,6 @@ GLOBAL_POOLS = ('', 'avg', 'avgmax', 'max', 'token', 'map')
 ATTN_TYPES = ('eva', 'rope')
 ROPE_TYPES = ('cat', 'dinov3', 'mixed')
 NORM_LAYERS = ('layernorm', 'rmsnorm')
-FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
 
 
 # ---- blocks ---------------------------------------------------------------------------------------------------------
@@ -80,8 +82,7 @@ class EvaAttention(nn.Module):
                  attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
         super().__init__()
         check_choice('attn_type', attn_type, ATTN_TYPES)
-        if dim % num_heads:
-            raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
+        check_heads(dim, num_heads)
         num_kv_heads = num_kv_heads or num_heads
         if num_heads % num_kv_heads:
             raise ValueError(f'num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}')
@@ -217,16 +218,6 @@ def _check_rope_args(rope_type: str, attn_type: str, rope_rotate_half: bool, hea
                          f'num_heads), got {head_dim}')
 
 
-def _check_img_size(img_size: Any, patch: Tuple[int, int], dynamic_img_pad: bool) -> Tuple[int, int]:
-    size = to_2tuple(img_size)
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
-    if not dynamic_img_pad and (size[0] % patch[0] or size[1] % patch[1] or size[0] < patch[0] or size[1] < patch[1]):
-        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples of '
-                         f'{max(patch)} (>= {max(patch)}), or build with dynamic_img_pad=True')
-    return size
-
-
 class Eva(HeadApi, nn.Module):
     """EVA-style ViT: patch embedding, prefix tokens (class, registers), a learned absolute position table and/or
     RoPE, ``depth`` :class:`EvaBlock`\\ s, final norm(s), and a pooled linear head (or an attention pool).
@@ -262,14 +253,10 @@ class Eva(HeadApi, nn.Module):
                  ref_feat_shape: Optional[Union[int, Tuple[int, int]]] = None, head_init_scale: float = 0.001,
                  output_stride: Optional[int] = None) -> None:
         super().__init__()
-        check_choice('global_pool', global_pool, GLOBAL_POOLS)
-        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
-                                     ('num_reg_tokens', num_reg_tokens, 0), ('swiglu_align_to', swiglu_align_to, 0)):
-            check_int(name, value, minimum)
+        check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
+                               (('num_reg_tokens', num_reg_tokens, 0), ('swiglu_align_to', swiglu_align_to, 0)))
         check_choice('attn_type', attn_type, ATTN_TYPES)
-        if embed_dim % num_heads:
-            raise ValueError(f'embed_dim={embed_dim} must be divisible by num_heads={num_heads}')
+        check_heads(embed_dim, num_heads)
         if global_pool == 'token' and not class_token:
             raise ValueError("global_pool='token' reads the class token, so it needs class_token=True; valid "
                              "without one: '', 'avg', 'avgmax', 'max', 'map'")
@@ -281,12 +268,10 @@ class Eva(HeadApi, nn.Module):
             _check_rope_args(rope_type, attn_type, rope_rotate_half, embed_dim // num_heads)
         patch = to_2tuple(patch_size)
         natural_stride = max(patch) if len(patch) == 2 and all(isinstance(p, int) for p in patch) else patch_size
-        if output_stride is not None and output_stride != natural_stride:
-            raise ValueError(f'output_stride={output_stride!r} is not supported: this ViT has one stride, its patch '
-                             f'size {natural_stride}; valid: {natural_stride} or None')
+        check_single_stride(output_stride, natural_stride, 'this ViT')
         if not (len(patch) == 2 and all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in patch)):
             raise ValueError(f'patch_size must be a positive int or a pair of them, got {patch_size!r}')
-        img_size = _check_img_size(img_size, patch, dynamic_img_pad)
+        img_size = check_img_size(img_size, patch, bool(dynamic_img_pad))
         norm = _norm_factory(norm_layer, norm_eps)
         fc_norm = global_pool == 'avg' if use_fc_norm is None else use_fc_norm
         post_norm = not fc_norm if use_post_transformer_norm is None else use_post_transformer_norm
@@ -369,14 +354,7 @@ class Eva(HeadApi, nn.Module):
                 trunc_normal_(token, std=0.02)
         if self.blocks[0].attn.proj.weight.is_meta:
             return
-        with torch.no_grad():
-            for i, block in enumerate(self.blocks):
-                scale = math.sqrt(2.0 * (i + 1))
-                block.attn.proj.weight.div_(scale)
-                block.mlp.fc2.weight.div_(scale)
-            if self.head_init_scale and isinstance(self.head, nn.Linear):
-                self.head.weight.mul_(self.head_init_scale)
-                self.head.bias.mul_(self.head_init_scale)
+        scale_init_by_depth(self.blocks, self.head, self.head_init_scale)
 
     # ---- timm's model API ----------------------------------------------------------------------------------------
 
@@ -405,22 +383,18 @@ class Eva(HeadApi, nn.Module):
         >>> m = Eva(embed_dim=32, depth=1, num_heads=2); m.reset_classifier(0, 'max'); m.head, m.global_pool
         (Identity(), 'max')
         """
-        check_int('num_classes', num_classes, 0)
-        if global_pool is not None:
-            check_choice('global_pool', global_pool, GLOBAL_POOLS)
-            if global_pool == 'token' and self.cls_token is None:
-                raise ValueError("global_pool='token' needs a class token, which this model has none of")
-            if global_pool == 'map' and self.attn_pool is None:
-                raise ValueError("global_pool='map' needs the attention pool built with the model "
-                                 "(create it with global_pool='map'); it cannot be added afterwards")
-            if global_pool != 'map':
-                self.attn_pool = None
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        like = self.patch_embed.proj.weight
-        self.head = nn.Linear(self.embed_dim, num_classes, device=like.device, dtype=like.dtype) \
-            if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
+        reset_linear_head(self, num_classes, global_pool, GLOBAL_POOLS, self.embed_dim, self.patch_embed.proj.weight,
+                          self._switch_pool)
+
+    def _switch_pool(self, global_pool: str) -> None:
+        # reset_classifier's pool check: an attention pool can be dropped, not added
+        if global_pool == 'token' and self.cls_token is None:
+            raise ValueError("global_pool='token' needs a class token, which this model has none of")
+        if global_pool == 'map' and self.attn_pool is None:
+            raise ValueError("global_pool='map' needs the attention pool built with the model "
+                             "(create it with global_pool='map'); it cannot be added afterwards")
+        if global_pool != 'map':
+            self.attn_pool = None
 
     def set_input_size(self, img_size: Optional[Union[int, Tuple[int, int]]] = None,
                        patch_size: Optional[Union[int, Tuple[int, int]]] = None) -> None:
@@ -436,7 +410,7 @@ class Eva(HeadApi, nn.Module):
                              f'{self.patch_embed.patch_size}')
         if img_size is None:
             return
-        img_size = _check_img_size(img_size, self.patch_embed.patch_size, self.patch_embed.dynamic_img_pad)
+        img_size = check_img_size(img_size, self.patch_embed.patch_size, bool(self.patch_embed.dynamic_img_pad))
         old_grid = self.patch_embed.grid_size
         self.patch_embed.set_input_size(img_size)
         if self.pos_embed is not None and self.patch_embed.grid_size != old_grid:
@@ -472,10 +446,7 @@ class Eva(HeadApi, nn.Module):
         tapped = []
         for i, block in enumerate(blocks):
             block_rope = rope[i] if self.rope_mixed else rope  # mixed RoPE: one table per block
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, block_rope, use_reentrant=False)
-            else:
-                x = block(x, rope=block_rope)
+            x = run_checkpointed(self.grad_checkpointing, block, x, block_rope)
             if taps is not None and i in taps:
                 tapped.append(self.norm(x) if norm else x)
         return x, tapped
@@ -499,17 +470,7 @@ class Eva(HeadApi, nn.Module):
         """
         if self.attn_pool is not None:
             return self.attn_pool(x)
-        pool_type = self.global_pool if pool_type is None else pool_type
-        if not pool_type:
-            return x
-        if pool_type == 'token':
-            return x[:, 0]
-        x = x[:, self.num_prefix_tokens:]
-        if pool_type == 'avg':
-            return x.mean(dim=1)
-        if pool_type == 'max':
-            return x.amax(dim=1)
-        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))
+        return pool_tokens(x, self.global_pool if pool_type is None else pool_type, self.num_prefix_tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, normalize (``fc_norm``), dropout and classify (or project) the tokens of :meth:`forward_features`.
@@ -540,12 +501,10 @@ class Eva(HeadApi, nn.Module):
         >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 32, 48), 2, intermediates_only=True)]
         [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
         """
-        check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
-        take, last = feature_take_indices(len(self.blocks), indices)
+        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
+        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
         x, rope, (H, W) = self._embed(x)
-        # later blocks cannot change what is returned when only the intermediates are wanted
-        blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
-        x, intermediates = self._run_blocks(x, rope, blocks, set(take), norm)
+        x, intermediates = self._run_blocks(x, rope, blocks, take, norm)
         intermediates = tokens_to_maps(intermediates, self.num_prefix_tokens, (H, W), output_fmt,
                                        return_prefix_tokens, pair_without_prefix=True)
         if intermediates_only:
@@ -627,15 +586,12 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'eva_giant_patch14_336': dict(_EVA_G, img_size=336, num_classes=1000),
     'eva_giant_patch14_560': dict(_EVA_G, img_size=560, num_classes=1000),
     'eva_giant_patch14_clip_224': dict(_EVA_G, img_size=224, num_classes=1024, global_pool='token'),
-    # EVA02: MIM pretrained (no head) and fine-tuned
-    'eva02_tiny_patch14_224': dict(_EVA02, **_TI, img_size=224, num_classes=0),
-    'eva02_small_patch14_224': dict(_EVA02, **_S, img_size=224, num_classes=0),
-    'eva02_base_patch14_224': dict(_EVA02_BL, **_B, img_size=224, num_classes=0),
-    'eva02_large_patch14_224': dict(_EVA02_BL, **_L, img_size=224, num_classes=0),
-    'eva02_tiny_patch14_336': dict(_EVA02, **_TI, img_size=336, num_classes=1000),
-    'eva02_small_patch14_336': dict(_EVA02, **_S, img_size=336, num_classes=1000),
-    'eva02_base_patch14_448': dict(_EVA02_BL, **_B, img_size=448, num_classes=1000),
-    'eva02_large_patch14_448': dict(_EVA02_BL, **_L, img_size=448, num_classes=1000),
+    # EVA02: MIM pretrained at 224 (no head), then fine-tuned at 336 (tiny, small) or 448 (base, large)
+    **{f'eva02_{size}_patch14_{side}': dict(cfg, **dims, img_size=side, num_classes=1000 if tuned else 0)
+       for tuned in (False, True)
+       for size, cfg, dims, tuned_side in (('tiny', _EVA02, _TI, 336), ('small', _EVA02, _S, 336),
+                                           ('base', _EVA02_BL, _B, 448), ('large', _EVA02_BL, _L, 448))
+       for side in ((tuned_side if tuned else 224),)},
     # EVA02-CLIP image towers (the head is the image projection)
     'eva02_base_patch16_clip_224': dict(_EVA02_CLIP, **_B, patch_size=16, img_size=224, num_classes=512),
     'eva02_large_patch14_clip_224': dict(_EVA02_CLIP, **_L, img_size=224, num_classes=768),
@@ -668,19 +624,11 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'vit_pe_spatial_base_patch16_512': dict(_PE_TOKENS, **_B, patch_size=16, img_size=512),
     'vit_pe_spatial_large_patch14_448': dict(_PE_TOKENS, **_L, patch_size=14),
     'vit_pe_spatial_gigantic_patch14_448': dict(_PE_TOKENS, **_PE_G, depth=50, init_values=0.1),
-    # RoPE-ViT (NAVER)
-    'vit_small_patch16_rope_224': dict(_NAVER, **_S, img_size=224, num_classes=1000),
-    'vit_base_patch16_rope_224': dict(_NAVER, **_B, img_size=224, num_classes=1000),
-    'vit_large_patch16_rope_224': dict(_NAVER, **_L, img_size=224, num_classes=1000),
-    'vit_small_patch16_rope_mixed_224': dict(_NAVER_MIXED, **_S, img_size=224, num_classes=1000),
-    'vit_base_patch16_rope_mixed_224': dict(_NAVER_MIXED, **_B, img_size=224, num_classes=1000),
-    'vit_large_patch16_rope_mixed_224': dict(_NAVER_MIXED, **_L, img_size=224, num_classes=1000),
-    'vit_small_patch16_rope_ape_224': dict(_NAVER, **_APE, **_S, img_size=224, num_classes=1000),
-    'vit_base_patch16_rope_ape_224': dict(_NAVER, **_APE, **_B, img_size=224, num_classes=1000),
-    'vit_large_patch16_rope_ape_224': dict(_NAVER, **_APE, **_L, img_size=224, num_classes=1000),
-    'vit_small_patch16_rope_mixed_ape_224': dict(_NAVER_MIXED, **_APE, **_S, img_size=224, num_classes=1000),
-    'vit_base_patch16_rope_mixed_ape_224': dict(_NAVER_MIXED, **_APE, **_B, img_size=224, num_classes=1000),
-    'vit_large_patch16_rope_mixed_ape_224': dict(_NAVER_MIXED, **_APE, **_L, img_size=224, num_classes=1000),
+    # RoPE-ViT (NAVER): axial or mixed RoPE, without or with an absolute position table, small to large
+    **{f'vit_{size}_patch16_rope{rope}{ape}_224': dict(cfg, **ape_cfg, **dims, img_size=224, num_classes=1000)
+       for ape, ape_cfg in (('', {}), ('_ape', _APE))
+       for rope, cfg in (('', _NAVER), ('_mixed', _NAVER_MIXED))
+       for size, dims in (('small', _S), ('base', _B), ('large', _L))},
     # DINOv3 ('_qkvb': with the (zero) q/v biases of the distilled checkpoints)
     'vit_tiny_patch16_dinov3_qkvb': dict(_DINOV3, **_TI, qkv_bias=True),
     'vit_small_patch16_dinov3': dict(_DINOV3, **_S),
@@ -853,17 +801,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Eva) -> Dic
     return out
 
 
-def create_feature_pyramid(model: Eva, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """The plain-ViT simple pyramid (strides 4, 8, 16, 32 from four tapped blocks): vision_transformer's, which
-    reads only ``blocks``, ``embed_dim`` and ``patch_embed`` (imported when asked for, so this family loads alone).
-
-    >>> [lv['reduction'] for lv in create_feature_pyramid(SPEC.build('eva02_tiny_patch14_224'))['pyramid_levels']]
-    [4, 8, 16, 32]
-    """
-    from .vision_transformer import create_feature_pyramid as plain_vit_pyramid
-    return plain_vit_pyramid(model, out_indices)
-
-
 # ---- the family's spec ----------------------------------------------------------------------------------------------
 
 def patch_size(variant: str, row: Any = None) -> int:
@@ -886,5 +823,5 @@ SPEC = FamilySpec(
     size_args=('patch_size', 'ref_feat_shape', 'num_kv_heads', 'attn_pool_num_heads', 'attn_pool_mlp_ratio',
                'swiglu_align_to'),
     export=('torch.export', 'onnx', 'compile'),
-    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid,
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=token_pyramid,
     head_is_projection=head_is_projection)

@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
@@ -30,6 +29,7 @@ from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.mlp import Mlp
 from ..layers.pos_embed import resample_abs_pos_embed
+from ..layers.token_model import run_checkpointed
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 from .vision_transformer import LayerScale
 
@@ -380,9 +380,7 @@ class Hiera(HeadApi, nn.Module):
         return unroll(x + pos_embed, grid, self.num_unrolls), grid
 
     def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+        return run_checkpointed(self.grad_checkpointing, block, x)
 
     def _stage_map(self, x: torch.Tensor, stage: int, grid: Tuple[Any, Any]) -> torch.Tensor:
         pooled = min(stage, self.q_pool)

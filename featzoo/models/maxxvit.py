@@ -224,26 +224,40 @@ def _head_count(dim_attn: int, dim_head: int) -> int:
     return dim_attn // dim_head
 
 
-class AttentionCl(nn.Module):
-    """Multi-head attention over the tokens of channels-last windows ``(B, h, w, C)``, with a relative position bias.
+class _MaxxAttention(nn.Module):
+    """What both attentions hold, in timm's order: ``qkv`` and ``proj`` projections (linear layers for channels-last
+    tokens, 1x1 convolutions for NCHW maps) around an optional relative position bias ``rel_pos``. The attention
+    width is ``dim_out`` with ``expand_first`` (channels-last: only when that widens), else ``dim``."""
 
-    >>> AttentionCl(64, 64, rel_pos=partial(RelPosBias, (2, 2)))(torch.zeros(3, 2, 2, 64)).shape
-    torch.Size([3, 2, 2, 64])
-    """
+    channels_last = True
 
     def __init__(self, dim: int, dim_out: int, dim_head: int = 32, bias: bool = True, expand_first: bool = True,
                  head_first: bool = True, rel_pos: RelPosFactory = None, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:
         super().__init__()
-        dim_attn = dim_out if expand_first and dim_out > dim else dim
+        widen = expand_first and (dim_out > dim or not self.channels_last)
+        dim_attn = dim_out if widen else dim
         self.num_heads = _head_count(dim_attn, dim_head)
         self.dim_head = dim_head
         self.head_first = head_first
         self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, dim_attn * 3, bias=bias)
+        self.qkv = self._projection(dim, dim_attn * 3, bias)
         self.rel_pos = rel_pos(self.num_heads) if rel_pos is not None else None
-        self.proj = nn.Linear(dim_attn, dim_out, bias=bias)
+        self.proj = self._projection(dim_attn, dim_out, bias)
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def _projection(self, in_chs: int, out_chs: int, bias: bool) -> nn.Module:
+        if self.channels_last:
+            return nn.Linear(in_chs, out_chs, bias=bias)
+        return nn.Conv2d(in_chs, out_chs, 1, bias=bias)
+
+
+class AttentionCl(_MaxxAttention):
+    """Multi-head attention over the tokens of channels-last windows ``(B, h, w, C)``, with a relative position bias.
+
+    >>> AttentionCl(64, 64, rel_pos=partial(RelPosBias, (2, 2)))(torch.zeros(3, 2, 2, 64)).shape
+    torch.Size([3, 2, 2, 64])
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[1], x.shape[2]
@@ -259,26 +273,14 @@ class AttentionCl(nn.Module):
         return x.unflatten(1, (height, width))
 
 
-class Attention2d(nn.Module):
+class Attention2d(_MaxxAttention):
     """Multi-head attention over every position of an NCHW map (1x1 convolution projections).
 
     >>> Attention2d(32, 64, rel_pos=partial(RelPosBias, (3, 3)))(torch.zeros(1, 32, 3, 3)).shape
     torch.Size([1, 64, 3, 3])
     """
 
-    def __init__(self, dim: int, dim_out: int, dim_head: int = 32, bias: bool = True, expand_first: bool = True,
-                 head_first: bool = True, rel_pos: RelPosFactory = None, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        dim_attn = dim_out if expand_first else dim
-        self.num_heads = _head_count(dim_attn, dim_head)
-        self.dim_head = dim_head
-        self.head_first = head_first
-        self.attn_drop = attn_drop
-        self.qkv = nn.Conv2d(dim, dim_attn * 3, 1, bias=bias)
-        self.rel_pos = rel_pos(self.num_heads) if rel_pos is not None else None
-        self.proj = nn.Conv2d(dim_attn, dim_out, 1, bias=bias)
-        self.proj_drop = nn.Dropout(proj_drop)
+    channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[2], x.shape[3]
@@ -295,6 +297,28 @@ class Attention2d(nn.Module):
 
 
 # ---- window and grid partitions (NHWC), by partition count so that their size follows the input -----------------
+# Both split each side into (count, size): a window partition keeps the count outer (contiguous blocks), a grid
+# partition inner (every count-th row / column); the counts then move to the batch axis, and back on the way out.
+
+def _partition(x: torch.Tensor, counts: Pair, windows: bool) -> torch.Tensor:
+    if windows:
+        x = x.unflatten(1, (counts[0], -1)).unflatten(3, (counts[1], -1))
+        return x.permute(0, 1, 3, 2, 4, 5).flatten(0, 2)
+    x = x.unflatten(1, (-1, counts[0])).unflatten(3, (-1, counts[1]))
+    return x.permute(0, 2, 4, 1, 3, 5).flatten(0, 2)
+
+
+def _unpartition(parts: torch.Tensor, counts: Pair, windows: bool) -> torch.Tensor:
+    """The inverse of :func:`_partition` (``window_reverse``, ``grid_reverse``).
+
+    >>> x = torch.randn(2, 4, 6, 3)
+    >>> [torch.equal(_unpartition(_partition(x, (2, 3), w), (2, 3), w), x) for w in (True, False)]
+    [True, True]
+    """
+    x = parts.unflatten(0, (-1, counts[0], counts[1]))
+    x = x.permute(0, 1, 3, 2, 4, 5) if windows else x.permute(0, 3, 1, 4, 2, 5)
+    return x.flatten(1, 2).flatten(2, 3)
+
 
 def window_partition(x: torch.Tensor, counts: Pair) -> torch.Tensor:
     """``(B, H, W, C)`` -> ``(B * nh * nw, H / nh, W / nw, C)``: contiguous windows, ``counts = (nh, nw)`` per side.
@@ -302,19 +326,12 @@ def window_partition(x: torch.Tensor, counts: Pair) -> torch.Tensor:
     >>> window_partition(torch.zeros(2, 4, 6, 3), (2, 3)).shape
     torch.Size([12, 2, 2, 3])
     """
-    x = x.unflatten(1, (counts[0], -1)).unflatten(3, (counts[1], -1))
-    return x.permute(0, 1, 3, 2, 4, 5).flatten(0, 2)
+    return _partition(x, counts, windows=True)
 
 
 def window_reverse(windows: torch.Tensor, counts: Pair) -> torch.Tensor:
-    """Inverse of :func:`window_partition`.
-
-    >>> x = torch.randn(2, 4, 6, 3)
-    >>> torch.equal(window_reverse(window_partition(x, (2, 3)), (2, 3)), x)
-    True
-    """
-    x = windows.unflatten(0, (-1, counts[0], counts[1])).permute(0, 1, 3, 2, 4, 5)
-    return x.flatten(1, 2).flatten(2, 3)
+    """Inverse of :func:`window_partition`."""
+    return _unpartition(windows, counts, windows=True)
 
 
 def grid_partition(x: torch.Tensor, counts: Pair) -> torch.Tensor:
@@ -324,19 +341,12 @@ def grid_partition(x: torch.Tensor, counts: Pair) -> torch.Tensor:
     >>> grid_partition(torch.arange(4.).reshape(1, 1, 4, 1), (1, 2))[:, 0, :, 0].tolist()
     [[0.0, 2.0], [1.0, 3.0]]
     """
-    x = x.unflatten(1, (-1, counts[0])).unflatten(3, (-1, counts[1]))
-    return x.permute(0, 2, 4, 1, 3, 5).flatten(0, 2)
+    return _partition(x, counts, windows=False)
 
 
 def grid_reverse(windows: torch.Tensor, counts: Pair) -> torch.Tensor:
-    """Inverse of :func:`grid_partition`.
-
-    >>> x = torch.randn(2, 4, 6, 3)
-    >>> torch.equal(grid_reverse(grid_partition(x, (2, 3)), (2, 3)), x)
-    True
-    """
-    x = windows.unflatten(0, (-1, counts[0], counts[1])).permute(0, 3, 1, 4, 2, 5)
-    return x.flatten(1, 2).flatten(2, 3)
+    """Inverse of :func:`grid_partition`."""
+    return _unpartition(windows, counts, windows=False)
 
 
 def _partition_counts(feat_size: Pair, partition: Pair) -> Pair:
@@ -1145,18 +1155,10 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     'maxxvitv2_rmlp_large_rw_224': _row(_MAX, _next(no_block_attn=True), embed_dim=(160, 320, 640, 1280),
                                         depths=(2, 6, 16, 2), stem_width=(80, 160), mlp_head=True),
     # MaxViT ported from the official TensorFlow weights
-    'maxvit_tiny_tf_224': _tf(_W64, (2, 2, 5, 2), 64, 224),
-    'maxvit_tiny_tf_384': _tf(_W64, (2, 2, 5, 2), 64, 384),
-    'maxvit_tiny_tf_512': _tf(_W64, (2, 2, 5, 2), 64, 512),
-    'maxvit_small_tf_224': _tf(_W96, (2, 2, 5, 2), 64, 224),
-    'maxvit_small_tf_384': _tf(_W96, (2, 2, 5, 2), 64, 384),
-    'maxvit_small_tf_512': _tf(_W96, (2, 2, 5, 2), 64, 512),
-    'maxvit_base_tf_224': _tf(_W96, (2, 6, 14, 2), 64, 224),
-    'maxvit_base_tf_384': _tf(_W96, (2, 6, 14, 2), 64, 384),
-    'maxvit_base_tf_512': _tf(_W96, (2, 6, 14, 2), 64, 512),
-    'maxvit_large_tf_224': _tf(_W128, (2, 6, 14, 2), 128, 224),
-    'maxvit_large_tf_384': _tf(_W128, (2, 6, 14, 2), 128, 384),
-    'maxvit_large_tf_512': _tf(_W128, (2, 6, 14, 2), 128, 512),
+    **{f'maxvit_{size}_tf_{side}': _tf(width, depths, stem, side)
+       for size, width, depths, stem in (('tiny', _W64, (2, 2, 5, 2), 64), ('small', _W96, (2, 2, 5, 2), 64),
+                                         ('base', _W96, (2, 6, 14, 2), 64), ('large', _W128, (2, 6, 14, 2), 128))
+       for side in (224, 384, 512)},
     'maxvit_xlarge_tf_224': _tf(_W192, (2, 6, 14, 2), 192, 224, num_classes=21843),
     'maxvit_xlarge_tf_384': _tf(_W192, (2, 6, 14, 2), 192, 384),
     'maxvit_xlarge_tf_512': _tf(_W192, (2, 6, 14, 2), 192, 512),

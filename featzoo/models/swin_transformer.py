@@ -14,7 +14,7 @@ torch.Size([1, 7, 7, 768])
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pooling import POOL_TYPES
+from ..layers.rel_pos import geometric_positions, relative_position_index
 from ..layers.head_api import HeadApi
 from ..layers.weight_init import trunc_normal_linears_
 
@@ -92,26 +93,6 @@ def _on_meta(device: Optional[torch.device]) -> bool:
     # Buffers built on the meta device are recomputed after loading (init_non_persistent_buffers); computing them
     # there would only cost time, as meta arithmetic runs through torch's Python references.
     return torch.empty(0, device=device).is_meta
-
-
-def relative_position_index(window: Pair, device: Optional[torch.device] = None) -> torch.Tensor:
-    """Index into the ``(2h-1)*(2w-1)`` bias table for every (query, key) pair of a window, shape ``(N, N)``.
-
-    >>> relative_position_index((2, 2))
-    tensor([[4, 3, 1, 0],
-            [5, 4, 2, 1],
-            [7, 6, 4, 3],
-            [8, 7, 5, 4]])
-    """
-    wh, ww = window
-    if _on_meta(device):
-        return torch.empty(wh * ww, wh * ww, dtype=torch.long, device='meta')
-    rows = torch.arange(wh, device=device).repeat_interleave(ww)
-    cols = torch.arange(ww, device=device).repeat(wh)
-    # offsets shifted to be non-negative, then flattened row-major over the (2h-1, 2w-1) table
-    d_row = rows[:, None] - rows[None, :] + (wh - 1)
-    d_col = cols[:, None] - cols[None, :] + (ww - 1)
-    return d_row * (2 * ww - 1) + d_col
 
 
 def window_partition(x: torch.Tensor, window: Pair) -> torch.Tensor:
@@ -195,28 +176,6 @@ def select_window_mask(x: torch.Tensor, cached: torch.Tensor, cached_size: Pair,
     return shifted_window_mask(x.shape[1], x.shape[2], window, shift, device=x.device, dtype=x.dtype)
 
 
-def _geometric_offsets(src: int, dst: int) -> List[float]:
-    """Source sample positions used by timm to resample relative position tables (odd ``src`` entries).
-
-    The spacing grows geometrically from the centre, with the ratio bisected so that the half width of ``src``
-    samples reaches the half width of ``dst``.
-    """
-    lo, hi = 1.01, 1.5
-    ratio = lo
-    while hi - lo > 1e-6:
-        ratio = (lo + hi) / 2.0
-        span = (1.0 - ratio ** (src // 2)) / (1.0 - ratio)
-        if span > dst // 2:
-            hi = ratio
-        else:
-            lo = ratio
-    steps, pos = [], 1.0
-    for i in range(src // 2):
-        steps.append(pos)
-        pos += ratio ** (i + 1)
-    return [-s for s in reversed(steps)] + [0.0] + steps
-
-
 def _linear_weights(src_pos: torch.Tensor, dst_pos: torch.Tensor) -> torch.Tensor:
     """``(len(dst), len(src))`` matrix of linear interpolation weights, clamped to the end samples."""
     last = src_pos.shape[0] - 1
@@ -270,7 +229,7 @@ def resize_relative_position_table(table: torch.Tensor, new_window: Pair,
     values = table.detach().float().cpu().reshape(src[0], src[1], heads).permute(2, 0, 1)
     axis_weights = []
     for s, d in zip(src, dst):
-        src_pos = torch.tensor(_geometric_offsets(s, d), dtype=torch.float32)
+        src_pos = torch.tensor(geometric_positions(s, d), dtype=torch.float32)
         half = float(d // 2)
         axis_weights.append(_linear_weights(src_pos, torch.arange(-half, half + 0.1, 1.0)))
     resized = axis_weights[0] @ values @ axis_weights[1].T
@@ -686,9 +645,19 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
         out[key] = value
     return out
 
+
+def input_multiple(variant: str, row: Mapping[str, Any]) -> int:
+    """The input sides a Swin (V1 or V2) variant takes are multiples of its patch (the windows are padded).
+
+    >>> input_multiple('swin_tiny_patch4_window7_224', VARIANTS['swin_tiny_patch4_window7_224'])
+    4
+    """
+    return max(_pair(row.get('patch_size', 4), 'patch_size'))
+
+
 SPEC = FamilySpec(
     name='swin_transformer', model=SwinTransformer, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('getter', 'fx'), default_feature_cls='getter', output_strides=OUTPUT_STRIDES,
-    input_multiple=lambda name, row: max(_pair(row.get('patch_size', 4), 'patch_size')), img_size_arg='img_size',
+    input_multiple=input_multiple, img_size_arg='img_size',
     export=('torch.export', 'onnx', 'compile'),  # no dynamic_hw: symbolic window padding takes minutes to trace
     checkpoint_filter=checkpoint_filter_fn)

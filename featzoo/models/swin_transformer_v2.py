@@ -25,8 +25,9 @@ from torch.nn import functional as F
 from ..family import FamilySpec
 from ..layers import DropPath
 from ..layers.mlp import Mlp
+from ..layers.rel_pos import relative_position_index
 from .swin_transformer import (Pair, PatchMerging, SwinTransformer, SwinTransformerBlock, _check_config, _on_meta,
-                               _pair, _stage_window_sizes, block_window_and_shift, relative_position_index)
+                               _pair, _stage_window_sizes, block_window_and_shift, input_multiple)
 
 OUTPUT_STRIDES = (32,)
 DEFAULT_CFG = dict(
@@ -269,6 +270,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
 SPEC = FamilySpec(
     name='swin_transformer_v2', model=SwinTransformerV2, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('getter', 'fx'), default_feature_cls='getter', output_strides=OUTPUT_STRIDES,
-    input_multiple=lambda name, row: max(_pair(row.get('patch_size', 4), 'patch_size')), img_size_arg='img_size',
+    input_multiple=input_multiple, img_size_arg='img_size',
     export=('torch.export', 'onnx', 'compile'),  # no dynamic_hw, as Swin V1: symbolic window padding traces slowly
     checkpoint_filter=checkpoint_filter_fn)

@@ -15,7 +15,6 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_int, check_int_tuple
 from ..family import FamilySpec
@@ -26,6 +25,7 @@ from ..layers.head_api import HeadApi
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.norm import LayerNorm2d
 from ..layers.norm_mlp_head import NormMlpClassifierHead
+from ..layers.token_model import run_checkpointed
 from ..layers.weight_init import trunc_normal_linears_
 
 DEFAULT_CFG = dict(
@@ -314,9 +314,7 @@ class TinyVit(HeadApi, nn.Module):
         self.head_hidden_size = self.head.num_features
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
+        return run_checkpointed(self.grad_checkpointing, stage, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..family import FamilySpec
 from ..layers.activations import ActLayer, create_act_layer, get_act_layer
@@ -27,11 +26,13 @@ from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
 from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices, prune_blocks, tokens_to_maps
+from ..layers.intermediates import IndicesArg, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
-from ..layers.pyramid import SimplePyramid
+from ..layers.pyramid import token_pyramid
+from ..layers.token_model import TOKEN_OUTPUT_FORMATS, check_img_size, plan_intermediates, pool_tokens, run_checkpointed
+from ..layers.token_model import tap_blocks
 from ..layers.weight_init import normal_, trunc_normal_, trunc_normal_linears_
 
 DEFAULT_CFG = dict(
@@ -70,18 +71,12 @@ _GIGANTIC_MLP = 4.923076923076923  # 1664 * 64 / 13
 _SO400M_MLP = 3.7362
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
-    'aimv2_1b_patch14_224': vit_row(14, 2048, 24, 16, **_AIMV2, mlp_ratio=2.75),
-    'aimv2_1b_patch14_336': vit_row(14, 2048, 24, 16, **_AIMV2, mlp_ratio=2.75, img_size=336),
-    'aimv2_1b_patch14_448': vit_row(14, 2048, 24, 16, **_AIMV2, mlp_ratio=2.75, img_size=448),
-    'aimv2_3b_patch14_224': vit_row(14, 3072, 24, 24, **_AIMV2, mlp_ratio=2.6667),
-    'aimv2_3b_patch14_336': vit_row(14, 3072, 24, 24, **_AIMV2, mlp_ratio=2.6667, img_size=336),
-    'aimv2_3b_patch14_448': vit_row(14, 3072, 24, 24, **_AIMV2, mlp_ratio=2.6667, img_size=448),
-    'aimv2_huge_patch14_224': vit_row(14, 1536, 24, 12, **_AIMV2, mlp_ratio=2.6667),
-    'aimv2_huge_patch14_336': vit_row(14, 1536, 24, 12, **_AIMV2, mlp_ratio=2.6667, img_size=336),
-    'aimv2_huge_patch14_448': vit_row(14, 1536, 24, 12, **_AIMV2, mlp_ratio=2.6667, img_size=448),
-    'aimv2_large_patch14_224': vit_row(14, 1024, 24, 8, **_AIMV2, mlp_ratio=2.75),
-    'aimv2_large_patch14_336': vit_row(14, 1024, 24, 8, **_AIMV2, mlp_ratio=2.75, img_size=336),
-    'aimv2_large_patch14_448': vit_row(14, 1024, 24, 8, **_AIMV2, mlp_ratio=2.75, img_size=448),
+    # AIMv2: four sizes (width, heads, MLP ratio; 24 blocks), each at 224 (the default side), 336 and 448
+    **{f'aimv2_{size}_patch14_{side}': vit_row(14, width, 24, heads, **_AIMV2, mlp_ratio=mlp_ratio,
+                                               **({} if side == 224 else dict(img_size=side)))
+       for size, width, heads, mlp_ratio in (('1b', 2048, 16, 2.75), ('3b', 3072, 24, 2.6667),
+                                             ('huge', 1536, 12, 2.6667), ('large', 1024, 8, 2.75))
+       for side in (224, 336, 448)},
     'beit3_base_patch16_224': vit_row(16, 768, 12, 12, **_BEIT3),
     'beit3_giant_patch14_224': vit_row(14, 1408, 40, 16, **_BEIT3, mlp_ratio=4.3637),
     'beit3_giant_patch14_336': vit_row(14, 1408, 40, 16, **_BEIT3, img_size=336, mlp_ratio=4.3637),
@@ -254,8 +249,6 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 
 GLOBAL_POOLS = ('', 'token', 'avg', 'avgmax', 'max', 'map')
-FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
-PYRAMID_REDUCTIONS = (4, 8, 16, 32)
 
 
 def _check_choice(name: str, value: Any, valid: Sequence[Any]) -> None:
@@ -587,16 +580,6 @@ def block_options(mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_norm: bool =
                 scale_mlp_norm=scale_mlp_norm)
 
 
-def _check_img_size(img_size: Any, patch: Tuple[int, int], padded: bool) -> Tuple[int, int]:
-    size = to_2tuple(img_size)
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
-    if not padded and (size[0] % patch[0] or size[1] % patch[1]):
-        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are '
-                         f'multiples of {max(patch)} (>= {max(patch)}), or build with dynamic_img_pad=True')
-    return size
-
-
 class VisionTransformer(HeadApi, nn.Module):
     """A plain ViT: patch embedding, prefix tokens (class, distillation, registers), learned position embedding,
     ``depth`` identical blocks, a final norm and a linear head.
@@ -798,8 +781,8 @@ class VisionTransformer(HeadApi, nn.Module):
         >>> m.set_input_size((48, 32)); m.pos_embed.shape
         torch.Size([1, 25, 32])
         """
-        size = _check_img_size(img_size, self.patch_embed.feat_ratio(as_scalar=False),
-                               self.patch_embed.dynamic_img_pad)
+        size = check_img_size(img_size, self.patch_embed.feat_ratio(as_scalar=False),
+                              bool(self.patch_embed.dynamic_img_pad))
         old_grid = self.patch_embed.grid_size
         self.patch_embed.set_input_size(size)
         if self.patch_embed.grid_size != old_grid:
@@ -842,9 +825,7 @@ class VisionTransformer(HeadApi, nn.Module):
         return self.norm_pre(self._pos_embed(x)), grid
 
     def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
+        return run_checkpointed(self.grad_checkpointing, block, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens after the final norm: (B, prefix tokens + H / patch * W / patch, embed_dim).
@@ -865,18 +846,8 @@ class VisionTransformer(HeadApi, nn.Module):
         """
         if self.attn_pool is not None:
             return self.attn_pool(x if self.pool_include_prefix else x[:, self.num_prefix_tokens:])
-        pool_type = self.global_pool if pool_type is None else pool_type
-        if not pool_type:
-            return x
-        if pool_type == 'token':
-            return x[:, 0]
-        if not self.pool_include_prefix:
-            x = x[:, self.num_prefix_tokens:]
-        if pool_type == 'avg':
-            return x.mean(dim=1)
-        if pool_type == 'max':
-            return x.amax(dim=1)
-        return 0.5 * (x.amax(dim=1) + x.mean(dim=1))
+        return pool_tokens(x, self.global_pool if pool_type is None else pool_type,
+                           None if self.pool_include_prefix else self.num_prefix_tokens)
 
     def forward_head(self, x: torch.Tensor,
                      pre_logits: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
@@ -917,17 +888,10 @@ class VisionTransformer(HeadApi, nn.Module):
         >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 32, 48), 2, intermediates_only=True)]
         [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
         """
-        _check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
-        take, last = feature_take_indices(len(self.blocks), indices)
-        take = set(take)
+        _check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
+        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
         x, (H, W) = self._embed(x)
-        # later blocks cannot change what is returned when only the intermediates are wanted
-        blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = self._run_block(block, x)
-            if i in take:
-                intermediates.append(self.norm(x) if norm else x)
+        x, intermediates = tap_blocks(x, blocks, self._run_block, take, self.norm if norm else None)
         intermediates = tokens_to_maps(intermediates, self.num_prefix_tokens, (H, W), output_fmt,
                                        return_prefix_tokens)
         if intermediates_only:
@@ -1010,30 +974,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: VisionTrans
 
 
 def create_feature_pyramid(model: VisionTransformer, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """Arguments for the getter wrapper that turn four tapped blocks into a simple pyramid of strides 4, 8, 16, 32.
-
-    ``out_indices`` must name exactly four blocks (None: four evenly spaced, the last one included). Returns
-    ``dict(pyramid=SimplePyramid, pyramid_levels=[level dicts], out_indices=blocks)``; the pyramid has no
-    parameters.
+    """Arguments for the getter wrapper that turn four tapped blocks into a simple pyramid of strides 4, 8, 16, 32
+    (:func:`featzoo.layers.pyramid.token_pyramid`, which the other single-stride token families use as well).
 
     >>> extra = create_feature_pyramid(SPEC.build('vit_tiny_patch16_224'), (2, 5, 8, 11))
     >>> [level['reduction'] for level in extra['pyramid_levels']]
     [4, 8, 16, 32]
     """
-    depth = len(model.blocks)
-    if out_indices is None:
-        out_indices = [depth * (i + 1) // 4 - 1 for i in range(4)]
-    take, _ = feature_take_indices(depth, out_indices)
-    take = sorted(set(take))
-    if len(take) != 4:
-        raise ValueError(f'feature_pyramid=True needs exactly four distinct out_indices (one per stride '
-                         f'{PYRAMID_REDUCTIONS}), got {tuple(out_indices)}; e.g. '
-                         f'{tuple(depth * (i + 1) // 4 - 1 for i in range(4))}')
-    stride = model.patch_embed.feat_ratio()
-    levels = [dict(num_chs=model.embed_dim, reduction=r, module=f'blocks.{i}')
-              for i, r in zip(take, PYRAMID_REDUCTIONS)]
-    return dict(pyramid=SimplePyramid((stride,) * 4, PYRAMID_REDUCTIONS), pyramid_levels=levels,
-                out_indices=tuple(take))
+    return token_pyramid(model, out_indices)
 
 
 _CLASSIFIER_TAG_MARKS = ('in1k', 'in12k', 'in21k', 'in22k', '_ft_')

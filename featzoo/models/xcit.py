@@ -9,23 +9,27 @@ works and computes what timm's model computes at that size.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from ..checks import check_choice, check_int
+from ..checks import check_choice
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers.activations import create_act_layer
-from ..layers.class_attention import XcitClassAttentionBlock
+from ..layers.class_attention import XcitClassAttentionBlock, check_class_token_pool
 from ..layers.drop import DropPath
 from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp
+from ..layers.pyramid import token_pyramid
+from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
+from ..layers.token_model import check_token_model_args, layer_norm_eps6, patch_size_of, patch_stride_of
+from ..layers.token_model import plan_intermediates, reset_linear_head, run_checkpointed, tap_blocks
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Xcit', 'CrossCovarianceAttention', 'XcaBlock', 'VARIANTS', 'SPEC']
@@ -35,12 +39,7 @@ DEFAULT_CFG = dict(
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj.0.0', classifier='head')
 
 GLOBAL_POOLS = ('', 'token', 'avg')
-FEATURE_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
 PATCH_SIZES = (8, 16)
-
-
-def _layer_norm(dim: int) -> nn.Module:
-    return nn.LayerNorm(dim, eps=1e-6)
 
 
 @register_notrace_function
@@ -150,7 +149,7 @@ class LocalPatchInteraction(nn.Module):
         return x.reshape(B, C, N).transpose(1, 2)
 
 
-class CrossCovarianceAttention(nn.Module):
+class CrossCovarianceAttention(AttentionParts):
     """Attention between channels: per head, L2-normalized queries and keys along the tokens give a (d, d)
     channel-affinity map (scaled by a learned ``temperature`` per head) that mixes the value channels.
 
@@ -158,17 +157,9 @@ class CrossCovarianceAttention(nn.Module):
     torch.Size([2, 7, 32])
     """
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
-        self.num_heads = num_heads
-        self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+    def _input_projections(self, dim: int, qkv_bias: bool) -> None:
+        self.temperature = nn.Parameter(torch.ones(self.num_heads, 1, 1))
+        super()._input_projections(dim, qkv_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -189,14 +180,14 @@ class XcaBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, eta: float = 1.0) -> None:
         super().__init__()
-        self.norm1 = _layer_norm(dim)
+        self.norm1 = layer_norm_eps6(dim)
         self.attn = CrossCovarianceAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
                                              proj_drop=proj_drop)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm3 = _layer_norm(dim)
+        self.norm3 = layer_norm_eps6(dim)
         self.local_mp = LocalPatchInteraction(dim)
         self.drop_path3 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = _layer_norm(dim)
+        self.norm2 = layer_norm_eps6(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer='gelu', drop=proj_drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.eta = eta
@@ -208,16 +199,6 @@ class XcaBlock(nn.Module):
         x = x + self.drop_path1(self.gamma1 * self.attn(self.norm1(x)))
         x = x + self.drop_path3(self.gamma3 * self.local_mp(self.norm3(x), height, width))
         return x + self.drop_path2(self.gamma2 * self.mlp(self.norm2(x)))
-
-
-def _check_img_size(img_size: Any, patch: int) -> Tuple[int, int]:
-    size = to_2tuple(img_size)
-    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-        raise ValueError(f'img_size must be a positive int or (height, width), got {img_size!r}')
-    if size[0] % patch or size[1] % patch:
-        raise ValueError(f'img_size={size} is not a multiple of the patch size {patch}; valid sides are multiples '
-                         f'of {patch} (>= {patch})')
-    return size
 
 
 class Xcit(HeadApi, nn.Module):
@@ -241,21 +222,15 @@ class Xcit(HeadApi, nn.Module):
                  drop_path_rate: float = 0.0, cls_attn_layers: int = 2, use_pos_embed: bool = True,
                  eta: float = 1.0, tokens_norm: bool = False, output_stride: Optional[int] = None) -> None:
         super().__init__()
-        check_choice('global_pool', global_pool, GLOBAL_POOLS)
-        for name, value, minimum in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                                     ('embed_dim', embed_dim, 1), ('depth', depth, 1), ('num_heads', num_heads, 1),
-                                     ('cls_attn_layers', cls_attn_layers, 0)):
-            check_int(name, value, minimum)
+        check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
+                               (('cls_attn_layers', cls_attn_layers, 0),))
         check_choice('patch_size', patch_size, PATCH_SIZES)
-        if embed_dim % num_heads:
-            raise ValueError(f'embed_dim={embed_dim} must be divisible by num_heads={num_heads}')
+        check_heads(embed_dim, num_heads)
         if embed_dim % 8:
             raise ValueError(f'embed_dim={embed_dim} must be a multiple of 8 (the patch embedding widens by halves '
                              f'from embed_dim / 8)')
-        if output_stride is not None and output_stride != patch_size:
-            raise ValueError(f'output_stride={output_stride!r} is not supported: XCiT has one stride, its patch size '
-                             f'{patch_size}; valid: {patch_size} or None')
-        img_size = _check_img_size(img_size, patch_size)
+        check_single_stride(output_stride, patch_size, 'XCiT')
+        img_size = check_img_size(img_size, patch_size)
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -276,10 +251,10 @@ class Xcit(HeadApi, nn.Module):
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
         self.cls_attn_blocks = nn.ModuleList([
             XcitClassAttentionBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                                    proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, norm_layer=_layer_norm,
+                                    proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, norm_layer=layer_norm_eps6,
                                     eta=eta, tokens_norm=tokens_norm)
             for _ in range(cls_attn_layers)])
-        self.norm = _layer_norm(embed_dim)
+        self.norm = layer_norm_eps6(embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
@@ -314,18 +289,9 @@ class Xcit(HeadApi, nn.Module):
         >>> m.head, m.global_pool
         (Identity(), 'avg')
         """
-        check_int('num_classes', num_classes, 0)
-        if global_pool is not None:
-            check_choice('global_pool', global_pool, GLOBAL_POOLS)
-            if global_pool == 'token' and not self.num_prefix_tokens:
-                raise ValueError("global_pool='token' needs the class token, which pruning the head removed; "
-                                 "valid now: '', 'avg'")
-            self.global_pool = global_pool
-        self.num_classes = num_classes
         like = self.patch_embed.proj[0][0].weight  # every model keeps it, pruned or not
-        self.head = nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype) \
-            if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
+        reset_linear_head(self, num_classes, global_pool, GLOBAL_POOLS, self.num_features, like,
+                          partial(check_class_token_pool, self))
 
     def set_input_size(self, img_size: Union[int, Tuple[int, int]]) -> None:
         """Record ``img_size`` as the reference size. Nothing else changes: the position encoding follows every
@@ -335,7 +301,7 @@ class Xcit(HeadApi, nn.Module):
         >>> m.patch_embed.img_size, m.patch_embed.num_patches
         ((64, 48), 48)
         """
-        size = _check_img_size(img_size, self.patch_embed.patch_size)
+        size = check_img_size(img_size, self.patch_embed.patch_size)
         self.patch_embed.img_size = size
         self.patch_embed.num_patches = (size[0] // self.patch_embed.patch_size) * (size[1] // self.patch_embed.patch_size)
 
@@ -350,9 +316,7 @@ class Xcit(HeadApi, nn.Module):
         return self.pos_drop(x), (H, W)
 
     def _run(self, block: nn.Module, *args: Any) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return run_checkpointed(self.grad_checkpointing, block, *args)
 
     def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
         """Prepend the class token to the patch tokens ``x`` and run the class-attention blocks."""
@@ -410,22 +374,12 @@ class Xcit(HeadApi, nn.Module):
         >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
         [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
         """
-        check_choice('output_fmt', output_fmt, FEATURE_OUTPUT_FORMATS)
-        take, last = feature_take_indices(len(self.blocks), indices)
-        take = set(take)
-        B = x.shape[0]
+        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
+        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
         x, (H, W) = self._embed(x)
-        # later blocks cannot change what is returned when only the intermediates are wanted
-        blocks = list(self.blocks)[:last + 1] if stop_early or intermediates_only else self.blocks
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = self._run(block, x, H, W)
-            if i in take:
-                intermediates.append(self.norm(x) if norm else x)
-        if output_fmt == 'NCHW':
-            intermediates = [y.reshape(B, H, W, -1).permute(0, 3, 1, 2) for y in intermediates]
-        elif output_fmt == 'NHWC':
-            intermediates = [y.reshape(B, H, W, -1) for y in intermediates]
+        x, intermediates = tap_blocks(x, blocks, lambda block, y: self._run(block, y, H, W), take,
+                                      self.norm if norm else None)
+        intermediates = tokens_to_maps(intermediates, 0, (H, W), output_fmt)  # the class token joins after the blocks
         if intermediates_only:
             return intermediates
         return self._finish(x), intermediates
@@ -501,32 +455,13 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Xcit) -> Di
 
 
 def create_feature_pyramid(model: Xcit, out_indices: Optional[Sequence[int]] = None) -> Dict[str, Any]:
-    """A simple pyramid (strides 4, 8, 16, 32) from four tapped blocks: vision_transformer's, with the stride read
-    from the patch size (the convolutional patch embedding has no ``feat_ratio``).
+    """The plain-ViT simple pyramid (strides 4, 8, 16, 32) from four tapped blocks, with the stride read from the
+    patch size (the convolutional patch embedding has no ``feat_ratio``).
 
     >>> [lv['reduction'] for lv in create_feature_pyramid(SPEC.build('xcit_nano_12_p8_224'))['pyramid_levels']]
     [4, 8, 16, 32]
     """
-    from ..layers.pyramid import SimplePyramid
-    from .vision_transformer import PYRAMID_REDUCTIONS
-    depth = len(model.blocks)
-    if out_indices is None:
-        out_indices = [depth * (i + 1) // 4 - 1 for i in range(4)]
-    take, _ = feature_take_indices(depth, out_indices)
-    take = sorted(set(take))
-    if len(take) != 4:
-        raise ValueError(f'feature_pyramid=True needs exactly four distinct out_indices (one per stride '
-                         f'{PYRAMID_REDUCTIONS}), got {tuple(out_indices)}; e.g. '
-                         f'{tuple(depth * (i + 1) // 4 - 1 for i in range(4))}')
-    stride = model.patch_embed.patch_size
-    levels = [dict(num_chs=model.embed_dim, reduction=r, module=f'blocks.{i}')
-              for i, r in zip(take, PYRAMID_REDUCTIONS)]
-    return dict(pyramid=SimplePyramid((stride,) * 4, PYRAMID_REDUCTIONS), pyramid_levels=levels,
-                out_indices=tuple(take))
-
-
-def _patch(variant: str, row: Any) -> int:
-    return int(row.get('patch_size', 16))
+    return token_pyramid(model, out_indices, stride=model.patch_embed.patch_size)
 
 
 SPEC = FamilySpec(
@@ -534,10 +469,10 @@ SPEC = FamilySpec(
     # not 'fx': its token-to-map step strips num_prefix_tokens (1) tokens from each tapped block, but XCiT's blocks
     # carry none (the class token joins after them)
     feature_cls=('getter',), default_feature_cls='getter',
-    output_strides=lambda name, row: (_patch(name, row),),
+    output_strides=patch_stride_of,
     default_out_indices=3,  # timm's default feature levels for these models: the last three blocks
     # the patch embedding's strided convolutions take any side, but only multiples of the patch tile it exactly
-    input_multiple=_patch, min_input_size=_patch,
+    input_multiple=patch_size_of, min_input_size=patch_size_of,
     size_args=('eta',),
     export=('torch.export', 'onnx', 'compile'),
     checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
