@@ -512,7 +512,7 @@ class MetaFormer(HeadApi, nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# ---- the original sail-sg checkpoints ---------------------------------------------------------------------------------
+# ---- the original sail-sg checkpoints --------------------------------------------------------------------------------
 
 def _original_key(key: str, poolformer_v1: bool) -> str:
     """A key of the original PoolFormer / MetaFormer-baselines code in timm's layout."""
