@@ -34,11 +34,12 @@ from ..layers import DropPath, LayerNorm2d, drop_path_rates, trunc_normal_
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.dilated_avg_pool import DilatedAvgPool2d
 from ..layers.head_api import HeadApi
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.intermediates import IndicesArg
 from ..layers.mlp import Mlp
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES
 from ..layers.pooling import SelectAdaptivePool2d
 from ..layers.squared_relu import SquaredReLU, StarReLU
+from ..layers.stage_intermediates import prune_stages, stage_group_matcher, stage_intermediates
 from .vision_transformer import Attention
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -263,8 +264,8 @@ class MetaFormerStage(nn.Module):
     """Downsampling where the width changes (timm's rule: the first stage has none), then the blocks; an attention
     stage lays the map out as (B, H*W, C) tokens for its blocks and back.
 
-    >>> MetaFormerStage(8, 16, depth=1, token_mixer='attention')(torch.ones(1, 8, 8, 8)).shape
-    torch.Size([1, 16, 4, 4])
+    >>> MetaFormerStage(8, 32, depth=1, token_mixer='attention')(torch.ones(1, 8, 8, 8)).shape
+    torch.Size([1, 32, 4, 4])
     """
 
     def __init__(self, in_chs: int, out_chs: int, depth: int = 2, token_mixer: str = 'pooling', stride: int = 2,
@@ -416,13 +417,7 @@ class MetaFormer(HeadApi, nn.Module):
         >>> SPEC.build('poolformer_s12').group_matcher()['stem']
         '^stem'
         """
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            ],
-        )
+        return stage_group_matcher(coarse)
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -463,14 +458,7 @@ class MetaFormer(HeadApi, nn.Module):
         [320, 512]
         """
         check_choice('output_fmt', output_fmt, ('NCHW',))
-        take, last = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:last + 1] if stop_early else self.stages
-        x = self.stem(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take:
-                intermediates.append(x)
+        x, intermediates = stage_intermediates(self.stem, self.stages, x, indices, stop_early)
         if intermediates_only:
             return intermediates
         return x, intermediates
@@ -483,16 +471,7 @@ class MetaFormer(HeadApi, nn.Module):
         >>> m.prune_intermediate_layers((0, 1)), m.num_features
         ([0, 1], 128)
         """
-        take, last = feature_take_indices(len(self.stages), indices)
-        truncated = last < len(self.stages) - 1
-        self.stages = self.stages[:last + 1]
-        if truncated:
-            # the head was sized for the last stage's width: it goes with the stages
-            self.feature_info = self.feature_info[:last + 1]
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-        if prune_head or truncated:
-            self.reset_classifier(0, '', reset_other=True)
-        return take
+        return prune_stages(self, indices, prune_head)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled map of the last stage, ``(N, num_features, H/32, W/32)`` at output_stride 32.
