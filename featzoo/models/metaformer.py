@@ -536,5 +536,7 @@ SPEC = FamilySpec(
     name='metaformer', model=MetaFormer, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
     export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), checkpoint_filter=checkpoint_filter_fn,
+    # any side works from the 3 px the 7x7 stride-4 stem (padding 2) needs for one output position on
+    min_input_size=3,
     # an initial value of the layer scales, not a code path (every PoolFormer v1 row has them)
     size_args=('layer_scale_init_values',))
