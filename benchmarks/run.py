@@ -309,22 +309,35 @@ def _eager_models(name: str, path: str):
     return _eager_pair(name, path) + _eager_pair(name, path, features_only=True)
 
 
+def _eager_side(name: str, default: int) -> int:
+    """``default`` for models that take any input size; a fixed-size model (windows or position tables sized at
+    build time, as in timm) runs at its own pretrained input size."""
+    import featzoo
+    from featzoo import registry
+    if 'dynamic_hw' in featzoo.model_capabilities(name).export:
+        return default
+    return int(registry.get_pretrained_cfg(name)['input_size'][-1])
+
+
 def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
     import featzoo
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, generator=torch.Generator().manual_seed(0))
-    report.note('eager', f'batch {args.batch_size}, {args.img_size}x{args.img_size}, eval mode, '
-                         f'torch.inference_mode() on both sides, {args.repeats} paired repetitions after one warm-up')
+    report.note('eager', f'batch {args.batch_size}, {args.img_size}x{args.img_size} (a model built for one input size '
+                         'at its own, named in its row), eval mode, torch.inference_mode() on both sides, '
+                         f'{args.repeats} paired repetitions after one warm-up')
     for name in args.models:
         if not featzoo.is_model(name):
             report.note('eager', f'{name} is not registered in featzoo yet: skipped')
             continue
+        side = _eager_side(name, args.img_size)
+        x = torch.randn(args.batch_size, 3, side, side, generator=torch.Generator().manual_seed(0))
         fz, tm, fz_feat, tm_feat = _eager_models(name, _timm_weights(name, workdir))
         figures = (('forward', fz, tm), ('forward_features', fz.forward_features, tm.forward_features),
                    ('features_only', fz_feat, tm_feat))
         with torch.inference_mode():
             for figure, a, b in figures:
                 pair = paired(lambda: a(x), lambda: b(x), args.repeats)
-                report.add(Row('eager', f'{name}: {figure}', pair.featzoo_median, pair.timm_median, pair.ratio,
+                size = '' if side == args.img_size else f' at {side} px'
+                report.add(Row('eager', f'{name}: {figure}{size}', pair.featzoo_median, pair.timm_median, pair.ratio,
                                f'<= {EAGER_TARGET}', pair.ratio <= EAGER_TARGET, spread=pair.ratio_iqr,
                                note=f'min/min {pair.min_ratio:.3f}'))
         del fz, tm, fz_feat, tm_feat

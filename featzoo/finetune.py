@@ -62,6 +62,15 @@ def _frozen_prefixes(model: nn.Module, levels: Union[int, Sequence[str]]) -> Tup
             raise ValueError(f'cannot freeze {levels} levels: this model has {len(all_levels)} feature levels '
                              f'(valid: 0 to {len(all_levels)}; 0 freezes the stem only)')
         level = all_levels[max(levels, 1) - 1]['module']
+        modules = dict(model.named_modules())
+        if level not in modules:
+            # e.g. HRNet: its levels after the stem are the branches of the last stage, which the whole trunk
+            # computes; freezing "up to" such a level has no meaning, and freezing nothing would pass silently
+            reachable = next((i for i, d in enumerate(all_levels) if d['module'] not in modules), len(all_levels))
+            raise ValueError(f'cannot freeze {levels} levels of {type(_model_of(model)).__name__}: its feature level '
+                             f'{max(levels, 1) - 1} ({level!r}) is not a module the trunk runs up to (valid: 0 to '
+                             f'{reachable}); pass module names instead, from its top-level modules '
+                             f'{[n for n, _ in model.named_children()]}')
         steps = _steps_through_level(model, level, include_level=levels > 0)
         if steps is not None:
             # parameters held by the root itself (class tokens, position embeddings) belong to the stem

@@ -53,6 +53,27 @@ def test_freeze_levels(name, features_only):
         assert torch.equal(buffers[n], value), n
 
 
+@pytest.mark.parametrize('name', REPS)
+def test_freeze_grows_with_levels(name):
+    """Each further level freezes at least what the one before froze, and the first freezes something; a level the
+    trunk cannot stop at (HRNet's branch levels) is refused by name rather than freezing nothing."""
+    with torch.device('meta'):
+        model = featzoo.create_model(name)
+    count = len(model.feature_info)
+    previous = set()
+    for levels in range(1, count + 1):
+        with torch.device('meta'):
+            model = featzoo.create_model(name)
+        try:
+            featzoo.freeze(model, levels=levels, bn='train')
+        except ValueError as error:
+            assert levels > 1 and f'valid: 0 to {levels - 1}' in str(error), error
+            break
+        frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        assert frozen and previous <= frozen, f'levels={levels} froze {len(frozen)} parameters, not a superset'
+        previous = frozen
+
+
 def test_freeze_keeps_state_dict_keys():
     model = featzoo.create_model('resnet18')
     keys = list(model.state_dict())

@@ -23,7 +23,7 @@ from featzoo.inference import (CpuFeatures, InferenceModel, InferencePlan, OneDn
 from featzoo.layers import BatchNormAct2d, ConvNormAct, FrozenBatchNorm2d
 from featzoo.layers.onednn import PackedConvForward, _onednn_conv_works
 from featzoo.weights.loading import read_state_dict
-from helpers import assert_equal, randomize_state, representatives, smallest_input
+from helpers import assert_equal, configurations, randomize_state, representatives, smallest_input
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
@@ -362,9 +362,11 @@ def test_lazy_import_lists_every_model():
     assert heavy == []
 
 
-def test_meta_builds_stay_in_native_kernels(tmp_path):
-    """Building any registered model on the meta device, and loading one per family through the pretrained path,
-    never reaches torch's Python references (they import torch._dynamo, seconds on a cold start)."""
+@pytest.mark.parametrize('scope', ['configurations', pytest.param('every', marks=pytest.mark.slow)])
+def test_meta_builds_stay_in_native_kernels(tmp_path, scope):
+    """Building registered models on the meta device, and loading one per family through the pretrained path, never
+    reaches torch's Python references (they import torch._dynamo, seconds on a cold start). One architecture per
+    configuration (its rows share their code) in the default suite, every architecture under ``-m slow``."""
     from safetensors.torch import save_file
     files = {}
     for family in featzoo.list_modules():
@@ -372,10 +374,11 @@ def test_meta_builds_stay_in_native_kernels(tmp_path):
         path = str(tmp_path / f'{family}.safetensors')
         save_file({k: v.contiguous() for k, v in featzoo.create_model(name, **kwargs).state_dict().items()}, path)
         files[family] = (name, kwargs, path)
+    names = featzoo.list_models() if scope == 'every' else sorted(configurations())
     result = _run(textwrap.dedent(f'''
         import json, sys, torch, featzoo
         reached = []
-        for name in featzoo.list_models():
+        for name in {names!r}:
             with torch.device('meta'):
                 featzoo.create_model(name)
             if 'torch._dynamo' in sys.modules and not reached:

@@ -23,6 +23,7 @@ import pytest
 import timm
 
 import featzoo
+from featzoo import registry
 from helpers import (CONFIGURATION_MAX_PARAMS, SAMPLE_MAX_PARAMS, assert_same_keys_and_shapes, by_size,
                      configurations, family_of, meta_device, natural_stride, num_params, numeric_parity, sample_seed,
                      sampled_architectures, state_shapes, timm_on_meta)
@@ -58,6 +59,9 @@ def test_keys_shapes_and_levels_match_timm(name):
         model = featzoo.create_model(name)
     assert_same_keys_and_shapes(state_shapes(model), state_shapes(ref), name)
     assert _levels(model.feature_info) == _levels(ref.feature_info), f'{name}: feature levels differ from timm'
+    stored = registry.get_arch_entry(name)  # the index answers listing and capability queries without a build
+    assert stored['feature_levels'][str(natural_stride(name))] == _levels(model.feature_info), f'{name}: stale index'
+    assert stored['num_params'] == sum(p.numel() for p in model.parameters()), f'{name}: stale index num_params'
 
 
 def _dilated_rows(names: Sequence[str], slow_unless: Sequence[str]) -> list:

@@ -58,19 +58,43 @@ def test_listing_does_not_import_families():
     assert out.strip() == '[]'
 
 
+def _gen_index():
+    sys.path.insert(0, '.')
+    return importlib.import_module('tools.gen_index')
+
+
 @pytest.mark.parametrize('family', featzoo.list_modules())
 def test_index_matches_family_tables(family):
-    """The static index agrees with the family tables (names, wrappers, strides, feature levels)."""
-    sys.path.insert(0, '.')
-    gen = importlib.import_module('tools.gen_index')
-    fresh = gen.family_index(family, with_pretrained=False)
-    for arch, entry in fresh['models'].items():
-        stored = registry.get_arch_entry(arch)
-        for key in ('default_feature_cls', 'feature_cls', 'output_strides', 'feature_levels', 'export', 'num_params',
-                    'default_out_indices'):
-            assert stored.get(key) == entry.get(key), f'{arch}: index {key} is stale; run tools/gen_index.py {family}'
+    """The static index agrees with the family tables: names, wrappers, strides, export claims (no build needed).
+    The built fields are checked by the next test and, at the natural stride for every architecture, by
+    test_parity_timm's meta-device keys test."""
+    gen = _gen_index()
+    spec = registry.family_spec(family)
+    for arch in spec.variants:
+        stored, expected = registry.get_arch_entry(arch), gen.static_entry(spec, arch)
+        for key in ('default_feature_cls', 'feature_cls', 'output_strides', 'export', 'default_out_indices'):
+            assert stored.get(key) == expected.get(key), f'{arch}: index {key} is stale; run tools/gen_index.py {family}'
     listed = set(featzoo.list_models(module=family))
-    assert listed == set(fresh['models']), f'{family}: index and VARIANTS list different names'
+    assert listed == set(spec.variants), f'{family}: index and VARIANTS list different names'
+
+
+def _built_rows() -> list:
+    """One architecture per configuration in the default suite (each family's rows of one configuration share their
+    code), every architecture under ``-m slow``."""
+    from helpers import configurations
+    representatives = set(configurations())
+    return [pytest.param(arch, id=arch, marks=[pytest.mark.family(registry.get_arch_entry(arch)['family'])]
+                         + ([] if arch in representatives else [pytest.mark.slow])) for arch in ALL]
+
+
+@pytest.mark.parametrize('arch', _built_rows())
+def test_index_levels_match_meta_builds(arch):
+    """Feature levels at every output stride and the parameter count, as stored, equal a meta-device build's."""
+    family = registry.get_arch_entry(arch)['family']
+    built = _gen_index().built_entry(registry.family_spec(family), arch)
+    stored = registry.get_arch_entry(arch)
+    for key, value in built.items():
+        assert stored.get(key) == value, f'{arch}: index {key} is stale; run tools/gen_index.py {family}'
 
 
 def test_pretrained_tags_match_timm():

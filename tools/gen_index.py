@@ -83,6 +83,30 @@ def _levels(model: torch.nn.Module) -> List[Dict[str, Any]]:
             for d in model.feature_info]
 
 
+def static_entry(spec: Any, arch: str) -> Dict[str, Any]:
+    """The index fields of ``arch`` that its family's spec states without building anything."""
+    entry = dict(default_feature_cls=spec.default_feature_cls_for(arch), feature_cls=list(spec.feature_cls_for(arch)),
+                 output_strides=list(spec.output_strides_for(arch)), export=list(spec.export))
+    default_out = spec.default_out_indices_for(arch)
+    if default_out is not None:
+        entry['default_out_indices'] = _jsonable(default_out)
+    return entry
+
+
+def built_entry(spec: Any, arch: str) -> Dict[str, Any]:
+    """The index fields of ``arch`` read from meta-device builds: feature levels at every output stride, and the
+    parameter count at the natural one."""
+    strides = spec.output_strides_for(arch)
+    levels, num_params = {}, 0
+    for stride in strides:
+        with torch.device('meta'):
+            model = spec.build(arch, output_stride=stride)
+        levels[str(stride)] = _levels(model)
+        if stride == max(strides):
+            num_params = sum(p.numel() for p in model.parameters())
+    return dict(feature_levels=levels, num_params=num_params)
+
+
 def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
     """The index document of one family, read from its :class:`featzoo.family.FamilySpec`."""
     spec = importlib.import_module(f'featzoo.models.{family}').SPEC
@@ -90,21 +114,10 @@ def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
         raise SystemExit(f'featzoo/models/{family}.py declares SPEC.name={spec.name!r}; it must be {family!r}')
     models: Dict[str, Any] = {}
     for arch in spec.variants:
-        strides = spec.output_strides_for(arch)
-        levels = {}
-        natural = max(strides)
-        for stride in strides:
-            with torch.device('meta'):
-                model = spec.build(arch, output_stride=stride)
-            levels[str(stride)] = _levels(model)
-            if stride == natural:
-                num_params = sum(p.numel() for p in model.parameters())
-        entry = dict(default_feature_cls=spec.default_feature_cls_for(arch), feature_cls=list(spec.feature_cls_for(arch)),
-                     output_strides=list(strides), feature_levels=levels, export=list(spec.export),
-                     num_params=num_params)
-        default_out = spec.default_out_indices_for(arch)
-        if default_out is not None:
-            entry['default_out_indices'] = _jsonable(default_out)
+        static, built = static_entry(spec, arch), built_entry(spec, arch)
+        order = ('default_feature_cls', 'feature_cls', 'output_strides', 'feature_levels', 'export', 'num_params',
+                 'default_out_indices')  # the order of the stored rows, so regenerating changes no unchanged line
+        entry = {key: {**static, **built}[key] for key in order if key in {**static, **built}}
         entry['pretrained'] = pretrained_entries(arch, spec) if with_pretrained else []
         untrained = untrained_tags(arch) if with_pretrained else []
         if untrained:

@@ -23,12 +23,15 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .activations import ActLayer, create_act_layer
 from .drop import DropPath
 from .global_context import GlobalContext
+from .head_api import HeadApi
 from .helpers import make_divisible
+from .intermediates import IndicesArg
 from .mixed_conv import CondConv2d, create_conv2d_any
 from .norm import BatchNormAct2d
 from .padding import create_conv2d
@@ -333,6 +336,12 @@ def _aa(aa_layer: Optional[AaLayer], channels: int, stride: int) -> nn.Module:
     return aa_layer(channels=channels, stride=stride) if aa_layer is not None and stride > 1 else nn.Identity()
 
 
+def add_skip(block: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The end of a block with an optional residual: ``block.drop_path(out) + x`` when ``block.has_skip``, else
+    ``out``."""
+    return block.drop_path(out) + x if block.has_skip else out
+
+
 class ConvBnAct(nn.Module):
     """``cn``: one convolution with norm and activation; a residual only when forced with ``skip``.
 
@@ -355,9 +364,7 @@ class ConvBnAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.aa(self.bn1(self.conv(x)))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class _SpaceToDepthEntry:
@@ -419,9 +426,7 @@ class DepthwiseSeparableConv(_SpaceToDepthEntry, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.aa(self.bn1(self.conv_dw(self._s2d(x))))
         out = self.bn2(self.conv_pw(self.se(out)))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class InvertedResidual(_SpaceToDepthEntry, nn.Module):
@@ -464,9 +469,7 @@ class InvertedResidual(_SpaceToDepthEntry, nn.Module):
         out = self.bn1(self.conv_pw(self._s2d(x)))
         out = self.se(self.aa(self.bn2(self.conv_dw(out))))
         out = self.bn3(self.conv_pwl(out))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class CondConvResidual(InvertedResidual):
@@ -496,9 +499,7 @@ class CondConvResidual(InvertedResidual):
         out = self.bn1(self.conv_pw(x, routing))
         out = self.se(self.bn2(self.conv_dw(out, routing)))
         out = self.bn3(self.conv_pwl(out, routing))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class EdgeResidual(nn.Module):
@@ -535,9 +536,7 @@ class EdgeResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.se(self.aa(self.bn1(self.conv_exp(x))))
         out = self.bn2(self.conv_pwl(out))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 def _make_block(spec: BlockSpec, in_chs: int, out_chs: int, stride: int, dilation: int, act_layer: ActLayer,
@@ -647,14 +646,8 @@ def build_stages(
                     space2depth = 0
                 else:
                     block_s2d = space2depth
-            block_dilation = dilation
-            if stride > 1:
-                if reduction * stride > output_stride:
-                    # This block keeps its input dilation; the blocks after it see the doubled one.
-                    dilation *= stride
-                    stride = 1
-                else:
-                    reduction *= stride
+            block_dilation = dilation  # a block keeps its input dilation; the blocks after it see the new one
+            stride, reduction, dilation = limit_output_stride(stride, reduction, dilation, output_stride)
             out_chs = round_chs(spec.out_chs)
             mid_chs = se_chs = None
             if block_widths is not None:
@@ -678,6 +671,20 @@ def build_stages(
         if ends_level:
             feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'blocks.{stage_idx}'))
     return built, feature_info, in_chs
+
+
+def limit_output_stride(stride: int, reduction: int, dilation: int, output_stride: int) -> Tuple[int, int, int]:
+    """A block's ``stride``, and the network's ``reduction`` and ``dilation`` after it, when the reduction may not
+    pass ``output_stride``: a stride that would pass it becomes dilation (of the blocks that follow).
+
+    >>> limit_output_stride(2, 8, 1, 16), limit_output_stride(2, 16, 1, 16)
+    ((2, 16, 1), (1, 16, 2))
+    """
+    if stride > 1:
+        if reduction * stride > output_stride:
+            return 1, reduction, dilation * stride
+        reduction *= stride
+    return stride, reduction, dilation
 
 
 def run_blocks(stages: Iterable[nn.Module], x: torch.Tensor, grad_checkpointing: bool) -> torch.Tensor:
@@ -763,12 +770,14 @@ def take_indices(indices: Optional[Union[int, Sequence[int]]], num_levels: int) 
     return taken
 
 
-class EfficientTrunk(nn.Module):
+class EfficientTrunk(HeadApi, nn.Module):
     """Stride-2 stem (``conv_stem``, ``bn1``) and decoded stages (``blocks``) of the EfficientNet-style models.
 
     Subclasses call :meth:`_init_trunk` and add their head; this class supplies gradient checkpointing and the
     intermediate-feature helpers over the levels in ``feature_info``.
     """
+
+    classifier_name = 'classifier'
 
     def _init_trunk(self, block_defs: Sequence[Sequence[str]], in_chans: int, stem_size: int, fix_stem: bool,
                     channel_multiplier: float, depth_multiplier: float, fix_first_last: bool, act_layer: ActLayer,
@@ -797,13 +806,6 @@ class EfficientTrunk(nn.Module):
                            for level in self.feature_info]
         return out_chs
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations.
-
-        >>> model.set_grad_checkpointing(True)  # doctest: +SKIP
-        """
-        self.grad_checkpointing = enable
-
     def _forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
         return run_blocks(self.blocks, self.bn1(self.conv_stem(x)), self.grad_checkpointing)
 
@@ -819,6 +821,29 @@ class EfficientTrunk(nn.Module):
             if pos in wanted:
                 intermediates.append(x)
         return x, intermediates, len(stages) == len(self.blocks)
+
+    def _after_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``forward_features`` applies after the last stage: nothing here (a subclass adds its head conv)."""
+        return x
+
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The stem's and the stages' outputs selected by ``indices`` (None = all, n = last n) and, unless
+        ``intermediates_only``, the final features (``_after_trunk`` applied only when every stage ran). ``norm``
+        has no effect: no final norm separates the levels from the head."""
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt={output_fmt!r} is not supported here; valid: 'NCHW'")
+        x, intermediates, ran_all = self._trunk_intermediates(x, indices, stop_early)
+        if intermediates_only:
+            return intermediates
+        return (self._after_trunk(x) if ran_all else x), intermediates
+
+    def _classify(self, x: torch.Tensor, pre_logits: bool) -> torch.Tensor:
+        """Dropout at ``drop_rate`` then, unless ``pre_logits``, the classifier: the end of ``forward_head``."""
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.classifier(x)
 
     def _prune_trunk(self, indices) -> Tuple[List[int], bool, int]:
         """Drop the stages after the last selected level.
@@ -855,7 +880,7 @@ def init_weights_goog(module: nn.Module) -> None:
 
 __all__ = [
     'BlockSpec', 'decode_block', 'decode_arch', 'round_channels', 'SqueezeExcite', 'SEConfig', 'ConvBnAct',
-    'DepthwiseSeparableConv', 'InvertedResidual', 'EdgeResidual', 'build_stages', 'run_blocks', 'init_weights_goog',
-    'check_model_args', 'check_pool', 'take_indices', 'EfficientTrunk', 'PAD_TYPES', 'CondConvResidual',
+    'DepthwiseSeparableConv', 'InvertedResidual', 'EdgeResidual', 'build_stages', 'limit_output_stride', 'run_blocks',
+    'add_skip', 'init_weights_goog', 'check_model_args', 'check_pool', 'take_indices', 'EfficientTrunk', 'PAD_TYPES', 'CondConvResidual',
     'conv_groups', 'SE_LAYERS', 'DEPTH_TRUNCS', 'BlockWidths', 'NormLayer', 'AaLayer', 'KernelSize',
 ]

@@ -94,3 +94,26 @@ def prune_blocks(model: nn.Module, indices: IndicesArg, prune_norm: bool, prune_
         model.fc_norm = nn.Identity()
         model.reset_classifier(0, '')
     return take
+
+
+def prune_head_after(model: nn.Module, last: int, num_levels: int, prune_head: bool,
+                     trim_feature_info: bool = False, **reset_kwargs: Any) -> bool:
+    """The end of ``prune_intermediate_layers`` for a model whose head reads its last level: when ``last`` is not
+    the final of ``num_levels`` levels, the features now end at level ``last`` (``num_features`` and
+    ``head_hidden_size`` become its width; ``trim_feature_info`` also forgets the levels after it), and the
+    classifier, no longer sized for them, goes with ``reset_classifier(0, '', **reset_kwargs)``, as it does when
+    ``prune_head`` asks. Returns whether the features were cut.
+
+    >>> m = nn.Module(); m.feature_info = [dict(num_chs=4), dict(num_chs=8)]
+    >>> m.reset_classifier = lambda num_classes, global_pool: setattr(m, 'num_classes', num_classes)
+    >>> prune_head_after(m, 0, 2, prune_head=False), m.num_features, m.num_classes
+    (True, 4, 0)
+    """
+    cut = last < num_levels - 1
+    if cut:
+        model.num_features = model.head_hidden_size = model.feature_info[last]['num_chs']
+        if trim_feature_info:
+            model.feature_info = model.feature_info[:last + 1]
+    if prune_head or cut:
+        model.reset_classifier(0, '', **reset_kwargs)
+    return cut

@@ -27,7 +27,8 @@ from .activations import ActLayer
 from .blur_pool import BlurPool2d
 from .conv_bn_act import ConvNormAct
 from .drop import DropPath
-from .efficientnet_blocks import BlockSpec, ConvBnAct, EdgeResidual, decode_block
+from .efficientnet_blocks import (BlockSpec, ConvBnAct, EdgeResidual, add_skip, decode_block,
+                                  limit_output_stride)
 from .helpers import make_divisible
 from .norm import BatchNormAct2d
 from .padding import create_conv2d
@@ -93,9 +94,7 @@ class ConvBnActAa(ConvBnAct):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.aa(self.bn1(self.conv(x)))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class EdgeResidualAa(EdgeResidual):
@@ -111,9 +110,7 @@ class EdgeResidualAa(EdgeResidual):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.se(self.aa(self.bn1(self.conv_exp(x))))
         out = self.bn2(self.conv_pwl(out))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class LayerScale2d(nn.Module):
@@ -195,9 +192,7 @@ class UniversalInvertedResidual(nn.Module):
         out = self.pw_exp(self.dw_start(x))
         out = self.pw_proj(self.se(self.dw_mid(out)))
         out = self.layer_scale(self.dw_end(out))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 class MultiQueryAttention2d(nn.Module):
@@ -288,9 +283,7 @@ class MobileAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layer_scale(self.attn(self.norm(x)))
-        if self.has_skip:
-            out = self.drop_path(out) + x
-        return out
+        return add_skip(self, out, x)
 
 
 @dataclass(frozen=True)
@@ -464,12 +457,7 @@ def build_mnv4_stages(
         for i, spec in enumerate(stage):
             stride = spec.stride if i == 0 else 1
             block_dilation = dilation
-            if stride > 1:
-                if reduction * stride > output_stride:
-                    dilation *= stride
-                    stride = 1
-                else:
-                    reduction *= stride
+            stride, reduction, dilation = limit_output_stride(stride, reduction, dilation, output_stride)
             out_chs = round_chs(spec.out_chs)
             blocks.append(_make_mnv4_block(
                 spec, in_chs, out_chs, stride, block_dilation, act_layer, pad_type, norm_kwargs, aa_layer,

@@ -63,7 +63,7 @@ class ScaledStdConv2d(nn.Conv2d):
 
 
 @register_notrace_module  # the 'SAME' padding of a strided convolution depends on the traced input size
-class ScaledStdConv2dSame(nn.Conv2d):
+class ScaledStdConv2dSame(ScaledStdConv2d):
     """Scaled weight-standardized Conv2d with TensorFlow 'SAME' padding (NFNets ported from DeepMind's JAX code).
 
     Where 'SAME' is a fixed symmetric amount (stride 1, odd span) the padding is static; otherwise it is computed
@@ -76,16 +76,13 @@ class ScaledStdConv2dSame(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
                  groups: int = 1, bias: bool = True, gamma: float = 1.0, eps: float = 1e-6,
                  gain_init: float = 1.0) -> None:
-        self.dynamic_same = not is_static_same(kernel_size, stride, dilation)
-        padding = 0 if self.dynamic_same else get_padding(kernel_size, stride, dilation)
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=bias)
-        self.gain = nn.Parameter(torch.full((out_channels, 1, 1, 1), float(gain_init)))
-        self.scale = gamma * self.weight[0].numel() ** -0.5
-        self.eps = eps
+        dynamic_same = not is_static_same(kernel_size, stride, dilation)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=0 if dynamic_same else get_padding(kernel_size, stride, dilation),
+                         dilation=dilation, groups=groups, bias=bias, gamma=gamma, eps=eps, gain_init=gain_init)
+        self.dynamic_same = dynamic_same
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_same:
             x = pad_same(x, self.kernel_size, self.stride, self.dilation)
-        weight = scaled_standardize(self.weight, self.gain, self.scale, self.eps)
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return super().forward(x)

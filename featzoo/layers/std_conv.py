@@ -55,7 +55,7 @@ class StdConv2d(nn.Conv2d):
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class StdConv2dSame(nn.Conv2d):
+class StdConv2dSame(StdConv2d):
     """Weight-standardized Conv2d with TensorFlow 'SAME' padding (ViT-hybrid backbones ported from JAX).
 
     Where 'SAME' is a fixed symmetric amount (stride 1, odd span) the padding is static; otherwise it is computed
@@ -67,14 +67,13 @@ class StdConv2dSame(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
                  groups: int = 1, bias: bool = False, eps: float = 1e-6) -> None:
-        self.dynamic_same = not is_static_same(kernel_size, stride, dilation)
-        padding = 0 if self.dynamic_same else get_padding(kernel_size, stride, dilation)
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=groups, bias=bias)
-        self.eps = eps
+        dynamic_same = not is_static_same(kernel_size, stride, dilation)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=0 if dynamic_same else get_padding(kernel_size, stride, dilation),
+                         dilation=dilation, groups=groups, bias=bias, eps=eps)
+        self.dynamic_same = dynamic_same
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_same:
             x = pad_same(x, self.kernel_size, self.stride, self.dilation)
-        weight = standardize_weight(self.weight, self.eps)
-        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return super().forward(x)

@@ -70,3 +70,36 @@ def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
     """LeCun normal initialization (variance 1 / fan_in)."""
     fan_in = nn.init._calculate_fan_in_and_fan_out(tensor)[0]
     return trunc_normal_(tensor, std=math.sqrt(1.0 / fan_in) / .87962566103423978)
+
+
+def trunc_normal_linears_(module: nn.Module, std: float = .02) -> None:
+    """Every ``nn.Linear`` in ``module``: truncated-normal weights (``std``), zero biases (no-op on the meta device).
+
+    >>> m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)); trunc_normal_linears_(m)
+    >>> float(m[2].bias.detach().abs().max()), float(m[0].weight.detach().std()) < .05
+    (0.0, True)
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def init_fan_out_normal_(module: nn.Module) -> None:
+    """Every ``nn.Conv2d`` in ``module`` from N(0, 2 / fan_out) (fan-out per group), every ``nn.Linear`` from
+    N(0, 0.01^2), zero biases (no draw on the meta device).
+
+    >>> m = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Flatten(), nn.Linear(8, 2)); init_fan_out_normal_(m)
+    >>> float(m[2].bias.detach().abs().max())
+    0.0
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)

@@ -23,12 +23,13 @@ from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers.drop import DropPath
+from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_blocks
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
-from ..layers.weight_init import trunc_normal_
+from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 from .swin_transformer import relative_position_index, resize_relative_position_table
 
 __all__ = ['Beit', 'BeitAttention', 'BeitBlock', 'RelativePositionBias', 'VARIANTS', 'SPEC']
@@ -256,7 +257,7 @@ def _check_img_size(img_size: Any, patch: Tuple[int, int]) -> Tuple[int, int]:
     return size
 
 
-class Beit(nn.Module):
+class Beit(HeadApi, nn.Module):
     """BEiT: patch embedding, class token, optional learned absolute position table, ``depth`` blocks with
     relative-position biases (per block, or shared), a final norm (or ``fc_norm`` after mean pooling) and a head.
 
@@ -265,6 +266,8 @@ class Beit(nn.Module):
     >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
     (torch.Size([1, 10]), torch.Size([1, 25, 32]))
     """
+
+    classifier_name = 'head'
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
                  num_classes: int = 1000, global_pool: str = 'avg', embed_dim: int = 768, depth: int = 12,
@@ -327,11 +330,7 @@ class Beit(nn.Module):
         >>> bool(m.head.weight.abs().max() < 0.01)
         True
         """
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        trunc_normal_linears_(self)
         if self.pos_embed is not None:
             trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
@@ -366,23 +365,6 @@ class Beit(nn.Module):
         """
         return dict(stem=r'^cls_token|pos_embed|patch_embed|rel_pos_bias',
                     blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
-
-        >>> m = Beit(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2); m.set_grad_checkpointing()
-        >>> m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (``head``).
-
-        >>> Beit(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5).get_classifier()
-        Linear(in_features=32, out_features=5, bias=True)
-        """
-        return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none), optionally changing the
@@ -524,14 +506,7 @@ class Beit(nn.Module):
         >>> m.prune_intermediate_layers((1,)), len(m.blocks)
         ([1], 2)
         """
-        take, last = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:last + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.fc_norm = nn.Identity()
-            self.reset_classifier(0, '')
-        return take
+        return prune_blocks(self, indices, prune_norm, prune_head)
 
 
 # ---- variants -------------------------------------------------------------------------------------------------------

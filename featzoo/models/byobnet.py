@@ -11,7 +11,6 @@ A row gives, per stage, the block type, depth, width, stride, group size and bot
 """
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -24,13 +23,14 @@ from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaM
 from ..layers.activations import create_act_layer
 from ..layers.attention_pool2d import AttentionPool2d
 from ..layers.global_context import GlobalContext
+from ..layers.head_api import HeadApi
 from ..layers.helpers import make_divisible, to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.non_local_attn import BatNonLocalAttn
 from ..layers.norm_act import EvoNorm2dS0a
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.padding import create_conv2d
-from ..layers.weight_init import normal_
+from ..layers.weight_init import init_fan_out_normal_
 from .resnet import make_aa
 from .resnetv2 import shortcut_pool
 
@@ -346,7 +346,7 @@ def _per_stage(value: Any, num_stages: int) -> Tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * num_stages
 
 
-class ByobNet(nn.Module):
+class ByobNet(HeadApi, nn.Module):
     """Stem, ``stages.0``..``stages.{n-1}`` (each an ``nn.Sequential`` of blocks), ``final_conv`` and a classifier.
 
     Per stage (a value or a tuple with one entry per stage): ``block`` type, ``depths``, ``channels``, ``strides``,
@@ -509,15 +509,7 @@ class ByobNet(nn.Module):
         return [(kind, out_chs, group_size, {}, None)] * depth
 
     def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_fan_out_normal_(self)
         if zero_init_last:
             for m in self.modules():
                 if isinstance(m, ResidualBlock) and m.shortcut is not None:
@@ -533,22 +525,6 @@ class ByobNet(nn.Module):
         """
         return dict(stem=r'^stem', blocks=[(r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)', None),
                                            (r'^final_conv', (99999,))])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations.
-
-        >>> m = SPEC.build('repvgg_a0'); m.set_grad_checkpointing(); m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        """Names of parameters exempt from weight decay (none).
-
-        >>> SPEC.build('repvgg_a0').no_weight_decay()
-        set()
-        """
-        return set()
 
     def get_classifier(self) -> nn.Module:
         """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
@@ -676,14 +652,6 @@ class ByobNet(nn.Module):
         for stage in self.stages:
             x = self._run_stage(stage, x)
         return self.final_conv(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and (unless ``pre_logits``) the classifier.
-
-        >>> SPEC.build('repvgg_a0').forward_head(torch.ones(1, 1280, 2, 2), pre_logits=True).shape
-        torch.Size([1, 1280])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

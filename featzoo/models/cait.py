@@ -11,7 +11,7 @@ outputs there equal timm's fixed-size model.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,12 +21,13 @@ from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..layers.class_attention import CaitClassAttentionBlock
 from ..layers.drop import DropPath
+from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
-from ..layers.weight_init import trunc_normal_
+from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Cait', 'TalkingHeadAttention', 'LayerScaleBlock', 'VARIANTS', 'SPEC']
 
@@ -115,7 +116,7 @@ def _check_img_size(img_size: Any, patch: Tuple[int, int]) -> Tuple[int, int]:
     return size
 
 
-class Cait(nn.Module):
+class Cait(HeadApi, nn.Module):
     """CaiT: patch embedding, a learned position table for the patch tokens, ``depth`` talking-heads blocks, then
     ``depth_token_only`` class-attention blocks that read the patch tokens into the class token, a final norm and a
     linear head.
@@ -124,6 +125,9 @@ class Cait(nn.Module):
     >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
     (torch.Size([1, 10]), torch.Size([1, 25, 32]))
     """
+
+    classifier_name = 'head'
+    no_weight_decay_names = ('pos_embed', 'cls_token')
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
                  num_classes: int = 1000, global_pool: str = 'token', embed_dim: int = 768, depth: int = 12,
@@ -183,21 +187,9 @@ class Cait(nn.Module):
         """
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        trunc_normal_linears_(self)
 
     # ---- the model contract -----------------------------------------------------------------------------------
-
-    def no_weight_decay(self) -> Set[str]:
-        """The token and the position table.
-
-        >>> sorted(Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2).no_weight_decay())
-        ['cls_token', 'pos_embed']
-        """
-        return {'pos_embed', 'cls_token'}
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Regexes grouping parameters into the stem (tokens, table, patch embedding), one group per block, then the
@@ -209,23 +201,6 @@ class Cait(nn.Module):
         """
         return dict(stem=r'^cls_token|pos_embed|patch_embed', blocks=r'^blocks\.(\d+)',
                     blocks_token_only=[(r'^blocks_token_only\.(\d+)', None), (r'^norm', (99999,))])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
-
-        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2); m.set_grad_checkpointing()
-        >>> m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (``head``).
-
-        >>> Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5).get_classifier()
-        Linear(in_features=32, out_features=5, bias=True)
-        """
-        return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none), optionally changing the

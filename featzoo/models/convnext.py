@@ -198,6 +198,8 @@ class ConvNeXt(HeadApi, nn.Module):
     torch.Size([1, 10])
     """
 
+    checkpoint_stages = 'stages'
+
     def __init__(self, depths: Sequence[int] = (3, 3, 9, 3), dims: Sequence[int] = (96, 192, 384, 768),
                  kernel_sizes: Union[int, Sequence[int]] = 7, ls_init_value: Optional[float] = 1e-6,
                  patch_size: int = 4, conv_mlp: bool = False, conv_bias: bool = True,
@@ -311,15 +313,6 @@ class ConvNeXt(HeadApi, nn.Module):
             ],
         )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations.
-
-        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).set_grad_checkpointing()
-        """
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None,
                          reset_other: bool = False) -> None:
         """Replace the classifier (``num_classes=0`` removes it), optionally the pooling (``''`` = none) and,
@@ -398,14 +391,6 @@ class ConvNeXt(HeadApi, nn.Module):
         torch.Size([1, 8, 2, 2])
         """
         return self.norm_pre(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, norm, optional MLP, dropout and classify; ``pre_logits=True`` stops before the classifier.
-
-        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).forward_head(torch.ones(1, 8, 2, 2), True).shape
-        torch.Size([1, 8])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images.

@@ -12,7 +12,7 @@ that takes over a stride dilates its downsampling conv by the previous dilation 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -22,7 +22,8 @@ from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, create_act_layer, get_attn, make_divisible
 from ..layers.drop import drop_path_rates
-from ..layers.intermediates import feature_take_indices
+from ..layers.head_api import HeadApi, reset_classifier_head
+from ..layers.intermediates import feature_take_indices, prune_head_after
 from ..layers.weight_init import kaiming_normal_, normal_
 
 __all__ = ['CspNet', 'CrossStage', 'CrossStage3', 'DarkStage', 'BottleneckBlock', 'DarkBlock', 'EdgeBlock', 'SPEC',
@@ -241,7 +242,7 @@ class DarkStage(nn.Module):
         return self.blocks(self.conv_down(x))
 
 
-class CspNet(nn.Module):
+class CspNet(HeadApi, nn.Module):
     """Stem (``stem.conv1``... and an optional ``stem.pool``), ``stages`` and a classifier ``head``.
 
     Stage settings (``strides``, ``groups``, ``block_ratio``, ``bottle_ratio``, ``expand_ratio``, ``avg_down``,
@@ -379,43 +380,13 @@ class CspNet(nn.Module):
                                            (r'^stages\.(\d+)\..*transition', _MATCH_PREVIOUS_GROUP),
                                            (r'^stages\.(\d+)', (0,))])
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage's activations during backward instead of storing them.
-
-        >>> m = SPEC.build('darknet17'); m.set_grad_checkpointing(); m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``head.fc``).
-
-        >>> SPEC.build('darknet17', num_classes=5).get_classifier()
-        Linear(in_features=1024, out_features=5, bias=True)
-        """
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=''`` also removes the pooling.
 
         >>> m = SPEC.build('darknet17'); m.reset_classifier(0); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024])
         """
-        num_classes = check_int('num_classes', num_classes, 0)
-        ref = next(self.parameters(), None)
-        self.head.in_features = self.num_features
-        self.head.reset(num_classes, global_pool)
-        if ref is not None:
-            self.head.to(device=ref.device, dtype=ref.dtype)
-        self.head.train(self.training)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+        reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -465,13 +436,7 @@ class CspNet(nn.Module):
         self.stages = self.stages[:max(0, last - num_stem_levels + 1)]
         if last < num_stem_levels:
             self.stem = self.stem[:self.stem_feat_ends[last] + 1]
-        if last < num_levels - 1:
-            # the head was sized for the final map, which no longer exists
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-            self.feature_info = self.feature_info[:last + 1]
-            prune_head = True
-        if prune_head:
-            self.reset_classifier(0, '')
+        prune_head_after(self, last, num_levels, prune_head, trim_feature_info=True)
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -486,9 +451,6 @@ class CspNet(nn.Module):
                 x = checkpoint(stage, x, use_reentrant=False)
             return x
         return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,8 @@ from ..checks import check_int
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
+from ..layers.head_api import HeadApi
+from ..layers.intermediates import prune_head_after
 from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['DenseNet', 'DenseLayer', 'DenseBlock', 'DenseTransition', 'SPEC', 'checkpoint_filter_fn', 'VARIANTS']
@@ -153,13 +155,15 @@ class DenseTransition(nn.Sequential):
         self.add_module('pool', pool)
 
 
-class DenseNet(nn.Module):
+class DenseNet(HeadApi, nn.Module):
     """DenseNet-BC: stem, dense blocks joined by transitions, final BN-ReLU (``features.norm5``), classifier.
 
     >>> m = DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_classes=10)
     >>> m(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 10])
     """
+
+    classifier_name = 'classifier'
 
     def __init__(self, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16), num_classes: int = 1000,
                  in_chans: int = 3, global_pool: str = 'avg', bn_size: int = 4, stem_type: str = '',
@@ -289,24 +293,6 @@ class DenseNet(nn.Module):
             if isinstance(m, DenseLayer):
                 m.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Parameter names exempt from weight decay: none for DenseNet.
-
-        >>> SPEC.build('densenet121').no_weight_decay()
-        set()
-        """
-        return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``classifier``).
-
-        >>> SPEC.build('densenet121', num_classes=5).get_classifier()
-        Linear(in_features=1024, out_features=5, bias=True)
-        """
-        return self.classifier
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=''`` also removes the pooling.
 
@@ -366,13 +352,7 @@ class DenseNet(nn.Module):
         take = normalize_out_indices(indices, len(positions))
         last = max(take)
         self.features = self.features[:positions[last] + 1]
-        if last < len(positions) - 1:
-            # the head was sized for the final map, which no longer exists
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-            self.feature_info = self.feature_info[:last + 1]
-            prune_head = True
-        if prune_head:
-            self.reset_classifier(0, '')
+        prune_head_after(self, last, len(positions), prune_head, trim_feature_info=True)
         return list(take)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ sides divisible by 32).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
@@ -25,7 +25,8 @@ from torch.utils.checkpoint import checkpoint
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import create_classifier
-from ..layers.intermediates import feature_take_indices
+from ..layers.head_api import HeadApi
+from ..layers.intermediates import feature_take_indices, prune_head_after
 from ..layers.weight_init import normal_
 
 __all__ = ['DLA', 'DlaBasic', 'DlaBottleneck', 'DlaBottle2neck', 'DlaRoot', 'DlaTree', 'DensePool2d', 'SPEC',
@@ -258,7 +259,7 @@ class DlaTree(nn.Module):
         return self.root([x2, x1] + children)
 
 
-class DLA(nn.Module):
+class DLA(HeadApi, nn.Module):
     """``base_layer`` (7x7 stem), conv levels ``level0`` / ``level1``, trees ``level2``..``level5``, and a 1x1-conv
     classifier (``global_pool``, ``fc``, ``flatten``).
 
@@ -266,6 +267,8 @@ class DLA(nn.Module):
     >>> m(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 10])
     """
+
+    classifier_name = 'fc'
 
     def __init__(self, levels: Sequence[int], channels: Sequence[int], block: str = 'bottle2neck',
                  cardinality: int = 1, base_width: int = 64, shortcut_root: bool = False, output_stride: int = 32,
@@ -343,28 +346,6 @@ class DLA(nn.Module):
         return dict(stem=r'^base_layer', blocks=[(r'^level(\d+)\.tree(\d+)', None), (r'^level(\d+)\.root', (2,)),
                                                  (r'^level(\d+)', (1,))])
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each level's activations during backward instead of storing them.
-
-        >>> m = SPEC.build('dla34'); m.set_grad_checkpointing(); m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier, a 1x1 conv (``fc``).
-
-        >>> SPEC.build('dla34', num_classes=5).get_classifier()
-        Conv2d(512, 5, kernel_size=(1, 1), stride=(1, 1))
-        """
-        return self.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=''`` also removes the pooling.
 
@@ -422,13 +403,7 @@ class DLA(nn.Module):
         take, last = feature_take_indices(NUM_LEVELS, indices)
         for i in range(last + 1, NUM_LEVELS):
             setattr(self, f'level{i}', nn.Identity())
-        if last < NUM_LEVELS - 1:
-            # the head was sized for the final map, which no longer exists
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-            self.feature_info = self.feature_info[:last + 1]
-            prune_head = True
-        if prune_head:
-            self.reset_classifier(0, '')
+        prune_head_after(self, last, NUM_LEVELS, prune_head, trim_feature_info=True)
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

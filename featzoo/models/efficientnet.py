@@ -13,11 +13,10 @@ Parameter names equal timm's ``EfficientNet`` so its checkpoints load unchanged.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..family import FamilySpec
 from ..layers.activations import ActLayer
@@ -25,6 +24,7 @@ from ..layers.blur_pool import BlurPool2d
 from ..layers.efficientnet_blocks import (
     SE_LAYERS, AaLayer, BlockWidths, EfficientTrunk, NormLayer, SEConfig, check_model_args, check_pool,
     init_weights_goog, round_channels)
+from ..layers.intermediates import IndicesArg
 from ..layers.layer_norm_act import LayerNormAct2d
 from ..layers.norm import BatchNormAct2d
 from ..layers.norm_act import EvoNorm2dS0, GroupNormAct
@@ -394,39 +394,16 @@ class EfficientNet(EfficientTrunk):
     torch.Size([1, 10])
     """
 
-    def __init__(
-            self,
-            block_defs: Sequence[Sequence[str]],
-            num_classes: int = 1000,
-            in_chans: int = 3,
-            stem_size: int = 32,
-            stem_kernel_size: int = 3,
-            fix_stem: bool = False,
-            head_chs: int = 1280,
-            head_rule: str = 'scale',
-            head_conv: bool = True,
-            channel_multiplier: float = 1.0,
-            depth_multiplier: Union[float, Sequence[float]] = 1.0,
-            depth_trunc: str = 'ceil',
-            fix_first_last: bool = False,
-            channel_divisor: int = 8,
-            round_limit: float = 0.9,
-            group_size: Optional[int] = None,
-            experts_multiplier: int = 1,
-            act_layer: ActLayer = 'swish',
-            norm_layer: str = 'batchnorm',
-            norm_group_size: int = 8,
-            se_layer: str = 'se',
-            aa_layer: Optional[str] = None,
-            block_widths: Optional[BlockWidths] = None,
-            pad_type: str = '',
-            bn_eps: float = 1e-5,
-            bn_momentum: float = 0.1,
-            output_stride: int = 32,
-            drop_rate: float = 0.0,
-            drop_path_rate: float = 0.0,
-            global_pool: str = 'avg',
-    ) -> None:
+    def __init__(self, block_defs: Sequence[Sequence[str]], num_classes: int = 1000, in_chans: int = 3,
+                 stem_size: int = 32, stem_kernel_size: int = 3, fix_stem: bool = False, head_chs: int = 1280,
+                 head_rule: str = 'scale', head_conv: bool = True, channel_multiplier: float = 1.0,
+                 depth_multiplier: Union[float, Sequence[float]] = 1.0, depth_trunc: str = 'ceil',
+                 fix_first_last: bool = False, channel_divisor: int = 8, round_limit: float = 0.9,
+                 group_size: Optional[int] = None, experts_multiplier: int = 1, act_layer: ActLayer = 'swish',
+                 norm_layer: str = 'batchnorm', norm_group_size: int = 8, se_layer: str = 'se',
+                 aa_layer: Optional[str] = None, block_widths: Optional[BlockWidths] = None, pad_type: str = '',
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, output_stride: int = 32, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, global_pool: str = 'avg') -> None:
         super().__init__()
         check_model_args(num_classes, in_chans, output_stride, OUTPUT_STRIDES, channel_multiplier, depth_multiplier,
                          pad_type, drop_rate, drop_path_rate, global_pool)
@@ -471,22 +448,6 @@ class EfficientNet(EfficientTrunk):
             blocks=[(r'^blocks\.(\d+)' if coarse else r'^blocks\.(\d+)\.(\d+)', None), (r'conv_head|bn2', (99999,))],
         )
 
-    def no_weight_decay(self) -> Set[str]:
-        """Parameter names to exclude from weight decay (none here; norms are excluded by the optimizer).
-
-        >>> model.no_weight_decay()  # doctest: +SKIP
-        set()
-        """
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
-
-        >>> model.get_classifier()  # doctest: +SKIP
-        Linear(in_features=1280, out_features=1000, bias=True)
-        """
-        return self.classifier
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling.
 
@@ -510,7 +471,9 @@ class EfficientNet(EfficientTrunk):
         >>> model.forward_features(torch.zeros(1, 3, 224, 224)).shape  # doctest: +SKIP
         torch.Size([1, 1280, 7, 7])
         """
-        x = self._forward_trunk(x)
+        return self._after_trunk(self._forward_trunk(x))
+
+    def _after_trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv_head(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -519,45 +482,13 @@ class EfficientNet(EfficientTrunk):
         >>> model.forward_head(torch.zeros(1, 1280, 7, 7), pre_logits=True).shape  # doctest: +SKIP
         torch.Size([1, 1280])
         """
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
+        return self._classify(self.global_pool(x), pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the feature levels in ``indices`` (None = all, n = last n), and the final features.
-
-        ``norm`` has no effect (no final norm separates the levels from the head). The head convolution runs only
-        when every stage ran.
-
-        >>> feats = model.forward_intermediates(torch.zeros(1, 3, 64, 64), intermediates_only=True)  # doctest: +SKIP
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported here; valid: 'NCHW'")
-        x, intermediates, ran_all = self._trunk_intermediates(x, indices, stop_early)
-        if intermediates_only:
-            return intermediates
-        if ran_all:
-            x = self.bn2(self.conv_head(x))
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, Sequence[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
+    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
         """Drop the stages after the last selected level; the head convolution and classifier go with them.
 
         >>> model.prune_intermediate_layers([0, 1])  # doctest: +SKIP

@@ -22,11 +22,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..checks import check_choice, check_int_tuple
+from ..checks import check_int_tuple
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers import DropPath, SelectAdaptivePool2d, create_conv2d, drop_path_rates
 from ..layers.activations import create_act_layer
+from ..layers.head_api import HeadApi
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.pooling import POOL_TYPES
 
@@ -284,7 +285,7 @@ def _check_head_pool(global_pool: str) -> str:
     return global_pool
 
 
-class EfficientVit(nn.Module):
+class EfficientVit(HeadApi, nn.Module):
     """Stem (``widths[0]``, ``depths[0]`` residual convs), four stages (``widths[1:]``, ``depths[1:]``), the MLP head.
 
     B rows: inverted residuals expanded by ``expand_ratio`` and attention from the third stage, Hardswish.
@@ -344,14 +345,6 @@ class EfficientVit(nn.Module):
         """
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
             (r'^stages\.(\d+).downsample', (0,)), (r'^stages\.(\d+)\.\w+\.(\d+)', None)])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage in the backward pass instead of storing its activations."""
-        self.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        """Names of parameters exempt from weight decay (none)."""
-        return set()
 
     def get_classifier(self) -> nn.Module:
         """The final linear layer (``nn.Identity`` when ``num_classes == 0``)."""
@@ -434,10 +427,6 @@ class EfficientVit(nn.Module):
         for stage in self.stages:
             x = self._run(stage, x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Head conv, pool, MLP and (unless ``pre_logits``) the classifier."""
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -27,13 +27,14 @@ from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
+from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.rope import AxialRope, CenteredRope, MixedRope, apply_rope
-from ..layers.weight_init import trunc_normal_
+from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Eva', 'EvaAttention', 'EvaBlock', 'VARIANTS', 'HEAD_IS_PROJECTION', 'SPEC']
 
@@ -226,7 +227,7 @@ def _check_img_size(img_size: Any, patch: Tuple[int, int], dynamic_img_pad: bool
     return size
 
 
-class Eva(nn.Module):
+class Eva(HeadApi, nn.Module):
     """EVA-style ViT: patch embedding, prefix tokens (class, registers), a learned absolute position table and/or
     RoPE, ``depth`` :class:`EvaBlock`\\ s, final norm(s), and a pooled linear head (or an attention pool).
 
@@ -238,6 +239,8 @@ class Eva(nn.Module):
     >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
     (torch.Size([1, 10]), torch.Size([1, 25, 64]))
     """
+
+    classifier_name = 'head'
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: Union[int, Tuple[int, int]] = 16,
                  in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', embed_dim: int = 768,
@@ -360,11 +363,7 @@ class Eva(nn.Module):
         >>> bool(m.head.weight.abs().max() < 0.01)
         True
         """
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        trunc_normal_linears_(self)
         for token in (self.pos_embed, self.cls_token, self.reg_token):
             if token is not None:
                 trunc_normal_(token, std=0.02)
@@ -398,22 +397,6 @@ class Eva(nn.Module):
         """
         return dict(stem=r'^cls_token|reg_token|pos_embed|patch_embed|norm_pre',
                     blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
-
-        >>> m = Eva(embed_dim=32, depth=1, num_heads=2); m.set_grad_checkpointing(); m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (``head``).
-
-        >>> Eva(embed_dim=32, depth=1, num_heads=2, num_classes=5).get_classifier()
-        Linear(in_features=32, out_features=5, bias=True)
-        """
-        return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none), optionally changing pooling

@@ -32,6 +32,7 @@ from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, LayerNorm2d, SEModule, create_conv2d, drop_path_rates
 from ..layers.activations import create_act_layer
+from ..layers.head_api import HeadApi, reset_classifier_head
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.pooling import POOL_TYPES
 from ..layers.weight_init import trunc_normal_
@@ -434,7 +435,7 @@ def _per_stage(name: str, value: Any, num_stages: int) -> Tuple[Any, ...]:
     return values
 
 
-class FastVit(nn.Module):
+class FastVit(HeadApi, nn.Module):
     """Stem (three MobileOne blocks, stride 4), ``stages.0``..``stages.{n-1}``, ``final_conv`` (a depthwise
     squeeze-excited MobileOne widening by ``cls_ratio``) and a pooled linear head.
 
@@ -445,6 +446,8 @@ class FastVit(nn.Module):
     >>> FastVit(layers=(1, 1, 1, 1), embed_dims=(32, 32, 64, 64), num_classes=3)(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 3])
     """
+
+    checkpoint_stages = 'stages'
 
     def __init__(self, layers: Sequence[int] = (2, 2, 6, 2), embed_dims: Sequence[int] = (64, 128, 256, 512),
                  mlp_ratios: Union[float, Sequence[float]] = 4.0,
@@ -539,19 +542,6 @@ class FastVit(nn.Module):
             (r'^stages\.(\d+).downsample', (0,)), (r'^stages\.(\d+).pos_emb', (0,)),
             (r'^stages\.(\d+)\.\w+\.(\d+)', None)])
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations."""
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        """Names of parameters exempt from weight decay (none)."""
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` when ``num_classes == 0``)."""
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.
 
@@ -562,13 +552,7 @@ class FastVit(nn.Module):
             raise ValueError(f'num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}')
         if global_pool is not None:
             check_choice('global_pool', global_pool, POOL_TYPES)
-        ref = next(self.parameters())
-        self.num_classes = num_classes
-        self.head.in_features = self.num_features
-        self.head.reset(num_classes, global_pool)
-        self.head.to(device=ref.device, dtype=ref.dtype)
-        self.head.train(self.training)
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+        reset_classifier_head(self, num_classes, global_pool)
         if global_pool is not None:
             self.global_pool = global_pool
 
@@ -638,10 +622,6 @@ class FastVit(nn.Module):
         x = self.stem(x)
         x = self.stages(x)
         return self.final_conv(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and (unless ``pre_logits``) the classifier."""
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

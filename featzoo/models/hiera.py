@@ -25,11 +25,12 @@ from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers import DropPath
+from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.mlp import Mlp
 from ..layers.pos_embed import resample_abs_pos_embed
-from ..layers.weight_init import trunc_normal_
+from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 from .vision_transformer import LayerScale
 
 DEFAULT_CFG = dict(
@@ -239,7 +240,7 @@ def _check_img_size(img_size: Any) -> Tuple[int, int]:
     return size
 
 
-class Hiera(nn.Module):
+class Hiera(HeadApi, nn.Module):
     """Patch embedding (stride 4), ``sum(stages)`` blocks in stages whose first block halves the token grid (up to
     ``q_pool`` times) while widening by ``dim_mul`` and adding heads by ``head_mul``, a pooled norm + linear head.
 
@@ -323,10 +324,7 @@ class Hiera(nn.Module):
         trunc_normal_(self.pos_embed, std=0.02)
         if self.pos_embed_win is not None:
             trunc_normal_(self.pos_embed_win, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        trunc_normal_linears_(self)
 
     # ---- the model contract -------------------------------------------------------------------------------------
 
@@ -342,13 +340,6 @@ class Hiera(nn.Module):
         """Parameter-group regexes: the embedding and position tables, then one group per block."""
         return dict(stem=r'^pos_embed|pos_embed_win|patch_embed',
                     blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool`` '' keeps the tokens.
@@ -408,9 +399,6 @@ class Hiera(nn.Module):
         for block in self.blocks:
             x = self._run_block(block, x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

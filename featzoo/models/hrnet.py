@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import create_classifier
+from ..layers.head_api import HeadApi
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.weight_init import kaiming_normal_
 from .resnet import BasicBlock, Bottleneck
@@ -134,7 +135,7 @@ def transition(prev_widths: Sequence[int], widths: Sequence[int]) -> nn.ModuleLi
     return nn.ModuleList(layers)
 
 
-class HighResolutionNet(nn.Module):
+class HighResolutionNet(HeadApi, nn.Module):
     """Stem (``conv1``/``bn1``/``act1``, ``conv2``/``bn2``/``act2``), ``layer1`` (bottlenecks), ``stage2..4`` with 2, 3
     and 4 branches (``num_modules`` modules of ``num_blocks`` basic blocks per branch, branch widths ``width`` x 1, 2,
     4, 8), the incre/downsample/final classification head and a pooled linear ``classifier``.
@@ -146,6 +147,8 @@ class HighResolutionNet(nn.Module):
     ...                   num_classes=5)(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 5])
     """
+
+    classifier_name = 'classifier'
 
     def __init__(self, width: int, stage1_blocks: int = 4, stage1_chs: int = 64,
                  num_modules: Sequence[int] = (1, 4, 3), num_blocks: Sequence[int] = (4, 4, 4), stem_width: int = 64,
@@ -221,30 +224,6 @@ class HighResolutionNet(nn.Module):
         """
         return dict(stem=r'^conv[12]|bn[12]', blocks=r'^(?:layer|stage|transition)(\d+)' if coarse else [
             (r'^layer(\d+)\.(\d+)', None), (r'^stage(\d+)\.(\d+)', None), (r'^transition(\d+)', (99999,))])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute ``layer1`` and each high-resolution module in the backward pass instead of storing activations.
-
-        >>> m = SPEC.build('hrnet_w18_small'); m.set_grad_checkpointing(); m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        """Names of parameters exempt from weight decay (none).
-
-        >>> SPEC.build('hrnet_w18_small').no_weight_decay()
-        set()
-        """
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
-
-        >>> SPEC.build('hrnet_w18_small', num_classes=3).get_classifier().out_features
-        3
-        """
-        return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.

@@ -29,8 +29,9 @@ from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, DropPath, LayerNorm2d, SEModule, create_conv2d, drop_path_rates
 from ..layers.activations import create_act_layer
+from ..layers.head_api import HeadApi
 from ..layers.helpers import make_divisible, to_2tuple
-from ..layers.intermediates import feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
 from ..layers.mlp import Mlp
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.pooling import POOL_TYPES
@@ -713,7 +714,7 @@ def stage_geometry(img_size: Pair, num_stages: int) -> List[Pair]:
     return sizes
 
 
-class MaxxVit(nn.Module):
+class MaxxVit(HeadApi, nn.Module):
     """CoAtNet / MaxViT / MaxxViT: stem, stages of conv and attention blocks, final norm (or norm-MLP head).
 
     ``block_type`` gives one entry per stage ('C' conv, 'T' full-map attention, 'M' MaxViT, 'PM' parallel MaxViT, or
@@ -726,6 +727,8 @@ class MaxxVit(nn.Module):
     >>> m(torch.zeros(1, 3, 64, 64)).shape
     torch.Size([1, 5])
     """
+
+    checkpoint_stages = 'stages'
 
     def __init__(self, embed_dim: Sequence[int] = (96, 192, 384, 768), depths: Sequence[int] = (2, 3, 5, 2),
                  block_type: Sequence[Union[str, Sequence[str]]] = ('C', 'C', 'T', 'T'),
@@ -852,19 +855,6 @@ class MaxxVit(nn.Module):
         """
         return dict(stem=r'^stem', blocks=[(r'^stages\.(\d+)', None), (r'^norm', (99999,))])
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass (training only)."""
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` without classes).
-
-        >>> SPEC.build('test_maxvit', num_classes=3).get_classifier().out_features
-        3
-        """
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling; ``reset_other`` also
         drops the norm-MLP head's norm and hidden layer.
@@ -888,15 +878,9 @@ class MaxxVit(nn.Module):
         self.global_pool = pool
         self.head_hidden_size = self._head_width()
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """The stem's and each stage's output (NCHW) and, unless ``intermediates_only``, the final features.
 
         Index 0 is the stem. ``indices``: None = all, an int n = the last n, or a sequence (negatives from the end).
@@ -937,14 +921,9 @@ class MaxxVit(nn.Module):
         ([0, 2], 2, 64)
         """
         take, last = feature_take_indices(len(self.stages) + 1, indices)
-        cut = last < len(self.stages)
-        if prune_norm or cut:
+        if prune_head_after(self, last, len(self.stages) + 1, prune_head, reset_other=True) or prune_norm:
             self.norm = nn.Identity()  # sized for the last stage only
         self.stages = self.stages[:last]
-        if cut:
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-        if prune_head or cut:
-            self.reset_classifier(0, '', reset_other=True)
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -954,10 +933,6 @@ class MaxxVit(nn.Module):
         torch.Size([1, 128, 2, 2])
         """
         return self.norm(self.stages(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool (and the norm-MLP head's norm and hidden layer), then classify (``pre_logits`` stops before)."""
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..family import FamilySpec
 from ..layers.activations import ActLayer, create_act_layer
 from ..layers.efficientnet_blocks import (
     EfficientTrunk, SEConfig, SqueezeExcite, check_model_args, check_pool, init_weights_goog, round_channels)
 from ..layers.helpers import make_divisible
+from ..layers.intermediates import IndicesArg
 from ..layers.mobilenetv4_blocks import MultiQueryAttention2d, build_mnv4_stages, check_aa_layer, decode_mnv4_arch
 from ..layers.norm import BatchNormAct2d
 from ..layers.padding import create_conv2d
@@ -235,30 +235,13 @@ class MobileNetV3(EfficientTrunk):
     torch.Size([1, 10])
     """
 
-    def __init__(
-            self,
-            block_defs: Sequence[Sequence[str]],
-            num_classes: int = 1000,
-            in_chans: int = 3,
-            stem_size: int = 16,
-            fix_stem: Optional[bool] = None,
-            head_hidden: int = 1280,
-            head_bias: bool = True,
-            head_norm: bool = False,
-            channel_multiplier: float = 1.0,
-            depth_multiplier: float = 1.0,
-            act_layer: ActLayer = 'hard_swish',
-            se_style: str = 'mnv3',
-            aa_layer: Optional[str] = None,
-            layer_scale_init_value: Optional[float] = None,
-            pad_type: str = '',
-            bn_eps: float = 1e-5,
-            bn_momentum: float = 0.1,
-            output_stride: int = 32,
-            drop_rate: float = 0.0,
-            drop_path_rate: float = 0.0,
-            global_pool: str = 'avg',
-    ) -> None:
+    def __init__(self, block_defs: Sequence[Sequence[str]], num_classes: int = 1000, in_chans: int = 3,
+                 stem_size: int = 16, fix_stem: Optional[bool] = None, head_hidden: int = 1280, head_bias: bool = True,
+                 head_norm: bool = False, channel_multiplier: float = 1.0, depth_multiplier: float = 1.0,
+                 act_layer: ActLayer = 'hard_swish', se_style: str = 'mnv3', aa_layer: Optional[str] = None,
+                 layer_scale_init_value: Optional[float] = None, pad_type: str = '', bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1, output_stride: int = 32, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, global_pool: str = 'avg') -> None:
         super().__init__()
         check_model_args(num_classes, in_chans, output_stride, OUTPUT_STRIDES, channel_multiplier, depth_multiplier,
                          pad_type, drop_rate, drop_path_rate, global_pool)
@@ -333,22 +316,6 @@ class MobileNetV3(EfficientTrunk):
         """
         return dict(stem=r'^conv_stem|bn1', blocks=r'^blocks\.(\d+)' if coarse else r'^blocks\.(\d+)\.(\d+)')
 
-    def no_weight_decay(self) -> Set[str]:
-        """Parameter names to exclude from weight decay (none here).
-
-        >>> model.no_weight_decay()  # doctest: +SKIP
-        set()
-        """
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
-
-        >>> model.get_classifier()  # doctest: +SKIP
-        Linear(in_features=1280, out_features=1000, bias=True)
-        """
-        return self.classifier
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling.
 
@@ -392,42 +359,13 @@ class MobileNetV3(EfficientTrunk):
         """
         x = self.global_pool(x)
         x = self.act2(self.norm_head(self.conv_head(x)))
-        x = self.flatten(x)
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
+        return self._classify(self.flatten(x), pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the feature levels in ``indices`` (None = all, n = last n), and the final features.
-
-        ``norm`` has no effect (there is no final norm).
-
-        >>> feats = model.forward_intermediates(torch.zeros(1, 3, 64, 64), intermediates_only=True)  # doctest: +SKIP
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported here; valid: 'NCHW'")
-        x, intermediates, _ = self._trunk_intermediates(x, indices, stop_early)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, Sequence[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
+    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
         """Drop the stages after the last selected level; the head goes too when pruned or asked for.
 
         >>> model.prune_intermediate_layers([0, 1])  # doctest: +SKIP

@@ -25,7 +25,8 @@ from torch.utils.checkpoint import checkpoint
 from ..checks import check_choice, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, create_act_layer, drop_path_rates, get_attn, make_divisible
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.head_api import HeadApi, reset_classifier_head
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
 from ..layers.scaled_std_conv import ScaledStdConv2d, ScaledStdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
 from .resnet import AvgPool2dSame
@@ -193,7 +194,7 @@ def create_stem(in_chs: int, out_chs: int, stem_type: str, conv_layer: ConvFacto
     return nn.Sequential(layers), stem_stride, level
 
 
-class NormFreeNet(nn.Module):
+class NormFreeNet(HeadApi, nn.Module):
     """Stem, ``stages.0..3`` of :class:`NormFreeBlock`, an optional 1x1 ``final_conv``, a final activation and a
     pooled linear classifier.
 
@@ -307,30 +308,6 @@ class NormFreeNet(nn.Module):
         return dict(stem=r'^stem', blocks=[(r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.(\d+)', None),
                                            (r'^final_conv', (99999,))])
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage in the backward pass instead of storing its activations.
-
-        >>> m = SPEC.build('test_nfnet'); m.set_grad_checkpointing(); m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    def no_weight_decay(self) -> set:
-        """Names of parameters exempt from weight decay (none).
-
-        >>> SPEC.build('test_nfnet').no_weight_decay()
-        set()
-        """
-        return set()
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` when ``num_classes == 0``).
-
-        >>> SPEC.build('test_nfnet', num_classes=3).get_classifier().out_features
-        3
-        """
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.
 
@@ -339,15 +316,9 @@ class NormFreeNet(nn.Module):
         """
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}')
-        ref = next(self.parameters())
-        self.num_classes = num_classes
-        self.head.in_features = self.num_features
         if global_pool is not None and global_pool == self.head.global_pool.pool_type:
             global_pool = None  # the same pooling: only the classifier is new
-        self.head.reset(num_classes, global_pool)
-        self.head.to(device=ref.device, dtype=ref.dtype)
-        self.head.train(self.training)
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+        reset_classifier_head(self, num_classes, global_pool)
 
     def _run_stages(self, x: torch.Tensor, stages: nn.Sequential) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
@@ -399,17 +370,12 @@ class NormFreeNet(nn.Module):
         2
         """
         take, last = feature_take_indices(len(self.stages) + 1, indices)
-        prune_end = last < len(self.stages)
-        if prune_end:
+        if prune_head_after(self, last, len(self.stages) + 1, prune_head):
             self.final_conv = nn.Identity()
             self.final_act = nn.Identity()
         if last == 0:
             self.stem = self.stem[:self.stem_feat_idx + 1]  # a deep stem is tapped before its last convolution
         self.stages = self.stages[:last]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -422,14 +388,6 @@ class NormFreeNet(nn.Module):
         x = self._run_stages(x, self.stages)
         x = self.final_conv(x)
         return self.final_act(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and (unless ``pre_logits``) the classifier.
-
-        >>> SPEC.build('test_nfnet').forward_head(torch.ones(1, 192, 2, 2), pre_logits=True).shape
-        torch.Size([1, 192])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

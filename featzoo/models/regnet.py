@@ -24,9 +24,9 @@ from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, SEMo
 from ..layers.activations import ActLayer, create_act_layer
 from ..layers.helpers import make_divisible
 from ..layers.norm_act import GroupNormAct
-from ..layers.intermediates import IndicesArg, feature_take_indices
-from ..layers.weight_init import normal_
-from ..layers.head_api import HeadApi
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
+from ..layers.weight_init import init_fan_out_normal_
+from ..layers.head_api import HeadApi, reset_classifier_head
 from .resnetv2 import shortcut_pool
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -340,17 +340,11 @@ class RegNet(HeadApi, nn.Module):
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-                normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-            elif zero_init_last and isinstance(m, RegNetBottleneck):
-                m.zero_init_last()
+        init_fan_out_normal_(self)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, RegNetBottleneck):
+                    m.zero_init_last()
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, str]:
         """Parameter-group regexes (stem, then per stage or per block).
@@ -377,12 +371,7 @@ class RegNet(HeadApi, nn.Module):
         torch.Size([1, 368, 2, 2])
         """
         _check_args(num_classes=num_classes)
-        ref = next(self.parameters())  # the stem is a bare convolution in pre-activated models
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        self.head.to(device=ref.device, dtype=ref.dtype)
-        self.head.train(self.training)
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+        reset_classifier_head(self, num_classes, global_pool)
 
     def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
@@ -424,14 +413,8 @@ class RegNet(HeadApi, nn.Module):
         take_indices, max_index = feature_take_indices(5, indices)
         for i in range(max_index + 1, 5):
             setattr(self, f's{i}', nn.Identity())
-        prune_end = max_index < 4
-        if prune_end:
-            # The head was sized for the last stage; the features now end earlier.
+        if prune_head_after(self, max_index, 5, prune_head):
             self.final_conv = nn.Identity()
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-            self.head.in_features = self.num_features
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -446,14 +429,6 @@ class RegNet(HeadApi, nn.Module):
         x = self.s3(x)
         x = self.s4(x)
         return self.final_conv(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and (unless ``pre_logits``) the classifier.
-
-        >>> m = SPEC.build('regnetx_002'); m.forward_head(torch.ones(1, 368, 2, 2), pre_logits=True).shape
-        torch.Size([1, 368])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -18,8 +18,9 @@ from ..family import FamilySpec
 from ..layers import DropPath, EcaModule, create_classifier, get_attn
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.blur_pool import BlurPool2d
+from ..layers.head_api import HeadApi
 from ..layers.helpers import get_padding
-from ..layers.intermediates import feature_take_indices
+from ..layers.intermediates import feature_take_indices, prune_head_after
 from ..layers.weight_init import kaiming_normal_
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -207,7 +208,7 @@ def _block_class(block: BlockType) -> Type[nn.Module]:
     return block
 
 
-class ResNet(nn.Module):
+class ResNet(HeadApi, nn.Module):
     """ResNet trunk: stem (7x7 or three 3x3 convolutions), max pool, four stages ``layer1..4``, pooled classifier.
 
     ``output_stride`` 16 or 8 keeps the later stages at stride 1 and dilates them instead.
@@ -328,13 +329,6 @@ class ResNet(nn.Module):
         """Regexes grouping parameter names into stem and blocks (per stage when ``coarse``)."""
         return dict(stem=r'^conv1|bn1|maxpool', blocks=r'^layer(\d+)' if coarse else r'^layer(\d+)\.(\d+)')
 
-    def no_weight_decay(self) -> set:
-        return set()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations during backward instead of storing them."""
-        self.grad_checkpointing = enable
-
     def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
         return 'fc' if name_only else self.fc
 
@@ -388,10 +382,7 @@ class ResNet(nn.Module):
             setattr(self, f'layer{i}', nn.Sequential())
         if last == 0:
             self.maxpool = nn.Identity()
-        if last < 4:
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-        if prune_head or last < 4:
-            self.reset_classifier(0, '')
+        prune_head_after(self, last, 5, prune_head)
         return take
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

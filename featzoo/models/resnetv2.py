@@ -25,11 +25,11 @@ from ..family import FamilySpec
 from ..layers import (BatchNormAct2d, ClassifierHead, DropPath, MaxPool2dSame, create_act_layer, create_conv2d,
                       drop_path_rates)
 from ..layers.helpers import make_divisible
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
 from ..layers.norm_act import EvoNorm2dS0, FilterResponseNormTlu2d, GroupNormAct
 from ..layers.std_conv import StdConv2d, StdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
-from ..layers.head_api import HeadApi
+from ..layers.head_api import HeadApi, reset_classifier_head
 from .resnet import AvgPool2dSame
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -307,6 +307,8 @@ class ResNetV2(HeadApi, nn.Module):
     torch.Size([1, 5])
     """
 
+    checkpoint_stages = 'stages'
+
     def __init__(self, layers: Sequence[int], channels: Sequence[int] = (256, 512, 1024, 2048),
                  num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg', output_stride: int = 32,
                  width_factor: int = 1, stem_chs: int = 64, stem_type: str = '', avg_down: bool = False,
@@ -379,15 +381,6 @@ class ResNetV2(HeadApi, nn.Module):
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
             (r'^stages\.(\d+)\.blocks\.(\d+)', None), (r'^norm', (99999,))])
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations.
-
-        >>> m = SPEC.build('resnetv2_18'); m.set_grad_checkpointing(); m.stages[0].grad_checkpointing
-        True
-        """
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.
 
@@ -396,15 +389,9 @@ class ResNetV2(HeadApi, nn.Module):
         """
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f'num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}')
-        ref = next(self.parameters())
-        pool_type = self.head.global_pool.pool_type if global_pool is None else global_pool
-        self.num_classes = num_classes
-        self.head.in_features = self.num_features
         # the pool type is always passed: a 1x1-conv classifier is rebuilt as one (not as a Linear)
-        self.head.reset(num_classes, pool_type)
-        self.head.to(device=ref.device, dtype=ref.dtype)
-        self.head.train(self.training)
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+        pool_type = self.head.global_pool.pool_type if global_pool is None else global_pool
+        reset_classifier_head(self, num_classes, pool_type)
 
     def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
@@ -450,16 +437,11 @@ class ResNetV2(HeadApi, nn.Module):
         2
         """
         take, last = feature_take_indices(len(self.stages) + 1, indices)
-        prune_end = last < len(self.stages)
-        if prune_norm or prune_end:
+        if prune_head_after(self, last, len(self.stages) + 1, prune_head) or prune_norm:
             self.norm = nn.Identity()
         self.stages = self.stages[:last]
         if last == 0:
             self.stem = self.stem[:self.stem_feat_idx + 1]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -471,14 +453,6 @@ class ResNetV2(HeadApi, nn.Module):
         x = self.stem(x)
         x = self.stages(x)
         return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and (unless ``pre_logits``) the classifier.
-
-        >>> SPEC.build('resnetv2_18').forward_head(torch.ones(1, 512, 2, 2), pre_logits=True).shape
-        torch.Size([1, 512])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

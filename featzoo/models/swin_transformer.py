@@ -24,11 +24,12 @@ from torch.utils.checkpoint import checkpoint
 from ..features.notrace import register_notrace_function
 from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, drop_path_rates, trunc_normal_
-from ..layers.intermediates import feature_take_indices
+from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pooling import POOL_TYPES
 from ..layers.head_api import HeadApi
+from ..layers.weight_init import trunc_normal_linears_
 
 OUTPUT_STRIDES = (32,)
 DEFAULT_CFG = dict(
@@ -479,6 +480,8 @@ class SwinTransformer(HeadApi, nn.Module):
     torch.Size([1, 1000])
     """
 
+    checkpoint_stages = 'layers'
+
     def __init__(self, img_size: Union[int, Pair] = 224, patch_size: Union[int, Pair] = 4, in_chans: int = 3,
                  num_classes: int = 1000, global_pool: str = 'avg', embed_dim: int = 96,
                  depths: Sequence[int] = (2, 2, 6, 2), num_heads: Sequence[int] = (3, 6, 12, 24),
@@ -529,11 +532,7 @@ class SwinTransformer(HeadApi, nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        trunc_normal_linears_(self)
 
     def no_weight_decay(self) -> Set[str]:
         """Relative position tables are exempt from weight decay.
@@ -557,14 +556,6 @@ class SwinTransformer(HeadApi, nn.Module):
                 (r'^norm', (99999,)),
             ])
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass (training only).
-
-        >>> SwinTransformer(depths=(1,), num_heads=(3,)).set_grad_checkpointing()
-        """
-        for stage in self.layers:
-            stage.grad_checkpointing = enable
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling.
 
@@ -583,15 +574,9 @@ class SwinTransformer(HeadApi, nn.Module):
             self.global_pool = global_pool
         self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, Sequence[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Stage outputs (NCHW, or NHWC on request) and, unless ``intermediates_only``, the final features.
 
         ``indices``: None = every stage, an int n = the last n, or a sequence (negatives count from the end).
@@ -630,14 +615,9 @@ class SwinTransformer(HeadApi, nn.Module):
         ([0], 1, 96)
         """
         take, last = feature_take_indices(len(self.layers), indices)
-        cut = last < len(self.layers) - 1
-        if prune_norm or cut:
+        if prune_head_after(self, last, len(self.layers), prune_head) or prune_norm:
             self.norm = nn.Identity()
         self.layers = self.layers[:last + 1]
-        if cut:
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-        if prune_head or cut:
-            self.reset_classifier(0, '')
         return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -647,15 +627,6 @@ class SwinTransformer(HeadApi, nn.Module):
         torch.Size([1, 8, 8, 96])
         """
         return self.norm(self.layers(self.patch_embed(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify the NHWC features (``pre_logits`` stops before the classifier).
-
-        >>> m = SwinTransformer(depths=(1,), num_heads=(3,), num_classes=4)
-        >>> m.forward_head(torch.zeros(2, 7, 7, 96), pre_logits=True).shape
-        torch.Size([2, 96])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

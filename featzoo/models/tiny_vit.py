@@ -22,10 +22,11 @@ from ..family import FamilySpec
 from ..features.notrace import register_notrace_module
 from ..layers import DropPath, drop_path_rates
 from ..layers.activations import ActLayer, get_act_layer
+from ..layers.head_api import HeadApi
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.norm import LayerNorm2d
 from ..layers.norm_mlp_head import NormMlpClassifierHead
-from ..layers.weight_init import trunc_normal_
+from ..layers.weight_init import trunc_normal_linears_
 
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bicubic', crop_pct=0.95, crop_mode='center',
@@ -237,7 +238,7 @@ class TinyVitStage(nn.Module):
         return self.blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class TinyVit(nn.Module):
+class TinyVit(HeadApi, nn.Module):
     """Stem (stride 4), an MBConv stage, three attention stages each halving the resolution, and a pooled
     LayerNorm + linear head.
 
@@ -286,11 +287,7 @@ class TinyVit(nn.Module):
         self.head = NormMlpClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                           norm_layer=partial(LayerNorm2d, eps=1e-5))
         self.head_hidden_size = self.head.num_features
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        trunc_normal_linears_(self)
 
     def no_weight_decay(self) -> Set[str]:
         """The attention-bias tables.
@@ -304,13 +301,6 @@ class TinyVit(nn.Module):
         """Parameter-group regexes: the stem, then stages (``coarse``) or each downsample and block."""
         return dict(stem=r'^patch_embed', blocks=r'^stages\.(\d+)' if coarse else [
             (r'^stages\.(\d+).downsample', (0,)), (r'^stages\.(\d+)\.\w+\.(\d+)', None)])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage's activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=None`` keeps the pooling.
@@ -333,9 +323,6 @@ class TinyVit(nn.Module):
         for stage in self.stages:
             x = self._run_stage(stage, x)
         return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

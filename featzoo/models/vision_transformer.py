@@ -25,13 +25,14 @@ from ..family import FamilySpec
 from ..layers.activations import ActLayer, create_act_layer, get_act_layer
 from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
+from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import SimplePyramid
-from ..layers.weight_init import normal_, trunc_normal_
+from ..layers.weight_init import normal_, trunc_normal_, trunc_normal_linears_
 
 DEFAULT_CFG = dict(
     input_size=(3, 224, 224), interpolation='bicubic', crop_pct=0.9, crop_mode='center',
@@ -596,7 +597,7 @@ def _check_img_size(img_size: Any, patch: Tuple[int, int], padded: bool) -> Tupl
     return size
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(HeadApi, nn.Module):
     """A plain ViT: patch embedding, prefix tokens (class, distillation, registers), learned position embedding,
     ``depth`` identical blocks, a final norm and a linear head.
 
@@ -606,6 +607,8 @@ class VisionTransformer(nn.Module):
     >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
     (torch.Size([1, 10]), torch.Size([1, 25, 64]))
     """
+
+    no_weight_decay_names = ('pos_embed', 'cls_token', 'reg_token', 'dist_token')
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: Union[int, Tuple[int, int]] = 16,
                  in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'token', embed_dim: int = 768,
@@ -727,23 +730,11 @@ class VisionTransformer(nn.Module):
             normal_(self.reg_token, std=1e-6)
         if self.dist_token is not None:
             trunc_normal_(self.dist_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        trunc_normal_linears_(self)
         if self.attn_pool is not None:
             self.attn_pool.init_weights()
 
     # ---- the model contract -------------------------------------------------------------------------------------
-
-    def no_weight_decay(self) -> Set[str]:
-        """Parameters that should not see weight decay.
-
-        >>> sorted(VisionTransformer(depth=1, embed_dim=32, num_heads=2).no_weight_decay())[:2]
-        ['cls_token', 'dist_token']
-        """
-        return {'pos_embed', 'cls_token', 'reg_token', 'dist_token'}
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Regexes grouping parameters into stem and per-block groups (for layer-wise learning-rate decay).
@@ -754,14 +745,6 @@ class VisionTransformer(nn.Module):
         tokens = 'cls_token|pos_embed|patch_embed|dist_token' if self.distilled else \
             'cls_token|reg_token|pos_embed|patch_embed|norm_pre'
         return dict(stem=f'^{tokens}', blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
-
-        >>> m = VisionTransformer(depth=1, embed_dim=32, num_heads=2); m.set_grad_checkpointing(); m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
 
     def set_distilled_training(self, enable: bool = True) -> None:
         """DeiT distilled only: in training mode return (class logits, distillation logits) instead of their mean.

@@ -9,7 +9,7 @@ operation (the ESE gate averages the whole map) is involved.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,6 +21,8 @@ from ..checks import check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
+from ..layers.head_api import HeadApi, reset_classifier_head
+from ..layers.intermediates import prune_head_after
 from ..layers.norm_act import EvoNorm2dS0
 from ..layers.weight_init import kaiming_normal_
 
@@ -225,7 +227,7 @@ class OsaStage(nn.Module):
         return self.blocks(x)
 
 
-class VovNet(nn.Module):
+class VovNet(HeadApi, nn.Module):
     """VoVNet: a three-conv stem (``stem``), OSA stages (``stages``) and a classifier head (``head``).
 
     >>> m = VovNet(stem_chs=(16, 16, 32), stage_conv_chs=(16, 16, 16, 16), stage_out_chs=(32, 32, 32, 64),
@@ -233,6 +235,8 @@ class VovNet(nn.Module):
     >>> m(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 10])
     """
+
+    checkpoint_stages = 'stages'
 
     def __init__(self, stem_chs: Sequence[int] = (64, 64, 128), stage_conv_chs: Sequence[int] = (128, 160, 192, 224),
                  stage_out_chs: Sequence[int] = (256, 512, 768, 1024), block_per_stage: Sequence[int] = (1, 1, 2, 2),
@@ -317,49 +321,13 @@ class VovNet(nn.Module):
         """
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.blocks\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each OSA block's activations in backward instead of storing them.
-
-        >>> m = SPEC.build('ese_vovnet19b_dw'); m.set_grad_checkpointing(); m.stages[0].grad_checkpointing
-        True
-        """
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """Parameter names exempt from weight decay: none for VoVNet.
-
-        >>> SPEC.build('ese_vovnet19b_dw').no_weight_decay()
-        set()
-        """
-        return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``head.fc``).
-
-        >>> SPEC.build('ese_vovnet19b_dw', num_classes=5).get_classifier()
-        Linear(in_features=1024, out_features=5, bias=True)
-        """
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it); ``global_pool=''`` also removes the pooling.
 
         >>> m = SPEC.build('ese_vovnet19b_dw'); m.reset_classifier(0); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024])
         """
-        num_classes = check_int('num_classes', num_classes, 0)
-        ref = next(self.parameters(), None)
-        self.head.in_features = self.num_features
-        self.head.reset(num_classes, global_pool)
-        if ref is not None:
-            self.head.to(device=ref.device, dtype=ref.dtype)
-        self.head.train(self.training)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+        reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
 
     def _stem_tap(self) -> int:
         return int(self.feature_info[0]['module'].split('.')[1])
@@ -408,13 +376,7 @@ class VovNet(nn.Module):
         if last == 0:
             tap = self._stem_tap()
             self.stem = self.stem[:tap + 1]
-        if last < num_levels - 1:
-            # the head was sized for the final map, which no longer exists
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-            self.feature_info = self.feature_info[:last + 1]
-            prune_head = True
-        if prune_head:
-            self.reset_classifier(0, '')
+        prune_head_after(self, last, num_levels, prune_head, trim_feature_info=True)
         return list(take)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -424,14 +386,6 @@ class VovNet(nn.Module):
         torch.Size([1, 1024, 2, 2])
         """
         return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify a ``forward_features`` map; ``pre_logits=True`` stops before the classifier.
-
-        >>> SPEC.build('ese_vovnet19b_dw').forward_head(torch.ones(1, 1024, 2, 2), pre_logits=True).shape
-        torch.Size([1, 1024])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -79,6 +79,18 @@ class PreSeparableConv2d(nn.Module):
         return self.conv_pw(self.conv_dw(self.norm(x)))
 
 
+def _init_widths(block: nn.Module, in_chs: int, out_chs: Tuple[int, int, int], stride: int, no_skip: bool,
+                 project: Optional[bool]) -> bool:
+    """Record an Xception block's ``in_channels``, ``out_channels`` and ``no_skip``; whether its shortcut projects
+    (by default when the width or the resolution changes)."""
+    block.in_channels = in_chs
+    block.out_channels = out_chs[-1]
+    block.no_skip = no_skip
+    if project is None:
+        project = block.out_channels != in_chs or stride != 1
+    return not no_skip and project
+
+
 class XceptionModule(nn.Module):
     """Three separable convs (the last one strided) with a projection or identity shortcut.
 
@@ -90,12 +102,7 @@ class XceptionModule(nn.Module):
                  start_with_relu: bool = True, no_skip: bool = False, norm_eps: float = 1e-5,
                  drop_path: float = 0.0, project: Optional[bool] = None) -> None:
         super().__init__()
-        self.in_channels = in_chs
-        self.out_channels = out_chs[-1]
-        self.no_skip = no_skip
-        if project is None:
-            project = self.out_channels != in_chs or stride != 1
-        if not no_skip and project:
+        if _init_widths(self, in_chs, out_chs, stride, no_skip, project):
             self.shortcut: Optional[nn.Module] = ConvNormAct(in_chs, self.out_channels, 1, stride=stride,
                                                              apply_act=False, norm_eps=norm_eps)
         else:
@@ -130,12 +137,7 @@ class PreXceptionModule(nn.Module):
                  no_skip: bool = False, norm_eps: float = 1e-5, drop_path: float = 0.0,
                  project: Optional[bool] = None) -> None:
         super().__init__()
-        self.in_channels = in_chs
-        self.out_channels = out_chs[-1]
-        self.no_skip = no_skip
-        if project is None:
-            project = self.out_channels != in_chs or stride != 1
-        if not no_skip and project:
+        if _init_widths(self, in_chs, out_chs, stride, no_skip, project):
             self.shortcut: nn.Module = create_conv2d(in_chs, self.out_channels, 1, stride=stride)
         else:
             self.shortcut = nn.Identity()
@@ -269,14 +271,6 @@ class XceptionAligned(HeadApi, nn.Module):
         """
         return dict(stem=r'^stem', blocks=r'^blocks\.(\d+)')
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations.
-
-        >>> XceptionAligned(middle_depth=0).set_grad_checkpointing()
-        """
-        self.grad_checkpointing = enable
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it) and optionally the pooling (``''`` = none).
 
@@ -306,14 +300,6 @@ class XceptionAligned(HeadApi, nn.Module):
         else:
             x = self.blocks(x)
         return self.act(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout and classify; ``pre_logits=True`` stops before the classifier.
-
-        >>> XceptionAligned(middle_depth=0).forward_head(torch.ones(1, 2048, 2, 2), pre_logits=True).shape
-        torch.Size([1, 2048])
-        """
-        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images.

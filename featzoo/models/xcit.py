@@ -9,7 +9,7 @@ works and computes what timm's model computes at that size.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -22,10 +22,11 @@ from ..features.notrace import register_notrace_function
 from ..layers.activations import create_act_layer
 from ..layers.class_attention import XcitClassAttentionBlock
 from ..layers.drop import DropPath
+from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.mlp import Mlp
-from ..layers.weight_init import trunc_normal_
+from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Xcit', 'CrossCovarianceAttention', 'XcaBlock', 'VARIANTS', 'SPEC']
 
@@ -219,7 +220,7 @@ def _check_img_size(img_size: Any, patch: int) -> Tuple[int, int]:
     return size
 
 
-class Xcit(nn.Module):
+class Xcit(HeadApi, nn.Module):
     """XCiT: convolutional patch embedding, Fourier position encoding, ``depth`` XCA blocks, ``cls_attn_layers``
     class-attention blocks that bring in the class token, a final norm and a linear head.
 
@@ -229,6 +230,9 @@ class Xcit(nn.Module):
     >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
     (torch.Size([1, 10]), torch.Size([1, 25, 32]))
     """
+
+    classifier_name = 'head'
+    no_weight_decay_names = ('pos_embed.*', 'cls_token')
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
                  num_classes: int = 1000, global_pool: str = 'token', embed_dim: int = 768, depth: int = 12,
@@ -289,21 +293,9 @@ class Xcit(nn.Module):
         0.0
         """
         trunc_normal_(self.cls_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        trunc_normal_linears_(self)
 
     # ---- the model contract -----------------------------------------------------------------------------------
-
-    def no_weight_decay(self) -> Set[str]:
-        """The class token and the position encoding's parameters (a pattern, as timm gives it).
-
-        >>> sorted(Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2).no_weight_decay())
-        ['cls_token', 'pos_embed.*']
-        """
-        return {'pos_embed.*', 'cls_token'}
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Regexes grouping parameters into stem, blocks, and class-attention blocks with the final norm.
@@ -313,23 +305,6 @@ class Xcit(nn.Module):
         """
         return dict(stem=r'^cls_token|pos_embed|patch_embed', blocks=r'^blocks\.(\d+)',
                     cls_attn_blocks=[(r'^cls_attn_blocks\.(\d+)', None), (r'^norm', (99999,))])
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block's activations in the backward pass instead of storing them.
-
-        >>> m = Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2); m.set_grad_checkpointing()
-        >>> m.grad_checkpointing
-        True
-        """
-        self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        """The classifier (``head``).
-
-        >>> Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=5).get_classifier()
-        Linear(in_features=32, out_features=5, bias=True)
-        """
-        return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none), optionally changing the
