@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
-from .intermediates import IndicesArg, feature_take_indices
+from .intermediates import IndicesArg, feature_take_indices, prune_head_after
 
 
 def stage_intermediates(stem: nn.Module, stages: nn.Sequential, x: torch.Tensor, indices: IndicesArg,
@@ -42,13 +42,9 @@ def prune_stages(model: nn.Module, indices: IndicesArg, prune_head: bool) -> Lis
     ([0], 4)
     """
     take, last = feature_take_indices(len(model.stages), indices)
-    truncated = last < len(model.stages) - 1
+    num_stages = len(model.stages)
     model.stages = model.stages[:last + 1]
-    if truncated:
-        model.feature_info = model.feature_info[:last + 1]
-        model.num_features = model.head_hidden_size = model.feature_info[last]['num_chs']
-    if prune_head or truncated:
-        model.reset_classifier(0, '', reset_other=True)
+    prune_head_after(model, last, num_stages, prune_head, trim_feature_info=True, reset_other=True)
     return take
 
 

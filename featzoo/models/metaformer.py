@@ -334,6 +334,8 @@ class MetaFormer(HeadApi, nn.Module):
     torch.Size([1, 10])
     """
 
+    checkpoint_stages = 'stages'  # set_grad_checkpointing (HeadApi) flags each stage
+
     def __init__(self, depths: Sequence[int] = _S12, dims: Sequence[int] = _DIMS_S,
                  token_mixers: PerStage = 'pooling', norm_layer: str = 'layernorm_nobias',
                  mlp_act: ActLayer = 'star_relu', mlp_bias: bool = False, downsample_norm: bool = True,
@@ -418,12 +420,6 @@ class MetaFormer(HeadApi, nn.Module):
         '^stem'
         """
         return stage_group_matcher(coarse)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations."""
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None,
                          reset_other: bool = False) -> None:
