@@ -10,6 +10,7 @@ every wrapper, every output stride. ``FEATZOO_EXPORT_UNCLAIMED=1`` also tries th
 """
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import os
@@ -172,8 +173,23 @@ def check_onnx(name: str, overrides: Dict[str, Any], directory: str, feature_cls
     session = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     assert [o.name for o in session.get_outputs()] == names
     outputs = session.run(None, {'image': check.numpy()})
-    for feature, got, want in zip(names, outputs, _as_list(expected)):
-        assert_equal(torch.from_numpy(np.asarray(got)), want, f'{name} ONNX output {feature!r}', rtol=ORT_TOLERANCE)
+    own_errors = None
+    for i, (feature, got, want) in enumerate(zip(names, outputs, _as_list(expected))):
+        got, scale, rtol = torch.from_numpy(np.asarray(got)), max(1.0, want.abs().max().item()), ORT_TOLERANCE
+        if (got - want).abs().max().item() > rtol * scale:
+            # no float32 runtime can be held closer to the eager run than the eager run is to exact arithmetic
+            own_errors = own_errors or _float32_error(model, check, expected)
+            rtol = max(rtol, 2 * own_errors[i] / scale)
+        assert_equal(got, want, f'{name} ONNX output {feature!r}', rtol=rtol)
+
+
+def _float32_error(model: nn.Module, check: torch.Tensor, expected: Any) -> List[float]:
+    """Per output, how far the float32 eager run is from the same model run in float64. Batch norms over nearly
+    dead channels (HGNet's depthwise downsampling after a ReLU keeps running variances near 1e-5 even after
+    calibration) amplify rounding ~200x: hgnet_base's last level is 1e-4 off in float32 eager itself."""
+    with torch.no_grad():
+        exact = copy.deepcopy(model).double()(check.double())
+    return [(a.double() - b).abs().max().item() for a, b in zip(_as_list(expected), _as_list(exact))]
 
 
 def check_compile(name: str, overrides: Dict[str, Any], feature_cls: str, backend: str = 'aot_eager') -> None:

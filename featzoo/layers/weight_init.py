@@ -103,3 +103,14 @@ def init_fan_out_normal_(module: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+def kaiming_convs_(module: nn.Module) -> None:
+    """He-normal (fan-out, ReLU gain) weights for every ``nn.Conv2d`` in ``module``; biases and other layers kept.
+
+    >>> m = nn.Sequential(nn.Conv2d(3, 8, 3)); kaiming_convs_(m); m[0].weight.shape
+    torch.Size([8, 3, 3, 3])
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')

@@ -30,7 +30,7 @@ from ..family import FamilySpec
 from ..layers import create_classifier
 from ..layers.head_api import HeadApi
 from ..layers.intermediates import IndicesArg, feature_take_indices
-from ..layers.weight_init import kaiming_normal_
+from ..layers.weight_init import kaiming_convs_
 from .resnet import BasicBlock, Bottleneck
 
 FEATURE_LOCATIONS = ('incre', '')
@@ -208,10 +208,9 @@ class HighResolutionNet(HeadApi, nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        kaiming_convs_(self)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 

@@ -21,7 +21,7 @@ from ..layers.blur_pool import BlurPool2d
 from ..layers.head_api import HeadApi
 from ..layers.helpers import get_padding
 from ..layers.intermediates import feature_take_indices, prune_head_after
-from ..layers.weight_init import kaiming_normal_
+from ..layers.weight_init import kaiming_convs_
 
 OUTPUT_STRIDES = (8, 16, 32)
 AA_LAYERS = (None, 'avg', 'blur')
@@ -317,9 +317,7 @@ class ResNet(HeadApi, nn.Module):
         self._init_weights(zero_init_last)
 
     def _init_weights(self, zero_init_last: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+        kaiming_convs_(self)
         if zero_init_last:
             for m in self.modules():
                 if hasattr(m, 'zero_init_last'):

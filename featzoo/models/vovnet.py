@@ -24,7 +24,7 @@ from ..layers.drop import drop_path_rates
 from ..layers.head_api import HeadApi, reset_classifier_head
 from ..layers.intermediates import prune_head_after
 from ..layers.norm_act import EvoNorm2dS0
-from ..layers.weight_init import kaiming_normal_
+from ..layers.weight_init import kaiming_convs_
 
 __all__ = ['VovNet', 'OsaBlock', 'OsaStage', 'SeparableConvNormAct', 'EffectiveSEModule', 'SPEC', 'VARIANTS']
 
@@ -306,10 +306,9 @@ class VovNet(HeadApi, nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        kaiming_convs_(self)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
     @torch.jit.ignore
