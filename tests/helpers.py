@@ -335,6 +335,22 @@ def configurations(names: Optional[Sequence[str]] = None) -> Dict[str, List[str]
     return {members[0]: members for members in groups.values()}
 
 
+SLOW_EVERY_VARIANT_VARIABLE = 'FEATZOO_SLOW_EVERY_VARIANT'
+
+
+def slow_matrix() -> List[str]:
+    """The architectures of the slow suite's behaviour matrices (export, wrappers, fine-tuning, FX): the smallest
+    architecture of each configuration, or every architecture when ``FEATZOO_SLOW_EVERY_VARIANT=1``.
+
+    These matrices check code paths, and the architectures of one configuration run the same code at other widths
+    and depths; at every variant they took hours (a ViT-huge ONNX export is a minute on two cores). Numeric parity,
+    where width and depth do matter, runs for every architecture regardless.
+    """
+    if os.environ.get(SLOW_EVERY_VARIANT_VARIABLE, '') == '1':
+        return featzoo.list_models()
+    return sorted(configurations())
+
+
 def input_side_for(name: str, at_least: int = 64) -> int:
     """The smallest input side >= ``at_least`` px that ``name`` takes."""
     return registry.family_spec(family_of(name)).smallest_input_side(name, at_least)

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 import featzoo
-from helpers import assert_equal, input_side, sample_seed, sampled_architectures, shrunk_representative
+from helpers import (assert_equal, input_side, sample_seed, sampled_architectures, shrunk_representative,
+                     slow_matrix)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('gen_capabilities_table',
@@ -277,7 +278,7 @@ def test_readme_capabilities_table_is_current():
 
 # ---- slow: the full matrix ------------------------------------------------------------------------------------------
 
-ALL = featzoo.list_models()
+ALL = slow_matrix()  # one architecture per configuration; FEATZOO_SLOW_EVERY_VARIANT=1 for all
 
 
 def _wrapper_cases() -> List[Tuple[str, str]]:

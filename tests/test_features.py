@@ -13,9 +13,9 @@ import torch
 
 import featzoo
 from featzoo.features.info import FeatureInfo, normalize_out_indices
-from helpers import assert_equal, check_feature_shapes, input_side, representatives, save_state
+from helpers import assert_equal, check_feature_shapes, input_side, representatives, save_state, slow_matrix
 
-ALL = featzoo.list_models()
+ALL = slow_matrix()  # one architecture per configuration; FEATZOO_SLOW_EVERY_VARIANT=1 for all
 LEVELS = [dict(num_chs=c, reduction=r, module=f'l{i}') for i, (c, r) in enumerate([(8, 2), (16, 4), (32, 8)])]
 
 

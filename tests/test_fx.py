@@ -22,7 +22,7 @@ from featzoo.features.notrace import (
     get_notrace_functions, get_notrace_modules, is_notrace_function, is_notrace_module, register_notrace_function,
     register_notrace_module,
 )
-from helpers import assert_equal, randomize_state, representatives, smallest_input
+from helpers import assert_equal, randomize_state, representatives, slow_matrix, smallest_input
 
 torchvision = pytest.importorskip('torchvision')
 from torchvision.models import feature_extraction as tvfe  # noqa: E402
@@ -568,7 +568,7 @@ def _family_representatives() -> List[str]:
 
 
 REPRESENTATIVES = _family_representatives()
-OTHERS = [n for n in featzoo.list_models()
+OTHERS = [n for n in slow_matrix()
           if n not in REPRESENTATIVES and 'fx' in registry.get_arch_entry(n)['feature_cls']]
 
 
