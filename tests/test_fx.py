@@ -551,6 +551,48 @@ def test_notrace_registry_makes_leaves():
         register_notrace_function(OpaqueBlock)
 
 
+def _module_from_source(name: str, source: str):
+    import sys
+    import types
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    exec(compile(source, f'<{name}>', 'exec'), module.__dict__)
+    return module
+
+
+def test_notrace_functions_wrap_in_the_modules_of_an_inherited_forward():
+    """A family whose ``forward`` comes from a shared base in another module: the no-trace function its own
+    ``forward_features`` calls is still a leaf (torch.fx alone looks only in the module of ``forward``)."""
+    import sys
+    base = _module_from_source('featzoo_test_shared_base', (
+        'from torch import nn\n'
+        'class Base(nn.Module):\n'
+        '    def forward(self, x):\n'
+        '        return self.head(self.forward_features(x))\n'))
+    family = _module_from_source('featzoo_test_family', (
+        'from torch import nn\n'
+        'import featzoo_test_shared_base as shared\n'
+        'def width_scaled(x):\n'
+        '    return x * int(x.shape[-1])  # a Python int of a traced size: FX cannot trace through it\n'
+        'class Net(shared.Base):\n'
+        '    def __init__(self):\n'
+        '        super().__init__()\n'
+        '        self.head = nn.Identity()\n'
+        '    def forward_features(self, x):\n'
+        '        return width_scaled(x) + 1\n'))
+    try:
+        register_notrace_function(family.width_scaled)
+        model = family.Net()
+        assert fzfx.get_graph_node_names(model)[1] == ['x', 'width_scaled', 'add', 'head']
+        extractor = fzfx.create_feature_extractor(model, ['width_scaled'])
+        x = torch.ones(1, 2, 3)
+        assert_equal(extractor(x)['width_scaled'], x * 3, 'wrapped function output')
+        assert base.Base.forward is family.Net.forward
+    finally:
+        sys.modules.pop('featzoo_test_shared_base', None)
+        sys.modules.pop('featzoo_test_family', None)
+
+
 # ---- feature_cls='fx' on featzoo models -----------------------------------------------------------------------------
 
 def _family_representatives() -> List[str]:

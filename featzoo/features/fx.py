@@ -80,6 +80,29 @@ class NodePathTracer(fx.Tracer):
         # Latest final name that each base name (or base + '_{n}') resolved to: the next repeat continues from it.
         self._latest: Dict[str, str] = {}
 
+    def trace(self, root: Union[nn.Module, Callable[..., Any]],
+              concrete_args: Optional[Dict[str, Any]] = None) -> fx.Graph:
+        # torch.fx wraps the registered no-trace functions only where it looks for them: in the module that defines
+        # the traced ``forward`` and in those of the submodules it calls. A model whose ``forward`` comes from a
+        # shared base calls its own module's functions from methods (``forward_features``) defined there, so every
+        # module along the model's class hierarchy is searched too. ``_autowrap_search`` is the tracer's own list
+        # for this (torch >= 1.10); without it the tracer behaves as torch's.
+        search = getattr(self, '_autowrap_search', None)
+        added: List[Any] = []
+        if isinstance(root, nn.Module) and isinstance(search, list):
+            for cls in type(root).__mro__:
+                module = sys.modules.get(cls.__module__)
+                if module is None or cls.__module__.split('.')[0] in ('torch', 'builtins'):
+                    continue
+                if not any(module is m for m in search + added):
+                    added.append(module)
+            search.extend(added)
+        try:
+            return super().trace(root, concrete_args)
+        finally:
+            for module in added:
+                search.remove(module)
+
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if self.leaf_modules and isinstance(m, self.leaf_modules):
             return True

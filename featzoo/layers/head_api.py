@@ -15,9 +15,9 @@ class HeadApi:
     ``forward_head`` -> ``self.head(x, pre_logits=pre_logits)``. A family sets these class attributes (data) and
     overrides only the methods that differ.
 
-    No ``forward`` here on purpose: FX wraps the registered no-trace functions it finds in the module of the traced
-    ``forward``, so a ``forward`` defined here would leave those of the family's own module (called by its
-    ``forward_features``) unwrapped.
+    ``forward`` is ``forward_head(forward_features(x))``; featzoo's FX tracer searches the modules along the model's
+    class hierarchy for no-trace functions, so those of the family's own module stay leaves when ``forward`` is
+    inherited from here.
 
     >>> class Tiny(HeadApi, nn.Module):
     ...     def __init__(self):
@@ -56,6 +56,15 @@ class HeadApi:
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """The head on ``forward_features``' output: pooling, dropout and (unless ``pre_logits``) the classifier."""
         return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (or the pooled features when the classifier was removed) of an image batch.
+
+        >>> import featzoo
+        >>> featzoo.create_model('resnet18', num_classes=3)(torch.ones(2, 3, 64, 64)).shape
+        torch.Size([2, 3])
+        """
+        return self.forward_head(self.forward_features(x))
 
 
 def reset_classifier_head(model: nn.Module, num_classes: int, global_pool: Optional[str] = None) -> None:

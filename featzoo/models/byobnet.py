@@ -653,9 +653,6 @@ class ByobNet(HeadApi, nn.Module):
             x = self._run_stage(stage, x)
         return self.final_conv(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _scaled(widths: Sequence[int], factors: Sequence[float]) -> Tuple[int, ...]:
     return tuple(int(w * f) for w, f in zip(widths, factors))

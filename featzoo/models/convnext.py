@@ -392,14 +392,6 @@ class ConvNeXt(HeadApi, nn.Module):
         """
         return self.norm_pre(self.stages(self.stem(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of images.
-
-        >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8), num_classes=4)(torch.ones(2, 3, 64, 64)).shape
-        torch.Size([2, 4])
-        """
-        return self.forward_head(self.forward_features(x))
-
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """Fit a timm-layout checkpoint to ``model``: the FCMAE-pretrained ConvNeXt V2 weights have no head norm, which

@@ -452,9 +452,6 @@ class CspNet(HeadApi, nn.Module):
             return x
         return self.stages(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _cs3(width: float = 1.0, depth: float = 1.0, focus: bool = False, **stage_args: Any) -> Dict[str, Any]:
     """A 'cs3' row: four CSP-3 stages of DarkNet blocks, widths and depths scaled from the 'l' size."""

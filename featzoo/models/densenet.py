@@ -373,9 +373,6 @@ class DenseNet(HeadApi, nn.Module):
         x = self.head_drop(x)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Optional[nn.Module] = None
                          ) -> Dict[str, torch.Tensor]:

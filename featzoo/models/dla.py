@@ -423,9 +423,6 @@ class DLA(HeadApi, nn.Module):
             return self.flatten(x)
         return self.flatten(self.fc(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 _NARROW = (16, 32, 64, 64, 128, 256)
 _WIDE = (16, 32, 128, 256, 512, 1024)

@@ -484,9 +484,6 @@ class EfficientNet(EfficientTrunk):
         """
         return self._classify(self.global_pool(x), pre_logits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
         """Drop the stages after the last selected level; the head convolution and classifier go with them.

@@ -428,9 +428,6 @@ class EfficientVit(HeadApi, nn.Module):
             x = self._run(stage, x)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
     'efficientvit_b0': dict(widths=(8, 16, 32, 64, 128), depths=(1, 2, 2, 2, 2), head_dim=16,

@@ -623,9 +623,6 @@ class FastVit(HeadApi, nn.Module):
         x = self.stages(x)
         return self.final_conv(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _convert_original(state_dict: Mapping[str, torch.Tensor], model: FastVit) -> Dict[str, torch.Tensor]:
     """Apple's layout (``patch_embed``, a flat ``network`` list, ``rbr_*`` branches) renamed to this one."""

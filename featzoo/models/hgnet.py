@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_bool, check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
-from ..layers import ConvNormAct, DropPath, SelectAdaptivePool2d, drop_path_rates, get_padding
+from ..layers import ConvNormAct, DropPath, SelectAdaptivePool2d, drop_path_rates
 from ..layers.head_api import HeadApi
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.weight_init import kaiming_normal_
@@ -496,9 +496,6 @@ class HighPerfGpuNet(HeadApi, nn.Module):
         torch.Size([1, 1024, 2, 2])
         """
         return self.stages(self.stem(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 SPEC = FamilySpec(

@@ -398,9 +398,6 @@ class Hiera(HeadApi, nn.Module):
             x = self._run_block(block, x)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
                               stop_early: bool = True, output_fmt: str = 'NCHW', intermediates_only: bool = False,
                               coarse: bool = True

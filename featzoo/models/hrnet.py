@@ -376,9 +376,6 @@ class HighResolutionNet(HeadApi, nn.Module):
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
-        return self.forward_head(self.forward_features(x))
-
 
 # ---- the table -------------------------------------------------------------------------------------------------------
 # stage1: bottleneck blocks and planes of layer1; num_modules / num_blocks: high-resolution modules of stages 2-4 and

@@ -944,9 +944,6 @@ class MaxxVit(HeadApi, nn.Module):
         """
         return self.norm(self.stages(self.stem(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _check_block_types(block_type: Any, num_stages: int) -> Tuple[Tuple[str, ...], ...]:
     if isinstance(block_type, str) or not isinstance(block_type, (list, tuple)) or len(block_type) != num_stages:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -481,10 +481,6 @@ class MetaFormer(HeadApi, nn.Module):
         """Pool, norm, flatten, dropout and classify; ``pre_logits=True`` stops before the classifier."""
         x = self.head.drop(self.head.flatten(self.head.norm(self.head.global_pool(x))))
         return x if pre_logits else self.head.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of images."""
-        return self.forward_head(self.forward_features(x))
 
 
 # ---- the original sail-sg checkpoints --------------------------------------------------------------------------------

@@ -361,9 +361,6 @@ class MobileNetV3(EfficientTrunk):
         x = self.act2(self.norm_head(self.conv_head(x)))
         return self._classify(self.flatten(x), pre_logits)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
         """Drop the stages after the last selected level; the head goes too when pruned or asked for.

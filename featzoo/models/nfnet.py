@@ -389,9 +389,6 @@ class NormFreeNet(HeadApi, nn.Module):
         x = self.final_conv(x)
         return self.final_act(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # ---- the table -------------------------------------------------------------------------------------------------------
 

@@ -430,9 +430,6 @@ class RegNet(HeadApi, nn.Module):
         x = self.s4(x)
         return self.final_conv(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _check_args(**kwargs) -> None:
     """Raise ValueError/TypeError for constructor values a RegNet cannot take."""

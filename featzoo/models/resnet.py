@@ -389,9 +389,6 @@ class ResNet(HeadApi, nn.Module):
             x = F.dropout(x, p=float(self.drop_rate), training=self.training)
         return x if pre_logits else self.fc(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 _B, _BN = 'basic', 'bottleneck'
 _D = dict(stem_width=32, stem_type='deep', avg_down=True)          # 'd': deep stem, avg-pool shortcut

@@ -454,9 +454,6 @@ class ResNetV2(HeadApi, nn.Module):
         x = self.stages(x)
         return self.norm(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 _BIT = dict(stem_type='fixed', conv='std', std_eps=1e-8, norm='group')       # Big Transfer
 _BASIC = dict(block='basic', channels=(64, 128, 256, 512), conv='conv', norm='batch')

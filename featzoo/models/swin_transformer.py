@@ -587,9 +587,6 @@ class SwinTransformer(HeadApi, nn.Module):
         """
         return self.norm(self.layers(self.patch_embed(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _check_config(img_size: Pair, patch_size: Pair, in_chans: Any, num_classes: Any, global_pool: Any,
                   embed_dim: Any, depths: Any, num_heads: Any, head_dim: Any, mlp_ratio: Any) -> None:

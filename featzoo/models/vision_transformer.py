@@ -868,9 +868,6 @@ class VisionTransformer(HeadApi, nn.Module):
         x = self.head_drop(self.fc_norm(self.pool(x)))
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        return self.forward_head(self.forward_features(x))
-
     # ---- intermediates ------------------------------------------------------------------------------------------
 
     def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, return_prefix_tokens: bool = False,

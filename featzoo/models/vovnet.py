@@ -386,9 +386,6 @@ class VovNet(HeadApi, nn.Module):
         """
         return self.stages(self.stem(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 SPEC = FamilySpec(
     name='vovnet', model=VovNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,

@@ -301,14 +301,6 @@ class XceptionAligned(HeadApi, nn.Module):
             x = self.blocks(x)
         return self.act(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of images.
-
-        >>> XceptionAligned(middle_depth=0, num_classes=5)(torch.ones(2, 3, 64, 64)).shape
-        torch.Size([2, 5])
-        """
-        return self.forward_head(self.forward_features(x))
-
 
 SPEC = FamilySpec(
     name='xception_aligned', model=XceptionAligned, variants=VARIANTS, default_cfg=DEFAULT_CFG,

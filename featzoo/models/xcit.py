@@ -355,9 +355,6 @@ class Xcit(HeadApi, nn.Module):
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     # ---- intermediates ----------------------------------------------------------------------------------------
 
     def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
