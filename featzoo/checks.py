@@ -9,9 +9,9 @@ User input is checked here (and in the loaders), never by ``assert`` and never i
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-__all__ = ['check_bool', 'check_int', 'check_rate', 'check_choice', 'check_input_size', 'check_int_tuple']
+__all__ = ['check_bool', 'check_int', 'check_index_list', 'check_rate', 'check_choice', 'check_input_size', 'check_int_tuple']
 
 
 def check_bool(name: str, value: Any) -> bool:
@@ -36,6 +36,26 @@ def check_int(name: str, value: Any, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f'{name}={value} is invalid; it must be >= {minimum}')
     return value
+
+
+def check_index_list(name: str, raw: Sequence[Any], count: int, scope: str = '') -> List[int]:
+    """Each entry of ``raw`` (Python-style: negative counts from the end) as an index in ``[0, count)``, in order.
+    An empty ``raw`` or an out-of-range entry is a ValueError, a non-int entry a TypeError; ``scope`` ends the
+    out-of-range message (e.g. ``' for a model with 4 feature levels'``).
+
+    >>> check_index_list('out_indices', [0, -1], 4)
+    [0, 3]
+    """
+    if not raw:
+        raise ValueError(f'{name} is empty; give at least one index in [{-count}, {count - 1}]')
+    absolute = []
+    for index in raw:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f'{name} entries must be ints, got {index!r} in {tuple(raw)}')
+        if not -count <= index < count:
+            raise ValueError(f'{name} entry {index} is out of range{scope}; valid: {-count} to {count - 1}')
+        absolute.append(index % count)
+    return absolute
 
 
 def check_rate(name: str, value: Any) -> float:

@@ -46,24 +46,21 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------- value parsing
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}') from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value}')
-    return value
+def _int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer >= ``minimum``; ``wording`` names the valid values in the error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f'expected {wording}, got {text!r}') from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'expected {wording}, got {value}')
+        return value
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text!r}') from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {value}')
-    return value
+_positive_int = _int_at_least(1, 'a positive integer')
+_non_negative_int = _int_at_least(0, 'an integer >= 0')
 
 
 def _index_list(text: str) -> Tuple[int, ...]:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Callable, List, Union
+from typing import Any, Callable, Dict, List, Type, Union
 
-__all__ = ['TMP_PREFIX', 'atomic_write', 'write_json_atomic', 'fsync_dir', 'fsync_file', 'current_umask',
+__all__ = ['TMP_PREFIX', 'atomic_write', 'write_json_atomic', 'read_json_object', 'fsync_dir', 'fsync_file', 'current_umask',
            'remove_temporaries', 'is_temporary']
 
 TMP_PREFIX = '.tmp-'
@@ -139,6 +139,26 @@ def write_json_atomic(path: PathLike, data: Any) -> None:
     True
     """
     atomic_write(path, json.dumps(data, indent=2, ensure_ascii=True) + '\n')
+
+
+def read_json_object(path: PathLike, describe: str, error: Type[Exception] = ValueError,
+                     advice: str = '') -> Dict[str, Any]:
+    """The JSON object stored at ``path``. A file that is not JSON, or holds another JSON value, raises ``error``
+    whose message starts with ``describe`` (what the file is, for the user) and ends with ``advice``.
+
+    >>> read_json_object(os.devnull, 'the manifest', RuntimeError, '; delete it')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    RuntimeError: the manifest is not valid JSON (Expecting value: ...); delete it
+    """
+    try:
+        with open(path, encoding='utf-8') as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise error(f'{describe} is not valid JSON ({exc}){advice}') from None
+    if not isinstance(data, dict):
+        raise error(f'{describe} must hold a JSON object, got {type(data).__name__}{advice}')
+    return data
 
 
 def remove_temporaries(directory: PathLike) -> List[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import threading
@@ -58,8 +59,13 @@ def test_listing_does_not_import_families():
     assert out.strip() == '[]'
 
 
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _gen_index():
-    sys.path.insert(0, '.')
+    # tools/ is a package of the repository, not of featzoo: importable once the repository root is on the path
+    if _REPO_ROOT not in sys.path:
+        sys.path.insert(0, _REPO_ROOT)
     return importlib.import_module('tools.gen_index')
 
 

@@ -37,6 +37,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping
 
+from ..fileio import read_json_object
 from ..fileio import write_json_atomic as _write_json_atomic
 
 __all__ = ['FORMAT_VERSION', 'READABLE_VERSIONS', 'JOB_FILE', 'MANIFEST_FILE', 'LISTING_FILE', 'SHARD_DIR',
@@ -84,14 +85,7 @@ def read_json(path: str) -> Dict[str, Any]:
     ...
     RuntimeError: '/dev/null' is not valid JSON (...); delete it or rerun with --overwrite
     """
-    try:
-        with open(path, encoding='utf-8') as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise RuntimeError(f'{path!r} is not valid JSON ({exc}); delete it or rerun with --overwrite') from None
-    if not isinstance(data, dict):
-        raise RuntimeError(f'{path!r} does not hold a JSON object; delete it or rerun with --overwrite')
-    return data
+    return read_json_object(path, repr(path), RuntimeError, '; delete it or rerun with --overwrite')
 
 
 def job_digest(spec: Mapping[str, Any]) -> str:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import AbstractSet, Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
+from ..checks import check_index_list
+
 OutIndices = Union[int, Sequence[int]]
 
 
@@ -31,16 +33,7 @@ def normalize_out_indices(out_indices: OutIndices, num_levels: int) -> Tuple[int
         raise TypeError(f'out_indices must be an int or a sequence of ints (list or tuple), got {out_indices!r} '
                         f'({type(out_indices).__name__})')
     raw = list(out_indices)
-    if not raw:
-        raise ValueError(f'out_indices is empty; give at least one level index in [{-num_levels}, {num_levels - 1}]')
-    absolute = []
-    for idx in raw:
-        if isinstance(idx, bool) or not isinstance(idx, int):
-            raise TypeError(f'out_indices entries must be ints, got {idx!r} in {tuple(raw)}')
-        if not -num_levels <= idx < num_levels:
-            raise ValueError(f'out_indices entry {idx} is out of range for a model with {num_levels} feature levels; '
-                             f'valid: {-num_levels} to {num_levels - 1}')
-        absolute.append(idx % num_levels)
+    absolute = check_index_list('out_indices', raw, num_levels, f' for a model with {num_levels} feature levels')
     if len(set(absolute)) != len(absolute):
         dup = sorted({i for i in absolute if absolute.count(i) > 1})
         raise ValueError(f'out_indices {tuple(raw)} name level(s) {dup} more than once; each level may appear once')

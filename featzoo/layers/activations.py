@@ -28,22 +28,25 @@ class GELU(nn.Module):
         return F.gelu(x)
 
 
-class Sigmoid(nn.Module):
+class _TensorMethodAct(nn.Module):
+    """An activation that is one tensor method (its in-place twin with ``inplace=True``), named by ``method``."""
+
+    method = ''
+
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.sigmoid_() if self.inplace else x.sigmoid()
+        return getattr(x, self.method + '_')() if self.inplace else getattr(x, self.method)()
 
 
-class Tanh(nn.Module):
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = inplace
+class Sigmoid(_TensorMethodAct):
+    method = 'sigmoid'
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.tanh_() if self.inplace else x.tanh()
+
+class Tanh(_TensorMethodAct):
+    method = 'tanh'
 
 
 class Identity(nn.Identity):

@@ -7,6 +7,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..checks import check_index_list
+
 IndicesArg = Optional[Union[int, Sequence[int]]]
 
 
@@ -36,15 +38,7 @@ def feature_take_indices(num_features: int, indices: IndicesArg = None) -> Tuple
             raw = list(indices)
         except TypeError:
             raise TypeError(f'indices must be an int (last n) or a sequence of ints, got {indices!r}') from None
-        if not raw:
-            raise ValueError(f'indices is empty; give at least one index in [{-num_features}, {num_features - 1}]')
-        take = []
-        for i in raw:
-            if isinstance(i, bool) or not isinstance(i, int):
-                raise TypeError(f'indices entries must be ints, got {i!r} in {tuple(raw)}')
-            if not -num_features <= i < num_features:
-                raise ValueError(f'index {i} is out of range; valid: {-num_features} to {num_features - 1}')
-            take.append(i % num_features)
+        take = check_index_list('indices', raw, num_features)
     return take, max(take)
 
 

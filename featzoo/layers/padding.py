@@ -52,6 +52,30 @@ class Conv2dSame(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, (0, 0), self.dilation, self.groups)
 
 
+class DynamicSamePadding:
+    """Mixin for a Conv2d subclass whose ``__init__`` takes ``padding``: TensorFlow 'SAME' padding instead. Where
+    'SAME' is a fixed symmetric amount (stride 1, odd span) it is the static ``padding``; otherwise each input is
+    padded for its own size before the parent's ``forward`` runs.
+
+    >>> class SameConv(DynamicSamePadding, nn.Conv2d): pass
+    >>> SameConv(3, 4, 3, stride=2)(torch.ones(1, 3, 15, 15)).shape
+    torch.Size([1, 4, 8, 8])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 **kwargs) -> None:
+        dynamic_same = not is_static_same(kernel_size, stride, dilation)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=0 if dynamic_same else get_padding(kernel_size, stride, dilation),
+                         dilation=dilation, **kwargs)
+        self.dynamic_same = dynamic_same
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dynamic_same:
+            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        return super().forward(x)
+
+
 class MaxPool2dSame(nn.MaxPool2d):
     """MaxPool2d with TensorFlow 'SAME' padding (padded with -inf)."""
 

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ..features.notrace import register_notrace_module
 from .helpers import get_padding
-from .padding import is_static_same, pad_same
+from .padding import DynamicSamePadding
 
 
 def scaled_standardize(weight: torch.Tensor, gain: torch.Tensor, scale: float, eps: float) -> torch.Tensor:
@@ -63,26 +63,9 @@ class ScaledStdConv2d(nn.Conv2d):
 
 
 @register_notrace_module  # the 'SAME' padding of a strided convolution depends on the traced input size
-class ScaledStdConv2dSame(ScaledStdConv2d):
+class ScaledStdConv2dSame(DynamicSamePadding, ScaledStdConv2d):
     """Scaled weight-standardized Conv2d with TensorFlow 'SAME' padding (NFNets ported from DeepMind's JAX code).
-
-    Where 'SAME' is a fixed symmetric amount (stride 1, odd span) the padding is static; otherwise it is computed
-    from each input's size.
 
     >>> ScaledStdConv2dSame(3, 4, 3, stride=2)(torch.ones(1, 3, 15, 15)).shape
     torch.Size([1, 4, 8, 8])
     """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, bias: bool = True, gamma: float = 1.0, eps: float = 1e-6,
-                 gain_init: float = 1.0) -> None:
-        dynamic_same = not is_static_same(kernel_size, stride, dilation)
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=0 if dynamic_same else get_padding(kernel_size, stride, dilation),
-                         dilation=dilation, groups=groups, bias=bias, gamma=gamma, eps=eps, gain_init=gain_init)
-        self.dynamic_same = dynamic_same
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dynamic_same:
-            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
-        return super().forward(x)

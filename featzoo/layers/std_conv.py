@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .helpers import get_padding
-from .padding import is_static_same, pad_same
+from .padding import DynamicSamePadding
 
 
 def standardize_weight(weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -55,25 +55,9 @@ class StdConv2d(nn.Conv2d):
         return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-class StdConv2dSame(StdConv2d):
+class StdConv2dSame(DynamicSamePadding, StdConv2d):
     """Weight-standardized Conv2d with TensorFlow 'SAME' padding (ViT-hybrid backbones ported from JAX).
-
-    Where 'SAME' is a fixed symmetric amount (stride 1, odd span) the padding is static; otherwise it is computed
-    from each input's size.
 
     >>> StdConv2dSame(3, 4, 7, stride=2)(torch.ones(1, 3, 15, 15)).shape
     torch.Size([1, 4, 8, 8])
     """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, bias: bool = False, eps: float = 1e-6) -> None:
-        dynamic_same = not is_static_same(kernel_size, stride, dilation)
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
-                         padding=0 if dynamic_same else get_padding(kernel_size, stride, dilation),
-                         dilation=dilation, groups=groups, bias=bias, eps=eps)
-        self.dynamic_same = dynamic_same
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dynamic_same:
-            x = pad_same(x, self.kernel_size, self.stride, self.dilation)
-        return super().forward(x)

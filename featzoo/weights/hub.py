@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import NotAFolderError
-from ..fileio import atomic_write, fsync_dir, fsync_file
+from ..fileio import atomic_write, fsync_dir, fsync_file, read_json_object
 
 _logger = logging.getLogger(__name__)
 
@@ -377,14 +377,7 @@ def find_local_weights(directory: Union[str, os.PathLike]) -> Optional[str]:
 
 
 def _read_json(path: str, origin: str) -> Dict[str, Any]:
-    try:
-        with open(path, 'r', encoding='utf-8') as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f'{CONFIG_NAME} of {origin} is not valid JSON ({path}): {exc}') from exc
-    if not isinstance(data, dict):
-        raise ValueError(f'{CONFIG_NAME} of {origin} must hold a JSON object, got {type(data).__name__} ({path})')
-    return data
+    return read_json_object(path, f'{CONFIG_NAME} of {origin} ({path})')
 
 
 def _tuples(value: Any) -> Any:
