@@ -351,6 +351,15 @@ def slow_matrix() -> List[str]:
     return sorted(configurations())
 
 
+def slow_overrides(name: str) -> Dict[str, Any]:
+    """The row overrides a slow behaviour matrix builds ``name`` with: at most two blocks per stage (every kind of
+    block kept, see :func:`shallow_overrides`), so a 4-billion-parameter configuration runs as a few hundred million;
+    none when ``FEATZOO_SLOW_EVERY_VARIANT=1`` asks for the full models."""
+    if os.environ.get(SLOW_EVERY_VARIANT_VARIABLE, '') == '1':
+        return {}
+    return shallow_overrides(name)
+
+
 def input_side_for(name: str, at_least: int = 64) -> int:
     """The smallest input side >= ``at_least`` px that ``name`` takes."""
     return registry.family_spec(family_of(name)).smallest_input_side(name, at_least)

@@ -23,7 +23,7 @@ from torch import nn
 
 import featzoo
 from helpers import (assert_equal, input_side, sample_seed, sampled_architectures, shrunk_representative,
-                     slow_matrix)
+                     slow_matrix, slow_overrides)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('gen_capabilities_table',
@@ -289,10 +289,11 @@ def _wrapper_cases() -> List[Tuple[str, str]]:
 @pytest.mark.parametrize('name', ALL)
 def test_torch_export_and_onnx_every_variant(name, tmp_path):
     _require(name, 'torch.export')
+    overrides = slow_overrides(name)
     try:
-        check_torch_export(name, {})
+        check_torch_export(name, overrides)
         if 'onnx' in recorded(name) or RUN_UNCLAIMED:
-            check_onnx(name, {}, str(tmp_path))
+            check_onnx(name, overrides, str(tmp_path))
     finally:
         _exported.cache_clear()
 

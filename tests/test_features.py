@@ -13,7 +13,8 @@ import torch
 
 import featzoo
 from featzoo.features.info import FeatureInfo, normalize_out_indices
-from helpers import assert_equal, check_feature_shapes, input_side, representatives, save_state, slow_matrix
+from helpers import (assert_equal, check_feature_shapes, input_side, representatives, save_state, slow_matrix,
+                     slow_overrides)
 
 ALL = slow_matrix()  # one architecture per configuration; FEATZOO_SLOW_EVERY_VARIANT=1 for all
 LEVELS = [dict(num_chs=c, reduction=r, module=f'l{i}') for i, (c, r) in enumerate([(8, 2), (16, 4), (32, 8)])]
@@ -198,11 +199,15 @@ def _out_indices_cases(levels: int, exhaustive_up_to: int = 6, samples: int = 20
 @pytest.mark.parametrize('name', ALL)
 def test_every_out_indices_combination(name):
     caps = featzoo.model_capabilities(name)
-    n = len(caps.feature_levels)
+    overrides = slow_overrides(name)
     # one random initialization, saved; each combination loads only what its pruned backbone keeps (random init
     # of the big variants 100+ times took most of an hour)
-    path = save_state(featzoo.create_model(name).state_dict())
-    side = input_side(max(level['reduction'] for level in caps.feature_levels))
+    full = featzoo.create_model(name, **overrides)
+    levels = list(full.feature_info)  # the shallow build's levels (a ViT has one per block)
+    n = len(levels)
+    path = save_state(full.state_dict())
+    del full
+    side = input_side(max(level['reduction'] for level in levels))
     x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
     reference = {}
     try:
@@ -211,7 +216,7 @@ def test_every_out_indices_combination(name):
                 if cls == 'fx':
                     continue
                 m = featzoo.create_model(name, features_only=True, out_indices=combo, feature_cls=cls,
-                                         checkpoint_path=path).eval()
+                                         checkpoint_path=path, **overrides).eval()
                 assert m.feature_info.out_indices == combo
                 out = check_feature_shapes(m, x)
                 # the same level is the same tensor whichever other levels are requested, in every wrapper

@@ -8,7 +8,7 @@ from torch import nn
 
 import featzoo
 from featzoo.layers import FrozenBatchNorm2d
-from helpers import assert_equal, representatives, slow_matrix
+from helpers import assert_equal, representatives, slow_matrix, slow_overrides
 
 ALL = slow_matrix()  # one architecture per configuration; FEATZOO_SLOW_EVERY_VARIANT=1 for all
 REPS = representatives()
@@ -29,9 +29,9 @@ def _loss(out):
 
 @pytest.mark.parametrize('features_only', [False, True])
 @pytest.mark.parametrize('name', REPS)
-def test_freeze_levels(name, features_only):
+def test_freeze_levels(name, features_only, overrides=None):
     torch.manual_seed(0)
-    model = featzoo.create_model(name, features_only=features_only, freeze=1, freeze_bn='frozen')
+    model = featzoo.create_model(name, features_only=features_only, freeze=1, freeze_bn='frozen', **(overrides or {}))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     frozen_buffers = {n: b.clone() for n, b in model.named_buffers()
                       if any(n.startswith(m + '.') for m, mod in model.named_modules() if isinstance(mod, FrozenBatchNorm2d))}
@@ -142,9 +142,9 @@ def backward_with_recompute_count(model: nn.Module, x: torch.Tensor) -> int:
 
 @pytest.mark.parametrize('features_only', [False, True])
 @pytest.mark.parametrize('name', REPS)
-def test_grad_checkpointing_gradients_equal(name, features_only):
+def test_grad_checkpointing_gradients_equal(name, features_only, overrides=None):
     torch.manual_seed(0)
-    model = featzoo.create_model(name, features_only=features_only, drop_path_rate=0.0).train()
+    model = featzoo.create_model(name, features_only=features_only, drop_path_rate=0.0, **(overrides or {})).train()
     # dropout-free comparison: eval-mode batch norm keeps both runs deterministic
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -203,5 +203,6 @@ def test_autocast_bf16_and_channels_last(name, features_only):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ALL)
 def test_freeze_and_checkpoint_every_model(name):
-    test_freeze_levels(name, True)
-    test_grad_checkpointing_gradients_equal(name, False)
+    overrides = slow_overrides(name)
+    test_freeze_levels(name, True, overrides)
+    test_grad_checkpointing_gradients_equal(name, False, overrides)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 import torch
@@ -22,7 +22,7 @@ from featzoo.features.notrace import (
     get_notrace_functions, get_notrace_modules, is_notrace_function, is_notrace_module, register_notrace_function,
     register_notrace_module,
 )
-from helpers import assert_equal, randomize_state, representatives, slow_matrix, smallest_input
+from helpers import assert_equal, randomize_state, representatives, slow_matrix, slow_overrides, smallest_input
 
 torchvision = pytest.importorskip('torchvision')
 from torchvision.models import feature_extraction as tvfe  # noqa: E402
@@ -614,11 +614,12 @@ OTHERS = [n for n in slow_matrix()
           if n not in REPRESENTATIVES and 'fx' in registry.get_arch_entry(n)['feature_cls']]
 
 
-def _check_fx_equals_default(name: str, sizes=(64,)) -> None:
+def _check_fx_equals_default(name: str, sizes=(64,), overrides: Optional[Dict[str, Any]] = None) -> None:
     torch.manual_seed(0)
+    overrides = overrides or {}
     # No stochastic depth, so train mode is deterministic and the train graphs can be compared too.
-    ref = featzoo.create_model(name, features_only=True, drop_path_rate=0.0)
-    model = featzoo.create_model(name, features_only=True, feature_cls='fx', drop_path_rate=0.0)
+    ref = featzoo.create_model(name, features_only=True, drop_path_rate=0.0, **overrides)
+    model = featzoo.create_model(name, features_only=True, feature_cls='fx', drop_path_rate=0.0, **overrides)
     model.load_state_dict(ref.state_dict(), strict=True)  # the same keys as the default wrapper
     assert model.feature_info.get_dicts() == ref.feature_info.get_dicts()
     for mode in ('eval', 'train'):
@@ -643,7 +644,7 @@ def test_fx_wrapper_equals_default_wrapper(name):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', OTHERS)
 def test_fx_wrapper_equals_default_wrapper_all_models(name):
-    _check_fx_equals_default(name)
+    _check_fx_equals_default(name, overrides=slow_overrides(name))
 
 
 def _needs(name: str) -> None:
