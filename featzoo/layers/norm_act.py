@@ -57,10 +57,21 @@ def group_std(x: torch.Tensor, groups: int, eps: float) -> torch.Tensor:
     return std.expand(grouped.shape).reshape(b, c, h, w)
 
 
-class EvoNorm2dS0(nn.Module):
-    """EvoNorm-S0: ``x * sigmoid(v * x) / group_std(x)``, then a per-channel affine (no running statistics).
+class _FusedActNorm2d(nn.Module):
+    """What the activation-fused norms below share: a per-channel ``weight`` (ones) and ``bias`` (zeros) applied
+    last, ``eps``, and ``apply_act``. The ``act_layer`` argument other norm layers take is accepted by them and
+    ignored: their non-linearity is built in."""
 
-    The ``act_layer`` argument other norm layers take is accepted and ignored: the non-linearity is built in.
+    def __init__(self, num_features: int, apply_act: bool, eps: float) -> None:
+        super().__init__()
+        self.apply_act = apply_act
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+
+
+class EvoNorm2dS0(_FusedActNorm2d):
+    """EvoNorm-S0: ``x * sigmoid(v * x) / group_std(x)``, then a per-channel affine (no running statistics).
 
     >>> sorted(k for k, _ in EvoNorm2dS0(32).named_parameters())
     ['bias', 'v', 'weight']
@@ -68,12 +79,8 @@ class EvoNorm2dS0(nn.Module):
 
     def __init__(self, num_features: int, groups: int = 32, group_size: Optional[int] = None, apply_act: bool = True,
                  eps: float = 1e-5, act_layer: ActLayer = None) -> None:
-        super().__init__()
-        self.apply_act = apply_act
+        super().__init__(num_features, apply_act, eps)
         self.groups = _group_count(num_features, groups, group_size)
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
         self.v = nn.Parameter(torch.ones(num_features)) if apply_act else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +90,7 @@ class EvoNorm2dS0(nn.Module):
         return x * self.weight.view(shape).to(x.dtype) + self.bias.view(shape).to(x.dtype)
 
 
-class FilterResponseNormTlu2d(nn.Module):
+class FilterResponseNormTlu2d(_FusedActNorm2d):
     """Filter response normalization (divide by the per-channel RMS over H, W), affine, then ``max(x, tau)``.
 
     >>> sorted(k for k, _ in FilterResponseNormTlu2d(8).named_parameters())
@@ -92,11 +99,7 @@ class FilterResponseNormTlu2d(nn.Module):
 
     def __init__(self, num_features: int, apply_act: bool = True, eps: float = 1e-5, act_layer: ActLayer = None
                  ) -> None:
-        super().__init__()
-        self.apply_act = apply_act
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(num_features))
-        self.bias = nn.Parameter(torch.zeros(num_features))
+        super().__init__(num_features, apply_act, eps)
         self.tau = nn.Parameter(torch.zeros(num_features)) if apply_act else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
