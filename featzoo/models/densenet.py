@@ -16,13 +16,12 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..features.info import normalize_out_indices
 from ..checks import check_int
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
 from ..layers.head_api import HeadApi
-from ..layers.intermediates import prune_head_after
+from ..layers.stage_intermediates import StagedFeatures
 from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['DenseNet', 'DenseLayer', 'DenseBlock', 'DenseTransition', 'SPEC', 'checkpoint_filter_fn', 'VARIANTS']
@@ -155,7 +154,7 @@ class DenseTransition(nn.Sequential):
         self.add_module('pool', pool)
 
 
-class DenseNet(HeadApi, nn.Module):
+class DenseNet(StagedFeatures, HeadApi, nn.Module):
     """DenseNet-BC: stem, dense blocks joined by transitions, final BN-ReLU (``features.norm5``), classifier.
 
     >>> m = DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_classes=10)
@@ -164,6 +163,8 @@ class DenseNet(HeadApi, nn.Module):
     """
 
     classifier_name = 'classifier'
+    # every level sits in ``features``: StagedFeatures sees one long stem and no stages
+    stem_name, stages_name, stem_stops_early = 'features', '', True
 
     def __init__(self, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16), num_classes: int = 1000,
                  in_chans: int = 3, global_pool: str = 'avg', bn_size: int = 4, stem_type: str = '',
@@ -262,7 +263,7 @@ class DenseNet(HeadApi, nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def _feature_positions(self) -> List[int]:
+    def _stem_taps(self) -> List[int]:
         names = list(self.features._modules)
         return [names.index(level['module'].split('.', 1)[1]) for level in self.feature_info]
 
@@ -310,50 +311,6 @@ class DenseNet(HeadApi, nn.Module):
         self.classifier.train(self.training)
         self.num_classes = num_classes
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
-            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The feature levels of ``feature_info`` selected by ``indices`` (all by default; an int n = the last n).
-
-        ``norm`` has no effect: the last level already is the final norm's output.
-
-        >>> m = SPEC.build('densenet121'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [1024, 1024]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by DenseNet; valid: 'NCHW'")
-        positions = self._feature_positions()
-        take = normalize_out_indices(range(len(positions)) if indices is None else indices, len(positions))
-        wanted = {positions[i] for i in take}
-        last = max(wanted) if stop_early else len(self.features) - 1
-        intermediates = []
-        for pos, layer in enumerate(self.features):
-            if pos > last:
-                break
-            x = layer(x)
-            if pos in wanted:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the layers after the last level in ``indices`` (and the head); returns the kept level indices.
-
-        >>> m = SPEC.build('densenet121'); m.prune_intermediate_layers((0, 1)); m.num_features
-        [0, 1]
-        256
-        """
-        positions = self._feature_positions()
-        take = normalize_out_indices(indices, len(positions))
-        last = max(take)
-        self.features = self.features[:positions[last] + 1]
-        prune_head_after(self, last, len(positions), prune_head, trim_feature_info=True)
-        return list(take)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the final norm, ``(N, num_features, H / r, W / r)``.

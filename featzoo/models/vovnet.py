@@ -9,20 +9,19 @@ operation (the ESE gate averages the whole map) is involved.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..features.info import normalize_out_indices
 from ..checks import check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.intermediates import prune_head_after
+from ..layers.stage_intermediates import StagedFeatures
 from ..layers.norm_act import EvoNorm2dS0
 from ..layers.weight_init import kaiming_convs_
 
@@ -227,7 +226,7 @@ class OsaStage(nn.Module):
         return self.blocks(x)
 
 
-class VovNet(HeadApi, nn.Module):
+class VovNet(StagedFeatures, HeadApi, nn.Module):
     """VoVNet: a three-conv stem (``stem``), OSA stages (``stages``) and a classifier head (``head``).
 
     >>> m = VovNet(stem_chs=(16, 16, 32), stage_conv_chs=(16, 16, 16, 16), stage_out_chs=(32, 32, 32, 64),
@@ -328,63 +327,8 @@ class VovNet(HeadApi, nn.Module):
         """
         reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
 
-    def _stem_tap(self) -> int:
-        return int(self.feature_info[0]['module'].split('.')[1])
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
-            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The feature levels of ``feature_info`` selected by ``indices`` (all by default; an int n = the last n).
-
-        >>> m = SPEC.build('ese_vovnet19b_dw'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [768, 1024]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by VoVNet; valid: 'NCHW'")
-        num_levels = len(self.stages) + 1
-        take = normalize_out_indices(range(num_levels) if indices is None else indices, num_levels)
-        intermediates = []
-        tap = self._stem_tap()
-        x = self.stem[:tap + 1](x)
-        if 0 in take:
-            intermediates.append(x)
-        x = self.stem[tap + 1:](x)
-        last = max(take) if stop_early else num_levels - 1
-        for level, stage in enumerate(self.stages[:last], start=1):
-            x = stage(x)
-            if level in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the layers after the last level in ``indices`` (and the head); returns the kept level indices.
-
-        >>> m = SPEC.build('ese_vovnet19b_dw'); m.prune_intermediate_layers((0, 2)); m.num_features
-        [0, 2]
-        512
-        """
-        num_levels = len(self.stages) + 1
-        take = normalize_out_indices(indices, num_levels)
-        last = max(take)
-        self.stages = self.stages[:last]
-        if last == 0:
-            tap = self._stem_tap()
-            self.stem = self.stem[:tap + 1]
-        prune_head_after(self, last, num_levels, prune_head, trim_feature_info=True)
-        return list(take)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The unpooled map after the last stage, ``(N, num_features, H / r, W / r)``.
-
-        >>> SPEC.build('ese_vovnet19b_dw').forward_features(torch.ones(1, 3, 64, 64)).shape
-        torch.Size([1, 1024, 2, 2])
-        """
-        return self.stages(self.stem(x))
+    def _stem_taps(self) -> Tuple[int]:
+        return (int(self.feature_info[0]['module'].split('.')[1]),)
 
 
 SPEC = FamilySpec(
