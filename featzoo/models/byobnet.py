@@ -25,7 +25,7 @@ from ..layers.attention_pool2d import AttentionPool2d
 from ..layers.global_context import GlobalContext
 from ..layers.head_api import HeadApi
 from ..layers.helpers import make_divisible, to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.stage_intermediates import StagedFeatures, run_tapped
 from ..layers.non_local_attn import BatNonLocalAttn
 from ..layers.norm_act import EvoNorm2dS0a
 from ..layers.norm_mlp_head import NormMlpClassifierHead
@@ -346,7 +346,7 @@ def _per_stage(value: Any, num_stages: int) -> Tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * num_stages
 
 
-class ByobNet(HeadApi, nn.Module):
+class ByobNet(StagedFeatures, HeadApi, nn.Module):
     """Stem, ``stages.0``..``stages.{n-1}`` (each an ``nn.Sequential`` of blocks), ``final_conv`` and a classifier.
 
     Per stage (a value or a tuple with one entry per stage): ``block`` type, ``depths``, ``channels``, ``strides``,
@@ -368,6 +368,8 @@ class ByobNet(HeadApi, nn.Module):
     ...         bottle_ratio=2, stem_chs=16, num_classes=3)(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 3])
     """
+
+    last_stage_end = 'final_conv'  # feature_info's last level
 
     def __init__(self, block: Union[str, Sequence[str]], depths: Sequence[int], channels: Sequence[int],
                  strides: Union[int, Sequence[int]] = 2, group_size: Union[int, Sequence[int]] = 0,
@@ -565,70 +567,32 @@ class ByobNet(HeadApi, nn.Module):
             return x
         return stage(x)
 
-    def _run_stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The stem's output and its stride-2 level (the output itself for a single-conv or block stem)."""
+    def _num_stem_levels(self) -> int:
+        return self.stage_ends.count(0)
+
+    def _stage_level_ends(self) -> List[int]:
+        return self.stage_ends[self._num_stem_levels():]
+
+    def _forward_stem(self, x: torch.Tensor, stop: int = -1) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        # the stride-2 level sits inside a deep stem; a single-conv or block stem is a level as a whole, unless the
+        # first stage keeps its stride (MobileViT-v2)
         if not isinstance(self.stem, Stem) or self.stem.tap is None:
             x = self.stem(x)
-            return x, x
-        level = x
-        for i, layer in enumerate(self.stem):
-            x = layer(x)
-            if i == self.stem.tap:
-                level = x
-        return x, level
+            return x, [x][:self._num_stem_levels()]
+        return run_tapped(self.stem, x, (self.stem.tap,))
 
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The feature levels selected by ``indices`` (timm's semantics) and the final map (after ``final_conv``).
+    def _prune_stem(self, last: int) -> None:
+        if isinstance(self.stem, Stem):
+            self.stem.prune_to_tap()
 
-        >>> m = SPEC.build('repvgg_a0'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=(0, 4), intermediates_only=True)]
-        [48, 1280]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by ByobNet; valid: 'NCHW'")
-        take, last = feature_take_indices(len(self.stage_ends), indices)
-        take = [self.stage_ends[i] for i in take]
-        last = self.stage_ends[last]
-        intermediates = []
-        x, stem_level = self._run_stem(x)
-        if 0 in take:
-            intermediates.append(stem_level)
-        final = self.stage_ends[-1]
-        stages = list(self.stages)[:last] if stop_early else list(self.stages)
-        feat_idx = 0
-        for feat_idx, stage in enumerate(stages, start=1):
-            x = self._run_stage(stage, x)
-            if feat_idx == final:
-                x = self.final_conv(x)
-            if feat_idx in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last level needed (and ``final_conv`` and the classifier when they no longer
-        fit); returns the kept indices.
-
-        >>> m = SPEC.build('repvgg_a0'); m.prune_intermediate_layers((0, 2)); len(m.stages)
-        [0, 2]
-        2
-        """
-        take, last = feature_take_indices(len(self.stage_ends), indices)
-        num_chs = self.feature_info[last]['num_chs']
-        last = self.stage_ends[last]
-        prune_end = last < self.stage_ends[-1]
-        self.stages = self.stages[:last]
+    def _prune_end(self, last: int, num_levels: int, prune_norm: bool, prune_head: bool) -> None:
+        # the attention and MLP heads are sized for the final width, so they give way to a bare head
+        prune_end = self.stage_ends[last] < self.stage_ends[-1]
         if prune_end:
             self.final_conv = nn.Identity()
-            self.num_features = self.head_hidden_size = num_chs
-        if last == 0 and isinstance(self.stem, Stem):
-            self.stem.prune_to_tap()
+            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
         if prune_head or prune_end:
-            if isinstance(self.head, AttentionPool2d):  # sized for the final width: replaced by a bare head
+            if isinstance(self.head, AttentionPool2d):
                 ref = next(self.parameters())
                 self.head = ClassifierHead(self.num_features, 0, pool_type='').to(ref.device, ref.dtype)
                 self.head.train(self.training)
@@ -640,7 +604,6 @@ class ByobNet(HeadApi, nn.Module):
                 self.global_pool = ''
             else:
                 self.reset_classifier(0, '')
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map (after ``final_conv``), NCHW.
