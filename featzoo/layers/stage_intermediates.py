@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice
 from .intermediates import IndicesArg, feature_take_indices, prune_head_after
@@ -29,6 +30,20 @@ def run_tapped(layers: nn.Sequential, x: torch.Tensor, taps: Sequence[int], stop
         if i in taps:
             maps.append(x)
     return x, maps
+
+
+def run_sequence(layers: nn.Sequential, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
+    """``layers(x)``, or with ``checkpointed`` each child under gradient checkpointing (its activations recomputed
+    in the backward pass instead of stored).
+
+    >>> run_sequence(nn.Sequential(nn.ReLU(), nn.Tanh()), torch.zeros(1), checkpointed=False)
+    tensor([0.])
+    """
+    if checkpointed:
+        for layer in layers:
+            x = checkpoint(layer, x, use_reentrant=False)
+        return x
+    return layers(x)
 
 
 class StagedFeatures:
@@ -125,6 +140,14 @@ class StagedFeatures:
             for name in (self.last_stage_end, self.features_end):
                 if name:
                     setattr(self, name, nn.Identity())
+
+    def _forward_stages(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem, then each stage through :meth:`_run_stage`: ``forward_features`` of a family that checkpoints
+        stage by stage."""
+        x = getattr(self, self.stem_name)(x)
+        for stage in self._stage_list():
+            x = self._run_stage(stage, x)
+        return x
 
     # ---- the contract --------------------------------------------------------------------------------------------
 

@@ -611,10 +611,7 @@ class ByobNet(StagedFeatures, HeadApi, nn.Module):
         >>> SPEC.build('repvgg_a0').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1280, 2, 2])
         """
-        x = self.stem(x)
-        for stage in self.stages:
-            x = self._run_stage(stage, x)
-        return self.final_conv(x)
+        return self.final_conv(self._forward_stages(x))
 
 
 def _scaled(widths: Sequence[int], factors: Sequence[float]) -> Tuple[int, ...]:

@@ -23,7 +23,7 @@ from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, create_act_layer, get_attn, make_divisible
 from ..layers.drop import drop_path_rates
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.intermediates import feature_take_indices, prune_head_after
+from ..layers.stage_intermediates import StagedFeatures, run_sequence
 from ..layers.weight_init import kaiming_normal_, normal_
 
 __all__ = ['CspNet', 'CrossStage', 'CrossStage3', 'DarkStage', 'BottleneckBlock', 'DarkBlock', 'EdgeBlock', 'SPEC',
@@ -242,7 +242,7 @@ class DarkStage(nn.Module):
         return self.blocks(self.conv_down(x))
 
 
-class CspNet(HeadApi, nn.Module):
+class CspNet(StagedFeatures, HeadApi, nn.Module):
     """Stem (``stem.conv1``... and an optional ``stem.pool``), ``stages`` and a classifier ``head``.
 
     Stage settings (``strides``, ``groups``, ``block_ratio``, ``bottle_ratio``, ``expand_ratio``, ``avg_down``,
@@ -388,56 +388,13 @@ class CspNet(HeadApi, nn.Module):
         """
         reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
 
+    def _stem_taps(self) -> List[int]:
+        return self.stem_feat_ends
+
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(stage, x, use_reentrant=False)
         return stage(x)
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
-            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The feature levels of ``feature_info`` selected by ``indices`` (all by default; an int n = the last n).
-
-        >>> [t.shape[1] for t in SPEC.build('darknet17').forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [512, 1024]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by CspNet; valid: 'NCHW'")
-        num_stem_levels = len(self.stem_feat_ends)
-        take, last = feature_take_indices(num_stem_levels + len(self.stages), indices)
-        intermediates = []
-        level = 0
-        for i, module in enumerate(self.stem):
-            x = module(x)
-            if i in self.stem_feat_ends:
-                if level in take:
-                    intermediates.append(x)
-                level += 1
-        stages = self.stages[:max(0, last - num_stem_levels + 1)] if stop_early else self.stages
-        for stage in stages:
-            x = self._run_stage(stage, x)
-            if level in take:
-                intermediates.append(x)
-            level += 1
-        return intermediates if intermediates_only else (x, intermediates)
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the layers after the last level in ``indices`` (and the classifier); returns the kept indices.
-
-        >>> m = SPEC.build('darknet17'); m.prune_intermediate_layers((0, 2)), m.num_features
-        ([0, 2], 128)
-        """
-        num_stem_levels = len(self.stem_feat_ends)
-        num_levels = num_stem_levels + len(self.stages)
-        take, last = feature_take_indices(num_levels, indices)
-        self.stages = self.stages[:max(0, last - num_stem_levels + 1)]
-        if last < num_stem_levels:
-            self.stem = self.stem[:self.stem_feat_ends[last] + 1]
-        prune_head_after(self, last, num_levels, prune_head, trim_feature_info=True)
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the last stage.
@@ -445,12 +402,8 @@ class CspNet(HeadApi, nn.Module):
         >>> SPEC.build('darknet17').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
-        x = self.stem(x)
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for stage in self.stages:
-                x = checkpoint(stage, x, use_reentrant=False)
-            return x
-        return self.stages(x)
+        return run_sequence(self.stages, self.stem(x),
+                            self.grad_checkpointing and self.training and torch.is_grad_enabled())
 
 
 def _cs3(width: float = 1.0, depth: float = 1.0, focus: bool = False, **stage_args: Any) -> Dict[str, Any]:

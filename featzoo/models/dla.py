@@ -15,7 +15,7 @@ sides divisible by 32).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import create_classifier
 from ..layers.head_api import HeadApi
-from ..layers.intermediates import feature_take_indices, prune_head_after
+from ..layers.stage_intermediates import StagedFeatures
 from ..layers.weight_init import normal_
 
 __all__ = ['DLA', 'DlaBasic', 'DlaBottleneck', 'DlaBottle2neck', 'DlaRoot', 'DlaTree', 'DensePool2d', 'SPEC',
@@ -259,7 +259,7 @@ class DlaTree(nn.Module):
         return self.root([x2, x1] + children)
 
 
-class DLA(HeadApi, nn.Module):
+class DLA(StagedFeatures, HeadApi, nn.Module):
     """``base_layer`` (7x7 stem), conv levels ``level0`` / ``level1``, trees ``level2``..``level5``, and a 1x1-conv
     classifier (``global_pool``, ``fc``, ``flatten``).
 
@@ -269,6 +269,7 @@ class DLA(HeadApi, nn.Module):
     """
 
     classifier_name = 'fc'
+    stem_name = 'base_layer'  # the levels are level0..level5 (StagedFeatures' stages)
 
     def __init__(self, levels: Sequence[int], channels: Sequence[int], block: str = 'bottle2neck',
                  cardinality: int = 1, base_width: int = 64, shortcut_root: bool = False, output_stride: int = 32,
@@ -331,8 +332,12 @@ class DLA(HeadApi, nn.Module):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 normal_(m.weight, std=math.sqrt(2. / fan_out))
 
-    def _levels(self) -> List[nn.Module]:
+    def _stage_list(self) -> List[nn.Module]:
         return [getattr(self, f'level{i}') for i in range(NUM_LEVELS)]
+
+    def _keep_stages(self, count: int) -> None:
+        for i in range(count, NUM_LEVELS):
+            setattr(self, f'level{i}', nn.Identity())
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -365,46 +370,10 @@ class DLA(HeadApi, nn.Module):
         self.num_classes = num_classes
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
-    def _run_level(self, level: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run_stage(self, level: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(level, x, use_reentrant=False)
         return level(x)
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
-            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The outputs of ``level0`` (stride 1) to ``level5`` selected by ``indices`` (all by default; an int n =
-        the last n).
-
-        >>> [t.shape[1] for t in SPEC.build('dla34').forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [256, 512]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by DLA; valid: 'NCHW'")
-        take, last = feature_take_indices(NUM_LEVELS, indices)
-        intermediates = []
-        x = self.base_layer(x)
-        levels = self._levels()
-        for i, level in enumerate(levels[:last + 1] if stop_early else levels):
-            x = self._run_level(level, x)
-            if i in take:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the levels after the last one in ``indices`` (and the classifier); returns the kept indices.
-
-        >>> m = SPEC.build('dla34'); m.prune_intermediate_layers((0, 2)), m.num_features
-        ([0, 2], 64)
-        """
-        take, last = feature_take_indices(NUM_LEVELS, indices)
-        for i in range(last + 1, NUM_LEVELS):
-            setattr(self, f'level{i}', nn.Identity())
-        prune_head_after(self, last, NUM_LEVELS, prune_head, trim_feature_info=True)
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after ``level5``.
@@ -412,10 +381,7 @@ class DLA(HeadApi, nn.Module):
         >>> SPEC.build('dla34').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 512, 2, 2])
         """
-        x = self.base_layer(x)
-        for level in self._levels():
-            x = self._run_level(level, x)
-        return x
+        return self._forward_stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
