@@ -13,7 +13,7 @@ Parameter names equal timm's ``EfficientNet`` so its checkpoints load unchanged.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -24,7 +24,6 @@ from ..layers.blur_pool import BlurPool2d
 from ..layers.efficientnet_blocks import (
     SE_LAYERS, AaLayer, BlockWidths, EfficientTrunk, NormLayer, SEConfig, check_model_args, check_pool,
     init_weights_goog, round_channels)
-from ..layers.intermediates import IndicesArg
 from ..layers.layer_norm_act import LayerNormAct2d
 from ..layers.norm import BatchNormAct2d
 from ..layers.norm_act import EvoNorm2dS0, GroupNormAct
@@ -394,6 +393,8 @@ class EfficientNet(EfficientTrunk):
     torch.Size([1, 10])
     """
 
+    head_layers, head_in_features = ('conv_head', 'bn2'), True
+
     def __init__(self, block_defs: Sequence[Sequence[str]], num_classes: int = 1000, in_chans: int = 3,
                  stem_size: int = 32, stem_kernel_size: int = 3, fix_stem: bool = False, head_chs: int = 1280,
                  head_rule: str = 'scale', head_conv: bool = True, channel_multiplier: float = 1.0,
@@ -484,20 +485,6 @@ class EfficientNet(EfficientTrunk):
         """
         return self._classify(self.global_pool(x), pre_logits)
 
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last selected level; the head convolution and classifier go with them.
-
-        >>> model.prune_intermediate_layers([0, 1])  # doctest: +SKIP
-        [0, 1]
-        """
-        taken, dropped, num_chs = self._prune_trunk(indices)
-        if prune_norm or prune_head or dropped:
-            self.conv_head = nn.Identity()
-            self.bn2 = nn.Identity()
-            self.num_features = num_chs
-            self.reset_classifier(0, '')
-        return taken
 
 
 def _from_arch(arch: str, stage_repeats: Optional[Sequence[int]] = None, stage_chs: Optional[Sequence[int]] = None,
