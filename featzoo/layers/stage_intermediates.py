@@ -91,6 +91,9 @@ class StagedFeatures:
     prune_trims_feature_info: bool = True
     pruned_head_args: Dict[str, Any] = {}
     stem_stops_early: bool = False
+    #: with the model's ``grad_checkpointing`` flag set (and autograd on), :meth:`_run_stage` checkpoints each
+    #: 'stage', or each 'block' of a stage; '' = the stages hold their own flags (``HeadApi.checkpoint_stages``)
+    checkpoint_unit: str = ''
 
     # ---- hooks ---------------------------------------------------------------------------------------------------
 
@@ -99,7 +102,11 @@ class StagedFeatures:
         return getattr(self, self.stages_name) if self.stages_name else ()
 
     def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """One stage (a family with gradient checkpointing checkpoints it here)."""
+        """One stage, checkpointed as ``checkpoint_unit`` says."""
+        if self.checkpoint_unit and self.grad_checkpointing and torch.is_grad_enabled():
+            if self.checkpoint_unit == 'block':
+                return run_sequence(stage, x, checkpointed=True)
+            return checkpoint(stage, x, use_reentrant=False)
         return stage(x)
 
     def _stem_taps(self) -> Sequence[int]:

@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, SEModule, drop_path_rates
@@ -370,6 +369,7 @@ class ByobNet(StagedFeatures, HeadApi, nn.Module):
     """
 
     last_stage_end = 'final_conv'  # feature_info's last level
+    checkpoint_unit = 'block'
 
     def __init__(self, block: Union[str, Sequence[str]], depths: Sequence[int], channels: Sequence[int],
                  strides: Union[int, Sequence[int]] = 2, group_size: Union[int, Sequence[int]] = 0,
@@ -559,13 +559,6 @@ class ByobNet(StagedFeatures, HeadApi, nn.Module):
         self.head.train(self.training)
         if global_pool is not None:
             self.global_pool = global_pool
-
-    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in stage:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return stage(x)
 
     def _num_stem_levels(self) -> int:
         return self.stage_ends.count(0)

@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
@@ -388,13 +387,10 @@ class CspNet(StagedFeatures, HeadApi, nn.Module):
         """
         reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
 
+    checkpoint_unit = 'stage'
+
     def _stem_taps(self) -> List[int]:
         return self.stem_feat_ends
-
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the last stage.
@@ -402,8 +398,7 @@ class CspNet(StagedFeatures, HeadApi, nn.Module):
         >>> SPEC.build('darknet17').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
-        return run_sequence(self.stages, self.stem(x),
-                            self.grad_checkpointing and self.training and torch.is_grad_enabled())
+        return run_sequence(self.stages, self.stem(x), self.grad_checkpointing and torch.is_grad_enabled())
 
 
 def _cs3(width: float = 1.0, depth: float = 1.0, focus: bool = False, **stage_args: Any) -> Dict[str, Any]:

@@ -20,7 +20,6 @@ from typing import Any, Dict, List, Optional, Sequence, Type
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
@@ -270,6 +269,7 @@ class DLA(StagedFeatures, HeadApi, nn.Module):
 
     classifier_name = 'fc'
     stem_name = 'base_layer'  # the levels are level0..level5 (StagedFeatures' stages)
+    checkpoint_unit = 'stage'
 
     def __init__(self, levels: Sequence[int], channels: Sequence[int], block: str = 'bottle2neck',
                  cardinality: int = 1, base_width: int = 64, shortcut_root: bool = False, output_stride: int = 32,
@@ -369,11 +369,6 @@ class DLA(StagedFeatures, HeadApi, nn.Module):
             module.train(self.training)
         self.num_classes = num_classes
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-
-    def _run_stage(self, level: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(level, x, use_reentrant=False)
-        return level(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after ``level5``.

@@ -20,7 +20,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_int_tuple
 from ..family import FamilySpec
@@ -300,6 +299,7 @@ class EfficientVit(StagedFeatures, HeadApi, nn.Module):
 
     # a cut model keeps the head's pooling and loses its conv and MLP with the classifier
     prune_trims_feature_info, pruned_head_args = False, dict(global_pool=None, reset_other=True)
+    checkpoint_unit = 'stage'
 
     def __init__(self, widths: Sequence[int], depths: Sequence[int], head_dim: int = 32,
                  head_widths: Sequence[int] = (1024, 1280), large: bool = False, expand_ratio: float = 4.0,
@@ -373,11 +373,6 @@ class EfficientVit(StagedFeatures, HeadApi, nn.Module):
         self.head_hidden_size = self.head.num_features
         if global_pool is not None:
             self.global_pool = global_pool
-
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's map, NCHW.

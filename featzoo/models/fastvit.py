@@ -582,9 +582,7 @@ class FastVit(StagedFeatures, HeadApi, nn.Module):
         >>> SPEC.build('fastvit_t8').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 768, 2, 2])
         """
-        x = self.stem(x)
-        x = self.stages(x)
-        return self.final_conv(x)
+        return self.final_conv(self.stages(self.stem(x)))
 
 
 def _convert_original(state_dict: Mapping[str, torch.Tensor], model: FastVit) -> Dict[str, torch.Tensor]:

@@ -20,13 +20,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, create_act_layer, drop_path_rates, get_attn, make_divisible
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.stage_intermediates import StagedFeatures
+from ..layers.stage_intermediates import StagedFeatures, run_sequence
 from ..layers.scaled_std_conv import ScaledStdConv2d, ScaledStdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
 from .resnet import AvgPool2dSame
@@ -208,6 +207,7 @@ class NormFreeNet(StagedFeatures, HeadApi, nn.Module):
 
     # the last level is taken after ``final_conv``, before the final activation
     last_stage_end, features_end, prune_trims_feature_info = 'final_conv', 'final_act', False
+    checkpoint_unit = 'stage'
 
     def __init__(self, depths: Sequence[int], channels: Sequence[int], num_classes: int = 1000, in_chans: int = 3,
                  global_pool: str = 'avg', output_stride: int = 32, drop_rate: float = 0.0,
@@ -326,28 +326,14 @@ class NormFreeNet(StagedFeatures, HeadApi, nn.Module):
     def _stem_taps(self) -> Tuple[int]:
         return (self.stem_feat_idx,)
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
-
-    def _run_stages(self, x: torch.Tensor, stages: nn.Sequential) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for stage in stages:
-                x = checkpoint(stage, x, use_reentrant=False)
-            return x
-        return stages(x)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map after the final activation (NCHW).
 
         >>> SPEC.build('test_nfnet').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 192, 2, 2])
         """
-        x = self.stem(x)
-        x = self._run_stages(x, self.stages)
-        x = self.final_conv(x)
-        return self.final_act(x)
+        x = run_sequence(self.stages, self.stem(x), self.grad_checkpointing and torch.is_grad_enabled())
+        return self.final_act(self.final_conv(x))
 
 
 # ---- the table -------------------------------------------------------------------------------------------------------

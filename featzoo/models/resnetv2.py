@@ -403,9 +403,7 @@ class ResNetV2(StagedFeatures, HeadApi, nn.Module):
         >>> SPEC.build('resnetv2_18').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 512, 2, 2])
         """
-        x = self.stem(x)
-        x = self.stages(x)
-        return self.norm(x)
+        return self.norm(self.stages(self.stem(x)))
 
 
 _BIT = dict(stem_type='fixed', conv='std', std_eps=1e-8, norm='group')       # Big Transfer
