@@ -24,6 +24,7 @@ from ..layers.attention_pool2d import AttentionPool2d
 from ..layers.global_context import GlobalContext
 from ..layers.head_api import HeadApi
 from ..layers.helpers import make_divisible, to_2tuple
+from ..layers.output_stride import stride_or_dilate
 from ..layers.stage_intermediates import StagedFeatures, run_tapped
 from ..layers.non_local_attn import BatNonLocalAttn
 from ..layers.norm_act import EvoNorm2dS0a
@@ -423,10 +424,7 @@ class ByobNet(StagedFeatures, HeadApi, nn.Module):
                 self.feature_info.append(prev_level)
                 stage_ends.append(i)
             feat_size = [side // strides[i] for side in feat_size]
-            if net_stride >= output_stride and stride > 1:
-                dilation *= stride
-                stride = 1
-            net_stride *= stride
+            stride, net_stride, dilation = stride_or_dilate(net_stride, dilation, output_stride, stride)
             first_dilation = 1 if dilation in (1, 2) else 2
             stage = []
             for j, spec in enumerate(self._stage_blocks(blocks[i], depths[i], channels[i], group_sizes[i],

@@ -22,6 +22,7 @@ from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, create_act_layer, get_attn, make_divisible
 from ..layers.drop import drop_path_rates
 from ..layers.head_api import HeadApi, reset_classifier_head
+from ..layers.output_stride import stride_or_dilate
 from ..layers.stage_intermediates import StagedFeatures, run_sequence
 from ..layers.weight_init import kaiming_normal_, normal_
 
@@ -322,10 +323,7 @@ class CspNet(StagedFeatures, HeadApi, nn.Module):
             stride = per_stage['strides'][i]
             if stride > 1 and tap is not None:
                 self.feature_info.append(tap)
-            if reduction >= output_stride and stride > 1:
-                dilation *= stride
-                stride = 1
-            reduction *= stride
+            stride, reduction, dilation = stride_or_dilate(reduction, dilation, output_stride, stride)
             common = dict(stride=stride, dilation=dilation, first_dilation=1 if dilation in (1, 2) else 2,
                           depth=depths[i], block_ratio=per_stage['block_ratio'][i],
                           bottle_ratio=per_stage['bottle_ratio'][i], groups=per_stage['groups'][i],

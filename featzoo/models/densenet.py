@@ -21,6 +21,7 @@ from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
 from ..layers.head_api import HeadApi
+from ..layers.output_stride import stride_or_dilate
 from ..layers.stage_intermediates import StagedFeatures
 from ..layers.weight_init import kaiming_normal_
 
@@ -234,16 +235,12 @@ class DenseNet(StagedFeatures, HeadApi, nn.Module):
             if i == len(block_config) - 1:
                 break
             self.feature_info.append(dict(num_chs=num_features, reduction=stride, module=f'features.{name}'))
-            # past the requested output stride the transition stops downsampling and later convolutions dilate
-            pool_stride = 2 if stride < output_stride else 1
+            pool_stride, next_stride, next_dilation = stride_or_dilate(stride, dilation, output_stride)
             self.features.add_module(f'transition{i + 1}', DenseTransition(
                 num_features, num_features // 2, act_layer=act_layer, aa_layer=None if aa_stem_only else aa_layer,
                 stride=pool_stride, dilation=dilation))
             num_features //= 2
-            if pool_stride == 2:
-                stride *= 2
-            else:
-                dilation *= 2
+            stride, dilation = next_stride, next_dilation
         self.features.add_module('norm5', BatchNormAct2d(num_features, act_layer=act_layer))
         self.feature_info.append(dict(num_chs=num_features, reduction=stride, module='features.norm5'))
         self.num_features = num_features

@@ -19,11 +19,11 @@ from typing import Any, Dict, List, Optional, Sequence, Type
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import create_classifier
+from ..layers.dense_pool import DensePool2d
 from ..layers.head_api import HeadApi
 from ..layers.stage_intermediates import StagedFeatures
 from ..layers.weight_init import normal_
@@ -37,40 +37,6 @@ DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='base_layer.0', classifier='fc',
     num_classes=1000)
-
-
-class DensePool2d(nn.Module):
-    """The stride-1 form of a strided pool, for levels dilated by ``dilation``: ``'max'`` is the k x k window of
-    ``nn.MaxPool2d(k, stride=k)`` with -inf padding at the bottom/right; ``'avg'`` is ``nn.AvgPool2d(3, stride,
-    padding=1)`` (zero padding counted), its taps ``dilation`` pixels apart.
-
-    >>> DensePool2d('max', 2, 2)(torch.ones(1, 4, 8, 8)).shape
-    torch.Size([1, 4, 8, 8])
-    >>> round(DensePool2d('avg', 3, 2)(torch.ones(1, 4, 8, 8))[0, 0, 0, 0].item() * 9, 4)
-    4.0
-    """
-
-    def __init__(self, pool_type: str, kernel_size: int, dilation: int = 1) -> None:
-        super().__init__()
-        self.pool_type = check_choice('pool_type', pool_type, ('max', 'avg'))
-        self.kernel_size = kernel_size
-        self.dilation = dilation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, d = self.kernel_size, self.dilation
-        if self.pool_type == 'max':
-            x = F.pad(x, (0, (k - 1) * d, 0, (k - 1) * d), value=float('-inf'))
-            return F.max_pool2d(x, kernel_size=k, stride=1, dilation=d)
-        if d == 1:
-            return F.avg_pool2d(x, kernel_size=k, stride=1, padding=k // 2)
-        # average pooling has no dilation: sum the k x k taps of the zero-padded map
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (k // 2 * d,) * 4)
-        total = sum(padded[:, :, i * d:i * d + h, j * d:j * d + w] for i in range(k) for j in range(k))
-        return total / (k * k)
-
-    def extra_repr(self) -> str:
-        return f'{self.pool_type}, kernel_size={self.kernel_size}, dilation={self.dilation}'
 
 
 class DlaBasic(nn.Module):

@@ -27,6 +27,7 @@ from ..checks import check_bool, check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ConvNormAct, DropPath, SelectAdaptivePool2d, drop_path_rates
 from ..layers.head_api import HeadApi
+from ..layers.output_stride import stride_or_dilate
 from ..layers.stage_intermediates import StagedFeatures, stage_group_matcher
 from ..layers.weight_init import kaiming_normal_
 
@@ -394,11 +395,7 @@ class HighPerfGpuNet(StagedFeatures, HeadApi, nn.Module):
             downsample = i > 0
             conv_stride, first_dilation = 1, dilation
             if downsample:
-                if stride < output_stride:
-                    conv_stride = 2
-                    stride *= 2
-                else:
-                    dilation *= 2
+                conv_stride, stride, dilation = stride_or_dilate(stride, dilation, output_stride)
             stages.append(HighPerfGpuStage(
                 in_chs, stage_mid_chs[i], stage_out_chs[i], block_per_stage[i], layer_per_block,
                 downsample=downsample, stride=conv_stride, first_dilation=first_dilation, dilation=dilation,

@@ -25,6 +25,7 @@ from ..checks import check_choice, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, create_act_layer, drop_path_rates, get_attn, make_divisible
 from ..layers.head_api import HeadApi, reset_classifier_head
+from ..layers.output_stride import stride_or_dilate
 from ..layers.stage_intermediates import StagedFeatures, run_sequence
 from ..layers.scaled_std_conv import ScaledStdConv2d, ScaledStdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
@@ -252,10 +253,7 @@ class NormFreeNet(StagedFeatures, HeadApi, nn.Module):
         for stage_idx, depth in enumerate(depths):
             # a stem that already pooled to stride 4 leaves the first stage at full resolution
             stride = 1 if stage_idx == 0 and stem_stride > 2 else 2
-            if net_stride >= output_stride and stride > 1:
-                dilation *= stride
-                stride = 1
-            net_stride *= stride
+            stride, net_stride, dilation = stride_or_dilate(net_stride, dilation, output_stride, stride)
             first_dilation = 1 if dilation in (1, 2) else 2
             out_chs = make_divisible(channels[stage_idx] * width_factor, ch_div)
             blocks = []

@@ -24,6 +24,7 @@ from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, SEMo
 from ..layers.activations import ActLayer, create_act_layer
 from ..layers.helpers import make_divisible
 from ..layers.norm_act import GroupNormAct
+from ..layers.output_stride import stride_or_dilate
 from ..layers.stage_intermediates import StagedFeatures
 from ..layers.weight_init import init_fan_out_normal_
 from ..layers.head_api import HeadApi, reset_classifier_head
@@ -317,11 +318,7 @@ class RegNet(StagedFeatures, HeadApi, nn.Module):
         rates = drop_path_rates(drop_path_rate, [d for _, d, _ in stages])
         in_chs, net_stride, dilation = _STEM_WIDTH, 2, 1
         for i, (width, stage_depth, groups) in enumerate(stages):
-            # Once the requested output stride is reached, later stages trade their stride for dilation.
-            if net_stride >= output_stride:
-                stride, dilation = 1, dilation * 2
-            else:
-                stride, net_stride = 2, net_stride * 2
+            stride, net_stride, dilation = stride_or_dilate(net_stride, dilation, output_stride)
             self.add_module(f's{i + 1}', RegStage(stage_depth, in_chs, width, stride, dilation, groups, se_ratio,
                                                   rates[i], **block_args))
             self.feature_info.append(dict(num_chs=width, reduction=net_stride, module=f's{i + 1}'))

@@ -13,14 +13,15 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
+from ..layers.dense_pool import DensePool2d
 from ..layers.head_api import HeadApi, reset_classifier_head
+from ..layers.output_stride import stride_or_dilate
 from ..layers.stage_intermediates import StagedFeatures
 from ..layers.norm_act import EvoNorm2dS0
 from ..layers.weight_init import kaiming_convs_
@@ -113,30 +114,6 @@ class EffectiveSEModule(nn.Module):
         return x * self.gate(self.fc(x.mean((2, 3), keepdim=True)))
 
 
-class DenseMaxPool2d(nn.Module):
-    """The stride-1 form of VoVNet's 3x3 / stride-2 / ceil-mode max-pool, for dilated networks.
-
-    Output pixel ``i`` is the max over ``i``, ``i + d`` and ``i + 2d`` (``d = dilation``); the bottom/right edge is
-    padded with -inf, which is how ceil mode treats the missing window tail. Every ``2d``-th output therefore
-    equals the strided pool applied to a map that was itself dilated by ``d``.
-
-    >>> DenseMaxPool2d(2)(torch.ones(1, 4, 8, 8)).shape
-    torch.Size([1, 4, 8, 8])
-    """
-
-    def __init__(self, dilation: int = 1) -> None:
-        super().__init__()
-        self.dilation = dilation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.dilation
-        x = F.pad(x, (0, 2 * d, 0, 2 * d), value=float('-inf'))
-        return F.max_pool2d(x, kernel_size=3, stride=1, dilation=d)
-
-    def extra_repr(self) -> str:
-        return f'dilation={self.dilation}'
-
-
 class OsaBlock(nn.Module):
     """One-shot aggregation: ``layer_per_block`` chained 3x3 convs (``conv_mid``), the input and all their outputs
     concatenated once and projected by ``conv_concat``; then optional attention, drop-path and residual.
@@ -207,7 +184,7 @@ class OsaStage(nn.Module):
         elif stride == 2:
             self.pool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         else:
-            self.pool = DenseMaxPool2d(pool_dilation)
+            self.pool = DensePool2d('max', 3, pool_dilation)
         rates = list(drop_path_rates) if drop_path_rates is not None else [0.] * block_per_stage
         blocks = []
         for i in range(block_per_stage):
@@ -285,11 +262,7 @@ class VovNet(StagedFeatures, HeadApi, nn.Module):
             downsample = stem_stride == 2 or i > 0
             pool_stride, pool_dilation = 1, dilation
             if downsample:
-                if stride < output_stride:
-                    pool_stride = 2
-                    stride *= 2
-                else:
-                    dilation *= 2
+                pool_stride, stride, dilation = stride_or_dilate(stride, dilation, output_stride)
             stages.append(OsaStage(
                 in_chs, stage_conv_chs[i], stage_out_chs[i], block_per_stage[i], layer_per_block,
                 downsample=downsample, residual=residual, depthwise=depthwise, attn=attn, act_layer=act_layer,
