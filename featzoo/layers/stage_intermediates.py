@@ -32,6 +32,19 @@ def run_tapped(layers: nn.Sequential, x: torch.Tensor, taps: Sequence[int], stop
     return x, maps
 
 
+def tap_positions(parent: nn.Module, levels: Sequence[Dict[str, Any]]) -> Tuple[int, ...]:
+    """Positions among ``parent``'s children of the feature levels (``feature_info`` entries) whose module is one
+    of them (``'<parent>.<child>'``); levels elsewhere are skipped.
+
+    >>> stem = nn.Sequential(); stem.add_module('conv', nn.Identity()); stem.add_module('pool', nn.Identity())
+    >>> tap_positions(stem, [dict(module='stem.conv'), dict(module='stages.0')])
+    (0,)
+    """
+    names = list(parent._modules)
+    children = (str(level['module']).split('.', 1) for level in levels)
+    return tuple(names.index(child[1]) for child in children if len(child) == 2 and child[1] in names)
+
+
 def run_sequence(layers: nn.Sequential, x: torch.Tensor, checkpointed: bool) -> torch.Tensor:
     """``layers(x)``, or with ``checkpointed`` each child under gradient checkpointing (its activations recomputed
     in the backward pass instead of stored).
@@ -53,6 +66,7 @@ class StagedFeatures:
     stem's output with ``stem_is_level``), then one per stage, or per entry of :meth:`_stage_level_ends` (how many
     stages have run at each later level). The family sets, as data:
 
+    - ``stem_taps``: the positions of the stem's levels among its children (see :func:`tap_positions`);
     - ``stem_name`` / ``stages_name``: the attributes holding the stem and the ``nn.Sequential`` of stages
       ('' = none);
     - ``last_stage_end``: the module (by attribute name) applied to the last stage's output, inside the last level
@@ -82,6 +96,7 @@ class StagedFeatures:
     """
 
     feature_info: List[Dict[str, Any]]
+    stem_taps: Tuple[int, ...] = ()
     stem_name: str = 'stem'
     stages_name: str = 'stages'
     stem_is_level: bool = False
@@ -111,7 +126,7 @@ class StagedFeatures:
 
     def _stem_taps(self) -> Sequence[int]:
         """Positions, among the stem's children, of the stem's feature levels."""
-        return ()
+        return self.stem_taps
 
     def _num_stem_levels(self) -> int:
         return 1 if self.stem_is_level else len(self._stem_taps())

@@ -23,7 +23,7 @@ from ..layers import ClassifierHead, ConvNormAct, DropPath, create_act_layer, ge
 from ..layers.drop import drop_path_rates
 from ..layers.head_api import HeadApi, reset_classifier_head
 from ..layers.output_stride import stride_or_dilate
-from ..layers.stage_intermediates import StagedFeatures, run_sequence
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, tap_positions
 from ..layers.weight_init import kaiming_normal_, normal_
 
 __all__ = ['CspNet', 'CrossStage', 'CrossStage3', 'DarkStage', 'BottleneckBlock', 'DarkBlock', 'EdgeBlock', 'SPEC',
@@ -341,10 +341,7 @@ class CspNet(StagedFeatures, HeadApi, nn.Module):
             tap = dict(num_chs=prev_chs, reduction=reduction, module=f'stages.{i}')
         self.feature_info.append(tap)
         self.stages = nn.Sequential(*stages)
-        stem_names = [name for name, _ in self.stem.named_children()]
-        # positions in the stem after which a stem level is tapped (forward_intermediates, pruning)
-        self.stem_feat_ends = [stem_names.index(level['module'].split('.', 1)[1]) for level in self.feature_info
-                               if level['module'].startswith('stem.')]
+        self.stem_taps = tap_positions(self.stem, self.feature_info)
 
         self.num_features = prev_chs
         self.head = ClassifierHead(prev_chs, self.num_classes, pool_type=global_pool, drop_rate=drop_rate)
@@ -386,9 +383,6 @@ class CspNet(StagedFeatures, HeadApi, nn.Module):
         reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
 
     checkpoint_unit = 'stage'
-
-    def _stem_taps(self) -> List[int]:
-        return self.stem_feat_ends
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the last stage.

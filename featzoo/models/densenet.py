@@ -22,7 +22,7 @@ from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
 from ..layers.head_api import HeadApi
 from ..layers.output_stride import stride_or_dilate
-from ..layers.stage_intermediates import StagedFeatures
+from ..layers.stage_intermediates import StagedFeatures, tap_positions
 from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['DenseNet', 'DenseLayer', 'DenseBlock', 'DenseTransition', 'SPEC', 'checkpoint_filter_fn', 'VARIANTS']
@@ -260,9 +260,8 @@ class DenseNet(StagedFeatures, HeadApi, nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def _stem_taps(self) -> List[int]:
-        names = list(self.features._modules)
-        return [names.index(level['module'].split('.', 1)[1]) for level in self.feature_info]
+    def _stem_taps(self) -> Tuple[int, ...]:
+        return tap_positions(self.features, self.feature_info)  # follows feature_info as pruning trims it
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -26,7 +26,7 @@ from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, create_act_layer, drop_path_rates, get_attn, make_divisible
 from ..layers.head_api import HeadApi, reset_classifier_head
 from ..layers.output_stride import stride_or_dilate
-from ..layers.stage_intermediates import StagedFeatures, run_sequence
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, tap_positions
 from ..layers.scaled_std_conv import ScaledStdConv2d, ScaledStdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
 from .resnet import AvgPool2dSame
@@ -243,7 +243,7 @@ class NormFreeNet(StagedFeatures, HeadApi, nn.Module):
 
         stem_chs = make_divisible((stem_chs or channels[0]) * width_factor, ch_div)
         self.stem, stem_stride, stem_level = create_stem(in_chans, stem_chs, stem_type, conv_layer, act)
-        self.stem_feat_idx = list(dict(self.stem.named_children())).index(stem_level['module'].split('.', 1)[1])
+        self.stem_taps = tap_positions(self.stem, [stem_level])
         self.feature_info: List[Dict[str, Any]] = [stem_level]
 
         rates = drop_path_rates(drop_path_rate, list(depths))
@@ -320,9 +320,6 @@ class NormFreeNet(StagedFeatures, HeadApi, nn.Module):
         if global_pool is not None and global_pool == self.head.global_pool.pool_type:
             global_pool = None  # the same pooling: only the classifier is new
         reset_classifier_head(self, num_classes, global_pool)
-
-    def _stem_taps(self) -> Tuple[int]:
-        return (self.stem_feat_idx,)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map after the final activation (NCHW).

@@ -25,7 +25,7 @@ from ..family import FamilySpec
 from ..layers import (BatchNormAct2d, ClassifierHead, DropPath, MaxPool2dSame, create_act_layer, create_conv2d,
                       drop_path_rates)
 from ..layers.helpers import make_divisible
-from ..layers.stage_intermediates import StagedFeatures
+from ..layers.stage_intermediates import StagedFeatures, tap_positions
 from ..layers.norm_act import EvoNorm2dS0, FilterResponseNormTlu2d, GroupNormAct
 from ..layers.std_conv import StdConv2d, StdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
@@ -334,8 +334,8 @@ class ResNetV2(StagedFeatures, HeadApi, nn.Module):
 
         stem_chs = make_divisible(stem_chs * width_factor)
         self.stem, stem_tap = create_stem(in_chans, stem_chs, stem_type, preact, conv_layer, norm_layer)
-        self.stem_feat_idx = list(dict(self.stem.named_children())).index(stem_tap)
         self.feature_info: List[Dict[str, Any]] = [dict(num_chs=stem_chs, reduction=2, module=f'stem.{stem_tap}')]
+        self.stem_taps = tap_positions(self.stem, self.feature_info)
 
         prev_chs, net_stride, dilation = stem_chs, 4, 1
         rates = drop_path_rates(drop_path_rate, list(layers))
@@ -393,9 +393,6 @@ class ResNetV2(StagedFeatures, HeadApi, nn.Module):
         # the pool type is always passed: a 1x1-conv classifier is rebuilt as one (not as a Linear)
         pool_type = self.head.global_pool.pool_type if global_pool is None else global_pool
         reset_classifier_head(self, num_classes, pool_type)
-
-    def _stem_taps(self) -> Tuple[int]:
-        return (self.stem_feat_idx,)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map, after the last stage and the final norm (NCHW).

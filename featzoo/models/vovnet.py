@@ -9,7 +9,7 @@ operation (the ESE gate averages the whole map) is involved.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from ..layers.drop import drop_path_rates
 from ..layers.dense_pool import DensePool2d
 from ..layers.head_api import HeadApi, reset_classifier_head
 from ..layers.output_stride import stride_or_dilate
-from ..layers.stage_intermediates import StagedFeatures
+from ..layers.stage_intermediates import StagedFeatures, tap_positions
 from ..layers.norm_act import EvoNorm2dS0
 from ..layers.weight_init import kaiming_convs_
 
@@ -252,6 +252,7 @@ class VovNet(StagedFeatures, HeadApi, nn.Module):
         )
         self.feature_info = [dict(num_chs=stem_chs[1] if stem_stride == 4 else stem_chs[2], reduction=2,
                                   module='stem.1' if stem_stride == 4 else 'stem.2')]
+        self.stem_taps = tap_positions(self.stem, self.feature_info)
 
         stride, dilation = stem_stride, 1
         rates = drop_path_rates(drop_path_rate, block_per_stage)
@@ -299,9 +300,6 @@ class VovNet(StagedFeatures, HeadApi, nn.Module):
         torch.Size([1, 1024])
         """
         reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
-
-    def _stem_taps(self) -> Tuple[int]:
-        return (int(self.feature_info[0]['module'].split('.')[1]),)
 
 
 SPEC = FamilySpec(
