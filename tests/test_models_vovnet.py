@@ -48,7 +48,7 @@ def test_output_stride_8_full_model():
 def test_invalid_arguments_name_the_value():
     with pytest.raises(ValueError, match=r'output_stride=64.*\(8, 16, 32\)'):
         vovnet.SPEC.build('ese_vovnet39b', output_stride=64)
-    with pytest.raises(ValueError, match=r"attn 'cbam'"):
+    with pytest.raises(ValueError, match=r"attn='cbam' is invalid"):
         vovnet.SPEC.build('ese_vovnet39b', attn='cbam')
     with pytest.raises(ValueError, match=r'stem_stride=3'):
         vovnet.SPEC.build('ese_vovnet39b', stem_stride=3)

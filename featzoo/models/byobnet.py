@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..checks import check_choice
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, SEModule, drop_path_rates
 from ..layers.activations import create_act_layer
@@ -387,12 +388,9 @@ class ByobNet(StagedFeatures, HeadApi, nn.Module):
                  drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, zero_init_last: bool = True) -> None:
         super().__init__()
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
-        if head_type not in HEAD_TYPES:
-            raise ValueError(f'unknown head_type {head_type!r}; valid: {HEAD_TYPES}')
-        if downsample not in DOWNSAMPLE_TYPES:
-            raise ValueError(f'unknown downsample {downsample!r}; valid: {DOWNSAMPLE_TYPES}')
+        check_choice('output_stride', output_stride, OUTPUT_STRIDES)
+        check_choice('head_type', head_type, HEAD_TYPES)
+        check_choice('downsample', downsample, DOWNSAMPLE_TYPES)
         num_stages = len(depths)
         blocks, strides = _per_stage(block, num_stages), _per_stage(strides, num_stages)
         group_sizes, ratios = _per_stage(group_size, num_stages), _per_stage(bottle_ratio, num_stages)

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..checks import check_int
+from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
@@ -181,12 +181,9 @@ class DenseNet(StagedFeatures, HeadApi, nn.Module):
             raise ValueError(f'block_config must be a non-empty sequence of layer counts, got {block_config!r}')
         for n in block_config:
             check_int('each block_config entry', n, 1)
-        if stem_type not in STEM_TYPES:
-            raise ValueError(f'unknown stem_type {stem_type!r}; valid: {STEM_TYPES}')
-        if aa_layer not in AA_LAYERS:
-            raise ValueError(f'unknown aa_layer {aa_layer!r}; valid: {AA_LAYERS}')
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
+        check_choice('stem_type', stem_type, STEM_TYPES)
+        check_choice('aa_layer', aa_layer, AA_LAYERS)
+        check_choice('output_stride', output_stride, OUTPUT_STRIDES)
         if drop_path_rate:
             raise ValueError(f'drop_path_rate={drop_path_rate!r}: DenseNet has no residual branches to drop; '
                              f'valid: None or 0 (use drop_rate / proj_drop_rate for dropout)')

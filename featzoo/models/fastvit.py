@@ -26,14 +26,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, LayerNorm2d, SEModule, create_conv2d, drop_path_rates
 from ..layers.activations import create_act_layer
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.stage_intermediates import StagedFeatures
+from ..layers.stage_intermediates import StagedFeatures, run_sequence
 from ..layers.pooling import POOL_TYPES
 from ..layers.weight_init import trunc_normal_
 
@@ -410,11 +409,7 @@ class FastVitStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pos_emb(self.downsample(x))
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, x, self.grad_checkpointing and torch.is_grad_enabled())
 
 
 def _output_strides(embed_dims: Sequence[int], downsamples: Sequence[bool]) -> Tuple[int, ...]:

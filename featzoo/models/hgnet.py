@@ -21,14 +21,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_bool, check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ConvNormAct, DropPath, SelectAdaptivePool2d, drop_path_rates
 from ..layers.head_api import HeadApi
 from ..layers.output_stride import stride_or_dilate
-from ..layers.stage_intermediates import StagedFeatures, stage_group_matcher
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, stage_group_matcher
 from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['HighPerfGpuNet', 'HighPerfGpuBlock', 'HighPerfGpuStage', 'LearnableAffineBlock', 'SPEC', 'VARIANTS']
@@ -254,12 +253,7 @@ class HighPerfGpuStage(nn.Module):
             for i in range(block_num)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, self.downsample(x), self.grad_checkpointing and torch.is_grad_enabled())
 
 
 class HgnetHead(nn.Module):

@@ -26,7 +26,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
@@ -38,7 +37,7 @@ from ..layers.mlp import Mlp
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES
 from ..layers.pooling import SelectAdaptivePool2d
 from ..layers.squared_relu import SquaredReLU, StarReLU
-from ..layers.stage_intermediates import StagedFeatures, stage_group_matcher
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, stage_group_matcher
 from .vision_transformer import Attention
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -285,11 +284,7 @@ class MetaFormerStage(nn.Module):
             for i in range(depth)])
 
     def _run_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, x, self.grad_checkpointing and not torch.jit.is_scripting())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)

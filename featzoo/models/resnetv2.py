@@ -19,13 +19,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..family import FamilySpec
 from ..layers import (BatchNormAct2d, ClassifierHead, DropPath, MaxPool2dSame, create_act_layer, create_conv2d,
                       drop_path_rates)
 from ..layers.helpers import make_divisible
-from ..layers.stage_intermediates import StagedFeatures, tap_positions
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, tap_positions
 from ..layers.norm_act import EvoNorm2dS0, FilterResponseNormTlu2d, GroupNormAct
 from ..layers.std_conv import StdConv2d, StdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
@@ -249,11 +248,7 @@ class ResNetStage(nn.Module):
             proj_layer = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, x, self.grad_checkpointing and torch.is_grad_enabled())
 
 
 def create_stem(in_chs: int, out_chs: int, stem_type: str, preact: bool, conv_layer: ConvFactory,

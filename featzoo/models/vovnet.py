@@ -13,16 +13,15 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from ..checks import check_int, check_int_tuple
+from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
 from ..layers.dense_pool import DensePool2d
 from ..layers.head_api import HeadApi, reset_classifier_head
 from ..layers.output_stride import stride_or_dilate
-from ..layers.stage_intermediates import StagedFeatures, tap_positions
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, tap_positions
 from ..layers.norm_act import EvoNorm2dS0
 from ..layers.weight_init import kaiming_convs_
 
@@ -195,12 +194,7 @@ class OsaStage(nn.Module):
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, self.pool(x), self.grad_checkpointing and torch.is_grad_enabled())
 
 
 class VovNet(StagedFeatures, HeadApi, nn.Module):
@@ -229,14 +223,10 @@ class VovNet(StagedFeatures, HeadApi, nn.Module):
         layer_per_block = check_int('layer_per_block', layer_per_block, 1)
         in_chans = check_int('in_chans', in_chans, 1)
         num_classes = check_int('num_classes', num_classes, 0)
-        if norm_layer not in NORM_LAYERS:
-            raise ValueError(f'unknown norm_layer {norm_layer!r}; valid: {NORM_LAYERS}')
-        if attn not in ATTN_TYPES:
-            raise ValueError(f'unknown attn {attn!r}; valid: {ATTN_TYPES}')
-        if stem_stride not in STEM_STRIDES:
-            raise ValueError(f'stem_stride={stem_stride!r} is not supported; valid: {STEM_STRIDES}')
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
+        check_choice('norm_layer', norm_layer, NORM_LAYERS)
+        check_choice('attn', attn, ATTN_TYPES)
+        check_choice('stem_stride', stem_stride, STEM_STRIDES)
+        check_choice('output_stride', output_stride, OUTPUT_STRIDES)
         drop_path_rate = drop_path_rate or 0.
         global_pool = 'avg' if global_pool is None else global_pool
         self.num_classes = num_classes
@@ -276,13 +266,9 @@ class VovNet(StagedFeatures, HeadApi, nn.Module):
 
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
-        self._init_weights()
-
-    def _init_weights(self) -> None:
         kaiming_convs_(self)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        if isinstance(self.head.fc, nn.Linear):  # the head's classifier is the only linear layer
+            nn.init.zeros_(self.head.fc.bias)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
