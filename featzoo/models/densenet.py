@@ -21,6 +21,7 @@ from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
 from ..layers.head_api import HeadApi
+from ..layers.pool_classifier import reset_pool_classifier
 from ..layers.output_stride import stride_or_dilate
 from ..layers.stage_intermediates import StagedFeatures, tap_positions
 from ..layers.weight_init import kaiming_normal_
@@ -293,17 +294,7 @@ class DenseNet(StagedFeatures, HeadApi, nn.Module):
         >>> m = SPEC.build('densenet121'); m.reset_classifier(0, ''); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
-        num_classes = check_int('num_classes', num_classes, 0)
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        ref = next(self.parameters(), None)
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        if ref is not None:
-            self.classifier.to(device=ref.device, dtype=ref.dtype)
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        reset_pool_classifier(self, check_int('num_classes', num_classes, 0), global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the final norm, ``(N, num_features, H / r, W / r)``.

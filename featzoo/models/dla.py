@@ -25,6 +25,7 @@ from ..family import FamilySpec
 from ..layers import create_classifier
 from ..layers.dense_pool import DensePool2d
 from ..layers.head_api import HeadApi
+from ..layers.pool_classifier import reset_pool_classifier
 from ..layers.stage_intermediates import StagedFeatures
 from ..layers.weight_init import normal_
 
@@ -323,18 +324,9 @@ class DLA(StagedFeatures, HeadApi, nn.Module):
         >>> m = SPEC.build('dla34'); m.reset_classifier(0); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 512])
         """
-        num_classes = check_int('num_classes', num_classes, 0)
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        ref = next(self.parameters(), None)
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type,
-                                                      use_conv=True)
-        self.flatten = nn.Flatten(1) if pool_type else nn.Identity()
-        if ref is not None:
-            self.fc.to(device=ref.device, dtype=ref.dtype)
-        for module in (self.global_pool, self.fc, self.flatten):
-            module.train(self.training)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        pool_type = reset_pool_classifier(self, check_int('num_classes', num_classes, 0), global_pool, 'fc',
+                                          use_conv=True)
+        self.flatten = (nn.Flatten(1) if pool_type else nn.Identity()).train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after ``level5``.

@@ -28,6 +28,7 @@ from ..layers.layer_norm_act import LayerNormAct2d
 from ..layers.norm import BatchNormAct2d
 from ..layers.norm_act import EvoNorm2dS0, GroupNormAct
 from ..layers.padding import create_conv2d
+from ..layers.pool_classifier import reset_pool_classifier
 from ..layers.pooling import create_classifier
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -459,12 +460,7 @@ class EfficientNet(EfficientTrunk):
         if global_pool is None:
             global_pool = self.global_pool.pool_type
         check_pool(num_classes, global_pool)
-        ref = self.conv_stem.weight
-        self.num_classes = num_classes
-        global_pool_mod, classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.global_pool = global_pool_mod.train(self.training)
-        self.classifier = classifier.to(device=ref.device, dtype=ref.dtype).train(self.training)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        reset_pool_classifier(self, num_classes, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled head-convolution map, ``(B, num_features, H / 32, W / 32)`` at output_stride 32.

@@ -222,11 +222,9 @@ class RegNetPreBottleneck(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: Tuple[int, int] = (1, 1),
                  group_size: int = 1, se_ratio: float = 0.0, drop_path_rate: float = 0.0, bottle_ratio: float = 1.0,
-                 downsample: Optional[str] = 'conv1x1', linear_out: bool = False, act_layer: ActLayer = 'relu',
-                 norm_group_size: Optional[int] = None) -> None:
+                 downsample: Optional[str] = 'conv1x1', act_layer: ActLayer = 'relu') -> None:
+        # batch norm only, and no output activation to leave out: no norm_group_size or linear_out here
         super().__init__()
-        if norm_group_size:
-            raise ValueError('pre-activation RegNet blocks take batch norm only; leave norm_group_size None')
         mid = int(round(out_chs * bottle_ratio))
         self.norm1 = BatchNormAct2d(in_chs, act_layer=act_layer)
         self.conv1 = create_conv2d(in_chs, mid, 1)
@@ -307,8 +305,12 @@ class RegNet(StagedFeatures, HeadApi, nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
 
-        block_args = dict(preact=preact, bottle_ratio=bottle_ratio, downsample=downsample, linear_out=linear_out,
-                          act_layer=act_layer, norm_group_size=norm_group_size)
+        block_args: Dict[str, Any] = dict(preact=preact, bottle_ratio=bottle_ratio, downsample=downsample,
+                                          act_layer=act_layer)
+        if not preact:
+            block_args.update(linear_out=linear_out, norm_group_size=norm_group_size)
+        elif norm_group_size:
+            raise ValueError('pre-activation RegNet blocks take batch norm only; leave norm_group_size None')
         if preact:  # the first block's norm follows
             self.stem: nn.Module = create_conv2d(in_chans, _STEM_WIDTH, 3, stride=2)
         else:
