@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from ..checks import check_choice
 from ..family import FamilySpec
 from ..layers.activations import ActLayer
 from ..layers.blur_pool import BlurPool2d
@@ -409,8 +410,7 @@ class EfficientNet(EfficientTrunk):
         super().__init__()
         check_model_args(num_classes, in_chans, output_stride, OUTPUT_STRIDES, channel_multiplier, depth_multiplier,
                          pad_type, drop_rate, drop_path_rate, global_pool)
-        if se_layer not in SE_LAYERS:
-            raise ValueError(f'se_layer={se_layer!r} is not supported; valid: {SE_LAYERS}')
+        check_choice('se_layer', se_layer, SE_LAYERS)
         if isinstance(channel_divisor, bool) or not isinstance(channel_divisor, int) or channel_divisor < 1:
             raise ValueError(f'channel_divisor must be an int >= 1, got {channel_divisor!r}')
         head_features = head_width(head_chs, head_rule, channel_multiplier, channel_divisor, round_limit)
