@@ -62,8 +62,7 @@ class Layers:
                  attn_kwargs: Optional[Dict[str, Any]] = None, aa_layer: Optional[str] = None) -> None:
         if aa_layer not in (None, 'avg'):
             raise ValueError(f"unknown aa_layer {aa_layer!r}; valid: 'avg' or None")
-        if norm not in NORM_TYPES:
-            raise ValueError(f'unknown norm {norm!r}; valid: {NORM_TYPES}')
+        check_choice('norm', norm, NORM_TYPES)
         if attn_layer is not None and attn_layer not in ATTN_TYPES:
             raise ValueError(f'unknown attn_layer {attn_layer!r}; valid: {sorted(ATTN_TYPES)} or None')
         self.act_layer = act_layer
@@ -294,8 +293,7 @@ class Stem(nn.Sequential):
             self.add_module(f'conv{i + 1}', conv)
             prev_chs, reduction = width, reduction * stride
         if pool:
-            if pool not in STEM_POOLS:
-                raise ValueError(f'unknown stem_pool {pool!r}; valid: {STEM_POOLS}')
+            check_choice('stem_pool', pool, STEM_POOLS)
             self.tap = num_rep - 1
             self.levels.append(dict(num_chs=prev_chs, reduction=reduction, module=f'conv{num_rep}'))
             self.add_module('pool', nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pool == 'maxpool'
@@ -317,8 +315,7 @@ def create_stem(in_chs: int, out_chs: Union[int, Sequence[int]], stem_type: str,
     >>> stem, levels, out = create_stem(3, 64, 'tiered', 'maxpool', Layers()); levels, out
     ([{'num_chs': 64, 'reduction': 2, 'module': 'stem.conv3'}], {'num_chs': 64, 'reduction': 4, 'module': 'stem.pool'})
     """
-    if stem_type not in STEM_TYPES:
-        raise ValueError(f'unknown stem_type {stem_type!r}; valid: {STEM_TYPES}')
+    check_choice('stem_type', stem_type, STEM_TYPES)
     if not isinstance(out_chs, int):
         if stem_type != '3x3':
             raise ValueError(f"stem_chs as a tuple takes stem_type='3x3', got {stem_type!r}")
@@ -395,8 +392,7 @@ class ByobNet(StagedFeatures, HeadApi, nn.Module):
         blocks, strides = _per_stage(block, num_stages), _per_stage(strides, num_stages)
         group_sizes, ratios = _per_stage(group_size, num_stages), _per_stage(bottle_ratio, num_stages)
         for name in blocks:
-            if name not in BLOCK_TYPES:
-                raise ValueError(f'unknown block {name!r}; valid: {BLOCK_TYPES}')
+            check_choice('block', name, BLOCK_TYPES)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
