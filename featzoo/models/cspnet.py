@@ -95,14 +95,18 @@ class DarkBlock(nn.Module):
     torch.Size([1, 32, 8, 8])
     """
 
+    kernel_sizes = (1, 3)  # of conv1 and conv2; the 3x3 one is the grouped, dilated one
+
     def __init__(self, in_chs: int, out_chs: int, dilation: int = 1, bottle_ratio: float = 0.5, groups: int = 1,
                  act_layer: str = 'relu', attn_layer: Optional[str] = None,
                  attn_kwargs: Optional[Mapping[str, Any]] = None, drop_path: float = 0.) -> None:
         super().__init__()
         mid_chs = int(round(out_chs * bottle_ratio))
-        self.conv1 = ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer)
+        spatial = dict(dilation=dilation, groups=groups)
+        k1, k2 = self.kernel_sizes
+        self.conv1 = ConvNormAct(in_chs, mid_chs, k1, act_layer=act_layer, **(spatial if k1 == 3 else {}))
         self.attn = _make_attn(attn_layer, attn_kwargs, mid_chs, act_layer)
-        self.conv2 = ConvNormAct(mid_chs, out_chs, 3, dilation=dilation, groups=groups, act_layer=act_layer)
+        self.conv2 = ConvNormAct(mid_chs, out_chs, k2, act_layer=act_layer, **(spatial if k2 == 3 else {}))
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def zero_init_last(self) -> None:
@@ -121,15 +125,7 @@ class EdgeBlock(DarkBlock):
     48
     """
 
-    def __init__(self, in_chs: int, out_chs: int, dilation: int = 1, bottle_ratio: float = 0.5, groups: int = 1,
-                 act_layer: str = 'relu', attn_layer: Optional[str] = None,
-                 attn_kwargs: Optional[Mapping[str, Any]] = None, drop_path: float = 0.) -> None:
-        nn.Module.__init__(self)
-        mid_chs = int(round(out_chs * bottle_ratio))
-        self.conv1 = ConvNormAct(in_chs, mid_chs, 3, dilation=dilation, groups=groups, act_layer=act_layer)
-        self.attn = _make_attn(attn_layer, attn_kwargs, mid_chs, act_layer)
-        self.conv2 = ConvNormAct(mid_chs, out_chs, 1, act_layer=act_layer)
-        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+    kernel_sizes = (3, 1)
 
 
 _BLOCKS = {'bottle': BottleneckBlock, 'dark': DarkBlock, 'edge': EdgeBlock}
