@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 import torch
@@ -584,3 +584,111 @@ def smallest_input(name: str, at_least: int = 64) -> Tuple[Dict[str, int], int]:
     """
     side = input_side_for(name, at_least)
     return size_kwargs(name, side), side
+
+
+def dilated_parity_by_hand(name: str, output_stride: int, dilate: Callable[[nn.Module, int], List[int]],
+                           features_skip: int = 0) -> None:
+    """featzoo's ``output_stride`` build of ``name`` equals timm's stride-32 model dilated by hand: ``dilate``
+    rewrites the timm model's strides and dilations in place and returns the level reductions it now has. Checked:
+    feature_info's reductions, every ``forward_intermediates`` level, the logits and the ``features_only`` maps
+    (which leave out the first ``features_skip`` levels)."""
+    ref = build_timm_reference(name)
+    reductions = dilate(ref, output_stride)
+    path = save_state(ref.state_dict())
+    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path).eval()
+    assert [level['reduction'] for level in model.feature_info] == reductions
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = model.forward_intermediates(x, intermediates_only=True)
+        theirs = ref.forward_intermediates(x, intermediates_only=True)
+        assert [t.shape[-1] for t in theirs] == [64 // r for r in reductions]
+        for i, (a, b) in enumerate(zip(ours, theirs)):
+            assert_equal(a, b, f'{name} os{output_stride} level {i}')
+        assert_equal(model(x), ref(x), f'{name} os{output_stride} logits')
+    backbone = featzoo.create_model(name, features_only=True, output_stride=output_stride, checkpoint_path=path)
+    with torch.no_grad():
+        got = backbone.eval()(x)
+    assert len(got) == len(theirs) - features_skip
+    for i, (a, b) in enumerate(zip(got, theirs[features_skip:]), start=features_skip):
+        assert_equal(a, b, f'{name} os{output_stride} features_only level {i}')
+
+
+def dilated_levels_are_densified(build: Callable[..., nn.Module], name: str, output_stride: int) -> None:
+    """Where dilating changes no window (no global gate over the map), each level of ``build(name,
+    output_stride=...)`` is the stride-32 level computed densely: sampling it every ``step`` pixels gives it back."""
+    ref = build(name).eval()
+    randomize_state(ref)
+    model = build(name, output_stride=output_stride).eval()
+    model.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = ref.forward_intermediates(x, intermediates_only=True)
+        got = model.forward_intermediates(x, intermediates_only=True)
+    for i, (e, g, r_ref, r) in enumerate(zip(expected, got, [lv['reduction'] for lv in ref.feature_info],
+                                             [lv['reduction'] for lv in model.feature_info])):
+        step = r_ref // r
+        assert g.shape[-1] == e.shape[-1] * step, (i, g.shape, e.shape)
+        assert_equal(g[:, :, ::step, ::step], e, f'{name} os{output_stride} level {i}')
+
+
+def group_matcher_and_drop_path_like_timm(build: Callable[..., nn.Module], name: str) -> None:
+    """``group_matcher`` (fine and coarse) groups ``name``'s parameters as timm's does, and a drop-path rate is
+    spread over the same blocks with the same probabilities."""
+    import timm
+    from timm.layers import DropPath as TimmDropPath
+    from timm.models._manipulate import group_with_matcher
+    from featzoo.layers import DropPath
+    ref = timm.create_model(name, drop_path_rate=0.2)
+    model = build(name, drop_path_rate=0.2)
+    for coarse in (False, True):
+        ours = group_with_matcher(model.named_parameters(), model.group_matcher(coarse), return_values=False)
+        theirs = group_with_matcher(ref.named_parameters(), ref.group_matcher(coarse), return_values=False)
+        assert ours == theirs
+    ours = {n: m.drop_prob for n, m in model.named_modules() if isinstance(m, DropPath)}
+    theirs = {n: m.drop_prob for n, m in ref.named_modules() if isinstance(m, TimmDropPath)}
+    assert ours.keys() == theirs.keys() and len(ours) > 0
+    for key in ours:
+        assert abs(ours[key] - theirs[key]) < 1e-6, key
+
+
+def hand_dilation_plan(reduction: int, output_stride: int, num_steps: int) -> List[Tuple[int, int, int]]:
+    """How a timm network now at ``reduction`` is dilated by hand to ``output_stride``: for each of its next
+    ``num_steps`` stride-2 steps, the reduction after it and the dilation before and after it (the same two while
+    the step still strides).
+
+    >>> hand_dilation_plan(4, 8, 3)
+    [(8, 1, 1), (8, 1, 2), (8, 2, 4)]
+    """
+    plan, dilation = [], 1
+    for _ in range(num_steps):
+        if reduction < output_stride:
+            reduction *= 2
+            plan.append((reduction, dilation, dilation))
+        else:
+            plan.append((reduction, dilation, dilation * 2))
+            dilation *= 2
+    return plan
+
+
+def hand_dilated_parity(name: str, output_stride: int, ref: nn.Module, dilate: Callable[[nn.Module, int], int],
+                        levels: Callable[[nn.Module, torch.Tensor], Sequence[torch.Tensor]],
+                        wrappers: Sequence[str] = ('list',), **kwargs: Any) -> None:
+    """featzoo's ``output_stride`` build of ``name`` (with ``kwargs``) against timm's model ``ref`` dilated by hand
+    (``dilate`` changes it in place and returns how many layers it changed; ``levels`` gives its feature maps):
+    equal ``forward_features`` and logits, and each wrapper in ``wrappers`` returns the declared shapes, the last
+    at ``64 // output_stride``, equal to timm's maps."""
+    path = save_state(ref.state_dict())
+    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path, **kwargs).eval()
+    assert dilate(ref, output_stride) > 0  # timm's network was strided, not dilated
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert_equal(model.forward_features(x), ref.forward_features(x), f'{name} os{output_stride}')
+        assert_equal(model(x), ref(x), f'{name} os{output_stride} logits')
+        expected = levels(ref, x)
+    for feature_cls in wrappers:
+        backbone = featzoo.create_model(name, features_only=True, feature_cls=feature_cls,
+                                        output_stride=output_stride, checkpoint_path=path, **kwargs).eval()
+        feats = check_feature_shapes(backbone, x)
+        assert feats[-1].shape[-1] == 64 // output_stride
+        for i, feat in enumerate(feats):
+            assert_equal(feat, expected[i], f'{name} os{output_stride} {feature_cls} level {i}')

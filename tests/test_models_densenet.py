@@ -69,9 +69,9 @@ def test_blur_transitions_dilate_too(output_stride):
 def test_invalid_arguments_name_the_value():
     with pytest.raises(ValueError, match=r'output_stride=4.*\(8, 16, 32\)'):
         densenet.SPEC.build('densenet121', output_stride=4)
-    with pytest.raises(ValueError, match=r"stem_type 'wide'"):
+    with pytest.raises(ValueError, match=r"stem_type='wide' is invalid"):
         densenet.SPEC.build('densenet121', stem_type='wide')
-    with pytest.raises(ValueError, match=r"aa_layer 'gauss'"):
+    with pytest.raises(ValueError, match=r"aa_layer='gauss' is invalid"):
         densenet.SPEC.build('densenet121', aa_layer='gauss')
     with pytest.raises(ValueError, match=r'drop_path_rate=0.1'):
         densenet.SPEC.build('densenet121', drop_path_rate=0.1)

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 import featzoo
 from featzoo.models import dla
-from helpers import assert_equal, build_timm_reference, randomize_state, save_state
+from helpers import assert_equal, dilated_levels_are_densified, dilated_parity_by_hand, hand_dilation_plan
 
 NAMES = featzoo.list_models(module='dla')
 # one network per block kind in the default suite: basic, grouped bottleneck, Res2NeXt (whose dense average pool
@@ -50,15 +50,12 @@ def _dilate_timm_by_hand(model: nn.Module, output_stride: int) -> List[int]:
     """Turn timm's stride-32 DLA into the featzoo scheme in place: in every level that reaches ``output_stride``,
     strided 3x3 convs run at stride 1 dilated by the previous dilation, the other 3x3 convs by the new one, and the
     strided pools become stride-1 pools with taps that far apart. Returns the levels' reductions."""
-    reductions, reduction, dilation = [1, 2], 2, 1
-    for i in range(2, 6):
-        level = getattr(model, f'level{i}')
-        if reduction < output_stride:
-            reduction *= 2
-            reductions.append(reduction)
-            continue
-        previous, dilation = dilation, dilation * 2
+    reductions = [1, 2]
+    for i, (reduction, previous, dilation) in enumerate(hand_dilation_plan(2, output_stride, 4), start=2):
         reductions.append(reduction)
+        if previous == dilation:
+            continue
+        level = getattr(model, f'level{i}')
         for parent in level.modules():
             for name, child in parent.named_children():
                 if isinstance(child, nn.MaxPool2d):
@@ -75,40 +72,13 @@ def _dilate_timm_by_hand(model: nn.Module, output_stride: int) -> List[int]:
     pytest.param(n, s, id=f'{n}-os{s}', marks=() if (n, s) in DEFAULT_DILATED else pytest.mark.slow)
     for n in NAMES for s in (16, 8)])
 def test_dilated_matches_timm_dilated_by_hand(name, output_stride):
-    ref = build_timm_reference(name)
-    reductions = _dilate_timm_by_hand(ref, output_stride)
-    path = save_state(ref.state_dict())
-    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path).eval()
-    assert [level['reduction'] for level in model.feature_info] == reductions
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ours = model.forward_intermediates(x, intermediates_only=True)
-        theirs = ref.forward_intermediates(x, intermediates_only=True)
-        for i, (a, b) in enumerate(zip(ours, theirs)):
-            assert_equal(a, b, f'{name} os{output_stride} level {i}')
-        assert_equal(model(x), ref(x), f'{name} os{output_stride} logits')
-    backbone = featzoo.create_model(name, features_only=True, output_stride=output_stride, checkpoint_path=path)
-    with torch.no_grad():
-        for i, (a, b) in enumerate(zip(backbone.eval()(x), theirs[1:])):
-            assert_equal(a, b, f'{name} os{output_stride} features_only level {i + 1}')
+    dilated_parity_by_hand(name, output_stride, _dilate_timm_by_hand, features_skip=1)  # level0 only on request
 
 
 @pytest.mark.parametrize('name,output_stride', [('dla60_res2next', 8), ('dla34', 16),
                                                 pytest.param('dla102x', 8, marks=pytest.mark.slow)])
 def test_dilated_levels_are_the_stride32_levels_densified(name, output_stride):
-    ref = dla.SPEC.build(name).eval()
-    randomize_state(ref)
-    model = dla.SPEC.build(name, output_stride=output_stride).eval()
-    model.load_state_dict(ref.state_dict())
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        expected = ref.forward_intermediates(x, intermediates_only=True)
-        got = model.forward_intermediates(x, intermediates_only=True)
-    for i, (e, g, r_ref, r) in enumerate(zip(expected, got, [lv['reduction'] for lv in ref.feature_info],
-                                             [lv['reduction'] for lv in model.feature_info])):
-        step = r_ref // r
-        assert g.shape[-1] == e.shape[-1] * step, (i, g.shape, e.shape)
-        assert_equal(g[:, :, ::step, ::step], e, f'{name} os{output_stride} level {i}')
+    dilated_levels_are_densified(dla.SPEC.build, name, output_stride)
 
 
 def test_dense_pools_sample_to_the_strided_pools():

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Sequence
+from typing import List, Sequence
 
 import pytest
 import torch
+from torch import nn
 
 import featzoo
 from featzoo.models.fastvit import SPEC, FastVit, checkpoint_filter_fn
-from helpers import assert_equal, build_timm_reference, check_feature_shapes, randomize_state, save_state
+from helpers import assert_equal, build_timm_reference, hand_dilated_parity, randomize_state
 
 REPMIXER_ROWS = [n for n in SPEC.variants if len(SPEC.output_strides_for(n)) > 1]
 HYBRID_ROWS = [n for n in SPEC.variants if n not in REPMIXER_ROWS]
@@ -72,29 +73,19 @@ def test_the_dilating_rows_are_the_all_repmixer_rows():
             featzoo.create_model(name, output_stride=16)
 
 
-def _dilated_parity(name: str, output_stride: int, kwargs: dict, wrappers: Sequence[str] = ('list',)) -> None:
-    ref = build_timm_reference(name, **kwargs)
-    path = save_state(ref.state_dict())
-    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path, **kwargs).eval()
-    assert _dilate_by_hand(ref, output_stride) > 0  # timm's network was strided, not dilated
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert_equal(model.forward_features(x), ref.forward_features(x), f'{name} os{output_stride}')
-        assert_equal(model(x), ref(x), f'{name} os{output_stride} logits')
+def _stage_outputs(ref: nn.Module, x: torch.Tensor) -> List[torch.Tensor]:
     captured = {}
     hooks = [ref.get_submodule(f'stages.{i}').register_forward_hook(
         lambda mod, a, out, i=i: captured.__setitem__(i, out)) for i in range(len(ref.stages))]
-    with torch.no_grad():
-        ref(x)
+    ref(x)
     for hook in hooks:
         hook.remove()
-    for feature_cls in wrappers:
-        backbone = featzoo.create_model(name, features_only=True, feature_cls=feature_cls,
-                                        output_stride=output_stride, checkpoint_path=path, **kwargs).eval()
-        feats = check_feature_shapes(backbone, x)
-        assert feats[-1].shape[-1] == 64 // output_stride
-        for i, feat in enumerate(feats):
-            assert_equal(feat, captured[i], f'{name} os{output_stride} {feature_cls} level {i}')
+    return [captured[i] for i in range(len(ref.stages))]
+
+
+def _dilated_parity(name: str, output_stride: int, kwargs: dict, wrappers: Sequence[str] = ('list',)) -> None:
+    hand_dilated_parity(name, output_stride, build_timm_reference(name, **kwargs), _dilate_by_hand, _stage_outputs,
+                        wrappers, **kwargs)
 
 
 @pytest.mark.parametrize('output_stride', (16, 8))

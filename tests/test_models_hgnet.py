@@ -15,7 +15,8 @@ from torch import nn
 
 import featzoo
 from featzoo.models import hgnet
-from helpers import assert_equal, build_timm_reference, randomize_state, save_state
+from helpers import (assert_equal, build_timm_reference, dilated_levels_are_densified, dilated_parity_by_hand,
+                     group_matcher_and_drop_path_like_timm, hand_dilation_plan, save_state)
 
 NAMES = featzoo.list_models(module='hgnet')
 # one network per configuration in the default suite: V1 (ESE aggregation), V2 with learnable affine scalars and
@@ -27,17 +28,12 @@ def _dilate_timm_by_hand(model: nn.Module, output_stride: int) -> List[int]:
     """Turn timm's stride-32 HGNet into featzoo's scheme in place: each stage that would go past ``output_stride``
     runs its depthwise downsampling conv at stride 1 dilated by the previous dilation and its blocks' k x k convs
     dilated by twice that. Returns the stages' reductions."""
-    reductions, reduction, dilation = [], 4, 1
-    for i, stage in enumerate(model.stages):
-        if i == 0:
-            reductions.append(reduction)
-            continue
-        if reduction < output_stride:
-            reduction *= 2
-            reductions.append(reduction)
-            continue
-        previous, dilation = dilation, dilation * 2
+    reductions = [4]
+    plan = hand_dilation_plan(4, output_stride, len(model.stages) - 1)
+    for stage, (reduction, previous, dilation) in zip(list(model.stages)[1:], plan):
         reductions.append(reduction)
+        if previous == dilation:
+            continue
         conv = stage.downsample.conv
         conv.stride, conv.dilation, conv.padding = (1, 1), (previous, previous), (previous, previous)
         for module in stage.blocks.modules():
@@ -51,44 +47,14 @@ def _dilate_timm_by_hand(model: nn.Module, output_stride: int) -> List[int]:
     pytest.param(n, s, id=f'{n}-os{s}', marks=() if (n, s) in DEFAULT_DILATED else pytest.mark.slow)
     for n in NAMES for s in (16, 8)])
 def test_dilated_matches_timm_dilated_by_hand(name, output_stride):
-    ref = build_timm_reference(name)
-    reductions = _dilate_timm_by_hand(ref, output_stride)
-    path = save_state(ref.state_dict())
-    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path).eval()
-    assert [level['reduction'] for level in model.feature_info] == reductions
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ours = model.forward_intermediates(x, intermediates_only=True)
-        theirs = ref.forward_intermediates(x, intermediates_only=True)
-        assert [t.shape[-1] for t in theirs] == [64 // r for r in reductions]
-        for i, (a, b) in enumerate(zip(ours, theirs)):
-            assert_equal(a, b, f'{name} os{output_stride} level {i}')
-        assert_equal(model(x), ref(x), f'{name} os{output_stride} logits')
-    backbone = featzoo.create_model(name, features_only=True, output_stride=output_stride, checkpoint_path=path)
-    with torch.no_grad():
-        got = backbone.eval()(x)
-    assert len(got) == len(theirs)
-    for i, (a, b) in enumerate(zip(got, theirs)):
-        assert_equal(a, b, f'{name} os{output_stride} features_only level {i}')
+    dilated_parity_by_hand(name, output_stride, _dilate_timm_by_hand)
 
 
 # V2 aggregates with 1x1 convs only (V1's ESE gate averages the whole map, which a denser map changes): its dilated
 # network is the stride-32 network computed densely, whatever timm does.
 @pytest.mark.parametrize('output_stride', (16, 8))
 def test_v2_dilated_levels_are_the_stride32_levels_densified(output_stride):
-    ref = hgnet.SPEC.build('hgnetv2_b0').eval()
-    randomize_state(ref)
-    model = hgnet.SPEC.build('hgnetv2_b0', output_stride=output_stride).eval()
-    model.load_state_dict(ref.state_dict())
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-    with torch.no_grad():
-        expected = ref.forward_intermediates(x, intermediates_only=True)
-        got = model.forward_intermediates(x, intermediates_only=True)
-    for i, (e, g, r_ref, r) in enumerate(zip(expected, got, [lv['reduction'] for lv in ref.feature_info],
-                                             [lv['reduction'] for lv in model.feature_info])):
-        step = r_ref // r
-        assert g.shape[-1] == e.shape[-1] * step, (i, g.shape, e.shape)
-        assert_equal(g[:, :, ::step, ::step], e, f'os{output_stride} level {i}')
+    dilated_levels_are_densified(hgnet.SPEC.build, 'hgnetv2_b0', output_stride)
 
 
 @pytest.mark.parametrize('name', ['hgnetv2_b0', pytest.param('hgnet_tiny', marks=pytest.mark.slow)])
@@ -176,21 +142,7 @@ def test_without_head_conv_the_classifier_takes_the_pooled_map(hidden):
 
 
 def test_group_matcher_and_drop_path_like_timm():
-    import timm
-    from timm.layers import DropPath as TimmDropPath
-    from timm.models._manipulate import group_with_matcher
-    from featzoo.layers import DropPath
-    ref = timm.create_model('hgnetv2_b5', drop_path_rate=0.2)
-    model = hgnet.SPEC.build('hgnetv2_b5', drop_path_rate=0.2)
-    for coarse in (False, True):
-        ours = group_with_matcher(model.named_parameters(), model.group_matcher(coarse), return_values=False)
-        theirs = group_with_matcher(ref.named_parameters(), ref.group_matcher(coarse), return_values=False)
-        assert ours == theirs
-    ours = {n: m.drop_prob for n, m in model.named_modules() if isinstance(m, DropPath)}
-    theirs = {n: m.drop_prob for n, m in ref.named_modules() if isinstance(m, TimmDropPath)}
-    assert ours.keys() == theirs.keys() and len(ours) > 0
-    for key in ours:
-        assert abs(ours[key] - theirs[key]) < 1e-6, key
+    group_matcher_and_drop_path_like_timm(hgnet.SPEC.build, 'hgnetv2_b5')
 
 
 def test_grad_checkpointing_gives_the_same_gradients():

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 import featzoo
 from featzoo.layers.dilated_avg_pool import DilatedAvgPool2d
 from featzoo.models.metaformer import SPEC, MetaFormer, MlpHead, checkpoint_filter_fn
-from helpers import assert_equal, build_timm_reference, check_feature_shapes, randomize_state, save_state
+from helpers import assert_equal, build_timm_reference, hand_dilated_parity, randomize_state
 
 ONE_BLOCK = (1, 1, 1, 1)
 # one row per kind of token mixer and norm; each dilates something different
@@ -79,24 +79,11 @@ def _cut_to_one_block(model: nn.Module) -> nn.Module:
 
 def _dilated_parity(name: str, output_stride: int, shallow: bool, wrappers: Sequence[str] = ('list',)) -> None:
     ref = build_timm_reference(name)
-    kwargs = dict(depths=ONE_BLOCK) if shallow else {}
     if shallow:
         _cut_to_one_block(ref)
-    path = save_state(ref.state_dict())
-    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path, **kwargs).eval()
-    assert _dilate_by_hand(ref, output_stride) > 0  # timm's network was strided, not dilated
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert_equal(model.forward_features(x), ref.forward_features(x), f'{name} os{output_stride}')
-        assert_equal(model(x), ref(x), f'{name} os{output_stride} logits')
-        expected = ref.forward_intermediates(x, intermediates_only=True)
-    for feature_cls in wrappers:
-        backbone = featzoo.create_model(name, features_only=True, feature_cls=feature_cls,
-                                        output_stride=output_stride, checkpoint_path=path, **kwargs).eval()
-        feats = check_feature_shapes(backbone, x)
-        assert feats[-1].shape[-1] == 64 // output_stride
-        for i, feat in enumerate(feats):
-            assert_equal(feat, expected[i], f'{name} os{output_stride} {feature_cls} level {i}')
+    hand_dilated_parity(name, output_stride, ref, _dilate_by_hand,
+                        lambda m, x: m.forward_intermediates(x, intermediates_only=True), wrappers,
+                        **(dict(depths=ONE_BLOCK) if shallow else {}))
 
 
 @pytest.mark.parametrize('name,output_stride', [('poolformerv2_s12', 8), ('convformer_s18', 8),

@@ -10,7 +10,7 @@ import torch
 
 import featzoo
 from featzoo.models import vovnet
-from helpers import assert_equal, check_feature_shapes, randomize_state
+from helpers import assert_equal, check_feature_shapes, group_matcher_and_drop_path_like_timm, randomize_state
 
 
 # The ESE gate averages the whole map, which a denser map changes; without it, the dilated network is exactly the
@@ -48,7 +48,7 @@ def test_output_stride_8_full_model():
 def test_invalid_arguments_name_the_value():
     with pytest.raises(ValueError, match=r'output_stride=64.*\(8, 16, 32\)'):
         vovnet.SPEC.build('ese_vovnet39b', output_stride=64)
-    with pytest.raises(ValueError, match=r"attn 'cbam'"):
+    with pytest.raises(ValueError, match=r"attn='cbam' is invalid"):
         vovnet.SPEC.build('ese_vovnet39b', attn='cbam')
     with pytest.raises(ValueError, match=r'stem_stride=3'):
         vovnet.SPEC.build('ese_vovnet39b', stem_stride=3)
@@ -72,21 +72,7 @@ def test_seed_ese_vovnet19b_dw():
 
 
 def test_group_matcher_and_drop_path_like_timm():
-    import timm
-    from timm.models._manipulate import group_with_matcher
-    from timm.layers import DropPath as TimmDropPath
-    from featzoo.layers import DropPath
-    ref = timm.create_model('ese_vovnet57b', drop_path_rate=0.2)
-    model = vovnet.SPEC.build('ese_vovnet57b', drop_path_rate=0.2)
-    for coarse in (False, True):
-        ours = group_with_matcher(model.named_parameters(), model.group_matcher(coarse), return_values=False)
-        theirs = group_with_matcher(ref.named_parameters(), ref.group_matcher(coarse), return_values=False)
-        assert ours == theirs
-    ours = {n: m.drop_prob for n, m in model.named_modules() if isinstance(m, DropPath)}
-    theirs = {n: m.drop_prob for n, m in ref.named_modules() if isinstance(m, TimmDropPath)}
-    assert ours.keys() == theirs.keys() and len(ours) > 0
-    for key in ours:
-        assert abs(ours[key] - theirs[key]) < 1e-6, key
+    group_matcher_and_drop_path_like_timm(vovnet.SPEC.build, 'ese_vovnet57b')
 
 
 def test_prune_to_the_last_level_then_to_the_stem():

@@ -778,6 +778,11 @@ class EfficientTrunk(HeadApi, nn.Module):
     """
 
     classifier_name = 'classifier'
+    #: the head's layers (by attribute name) that go with the classifier when the model is pruned
+    head_layers: Tuple[str, ...] = ()
+    #: the head's conv runs before the pooling (``forward_features`` ends with it): ``prune_norm`` drops it too, and
+    #: without it the features are the last level's
+    head_in_features: bool = False
 
     def _init_trunk(self, block_defs: Sequence[Sequence[str]], in_chans: int, stem_size: int, fix_stem: bool,
                     channel_multiplier: float, depth_multiplier: float, fix_first_last: bool, act_layer: ActLayer,
@@ -845,17 +850,27 @@ class EfficientTrunk(HeadApi, nn.Module):
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.classifier(x)
 
-    def _prune_trunk(self, indices) -> Tuple[List[int], bool, int]:
-        """Drop the stages after the last selected level.
+    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages after the last selected level; the head layers and the classifier go with them, or when
+        ``prune_head`` (or, for a head conv inside the features, ``prune_norm``) asks. Returns the selected levels.
 
-        Returns the selected levels, whether any stage was dropped, and the channels of the last selected level.
+        >>> from featzoo.models.efficientnet import SPEC
+        >>> m = SPEC.build('mobilenetv2_035'); m.prune_intermediate_layers([0, 1]), m.num_features
+        ([0, 1], 8)
         """
         taken = take_indices(indices, len(self.stage_ends))
         last = max(taken)
         keep = self.stage_ends[last]
         dropped = keep < len(self.blocks)
         self.blocks = self.blocks[:keep]
-        return taken, dropped, int(self.feature_info[last]['num_chs'])
+        if dropped or prune_head or (prune_norm and self.head_in_features):
+            if dropped or self.head_in_features:
+                self.num_features = int(self.feature_info[last]['num_chs'])
+            for name in self.head_layers:
+                setattr(self, name, nn.Identity())
+            self.reset_classifier(0, '')
+        return taken
 
 
 def init_weights_goog(module: nn.Module) -> None:

@@ -91,12 +91,12 @@ def prune_blocks(model: nn.Module, indices: IndicesArg, prune_norm: bool, prune_
 
 
 def prune_head_after(model: nn.Module, last: int, num_levels: int, prune_head: bool,
-                     trim_feature_info: bool = False, **reset_kwargs: Any) -> bool:
+                     trim_feature_info: bool = False, global_pool: Optional[str] = '', **reset_kwargs: Any) -> bool:
     """The end of ``prune_intermediate_layers`` for a model whose head reads its last level: when ``last`` is not
     the final of ``num_levels`` levels, the features now end at level ``last`` (``num_features`` and
     ``head_hidden_size`` become its width; ``trim_feature_info`` also forgets the levels after it), and the
-    classifier, no longer sized for them, goes with ``reset_classifier(0, '', **reset_kwargs)``, as it does when
-    ``prune_head`` asks. Returns whether the features were cut.
+    classifier, no longer sized for them, goes with ``reset_classifier(0, global_pool, **reset_kwargs)`` (by default
+    without its pooling), as it does when ``prune_head`` asks. Returns whether the features were cut.
 
     >>> m = nn.Module(); m.feature_info = [dict(num_chs=4), dict(num_chs=8)]
     >>> m.reset_classifier = lambda num_classes, global_pool: setattr(m, 'num_classes', num_classes)
@@ -109,5 +109,5 @@ def prune_head_after(model: nn.Module, last: int, num_levels: int, prune_head: b
         if trim_feature_info:
             model.feature_info = model.feature_info[:last + 1]
     if prune_head or cut:
-        model.reset_classifier(0, '', **reset_kwargs)
+        model.reset_classifier(0, global_pool, **reset_kwargs)
     return cut

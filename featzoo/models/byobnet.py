@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from ..checks import check_choice
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, SEModule, drop_path_rates
 from ..layers.activations import create_act_layer
@@ -25,7 +25,8 @@ from ..layers.attention_pool2d import AttentionPool2d
 from ..layers.global_context import GlobalContext
 from ..layers.head_api import HeadApi
 from ..layers.helpers import make_divisible, to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.output_stride import stride_or_dilate
+from ..layers.stage_intermediates import StagedFeatures, run_tapped
 from ..layers.non_local_attn import BatNonLocalAttn
 from ..layers.norm_act import EvoNorm2dS0a
 from ..layers.norm_mlp_head import NormMlpClassifierHead
@@ -61,8 +62,7 @@ class Layers:
                  attn_kwargs: Optional[Dict[str, Any]] = None, aa_layer: Optional[str] = None) -> None:
         if aa_layer not in (None, 'avg'):
             raise ValueError(f"unknown aa_layer {aa_layer!r}; valid: 'avg' or None")
-        if norm not in NORM_TYPES:
-            raise ValueError(f'unknown norm {norm!r}; valid: {NORM_TYPES}')
+        check_choice('norm', norm, NORM_TYPES)
         if attn_layer is not None and attn_layer not in ATTN_TYPES:
             raise ValueError(f'unknown attn_layer {attn_layer!r}; valid: {sorted(ATTN_TYPES)} or None')
         self.act_layer = act_layer
@@ -293,8 +293,7 @@ class Stem(nn.Sequential):
             self.add_module(f'conv{i + 1}', conv)
             prev_chs, reduction = width, reduction * stride
         if pool:
-            if pool not in STEM_POOLS:
-                raise ValueError(f'unknown stem_pool {pool!r}; valid: {STEM_POOLS}')
+            check_choice('stem_pool', pool, STEM_POOLS)
             self.tap = num_rep - 1
             self.levels.append(dict(num_chs=prev_chs, reduction=reduction, module=f'conv{num_rep}'))
             self.add_module('pool', nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if pool == 'maxpool'
@@ -316,8 +315,7 @@ def create_stem(in_chs: int, out_chs: Union[int, Sequence[int]], stem_type: str,
     >>> stem, levels, out = create_stem(3, 64, 'tiered', 'maxpool', Layers()); levels, out
     ([{'num_chs': 64, 'reduction': 2, 'module': 'stem.conv3'}], {'num_chs': 64, 'reduction': 4, 'module': 'stem.pool'})
     """
-    if stem_type not in STEM_TYPES:
-        raise ValueError(f'unknown stem_type {stem_type!r}; valid: {STEM_TYPES}')
+    check_choice('stem_type', stem_type, STEM_TYPES)
     if not isinstance(out_chs, int):
         if stem_type != '3x3':
             raise ValueError(f"stem_chs as a tuple takes stem_type='3x3', got {stem_type!r}")
@@ -346,7 +344,7 @@ def _per_stage(value: Any, num_stages: int) -> Tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,) * num_stages
 
 
-class ByobNet(HeadApi, nn.Module):
+class ByobNet(StagedFeatures, HeadApi, nn.Module):
     """Stem, ``stages.0``..``stages.{n-1}`` (each an ``nn.Sequential`` of blocks), ``final_conv`` and a classifier.
 
     Per stage (a value or a tuple with one entry per stage): ``block`` type, ``depths``, ``channels``, ``strides``,
@@ -369,6 +367,9 @@ class ByobNet(HeadApi, nn.Module):
     torch.Size([1, 3])
     """
 
+    last_stage_end = 'final_conv'  # feature_info's last level
+    checkpoint_unit = 'block'
+
     def __init__(self, block: Union[str, Sequence[str]], depths: Sequence[int], channels: Sequence[int],
                  strides: Union[int, Sequence[int]] = 2, group_size: Union[int, Sequence[int]] = 0,
                  bottle_ratio: Union[float, Sequence[float]] = 1.0, stem_chs: Union[int, Sequence[int]] = 32,
@@ -384,18 +385,14 @@ class ByobNet(HeadApi, nn.Module):
                  drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, zero_init_last: bool = True) -> None:
         super().__init__()
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
-        if head_type not in HEAD_TYPES:
-            raise ValueError(f'unknown head_type {head_type!r}; valid: {HEAD_TYPES}')
-        if downsample not in DOWNSAMPLE_TYPES:
-            raise ValueError(f'unknown downsample {downsample!r}; valid: {DOWNSAMPLE_TYPES}')
+        check_choice('output_stride', output_stride, OUTPUT_STRIDES)
+        check_choice('head_type', head_type, HEAD_TYPES)
+        check_choice('downsample', downsample, DOWNSAMPLE_TYPES)
         num_stages = len(depths)
         blocks, strides = _per_stage(block, num_stages), _per_stage(strides, num_stages)
         group_sizes, ratios = _per_stage(group_size, num_stages), _per_stage(bottle_ratio, num_stages)
         for name in blocks:
-            if name not in BLOCK_TYPES:
-                raise ValueError(f'unknown block {name!r}; valid: {BLOCK_TYPES}')
+            check_choice('block', name, BLOCK_TYPES)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -421,10 +418,7 @@ class ByobNet(HeadApi, nn.Module):
                 self.feature_info.append(prev_level)
                 stage_ends.append(i)
             feat_size = [side // strides[i] for side in feat_size]
-            if net_stride >= output_stride and stride > 1:
-                dilation *= stride
-                stride = 1
-            net_stride *= stride
+            stride, net_stride, dilation = stride_or_dilate(net_stride, dilation, output_stride, stride)
             first_dilation = 1 if dilation in (1, 2) else 2
             stage = []
             for j, spec in enumerate(self._stage_blocks(blocks[i], depths[i], channels[i], group_sizes[i],
@@ -558,77 +552,32 @@ class ByobNet(HeadApi, nn.Module):
         if global_pool is not None:
             self.global_pool = global_pool
 
-    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in stage:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return stage(x)
+    def _num_stem_levels(self) -> int:
+        return self.stage_ends.count(0)
 
-    def _run_stem(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The stem's output and its stride-2 level (the output itself for a single-conv or block stem)."""
+    def _stage_level_ends(self) -> List[int]:
+        return self.stage_ends[self._num_stem_levels():]
+
+    def _forward_stem(self, x: torch.Tensor, stop: int = -1) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        # the stride-2 level sits inside a deep stem; a single-conv or block stem is a level as a whole, unless the
+        # first stage keeps its stride (MobileViT-v2)
         if not isinstance(self.stem, Stem) or self.stem.tap is None:
             x = self.stem(x)
-            return x, x
-        level = x
-        for i, layer in enumerate(self.stem):
-            x = layer(x)
-            if i == self.stem.tap:
-                level = x
-        return x, level
+            return x, [x][:self._num_stem_levels()]
+        return run_tapped(self.stem, x, (self.stem.tap,))
 
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The feature levels selected by ``indices`` (timm's semantics) and the final map (after ``final_conv``).
+    def _prune_stem(self, last: int) -> None:
+        if isinstance(self.stem, Stem):
+            self.stem.prune_to_tap()
 
-        >>> m = SPEC.build('repvgg_a0'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=(0, 4), intermediates_only=True)]
-        [48, 1280]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by ByobNet; valid: 'NCHW'")
-        take, last = feature_take_indices(len(self.stage_ends), indices)
-        take = [self.stage_ends[i] for i in take]
-        last = self.stage_ends[last]
-        intermediates = []
-        x, stem_level = self._run_stem(x)
-        if 0 in take:
-            intermediates.append(stem_level)
-        final = self.stage_ends[-1]
-        stages = list(self.stages)[:last] if stop_early else list(self.stages)
-        feat_idx = 0
-        for feat_idx, stage in enumerate(stages, start=1):
-            x = self._run_stage(stage, x)
-            if feat_idx == final:
-                x = self.final_conv(x)
-            if feat_idx in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last level needed (and ``final_conv`` and the classifier when they no longer
-        fit); returns the kept indices.
-
-        >>> m = SPEC.build('repvgg_a0'); m.prune_intermediate_layers((0, 2)); len(m.stages)
-        [0, 2]
-        2
-        """
-        take, last = feature_take_indices(len(self.stage_ends), indices)
-        num_chs = self.feature_info[last]['num_chs']
-        last = self.stage_ends[last]
-        prune_end = last < self.stage_ends[-1]
-        self.stages = self.stages[:last]
+    def _prune_end(self, last: int, num_levels: int, prune_norm: bool, prune_head: bool) -> None:
+        # the attention and MLP heads are sized for the final width, so they give way to a bare head
+        prune_end = self.stage_ends[last] < self.stage_ends[-1]
         if prune_end:
             self.final_conv = nn.Identity()
-            self.num_features = self.head_hidden_size = num_chs
-        if last == 0 and isinstance(self.stem, Stem):
-            self.stem.prune_to_tap()
+            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
         if prune_head or prune_end:
-            if isinstance(self.head, AttentionPool2d):  # sized for the final width: replaced by a bare head
+            if isinstance(self.head, AttentionPool2d):
                 ref = next(self.parameters())
                 self.head = ClassifierHead(self.num_features, 0, pool_type='').to(ref.device, ref.dtype)
                 self.head.train(self.training)
@@ -640,7 +589,6 @@ class ByobNet(HeadApi, nn.Module):
                 self.global_pool = ''
             else:
                 self.reset_classifier(0, '')
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map (after ``final_conv``), NCHW.
@@ -648,10 +596,7 @@ class ByobNet(HeadApi, nn.Module):
         >>> SPEC.build('repvgg_a0').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1280, 2, 2])
         """
-        x = self.stem(x)
-        for stage in self.stages:
-            x = self._run_stage(stage, x)
-        return self.final_conv(x)
+        return self.final_conv(self._forward_stages(x))
 
 
 def _scaled(widths: Sequence[int], factors: Sequence[float]) -> Tuple[int, ...]:

@@ -16,14 +16,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, create_act_layer, get_attn, make_divisible
 from ..layers.drop import drop_path_rates
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.intermediates import feature_take_indices, prune_head_after
+from ..layers.output_stride import stride_or_dilate
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, tap_positions
 from ..layers.weight_init import kaiming_normal_, normal_
 
 __all__ = ['CspNet', 'CrossStage', 'CrossStage3', 'DarkStage', 'BottleneckBlock', 'DarkBlock', 'EdgeBlock', 'SPEC',
@@ -95,14 +95,18 @@ class DarkBlock(nn.Module):
     torch.Size([1, 32, 8, 8])
     """
 
+    kernel_sizes = (1, 3)  # of conv1 and conv2; the 3x3 one is the grouped, dilated one
+
     def __init__(self, in_chs: int, out_chs: int, dilation: int = 1, bottle_ratio: float = 0.5, groups: int = 1,
                  act_layer: str = 'relu', attn_layer: Optional[str] = None,
                  attn_kwargs: Optional[Mapping[str, Any]] = None, drop_path: float = 0.) -> None:
         super().__init__()
         mid_chs = int(round(out_chs * bottle_ratio))
-        self.conv1 = ConvNormAct(in_chs, mid_chs, 1, act_layer=act_layer)
+        spatial = dict(dilation=dilation, groups=groups)
+        k1, k2 = self.kernel_sizes
+        self.conv1 = ConvNormAct(in_chs, mid_chs, k1, act_layer=act_layer, **(spatial if k1 == 3 else {}))
         self.attn = _make_attn(attn_layer, attn_kwargs, mid_chs, act_layer)
-        self.conv2 = ConvNormAct(mid_chs, out_chs, 3, dilation=dilation, groups=groups, act_layer=act_layer)
+        self.conv2 = ConvNormAct(mid_chs, out_chs, k2, act_layer=act_layer, **(spatial if k2 == 3 else {}))
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def zero_init_last(self) -> None:
@@ -121,15 +125,7 @@ class EdgeBlock(DarkBlock):
     48
     """
 
-    def __init__(self, in_chs: int, out_chs: int, dilation: int = 1, bottle_ratio: float = 0.5, groups: int = 1,
-                 act_layer: str = 'relu', attn_layer: Optional[str] = None,
-                 attn_kwargs: Optional[Mapping[str, Any]] = None, drop_path: float = 0.) -> None:
-        nn.Module.__init__(self)
-        mid_chs = int(round(out_chs * bottle_ratio))
-        self.conv1 = ConvNormAct(in_chs, mid_chs, 3, dilation=dilation, groups=groups, act_layer=act_layer)
-        self.attn = _make_attn(attn_layer, attn_kwargs, mid_chs, act_layer)
-        self.conv2 = ConvNormAct(mid_chs, out_chs, 1, act_layer=act_layer)
-        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+    kernel_sizes = (3, 1)
 
 
 _BLOCKS = {'bottle': BottleneckBlock, 'dark': DarkBlock, 'edge': EdgeBlock}
@@ -242,7 +238,7 @@ class DarkStage(nn.Module):
         return self.blocks(self.conv_down(x))
 
 
-class CspNet(HeadApi, nn.Module):
+class CspNet(StagedFeatures, HeadApi, nn.Module):
     """Stem (``stem.conv1``... and an optional ``stem.pool``), ``stages`` and a classifier ``head``.
 
     Stage settings (``strides``, ``groups``, ``block_ratio``, ``bottle_ratio``, ``expand_ratio``, ``avg_down``,
@@ -323,10 +319,7 @@ class CspNet(HeadApi, nn.Module):
             stride = per_stage['strides'][i]
             if stride > 1 and tap is not None:
                 self.feature_info.append(tap)
-            if reduction >= output_stride and stride > 1:
-                dilation *= stride
-                stride = 1
-            reduction *= stride
+            stride, reduction, dilation = stride_or_dilate(reduction, dilation, output_stride, stride)
             common = dict(stride=stride, dilation=dilation, first_dilation=1 if dilation in (1, 2) else 2,
                           depth=depths[i], block_ratio=per_stage['block_ratio'][i],
                           bottle_ratio=per_stage['bottle_ratio'][i], groups=per_stage['groups'][i],
@@ -344,10 +337,7 @@ class CspNet(HeadApi, nn.Module):
             tap = dict(num_chs=prev_chs, reduction=reduction, module=f'stages.{i}')
         self.feature_info.append(tap)
         self.stages = nn.Sequential(*stages)
-        stem_names = [name for name, _ in self.stem.named_children()]
-        # positions in the stem after which a stem level is tapped (forward_intermediates, pruning)
-        self.stem_feat_ends = [stem_names.index(level['module'].split('.', 1)[1]) for level in self.feature_info
-                               if level['module'].startswith('stem.')]
+        self.stem_taps = tap_positions(self.stem, self.feature_info)
 
         self.num_features = prev_chs
         self.head = ClassifierHead(prev_chs, self.num_classes, pool_type=global_pool, drop_rate=drop_rate)
@@ -388,56 +378,7 @@ class CspNet(HeadApi, nn.Module):
         """
         reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
 
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
-            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The feature levels of ``feature_info`` selected by ``indices`` (all by default; an int n = the last n).
-
-        >>> [t.shape[1] for t in SPEC.build('darknet17').forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [512, 1024]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by CspNet; valid: 'NCHW'")
-        num_stem_levels = len(self.stem_feat_ends)
-        take, last = feature_take_indices(num_stem_levels + len(self.stages), indices)
-        intermediates = []
-        level = 0
-        for i, module in enumerate(self.stem):
-            x = module(x)
-            if i in self.stem_feat_ends:
-                if level in take:
-                    intermediates.append(x)
-                level += 1
-        stages = self.stages[:max(0, last - num_stem_levels + 1)] if stop_early else self.stages
-        for stage in stages:
-            x = self._run_stage(stage, x)
-            if level in take:
-                intermediates.append(x)
-            level += 1
-        return intermediates if intermediates_only else (x, intermediates)
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the layers after the last level in ``indices`` (and the classifier); returns the kept indices.
-
-        >>> m = SPEC.build('darknet17'); m.prune_intermediate_layers((0, 2)), m.num_features
-        ([0, 2], 128)
-        """
-        num_stem_levels = len(self.stem_feat_ends)
-        num_levels = num_stem_levels + len(self.stages)
-        take, last = feature_take_indices(num_levels, indices)
-        self.stages = self.stages[:max(0, last - num_stem_levels + 1)]
-        if last < num_stem_levels:
-            self.stem = self.stem[:self.stem_feat_ends[last] + 1]
-        prune_head_after(self, last, num_levels, prune_head, trim_feature_info=True)
-        return take
+    checkpoint_unit = 'stage'
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the last stage.
@@ -445,12 +386,7 @@ class CspNet(HeadApi, nn.Module):
         >>> SPEC.build('darknet17').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
-        x = self.stem(x)
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for stage in self.stages:
-                x = checkpoint(stage, x, use_reentrant=False)
-            return x
-        return self.stages(x)
+        return run_sequence(self.stages, self.stem(x), self.grad_checkpointing and torch.is_grad_enabled())
 
 
 def _cs3(width: float = 1.0, depth: float = 1.0, focus: bool = False, **stage_args: Any) -> Dict[str, Any]:

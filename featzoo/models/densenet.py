@@ -16,13 +16,14 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..features.info import normalize_out_indices
-from ..checks import check_int
+from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, create_classifier
 from ..layers.blur_pool import BlurPool2d
 from ..layers.head_api import HeadApi
-from ..layers.intermediates import prune_head_after
+from ..layers.pool_classifier import reset_pool_classifier
+from ..layers.output_stride import stride_or_dilate
+from ..layers.stage_intermediates import StagedFeatures, tap_positions
 from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['DenseNet', 'DenseLayer', 'DenseBlock', 'DenseTransition', 'SPEC', 'checkpoint_filter_fn', 'VARIANTS']
@@ -155,7 +156,7 @@ class DenseTransition(nn.Sequential):
         self.add_module('pool', pool)
 
 
-class DenseNet(HeadApi, nn.Module):
+class DenseNet(StagedFeatures, HeadApi, nn.Module):
     """DenseNet-BC: stem, dense blocks joined by transitions, final BN-ReLU (``features.norm5``), classifier.
 
     >>> m = DenseNet(growth_rate=8, block_config=(2, 2, 2, 2), num_classes=10)
@@ -164,6 +165,8 @@ class DenseNet(HeadApi, nn.Module):
     """
 
     classifier_name = 'classifier'
+    # every level sits in ``features``: StagedFeatures sees one long stem and no stages
+    stem_name, stages_name, stem_stops_early = 'features', '', True
 
     def __init__(self, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16), num_classes: int = 1000,
                  in_chans: int = 3, global_pool: str = 'avg', bn_size: int = 4, stem_type: str = '',
@@ -179,12 +182,9 @@ class DenseNet(HeadApi, nn.Module):
             raise ValueError(f'block_config must be a non-empty sequence of layer counts, got {block_config!r}')
         for n in block_config:
             check_int('each block_config entry', n, 1)
-        if stem_type not in STEM_TYPES:
-            raise ValueError(f'unknown stem_type {stem_type!r}; valid: {STEM_TYPES}')
-        if aa_layer not in AA_LAYERS:
-            raise ValueError(f'unknown aa_layer {aa_layer!r}; valid: {AA_LAYERS}')
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
+        check_choice('stem_type', stem_type, STEM_TYPES)
+        check_choice('aa_layer', aa_layer, AA_LAYERS)
+        check_choice('output_stride', output_stride, OUTPUT_STRIDES)
         if drop_path_rate:
             raise ValueError(f'drop_path_rate={drop_path_rate!r}: DenseNet has no residual branches to drop; '
                              f'valid: None or 0 (use drop_rate / proj_drop_rate for dropout)')
@@ -233,16 +233,12 @@ class DenseNet(HeadApi, nn.Module):
             if i == len(block_config) - 1:
                 break
             self.feature_info.append(dict(num_chs=num_features, reduction=stride, module=f'features.{name}'))
-            # past the requested output stride the transition stops downsampling and later convolutions dilate
-            pool_stride = 2 if stride < output_stride else 1
+            pool_stride, next_stride, next_dilation = stride_or_dilate(stride, dilation, output_stride)
             self.features.add_module(f'transition{i + 1}', DenseTransition(
                 num_features, num_features // 2, act_layer=act_layer, aa_layer=None if aa_stem_only else aa_layer,
                 stride=pool_stride, dilation=dilation))
             num_features //= 2
-            if pool_stride == 2:
-                stride *= 2
-            else:
-                dilation *= 2
+            stride, dilation = next_stride, next_dilation
         self.features.add_module('norm5', BatchNormAct2d(num_features, act_layer=act_layer))
         self.feature_info.append(dict(num_chs=num_features, reduction=stride, module='features.norm5'))
         self.num_features = num_features
@@ -262,9 +258,8 @@ class DenseNet(HeadApi, nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def _feature_positions(self) -> List[int]:
-        names = list(self.features._modules)
-        return [names.index(level['module'].split('.', 1)[1]) for level in self.feature_info]
+    def _stem_taps(self) -> Tuple[int, ...]:
+        return tap_positions(self.features, self.feature_info)  # follows feature_info as pruning trims it
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -299,61 +294,7 @@ class DenseNet(HeadApi, nn.Module):
         >>> m = SPEC.build('densenet121'); m.reset_classifier(0, ''); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 1024, 2, 2])
         """
-        num_classes = check_int('num_classes', num_classes, 0)
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        ref = next(self.parameters(), None)
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        if ref is not None:
-            self.classifier.to(device=ref.device, dtype=ref.dtype)
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
-            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The feature levels of ``feature_info`` selected by ``indices`` (all by default; an int n = the last n).
-
-        ``norm`` has no effect: the last level already is the final norm's output.
-
-        >>> m = SPEC.build('densenet121'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [1024, 1024]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by DenseNet; valid: 'NCHW'")
-        positions = self._feature_positions()
-        take = normalize_out_indices(range(len(positions)) if indices is None else indices, len(positions))
-        wanted = {positions[i] for i in take}
-        last = max(wanted) if stop_early else len(self.features) - 1
-        intermediates = []
-        for pos, layer in enumerate(self.features):
-            if pos > last:
-                break
-            x = layer(x)
-            if pos in wanted:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the layers after the last level in ``indices`` (and the head); returns the kept level indices.
-
-        >>> m = SPEC.build('densenet121'); m.prune_intermediate_layers((0, 1)); m.num_features
-        [0, 1]
-        256
-        """
-        positions = self._feature_positions()
-        take = normalize_out_indices(indices, len(positions))
-        last = max(take)
-        self.features = self.features[:positions[last] + 1]
-        prune_head_after(self, last, len(positions), prune_head, trim_feature_info=True)
-        return list(take)
+        reset_pool_classifier(self, check_int('num_classes', num_classes, 0), global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after the final norm, ``(N, num_features, H / r, W / r)``.

@@ -15,18 +15,18 @@ sides divisible by 32).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Sequence, Type
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import create_classifier
+from ..layers.dense_pool import DensePool2d
 from ..layers.head_api import HeadApi
-from ..layers.intermediates import feature_take_indices, prune_head_after
+from ..layers.pool_classifier import reset_pool_classifier
+from ..layers.stage_intermediates import StagedFeatures
 from ..layers.weight_init import normal_
 
 __all__ = ['DLA', 'DlaBasic', 'DlaBottleneck', 'DlaBottle2neck', 'DlaRoot', 'DlaTree', 'DensePool2d', 'SPEC',
@@ -38,40 +38,6 @@ DEFAULT_CFG = dict(
     input_size=(3, 224, 224), pool_size=(7, 7), interpolation='bilinear', crop_pct=0.875, crop_mode='center',
     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='base_layer.0', classifier='fc',
     num_classes=1000)
-
-
-class DensePool2d(nn.Module):
-    """The stride-1 form of a strided pool, for levels dilated by ``dilation``: ``'max'`` is the k x k window of
-    ``nn.MaxPool2d(k, stride=k)`` with -inf padding at the bottom/right; ``'avg'`` is ``nn.AvgPool2d(3, stride,
-    padding=1)`` (zero padding counted), its taps ``dilation`` pixels apart.
-
-    >>> DensePool2d('max', 2, 2)(torch.ones(1, 4, 8, 8)).shape
-    torch.Size([1, 4, 8, 8])
-    >>> round(DensePool2d('avg', 3, 2)(torch.ones(1, 4, 8, 8))[0, 0, 0, 0].item() * 9, 4)
-    4.0
-    """
-
-    def __init__(self, pool_type: str, kernel_size: int, dilation: int = 1) -> None:
-        super().__init__()
-        self.pool_type = check_choice('pool_type', pool_type, ('max', 'avg'))
-        self.kernel_size = kernel_size
-        self.dilation = dilation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, d = self.kernel_size, self.dilation
-        if self.pool_type == 'max':
-            x = F.pad(x, (0, (k - 1) * d, 0, (k - 1) * d), value=float('-inf'))
-            return F.max_pool2d(x, kernel_size=k, stride=1, dilation=d)
-        if d == 1:
-            return F.avg_pool2d(x, kernel_size=k, stride=1, padding=k // 2)
-        # average pooling has no dilation: sum the k x k taps of the zero-padded map
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (k // 2 * d,) * 4)
-        total = sum(padded[:, :, i * d:i * d + h, j * d:j * d + w] for i in range(k) for j in range(k))
-        return total / (k * k)
-
-    def extra_repr(self) -> str:
-        return f'{self.pool_type}, kernel_size={self.kernel_size}, dilation={self.dilation}'
 
 
 class DlaBasic(nn.Module):
@@ -259,7 +225,7 @@ class DlaTree(nn.Module):
         return self.root([x2, x1] + children)
 
 
-class DLA(HeadApi, nn.Module):
+class DLA(StagedFeatures, HeadApi, nn.Module):
     """``base_layer`` (7x7 stem), conv levels ``level0`` / ``level1``, trees ``level2``..``level5``, and a 1x1-conv
     classifier (``global_pool``, ``fc``, ``flatten``).
 
@@ -269,6 +235,8 @@ class DLA(HeadApi, nn.Module):
     """
 
     classifier_name = 'fc'
+    stem_name = 'base_layer'  # the levels are level0..level5 (StagedFeatures' stages)
+    checkpoint_unit = 'stage'
 
     def __init__(self, levels: Sequence[int], channels: Sequence[int], block: str = 'bottle2neck',
                  cardinality: int = 1, base_width: int = 64, shortcut_root: bool = False, output_stride: int = 32,
@@ -331,8 +299,12 @@ class DLA(HeadApi, nn.Module):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 normal_(m.weight, std=math.sqrt(2. / fan_out))
 
-    def _levels(self) -> List[nn.Module]:
+    def _stage_list(self) -> List[nn.Module]:
         return [getattr(self, f'level{i}') for i in range(NUM_LEVELS)]
+
+    def _keep_stages(self, count: int) -> None:
+        for i in range(count, NUM_LEVELS):
+            setattr(self, f'level{i}', nn.Identity())
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -352,59 +324,9 @@ class DLA(HeadApi, nn.Module):
         >>> m = SPEC.build('dla34'); m.reset_classifier(0); m(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 512])
         """
-        num_classes = check_int('num_classes', num_classes, 0)
-        pool_type = self.global_pool.pool_type if global_pool is None else global_pool
-        ref = next(self.parameters(), None)
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=pool_type,
-                                                      use_conv=True)
-        self.flatten = nn.Flatten(1) if pool_type else nn.Identity()
-        if ref is not None:
-            self.fc.to(device=ref.device, dtype=ref.dtype)
-        for module in (self.global_pool, self.fc, self.flatten):
-            module.train(self.training)
-        self.num_classes = num_classes
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-
-    def _run_level(self, level: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(level, x, use_reentrant=False)
-        return level(x)
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
-            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The outputs of ``level0`` (stride 1) to ``level5`` selected by ``indices`` (all by default; an int n =
-        the last n).
-
-        >>> [t.shape[1] for t in SPEC.build('dla34').forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [256, 512]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by DLA; valid: 'NCHW'")
-        take, last = feature_take_indices(NUM_LEVELS, indices)
-        intermediates = []
-        x = self.base_layer(x)
-        levels = self._levels()
-        for i, level in enumerate(levels[:last + 1] if stop_early else levels):
-            x = self._run_level(level, x)
-            if i in take:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the levels after the last one in ``indices`` (and the classifier); returns the kept indices.
-
-        >>> m = SPEC.build('dla34'); m.prune_intermediate_layers((0, 2)), m.num_features
-        ([0, 2], 64)
-        """
-        take, last = feature_take_indices(NUM_LEVELS, indices)
-        for i in range(last + 1, NUM_LEVELS):
-            setattr(self, f'level{i}', nn.Identity())
-        prune_head_after(self, last, NUM_LEVELS, prune_head, trim_feature_info=True)
-        return take
+        pool_type = reset_pool_classifier(self, check_int('num_classes', num_classes, 0), global_pool, 'fc',
+                                          use_conv=True)
+        self.flatten = (nn.Flatten(1) if pool_type else nn.Identity()).train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The unpooled map after ``level5``.
@@ -412,10 +334,7 @@ class DLA(HeadApi, nn.Module):
         >>> SPEC.build('dla34').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 512, 2, 2])
         """
-        x = self.base_layer(x)
-        for level in self._levels():
-            x = self._run_level(level, x)
-        return x
+        return self._forward_stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))

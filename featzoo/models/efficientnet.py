@@ -13,22 +13,23 @@ Parameter names equal timm's ``EfficientNet`` so its checkpoints load unchanged.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..checks import check_choice
 from ..family import FamilySpec
 from ..layers.activations import ActLayer
 from ..layers.blur_pool import BlurPool2d
 from ..layers.efficientnet_blocks import (
     SE_LAYERS, AaLayer, BlockWidths, EfficientTrunk, NormLayer, SEConfig, check_model_args, check_pool,
     init_weights_goog, round_channels)
-from ..layers.intermediates import IndicesArg
 from ..layers.layer_norm_act import LayerNormAct2d
 from ..layers.norm import BatchNormAct2d
 from ..layers.norm_act import EvoNorm2dS0, GroupNormAct
 from ..layers.padding import create_conv2d
+from ..layers.pool_classifier import reset_pool_classifier
 from ..layers.pooling import create_classifier
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -394,6 +395,8 @@ class EfficientNet(EfficientTrunk):
     torch.Size([1, 10])
     """
 
+    head_layers, head_in_features = ('conv_head', 'bn2'), True
+
     def __init__(self, block_defs: Sequence[Sequence[str]], num_classes: int = 1000, in_chans: int = 3,
                  stem_size: int = 32, stem_kernel_size: int = 3, fix_stem: bool = False, head_chs: int = 1280,
                  head_rule: str = 'scale', head_conv: bool = True, channel_multiplier: float = 1.0,
@@ -407,8 +410,7 @@ class EfficientNet(EfficientTrunk):
         super().__init__()
         check_model_args(num_classes, in_chans, output_stride, OUTPUT_STRIDES, channel_multiplier, depth_multiplier,
                          pad_type, drop_rate, drop_path_rate, global_pool)
-        if se_layer not in SE_LAYERS:
-            raise ValueError(f'se_layer={se_layer!r} is not supported; valid: {SE_LAYERS}')
+        check_choice('se_layer', se_layer, SE_LAYERS)
         if isinstance(channel_divisor, bool) or not isinstance(channel_divisor, int) or channel_divisor < 1:
             raise ValueError(f'channel_divisor must be an int >= 1, got {channel_divisor!r}')
         head_features = head_width(head_chs, head_rule, channel_multiplier, channel_divisor, round_limit)
@@ -458,12 +460,7 @@ class EfficientNet(EfficientTrunk):
         if global_pool is None:
             global_pool = self.global_pool.pool_type
         check_pool(num_classes, global_pool)
-        ref = self.conv_stem.weight
-        self.num_classes = num_classes
-        global_pool_mod, classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.global_pool = global_pool_mod.train(self.training)
-        self.classifier = classifier.to(device=ref.device, dtype=ref.dtype).train(self.training)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        reset_pool_classifier(self, num_classes, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled head-convolution map, ``(B, num_features, H / 32, W / 32)`` at output_stride 32.
@@ -484,20 +481,6 @@ class EfficientNet(EfficientTrunk):
         """
         return self._classify(self.global_pool(x), pre_logits)
 
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last selected level; the head convolution and classifier go with them.
-
-        >>> model.prune_intermediate_layers([0, 1])  # doctest: +SKIP
-        [0, 1]
-        """
-        taken, dropped, num_chs = self._prune_trunk(indices)
-        if prune_norm or prune_head or dropped:
-            self.conv_head = nn.Identity()
-            self.bn2 = nn.Identity()
-            self.num_features = num_chs
-            self.reset_classifier(0, '')
-        return taken
 
 
 def _from_arch(arch: str, stage_repeats: Optional[Sequence[int]] = None, stage_chs: Optional[Sequence[int]] = None,

@@ -15,12 +15,11 @@ https://arxiv.org/abs/2205.14756
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_int_tuple
 from ..family import FamilySpec
@@ -28,7 +27,7 @@ from ..features.notrace import register_notrace_function
 from ..layers import DropPath, SelectAdaptivePool2d, create_conv2d, drop_path_rates
 from ..layers.activations import create_act_layer
 from ..layers.head_api import HeadApi
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.stage_intermediates import StagedFeatures
 from ..layers.pooling import POOL_TYPES
 
 DEFAULT_CFG = dict(
@@ -285,7 +284,7 @@ def _check_head_pool(global_pool: str) -> str:
     return global_pool
 
 
-class EfficientVit(HeadApi, nn.Module):
+class EfficientVit(StagedFeatures, HeadApi, nn.Module):
     """Stem (``widths[0]``, ``depths[0]`` residual convs), four stages (``widths[1:]``, ``depths[1:]``), the MLP head.
 
     B rows: inverted residuals expanded by ``expand_ratio`` and attention from the third stage, Hardswish.
@@ -297,6 +296,10 @@ class EfficientVit(HeadApi, nn.Module):
     ...     torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 3])
     """
+
+    # a cut model keeps the head's pooling and loses its conv and MLP with the classifier
+    prune_trims_feature_info, pruned_head_args = False, dict(global_pool=None, reset_other=True)
+    checkpoint_unit = 'stage'
 
     def __init__(self, widths: Sequence[int], depths: Sequence[int], head_dim: int = 32,
                  head_widths: Sequence[int] = (1024, 1280), large: bool = False, expand_ratio: float = 4.0,
@@ -371,62 +374,13 @@ class EfficientVit(HeadApi, nn.Module):
         if global_pool is not None:
             self.global_pool = global_pool
 
-    def _run(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The stage outputs selected by ``indices`` (timm's semantics) and the last map computed.
-
-        >>> m = SPEC.build('efficientvit_b0'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [64, 128]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by EfficientVit; valid: 'NCHW'")
-        take, last = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:last + 1] if stop_early else self.stages
-        x = self.stem(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = self._run(stage, x)
-            if i in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last one in ``indices`` and (with ``prune_head`` or a cut) the head's conv and
-        MLP; returns the kept indices.
-
-        >>> m = SPEC.build('efficientvit_b0'); m.prune_intermediate_layers((0, 1)); len(m.stages)
-        [0, 1]
-        2
-        """
-        take, last = feature_take_indices(len(self.stages), indices)
-        cut = last < len(self.stages) - 1
-        self.stages = self.stages[:last + 1]
-        if cut:
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-        if prune_head or cut:
-            self.reset_classifier(0, reset_other=True)
-        return take
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's map, NCHW.
 
         >>> SPEC.build('efficientvit_b0').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 128, 2, 2])
         """
-        x = self.stem(x)
-        for stage in self.stages:
-            x = self._run(stage, x)
-        return x
+        return self._forward_stages(x)
 
 
 VARIANTS: Dict[str, Dict[str, Any]] = {

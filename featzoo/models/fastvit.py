@@ -26,14 +26,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..layers import ClassifierHead, ConvNormAct, DropPath, LayerNorm2d, SEModule, create_conv2d, drop_path_rates
 from ..layers.activations import create_act_layer
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.stage_intermediates import StagedFeatures, run_sequence
 from ..layers.pooling import POOL_TYPES
 from ..layers.weight_init import trunc_normal_
 
@@ -410,11 +409,7 @@ class FastVitStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pos_emb(self.downsample(x))
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, x, self.grad_checkpointing and torch.is_grad_enabled())
 
 
 def _output_strides(embed_dims: Sequence[int], downsamples: Sequence[bool]) -> Tuple[int, ...]:
@@ -435,7 +430,7 @@ def _per_stage(name: str, value: Any, num_stages: int) -> Tuple[Any, ...]:
     return values
 
 
-class FastVit(HeadApi, nn.Module):
+class FastVit(StagedFeatures, HeadApi, nn.Module):
     """Stem (three MobileOne blocks, stride 4), ``stages.0``..``stages.{n-1}``, ``final_conv`` (a depthwise
     squeeze-excited MobileOne widening by ``cls_ratio``) and a pooled linear head.
 
@@ -448,6 +443,7 @@ class FastVit(HeadApi, nn.Module):
     """
 
     checkpoint_stages = 'stages'
+    features_end = 'final_conv'  # it never feeds a level
 
     def __init__(self, layers: Sequence[int] = (2, 2, 6, 2), embed_dims: Sequence[int] = (64, 128, 256, 512),
                  mlp_ratios: Union[float, Sequence[float]] = 4.0,
@@ -568,50 +564,12 @@ class FastVit(HeadApi, nn.Module):
             if module is not self and callable(getattr(module, 'reparameterize', None)):
                 module.reparameterize()
 
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The stage outputs selected by ``indices`` (timm's semantics) and the final map (after ``final_conv``
-        when every stage ran).
-
-        >>> m = SPEC.build('fastvit_t8'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=(0, 3), intermediates_only=True)]
-        [48, 384]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by FastVit; valid: 'NCHW'")
-        take, last = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:last + 1] if stop_early else self.stages
-        x = self.stem(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self.final_conv(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last one in ``indices`` and, unless every stage stays and neither
-        ``prune_head`` nor ``prune_norm`` asks for it, ``final_conv`` (it never feeds a level) and the classifier;
-        returns the kept indices.
-
-        >>> m = SPEC.build('fastvit_t8'); m.prune_intermediate_layers((0, 1)); len(m.stages)
-        [0, 1]
-        2
-        """
-        take, last = feature_take_indices(len(self.stages), indices)
-        prune_end = prune_norm or prune_head or last < len(self.stages) - 1
-        self.stages = self.stages[:last + 1]
-        if prune_end:
+    def _prune_end(self, last: int, num_levels: int, prune_norm: bool, prune_head: bool) -> None:
+        # ``final_conv`` and the classifier go unless every stage stays and neither pruning asks for them
+        if prune_norm or prune_head or last < num_levels - 1:
             self.final_conv = nn.Identity()
             self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
             self.reset_classifier(0, '')
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map (after ``final_conv``), NCHW.
@@ -619,9 +577,7 @@ class FastVit(HeadApi, nn.Module):
         >>> SPEC.build('fastvit_t8').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 768, 2, 2])
         """
-        x = self.stem(x)
-        x = self.stages(x)
-        return self.final_conv(x)
+        return self.final_conv(self.stages(self.stem(x)))
 
 
 def _convert_original(state_dict: Mapping[str, torch.Tensor], model: FastVit) -> Dict[str, torch.Tensor]:

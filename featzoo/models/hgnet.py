@@ -16,18 +16,18 @@ conv at stride 1 with the previous dilation and dilate their k x k convs by twic
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_bool, check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ConvNormAct, DropPath, SelectAdaptivePool2d, drop_path_rates
 from ..layers.head_api import HeadApi
-from ..layers.intermediates import IndicesArg, feature_take_indices
+from ..layers.output_stride import stride_or_dilate
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, stage_group_matcher
 from ..layers.weight_init import kaiming_normal_
 
 __all__ = ['HighPerfGpuNet', 'HighPerfGpuBlock', 'HighPerfGpuStage', 'LearnableAffineBlock', 'SPEC', 'VARIANTS']
@@ -253,12 +253,7 @@ class HighPerfGpuStage(nn.Module):
             for i in range(block_num)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, self.downsample(x), self.grad_checkpointing and torch.is_grad_enabled())
 
 
 class HgnetHead(nn.Module):
@@ -332,7 +327,7 @@ class HgnetHead(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-class HighPerfGpuNet(HeadApi, nn.Module):
+class HighPerfGpuNet(StagedFeatures, HeadApi, nn.Module):
     """PP-HGNet / PP-HGNetV2: ``stem`` (stride 4), four ``stages`` and ``head``. ``head_hidden_size`` None or 0
     leaves out the head's 1x1 conv.
 
@@ -344,6 +339,8 @@ class HighPerfGpuNet(HeadApi, nn.Module):
     """
 
     checkpoint_stages = 'stages'  # HeadApi.set_grad_checkpointing flags each stage
+    # a cut model keeps an average pool, as timm's, and loses the head's 1x1 conv with the classifier
+    pruned_head_args = dict(global_pool='avg', reset_other=True)
 
     def __init__(self, stem_chs: Sequence[int] = (48, 48, 96), stage_mid_chs: Sequence[int] = (96, 128, 160, 192),
                  stage_out_chs: Sequence[int] = (224, 448, 512, 768), block_per_stage: Sequence[int] = (1, 1, 2, 1),
@@ -392,11 +389,7 @@ class HighPerfGpuNet(HeadApi, nn.Module):
             downsample = i > 0
             conv_stride, first_dilation = 1, dilation
             if downsample:
-                if stride < output_stride:
-                    conv_stride = 2
-                    stride *= 2
-                else:
-                    dilation *= 2
+                conv_stride, stride, dilation = stride_or_dilate(stride, dilation, output_stride)
             stages.append(HighPerfGpuStage(
                 in_chs, stage_mid_chs[i], stage_out_chs[i], block_per_stage[i], layer_per_block,
                 downsample=downsample, stride=conv_stride, first_dilation=first_dilation, dilation=dilation,
@@ -427,10 +420,7 @@ class HighPerfGpuNet(HeadApi, nn.Module):
         >>> SPEC.build('hgnetv2_b0').group_matcher(coarse=True)['blocks']
         '^stages\\\\.(\\\\d+)'
         """
-        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
-            (r'^stages\.(\d+)\.downsample', (0,)),
-            (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-        ])
+        return stage_group_matcher(coarse)
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False
                          ) -> None:
@@ -446,56 +436,6 @@ class HighPerfGpuNet(HeadApi, nn.Module):
         self.head.reset(num_classes, global_pool, reset_other=reset_other, in_features=self.num_features)
         self.num_classes = num_classes
         self.head_hidden_size = self.head.num_features
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False, stop_early: bool = False,
-            output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The outputs of the stages selected by ``indices`` (all by default; an int n = the last n).
-
-        >>> m = SPEC.build('hgnetv2_b0'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [512, 1024]
-        """
-        check_choice('output_fmt', output_fmt, ('NCHW',))
-        take, last = feature_take_indices(len(self.stages), indices)
-        intermediates = []
-        x = self.stem(x)
-        stages = self.stages[:last + 1] if stop_early else self.stages
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False, prune_head: bool = True
-                                  ) -> List[int]:
-        """Drop the stages after the last of ``indices``; the head keeps only an average pool when it goes (and it
-        goes whenever the last stage does). Returns the kept indices.
-
-        >>> m = SPEC.build('hgnetv2_b0'); m.prune_intermediate_layers((0, 2)); m.num_features
-        [0, 2]
-        512
-        """
-        take, last = feature_take_indices(len(self.stages), indices)
-        pruned_end = last < len(self.stages) - 1
-        self.stages = self.stages[:last + 1]
-        if pruned_end:
-            self.num_features = self.head_hidden_size = self.feature_info[last]['num_chs']
-            self.feature_info = self.feature_info[:last + 1]
-        if prune_head or pruned_end:
-            self.reset_classifier(0, 'avg', reset_other=True)
-        return take
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The unpooled map of the last stage, ``(N, num_features, H / r, W / r)``.
-
-        >>> SPEC.build('hgnetv2_b0').forward_features(torch.ones(1, 3, 64, 64)).shape
-        torch.Size([1, 1024, 2, 2])
-        """
-        return self.stages(self.stem(x))
 
 
 SPEC = FamilySpec(

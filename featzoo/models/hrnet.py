@@ -29,6 +29,7 @@ from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import create_classifier
 from ..layers.head_api import HeadApi
+from ..layers.pool_classifier import reset_pool_classifier
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.weight_init import kaiming_convs_
 from .resnet import BasicBlock, Bottleneck
@@ -242,12 +243,7 @@ class HighResolutionNet(HeadApi, nn.Module):
                              f'pooling')
         if global_pool is None:
             global_pool = getattr(self.global_pool, 'pool_type', '')
-        ref = self.conv1.weight
-        self.num_classes = num_classes
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.global_pool.to(device=ref.device, dtype=ref.dtype).train(self.training)
-        self.classifier.to(device=ref.device, dtype=ref.dtype).train(self.training)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        reset_pool_classifier(self, num_classes, global_pool)
 
     def _run(self, module: nn.Module, x: Any) -> Any:
         if self.grad_checkpointing and torch.is_grad_enabled():

@@ -26,7 +26,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
@@ -34,12 +33,11 @@ from ..layers import DropPath, LayerNorm2d, drop_path_rates, trunc_normal_
 from ..layers.activations import ActLayer, get_act_layer
 from ..layers.dilated_avg_pool import DilatedAvgPool2d
 from ..layers.head_api import HeadApi
-from ..layers.intermediates import IndicesArg
 from ..layers.mlp import Mlp
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES
 from ..layers.pooling import SelectAdaptivePool2d
 from ..layers.squared_relu import SquaredReLU, StarReLU
-from ..layers.stage_intermediates import prune_stages, stage_group_matcher, stage_intermediates
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, stage_group_matcher
 from .vision_transformer import Attention
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -286,11 +284,7 @@ class MetaFormerStage(nn.Module):
             for i in range(depth)])
 
     def _run_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, x, self.grad_checkpointing and not torch.jit.is_scripting())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
@@ -320,7 +314,7 @@ def _check_scale(name: str, values: Sequence[Any]) -> None:
             raise TypeError(f'{name} entries must be floats or None (no scale), got {value!r}')
 
 
-class MetaFormer(HeadApi, nn.Module):
+class MetaFormer(StagedFeatures, HeadApi, nn.Module):
     """The MetaFormer skeleton: ``stem``, four ``stages`` with a token mixer per stage ('pooling', 'sepconv' or
     'attention'), and ``head`` (``global_pool`` -> ``norm`` -> ``flatten`` -> ``drop`` -> ``fc``, where ``fc`` is a
     linear layer or, with ``use_mlp_head``, an :class:`MlpHead`).
@@ -335,6 +329,7 @@ class MetaFormer(HeadApi, nn.Module):
     """
 
     checkpoint_stages = 'stages'  # set_grad_checkpointing (HeadApi) flags each stage
+    pruned_head_args = dict(reset_other=True)  # the head's norm was sized for the last stage too
 
     def __init__(self, depths: Sequence[int] = _S12, dims: Sequence[int] = _DIMS_S,
                  token_mixers: PerStage = 'pooling', norm_layer: str = 'layernorm_nobias',
@@ -441,41 +436,6 @@ class MetaFormer(HeadApi, nn.Module):
             self.head.norm = nn.Identity().train(self.head.training)
         self.num_classes = num_classes
         self.head.fc = self._classifier(num_classes).to(param.device, param.dtype).train(self.head.training)
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False, stop_early: bool = False,
-            output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs selected by ``indices`` (all by default; an int n = the last n), as timm returns them;
-        ``norm`` has nothing to apply (the head's norm follows the pooling).
-
-        >>> m = SPEC.build('poolformer_s12')
-        >>> [t.shape[1] for t in m.forward_intermediates(torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [320, 512]
-        """
-        check_choice('output_fmt', output_fmt, ('NCHW',))
-        x, intermediates = stage_intermediates(self.stem, self.stages, x, indices, stop_early)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last one in ``indices`` (and the head); returns the kept stage indices.
-
-        >>> m = SPEC.build('poolformer_s12')
-        >>> m.prune_intermediate_layers((0, 1)), m.num_features
-        ([0, 1], 128)
-        """
-        return prune_stages(self, indices, prune_head)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Unpooled map of the last stage, ``(N, num_features, H/32, W/32)`` at output_stride 32.
-
-        >>> SPEC.build('poolformer_s12').forward_features(torch.ones(1, 3, 64, 64)).shape
-        torch.Size([1, 512, 2, 2])
-        """
-        return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, norm, flatten, dropout and classify; ``pre_logits=True`` stops before the classifier."""

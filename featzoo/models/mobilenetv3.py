@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -24,7 +24,6 @@ from ..layers.activations import ActLayer, create_act_layer
 from ..layers.efficientnet_blocks import (
     EfficientTrunk, SEConfig, SqueezeExcite, check_model_args, check_pool, init_weights_goog, round_channels)
 from ..layers.helpers import make_divisible
-from ..layers.intermediates import IndicesArg
 from ..layers.mobilenetv4_blocks import MultiQueryAttention2d, build_mnv4_stages, check_aa_layer, decode_mnv4_arch
 from ..layers.norm import BatchNormAct2d
 from ..layers.padding import create_conv2d
@@ -235,6 +234,8 @@ class MobileNetV3(EfficientTrunk):
     torch.Size([1, 10])
     """
 
+    head_layers = ('conv_head', 'norm_head', 'act2')  # after the pooling
+
     def __init__(self, block_defs: Sequence[Sequence[str]], num_classes: int = 1000, in_chans: int = 3,
                  stem_size: int = 16, fix_stem: Optional[bool] = None, head_hidden: int = 1280, head_bias: bool = True,
                  head_norm: bool = False, channel_multiplier: float = 1.0, depth_multiplier: float = 1.0,
@@ -361,22 +362,6 @@ class MobileNetV3(EfficientTrunk):
         x = self.act2(self.norm_head(self.conv_head(x)))
         return self._classify(self.flatten(x), pre_logits)
 
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last selected level; the head goes too when pruned or asked for.
-
-        >>> model.prune_intermediate_layers([0, 1])  # doctest: +SKIP
-        [0, 1]
-        """
-        taken, dropped, num_chs = self._prune_trunk(indices)
-        if dropped:
-            self.num_features = num_chs
-        if dropped or prune_head:
-            self.conv_head = nn.Identity()
-            self.norm_head = nn.Identity()
-            self.act2 = nn.Identity()
-            self.reset_classifier(0, '')
-        return taken
 
 
 def _is_mnv4(block_defs: Sequence[Sequence[str]]) -> bool:

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int_tuple
 from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, create_act_layer, drop_path_rates, get_attn, make_divisible
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
+from ..layers.output_stride import stride_or_dilate
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, tap_positions
 from ..layers.scaled_std_conv import ScaledStdConv2d, ScaledStdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
 from .resnet import AvgPool2dSame
@@ -194,7 +194,7 @@ def create_stem(in_chs: int, out_chs: int, stem_type: str, conv_layer: ConvFacto
     return nn.Sequential(layers), stem_stride, level
 
 
-class NormFreeNet(HeadApi, nn.Module):
+class NormFreeNet(StagedFeatures, HeadApi, nn.Module):
     """Stem, ``stages.0..3`` of :class:`NormFreeBlock`, an optional 1x1 ``final_conv``, a final activation and a
     pooled linear classifier.
 
@@ -205,6 +205,10 @@ class NormFreeNet(HeadApi, nn.Module):
     >>> NormFreeNet((1, 1, 1, 1), (16, 32, 48, 64), stem_type='3x3', num_classes=5)(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 5])
     """
+
+    # the last level is taken after ``final_conv``, before the final activation
+    last_stage_end, features_end, prune_trims_feature_info = 'final_conv', 'final_act', False
+    checkpoint_unit = 'stage'
 
     def __init__(self, depths: Sequence[int], channels: Sequence[int], num_classes: int = 1000, in_chans: int = 3,
                  global_pool: str = 'avg', output_stride: int = 32, drop_rate: float = 0.0,
@@ -239,7 +243,7 @@ class NormFreeNet(HeadApi, nn.Module):
 
         stem_chs = make_divisible((stem_chs or channels[0]) * width_factor, ch_div)
         self.stem, stem_stride, stem_level = create_stem(in_chans, stem_chs, stem_type, conv_layer, act)
-        self.stem_feat_idx = list(dict(self.stem.named_children())).index(stem_level['module'].split('.', 1)[1])
+        self.stem_taps = tap_positions(self.stem, [stem_level])
         self.feature_info: List[Dict[str, Any]] = [stem_level]
 
         rates = drop_path_rates(drop_path_rate, list(depths))
@@ -249,10 +253,7 @@ class NormFreeNet(HeadApi, nn.Module):
         for stage_idx, depth in enumerate(depths):
             # a stem that already pooled to stride 4 leaves the first stage at full resolution
             stride = 1 if stage_idx == 0 and stem_stride > 2 else 2
-            if net_stride >= output_stride and stride > 1:
-                dilation *= stride
-                stride = 1
-            net_stride *= stride
+            stride, net_stride, dilation = stride_or_dilate(net_stride, dilation, output_stride, stride)
             first_dilation = 1 if dilation in (1, 2) else 2
             out_chs = make_divisible(channels[stage_idx] * width_factor, ch_div)
             blocks = []
@@ -320,74 +321,14 @@ class NormFreeNet(HeadApi, nn.Module):
             global_pool = None  # the same pooling: only the classifier is new
         reset_classifier_head(self, num_classes, global_pool)
 
-    def _run_stages(self, x: torch.Tensor, stages: nn.Sequential) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for stage in stages:
-                x = checkpoint(stage, x, use_reentrant=False)
-            return x
-        return stages(x)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The stem's stride-2 map and each stage's output (the last after ``final_conv``, before the final
-        activation), selected by ``indices`` (timm's semantics), and the final map. There is no norm to apply.
-
-        >>> m = SPEC.build('test_nfnet'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=(0, 4), intermediates_only=True)]
-        [32, 192]
-        """
-        check_choice('output_fmt', output_fmt, ('NCHW',))
-        num_stages = len(self.stages)
-        take, last = feature_take_indices(num_stages + 1, indices)
-        intermediates = []
-        for i, layer in enumerate(self.stem):
-            x = layer(x)
-            if i == self.stem_feat_idx and 0 in take:
-                intermediates.append(x)
-        stages = self.stages[:last] if stop_early else self.stages
-        feat_idx = 0
-        for feat_idx, stage in enumerate(stages, start=1):
-            x = checkpoint(stage, x, use_reentrant=False) if (
-                self.grad_checkpointing and torch.is_grad_enabled()) else stage(x)
-            if feat_idx == num_stages:
-                x = self.final_conv(x)
-            if feat_idx in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        if feat_idx == num_stages:
-            x = self.final_act(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last index needed (the final convolution and activation and the classifier with
-        them); returns the kept indices.
-
-        >>> m = SPEC.build('test_nfnet'); m.prune_intermediate_layers((0, 2)); len(m.stages)
-        [0, 2]
-        2
-        """
-        take, last = feature_take_indices(len(self.stages) + 1, indices)
-        if prune_head_after(self, last, len(self.stages) + 1, prune_head):
-            self.final_conv = nn.Identity()
-            self.final_act = nn.Identity()
-        if last == 0:
-            self.stem = self.stem[:self.stem_feat_idx + 1]  # a deep stem is tapped before its last convolution
-        self.stages = self.stages[:last]
-        return take
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map after the final activation (NCHW).
 
         >>> SPEC.build('test_nfnet').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 192, 2, 2])
         """
-        x = self.stem(x)
-        x = self._run_stages(x, self.stages)
-        x = self.final_conv(x)
-        return self.final_act(x)
+        x = run_sequence(self.stages, self.stem(x), self.grad_checkpointing and torch.is_grad_enabled())
+        return self.final_act(self.final_conv(x))
 
 
 # ---- the table -------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -24,7 +24,8 @@ from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, SEMo
 from ..layers.activations import ActLayer, create_act_layer
 from ..layers.helpers import make_divisible
 from ..layers.norm_act import GroupNormAct
-from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
+from ..layers.output_stride import stride_or_dilate
+from ..layers.stage_intermediates import StagedFeatures
 from ..layers.weight_init import init_fan_out_normal_
 from ..layers.head_api import HeadApi, reset_classifier_head
 from .resnetv2 import shortcut_pool
@@ -221,11 +222,9 @@ class RegNetPreBottleneck(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 1, dilation: Tuple[int, int] = (1, 1),
                  group_size: int = 1, se_ratio: float = 0.0, drop_path_rate: float = 0.0, bottle_ratio: float = 1.0,
-                 downsample: Optional[str] = 'conv1x1', linear_out: bool = False, act_layer: ActLayer = 'relu',
-                 norm_group_size: Optional[int] = None) -> None:
+                 downsample: Optional[str] = 'conv1x1', act_layer: ActLayer = 'relu') -> None:
+        # batch norm only, and no output activation to leave out: no norm_group_size or linear_out here
         super().__init__()
-        if norm_group_size:
-            raise ValueError('pre-activation RegNet blocks take batch norm only; leave norm_group_size None')
         mid = int(round(out_chs * bottle_ratio))
         self.norm1 = BatchNormAct2d(in_chs, act_layer=act_layer)
         self.conv1 = create_conv2d(in_chs, mid, 1)
@@ -279,12 +278,15 @@ class RegStage(nn.Module):
         return x
 
 
-class RegNet(HeadApi, nn.Module):
+class RegNet(StagedFeatures, HeadApi, nn.Module):
     """RegNet-X (``se_ratio=0``) and RegNet-Y: a 3x3 stride-2 stem, four stages ``s1``..``s4``, pooled classifier.
 
     >>> RegNet(w0=24, wa=36.44, wm=2.49, depth=13, group_size=8, num_classes=5)(torch.ones(1, 3, 64, 64)).shape
     torch.Size([1, 5])
     """
+
+    # the stem's map is the first level; ``final_conv`` (a widening conv, an activation or nothing) follows them
+    stem_is_level, features_end, prune_trims_feature_info = True, 'final_conv', False
 
     def __init__(self, w0: int, wa: float, wm: float, depth: int, group_size: int, se_ratio: float = 0.0,
                  num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg', output_stride: int = 32,
@@ -303,8 +305,12 @@ class RegNet(HeadApi, nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
 
-        block_args = dict(preact=preact, bottle_ratio=bottle_ratio, downsample=downsample, linear_out=linear_out,
-                          act_layer=act_layer, norm_group_size=norm_group_size)
+        block_args: Dict[str, Any] = dict(preact=preact, bottle_ratio=bottle_ratio, downsample=downsample,
+                                          act_layer=act_layer)
+        if not preact:
+            block_args.update(linear_out=linear_out, norm_group_size=norm_group_size)
+        elif norm_group_size:
+            raise ValueError('pre-activation RegNet blocks take batch norm only; leave norm_group_size None')
         if preact:  # the first block's norm follows
             self.stem: nn.Module = create_conv2d(in_chans, _STEM_WIDTH, 3, stride=2)
         else:
@@ -314,11 +320,7 @@ class RegNet(HeadApi, nn.Module):
         rates = drop_path_rates(drop_path_rate, [d for _, d, _ in stages])
         in_chs, net_stride, dilation = _STEM_WIDTH, 2, 1
         for i, (width, stage_depth, groups) in enumerate(stages):
-            # Once the requested output stride is reached, later stages trade their stride for dilation.
-            if net_stride >= output_stride:
-                stride, dilation = 1, dilation * 2
-            else:
-                stride, net_stride = 2, net_stride * 2
+            stride, net_stride, dilation = stride_or_dilate(net_stride, dilation, output_stride)
             self.add_module(f's{i + 1}', RegStage(stage_depth, in_chs, width, stride, dilation, groups, se_ratio,
                                                   rates[i], **block_args))
             self.feature_info.append(dict(num_chs=width, reduction=net_stride, module=f's{i + 1}'))
@@ -373,49 +375,12 @@ class RegNet(HeadApi, nn.Module):
         _check_args(num_classes=num_classes)
         reset_classifier_head(self, num_classes, global_pool)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The outputs of ``stem``, ``s1``..``s4`` selected by ``indices`` (timm's semantics), and the final map.
+    def _stage_list(self) -> Tuple[nn.Module, ...]:
+        return self.s1, self.s2, self.s3, self.s4
 
-        ``norm`` is accepted for API symmetry; RegNet has no final norm to apply.
-
-        >>> m = SPEC.build('regnetx_002'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=(0, 4), intermediates_only=True)]
-        [32, 368]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt {output_fmt!r} is not supported by RegNet; valid: 'NCHW'")
-        take_indices, max_index = feature_take_indices(5, indices)
-        intermediates = []
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(x)
-        stages = (self.s1, self.s2, self.s3, self.s4)
-        last = max_index if stop_early else len(stages)
-        for i, stage in enumerate(stages[:last], start=1):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        if last == len(stages):
-            x = self.final_conv(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last index kept (and the classifier); returns the absolute indices kept.
-
-        >>> m = SPEC.build('regnetx_002'); m.prune_intermediate_layers((1, 2)), m.num_features
-        ([1, 2], 56)
-        """
-        take_indices, max_index = feature_take_indices(5, indices)
-        for i in range(max_index + 1, 5):
+    def _keep_stages(self, count: int) -> None:
+        for i in range(count + 1, 5):
             setattr(self, f's{i}', nn.Identity())
-        if prune_head_after(self, max_index, 5, prune_head):
-            self.final_conv = nn.Identity()
-        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled feature map of the last stage (NCHW).

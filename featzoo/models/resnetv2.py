@@ -15,17 +15,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..family import FamilySpec
 from ..layers import (BatchNormAct2d, ClassifierHead, DropPath, MaxPool2dSame, create_act_layer, create_conv2d,
                       drop_path_rates)
 from ..layers.helpers import make_divisible
-from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, tap_positions
 from ..layers.norm_act import EvoNorm2dS0, FilterResponseNormTlu2d, GroupNormAct
 from ..layers.std_conv import StdConv2d, StdConv2dSame
 from ..layers.weight_init import kaiming_normal_, normal_
@@ -249,11 +248,7 @@ class ResNetStage(nn.Module):
             proj_layer = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, x, self.grad_checkpointing and torch.is_grad_enabled())
 
 
 def create_stem(in_chs: int, out_chs: int, stem_type: str, preact: bool, conv_layer: ConvFactory,
@@ -297,7 +292,7 @@ def create_stem(in_chs: int, out_chs: int, stem_type: str, preact: bool, conv_la
     return nn.Sequential(layers), tap
 
 
-class ResNetV2(HeadApi, nn.Module):
+class ResNetV2(StagedFeatures, HeadApi, nn.Module):
     """Stem, ``stages.0`` .. ``stages.{n-1}``, a final norm (pre-activation only) and a pooled 1x1-conv classifier.
 
     ``width_factor`` multiplies every width (BiT-M x3 ...); ``output_stride`` 16 or 8 dilates the later stages.
@@ -308,6 +303,7 @@ class ResNetV2(HeadApi, nn.Module):
     """
 
     checkpoint_stages = 'stages'
+    features_end, end_is_norm, prune_trims_feature_info = 'norm', True, False
 
     def __init__(self, layers: Sequence[int], channels: Sequence[int] = (256, 512, 1024, 2048),
                  num_classes: int = 1000, in_chans: int = 3, global_pool: str = 'avg', output_stride: int = 32,
@@ -333,8 +329,8 @@ class ResNetV2(HeadApi, nn.Module):
 
         stem_chs = make_divisible(stem_chs * width_factor)
         self.stem, stem_tap = create_stem(in_chans, stem_chs, stem_type, preact, conv_layer, norm_layer)
-        self.stem_feat_idx = list(dict(self.stem.named_children())).index(stem_tap)
         self.feature_info: List[Dict[str, Any]] = [dict(num_chs=stem_chs, reduction=2, module=f'stem.{stem_tap}')]
+        self.stem_taps = tap_positions(self.stem, self.feature_info)
 
         prev_chs, net_stride, dilation = stem_chs, 4, 1
         rates = drop_path_rates(drop_path_rate, list(layers))
@@ -393,66 +389,13 @@ class ResNetV2(HeadApi, nn.Module):
         pool_type = self.head.global_pool.pool_type if global_pool is None else global_pool
         reset_classifier_head(self, num_classes, pool_type)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The stem's stride-2 map and each stage's output, selected by ``indices`` (timm's semantics), and the
-        final map; ``norm`` applies the final norm to the last stage's intermediate.
-
-        >>> m = SPEC.build('resnetv2_18'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=(0, 4), intermediates_only=True)]
-        [64, 512]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by ResNetV2; valid: 'NCHW'")
-        num_stages = len(self.stages)
-        take, last = feature_take_indices(num_stages + 1, indices)
-        intermediates = []
-        stem_out = x
-        for i, layer in enumerate(self.stem):
-            x = layer(x)
-            if i == self.stem_feat_idx:
-                stem_out = x
-        if 0 in take:
-            intermediates.append(stem_out)
-        stages = list(self.stages)[:last] if stop_early else list(self.stages)
-        feat_idx = 0
-        for feat_idx, stage in enumerate(stages, start=1):
-            x = stage(x)
-            if feat_idx in take:
-                intermediates.append(self.norm(x) if norm and feat_idx == num_stages else x)
-        if intermediates_only:
-            return intermediates
-        if feat_idx == num_stages:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last index needed (and the final norm and classifier when they no longer
-        fit); returns the kept indices.
-
-        >>> m = SPEC.build('resnetv2_18'); m.prune_intermediate_layers((0, 2)); len(m.stages)
-        [0, 2]
-        2
-        """
-        take, last = feature_take_indices(len(self.stages) + 1, indices)
-        if prune_head_after(self, last, len(self.stages) + 1, prune_head) or prune_norm:
-            self.norm = nn.Identity()
-        self.stages = self.stages[:last]
-        if last == 0:
-            self.stem = self.stem[:self.stem_feat_idx + 1]
-        return take
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final map, after the last stage and the final norm (NCHW).
 
         >>> SPEC.build('resnetv2_18').forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 512, 2, 2])
         """
-        x = self.stem(x)
-        x = self.stages(x)
-        return self.norm(x)
+        return self.norm(self.stages(self.stem(x)))
 
 
 _BIT = dict(stem_type='fixed', conv='std', std_eps=1e-8, norm='group')       # Big Transfer

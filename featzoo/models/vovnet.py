@@ -9,20 +9,19 @@ operation (the ESE gate averages the whole map) is involved.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
-from ..features.info import normalize_out_indices
-from ..checks import check_int, check_int_tuple
+from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, EcaModule, create_act_layer
 from ..layers.drop import drop_path_rates
+from ..layers.dense_pool import DensePool2d
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.intermediates import prune_head_after
+from ..layers.output_stride import stride_or_dilate
+from ..layers.stage_intermediates import StagedFeatures, run_sequence, tap_positions
 from ..layers.norm_act import EvoNorm2dS0
 from ..layers.weight_init import kaiming_convs_
 
@@ -114,30 +113,6 @@ class EffectiveSEModule(nn.Module):
         return x * self.gate(self.fc(x.mean((2, 3), keepdim=True)))
 
 
-class DenseMaxPool2d(nn.Module):
-    """The stride-1 form of VoVNet's 3x3 / stride-2 / ceil-mode max-pool, for dilated networks.
-
-    Output pixel ``i`` is the max over ``i``, ``i + d`` and ``i + 2d`` (``d = dilation``); the bottom/right edge is
-    padded with -inf, which is how ceil mode treats the missing window tail. Every ``2d``-th output therefore
-    equals the strided pool applied to a map that was itself dilated by ``d``.
-
-    >>> DenseMaxPool2d(2)(torch.ones(1, 4, 8, 8)).shape
-    torch.Size([1, 4, 8, 8])
-    """
-
-    def __init__(self, dilation: int = 1) -> None:
-        super().__init__()
-        self.dilation = dilation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.dilation
-        x = F.pad(x, (0, 2 * d, 0, 2 * d), value=float('-inf'))
-        return F.max_pool2d(x, kernel_size=3, stride=1, dilation=d)
-
-    def extra_repr(self) -> str:
-        return f'dilation={self.dilation}'
-
-
 class OsaBlock(nn.Module):
     """One-shot aggregation: ``layer_per_block`` chained 3x3 convs (``conv_mid``), the input and all their outputs
     concatenated once and projected by ``conv_concat``; then optional attention, drop-path and residual.
@@ -208,7 +183,7 @@ class OsaStage(nn.Module):
         elif stride == 2:
             self.pool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
         else:
-            self.pool = DenseMaxPool2d(pool_dilation)
+            self.pool = DensePool2d('max', 3, pool_dilation)
         rates = list(drop_path_rates) if drop_path_rates is not None else [0.] * block_per_stage
         blocks = []
         for i in range(block_per_stage):
@@ -219,15 +194,10 @@ class OsaStage(nn.Module):
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(x)
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        return run_sequence(self.blocks, self.pool(x), self.grad_checkpointing and torch.is_grad_enabled())
 
 
-class VovNet(HeadApi, nn.Module):
+class VovNet(StagedFeatures, HeadApi, nn.Module):
     """VoVNet: a three-conv stem (``stem``), OSA stages (``stages``) and a classifier head (``head``).
 
     >>> m = VovNet(stem_chs=(16, 16, 32), stage_conv_chs=(16, 16, 16, 16), stage_out_chs=(32, 32, 32, 64),
@@ -253,14 +223,10 @@ class VovNet(HeadApi, nn.Module):
         layer_per_block = check_int('layer_per_block', layer_per_block, 1)
         in_chans = check_int('in_chans', in_chans, 1)
         num_classes = check_int('num_classes', num_classes, 0)
-        if norm_layer not in NORM_LAYERS:
-            raise ValueError(f'unknown norm_layer {norm_layer!r}; valid: {NORM_LAYERS}')
-        if attn not in ATTN_TYPES:
-            raise ValueError(f'unknown attn {attn!r}; valid: {ATTN_TYPES}')
-        if stem_stride not in STEM_STRIDES:
-            raise ValueError(f'stem_stride={stem_stride!r} is not supported; valid: {STEM_STRIDES}')
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
+        check_choice('norm_layer', norm_layer, NORM_LAYERS)
+        check_choice('attn', attn, ATTN_TYPES)
+        check_choice('stem_stride', stem_stride, STEM_STRIDES)
+        check_choice('output_stride', output_stride, OUTPUT_STRIDES)
         drop_path_rate = drop_path_rate or 0.
         global_pool = 'avg' if global_pool is None else global_pool
         self.num_classes = num_classes
@@ -276,6 +242,7 @@ class VovNet(HeadApi, nn.Module):
         )
         self.feature_info = [dict(num_chs=stem_chs[1] if stem_stride == 4 else stem_chs[2], reduction=2,
                                   module='stem.1' if stem_stride == 4 else 'stem.2')]
+        self.stem_taps = tap_positions(self.stem, self.feature_info)
 
         stride, dilation = stem_stride, 1
         rates = drop_path_rates(drop_path_rate, block_per_stage)
@@ -286,11 +253,7 @@ class VovNet(HeadApi, nn.Module):
             downsample = stem_stride == 2 or i > 0
             pool_stride, pool_dilation = 1, dilation
             if downsample:
-                if stride < output_stride:
-                    pool_stride = 2
-                    stride *= 2
-                else:
-                    dilation *= 2
+                pool_stride, stride, dilation = stride_or_dilate(stride, dilation, output_stride)
             stages.append(OsaStage(
                 in_chs, stage_conv_chs[i], stage_out_chs[i], block_per_stage[i], layer_per_block,
                 downsample=downsample, residual=residual, depthwise=depthwise, attn=attn, act_layer=act_layer,
@@ -303,13 +266,9 @@ class VovNet(HeadApi, nn.Module):
 
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
-        self._init_weights()
-
-    def _init_weights(self) -> None:
         kaiming_convs_(self)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        if isinstance(self.head.fc, nn.Linear):  # the head's classifier is the only linear layer
+            nn.init.zeros_(self.head.fc.bias)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -327,64 +286,6 @@ class VovNet(HeadApi, nn.Module):
         torch.Size([1, 1024])
         """
         reset_classifier_head(self, check_int('num_classes', num_classes, 0), global_pool)
-
-    def _stem_tap(self) -> int:
-        return int(self.feature_info[0]['module'].split('.')[1])
-
-    def forward_intermediates(
-            self, x: torch.Tensor, indices: Optional[Union[int, Sequence[int]]] = None, norm: bool = False,
-            stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The feature levels of ``feature_info`` selected by ``indices`` (all by default; an int n = the last n).
-
-        >>> m = SPEC.build('ese_vovnet19b_dw'); [t.shape[1] for t in m.forward_intermediates(
-        ...     torch.ones(1, 3, 64, 64), indices=2, intermediates_only=True)]
-        [768, 1024]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported by VoVNet; valid: 'NCHW'")
-        num_levels = len(self.stages) + 1
-        take = normalize_out_indices(range(num_levels) if indices is None else indices, num_levels)
-        intermediates = []
-        tap = self._stem_tap()
-        x = self.stem[:tap + 1](x)
-        if 0 in take:
-            intermediates.append(x)
-        x = self.stem[tap + 1:](x)
-        last = max(take) if stop_early else num_levels - 1
-        for level, stage in enumerate(self.stages[:last], start=1):
-            x = stage(x)
-            if level in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the layers after the last level in ``indices`` (and the head); returns the kept level indices.
-
-        >>> m = SPEC.build('ese_vovnet19b_dw'); m.prune_intermediate_layers((0, 2)); m.num_features
-        [0, 2]
-        512
-        """
-        num_levels = len(self.stages) + 1
-        take = normalize_out_indices(indices, num_levels)
-        last = max(take)
-        self.stages = self.stages[:last]
-        if last == 0:
-            tap = self._stem_tap()
-            self.stem = self.stem[:tap + 1]
-        prune_head_after(self, last, num_levels, prune_head, trim_feature_info=True)
-        return list(take)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The unpooled map after the last stage, ``(N, num_features, H / r, W / r)``.
-
-        >>> SPEC.build('ese_vovnet19b_dw').forward_features(torch.ones(1, 3, 64, 64)).shape
-        torch.Size([1, 1024, 2, 2])
-        """
-        return self.stages(self.stem(x))
 
 
 SPEC = FamilySpec(
