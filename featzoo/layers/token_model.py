@@ -394,6 +394,12 @@ class TokenModelApi(HeadApi):
         ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
         ``return_prefix_tokens`` pairs each with its prefix tokens; ``stop_early`` skips the blocks after the last
         selected one. Returns the list, or ``(forward_features output, list)`` unless ``intermediates_only``.
+
+        >>> import featzoo
+        >>> m = featzoo.create_model('vit_tiny_patch16_224', depth=2, img_size=32, reg_tokens=2)
+        >>> [(y.shape, p.shape) for y, p in m.forward_intermediates(torch.ones(1, 3, 32, 32), [-1],
+        ...                                                         return_prefix_tokens=True, intermediates_only=True)]
+        [(torch.Size([1, 192, 2, 2]), torch.Size([1, 3, 192]))]
         """
         check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
         take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
@@ -409,7 +415,13 @@ class TokenModelApi(HeadApi):
     def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
         """Drop the blocks after the last of ``indices``, optionally the final norm, and (``prune_head``) the
-        classifier with what only it reads (``_prune_head``); returns the absolute indices kept."""
+        classifier with what only it reads (``_prune_head``); returns the absolute indices kept.
+
+        >>> import featzoo
+        >>> m = featzoo.create_model('beit_base_patch16_224', depth=3, img_size=32)
+        >>> m.prune_intermediate_layers([-2], prune_norm=True), len(m.blocks), m.fc_norm, m.head
+        ([1], 2, Identity(), Identity())
+        """
         take, last = feature_take_indices(len(self.blocks), indices)
         self.blocks = self.blocks[:last + 1]
         if prune_norm:
