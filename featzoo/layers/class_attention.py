@@ -16,7 +16,7 @@ torch.Size([2, 10, 32])
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -25,9 +25,11 @@ from torch.nn import functional as F
 from .activations import ActLayer
 from .drop import DropPath
 from .mlp import Mlp
-from .token_model import AttentionParts, layer_norm_eps6
+from .intermediates import IndicesArg
+from .token_model import AttentionParts, TokenModelApi, layer_norm_eps6
 
-__all__ = ['ClassAttention', 'CaitClassAttentionBlock', 'XcitClassAttentionBlock', 'check_class_token_pool']
+__all__ = ['ClassAttention', 'CaitClassAttentionBlock', 'XcitClassAttentionBlock', 'check_class_token_pool',
+           'ClassTokenLastApi']
 
 NormLayer = Callable[[int], nn.Module]
 
@@ -143,3 +145,69 @@ class XcitClassAttentionBlock(_ClassAttentionParts):
         # the branch carries the patch tokens too, so they come out doubled: the original XCiT (and its weights)
         # computes it this way
         return x + self.drop_path2(torch.cat([cls_branch, x[:, 1:]], dim=1))
+
+
+class ClassTokenLastApi(TokenModelApi):
+    """:class:`~featzoo.layers.token_model.TokenModelApi` for the models whose class token joins after the blocks
+    (CaiT, XCiT): their blocks carry no prefix token, ``_finish`` runs the family's ``forward_cls`` (the
+    class-attention blocks) before the final norm, the pooled vector goes to the classifier without an ``fc_norm``,
+    and pruning the head drops the class token with the class-attention blocks (named by ``class_blocks_name``).
+    ``forward_intermediates`` takes timm's arguments for these models (no ``return_prefix_tokens``).
+
+    >>> import featzoo
+    >>> m = featzoo.create_model('cait_xxs24_224', depth=3, img_size=32)
+    >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 32, 48), 2, intermediates_only=True)]
+    [torch.Size([1, 192, 2, 3]), torch.Size([1, 192, 2, 3])]
+    >>> m.prune_intermediate_layers((1,)), m.blocks_token_only, m.cls_token, m.num_prefix_tokens
+    ([1], None, None, 0)
+    """
+
+    blocks_carry_prefix = False
+    #: the attribute holding the class-attention blocks
+    class_blocks_name: str = ''
+    cls_token: Optional[nn.Parameter]
+
+    def _add_class_attention_head(self, blocks: Sequence[nn.Module], num_classes: int, drop_rate: float) -> None:
+        # the class-attention blocks, the final norm and the linear head, registered in this (timm's) order
+        setattr(self, self.class_blocks_name, nn.ModuleList(blocks))
+        self.norm = layer_norm_eps6(self.embed_dim)
+        self._add_linear_head(num_classes, drop_rate)
+
+    def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cls_token is not None:  # pruning the head removes the class token and its blocks together
+            x = self.forward_cls(x)
+        return self.norm(x)
+
+    def _prune_head(self) -> None:
+        setattr(self, self.class_blocks_name, None)
+        self.cls_token = None
+        self.num_prefix_tokens = 0
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens of ``forward_features``, dropout and (unless ``pre_logits``) classify.
+
+        >>> import featzoo
+        >>> m = featzoo.create_model('xcit_nano_12_p16_224', depth=1, num_classes=3)
+        >>> m.forward_head(torch.ones(2, 5, 128)).shape
+        torch.Size([2, 3])
+        """
+        x = self.head_drop(self.pool(x))
+        return x if pre_logits else self.head(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False
+                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """The patch tokens after the blocks selected by ``indices``, as maps (``output_fmt`` 'NCHW', 'NHWC') or
+        tokens ('NLC'); see :meth:`TokenModelApi.forward_intermediates` for the other arguments.
+
+        >>> import featzoo
+        >>> m = featzoo.create_model('xcit_nano_12_p16_224', depth=2)
+        >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 32, 48), output_fmt='NLC',
+        ...                                             intermediates_only=True)]
+        [torch.Size([1, 6, 128]), torch.Size([1, 6, 128])]
+        """
+        return TokenModelApi.forward_intermediates(self, x, indices, False, norm, stop_early, output_fmt,
+                                                   intermediates_only)

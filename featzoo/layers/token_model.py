@@ -1,8 +1,10 @@
 """What the single-stride token models (ViT, DeiT, BEiT, EVA, CaiT, XCiT) do alike, written once: their argument
-checks, the gradient-checkpointed block call, the block loop of ``forward_intermediates``, a fresh linear head, and
-the pooling of a token sequence to one vector.
+checks, the gradient-checkpointed block call, the block loop of ``forward_intermediates``, a fresh linear head, the
+pooling of a token sequence to one vector, and :class:`TokenModelApi`, the model contract built from those pieces
+and a few per-family hooks.
 
-Plain functions (no module defines ``forward`` here), so FX traces through them as through the family's own code.
+Plain functions and mixins (none defines ``forward``: :class:`~featzoo.layers.head_api.HeadApi` does, and featzoo's
+FX tracer looks along the model's class hierarchy), so FX traces through them as through the family's own code.
 
 >>> check_img_size(64, (16, 16))
 (64, 64)
@@ -14,19 +16,22 @@ Plain functions (no module defines ``forward`` here), so FX traces through them 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Sequence, Set, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int
+from .head_api import HeadApi
 from .helpers import to_2tuple
-from .intermediates import IndicesArg, feature_take_indices
+from .intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 
 __all__ = ['TOKEN_OUTPUT_FORMATS', 'layer_norm_eps6', 'check_heads', 'AttentionParts', 'check_img_size',
            'check_single_stride', 'run_checkpointed', 'plan_intermediates', 'tap_blocks', 'reset_linear_head',
-           'pool_tokens', 'scale_init_by_depth', 'check_token_model_args', 'patch_size_of', 'patch_stride_of']
+           'pool_tokens', 'scale_init_by_depth', 'check_token_model_args', 'patch_size_of', 'patch_stride_of',
+           'TokenModelApi', 'check_patch_grid', 'SQUARE_PATCH_SPEC', 'run_each_checkpointed']
 
 # what forward_intermediates of a token model returns: maps (NCHW, NHWC) or the tokens as they are (NLC)
 TOKEN_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
@@ -71,14 +76,22 @@ def patch_stride_of(variant: str, row: Any) -> Tuple[int]:
     return (patch_size_of(variant, row),)
 
 
-def check_heads(dim: int, num_heads: int) -> int:
-    """``num_heads`` when it divides the width ``dim``, else ValueError.
+#: the ``FamilySpec`` fields that CaiT, XCiT and BEiT share: one stride (the row's square patch), inputs in whole
+#: patches, timm's default feature levels (the last three blocks), and exports without dynamic height and width (the
+#: positions are resampled or computed per grid in Python)
+SQUARE_PATCH_SPEC: Mapping[str, Any] = MappingProxyType(dict(
+    output_strides=patch_stride_of, input_multiple=patch_size_of, min_input_size=patch_size_of,
+    default_out_indices=3, export=('torch.export', 'onnx', 'compile')))
+
+
+def check_heads(dim: int, num_heads: int, dim_name: str = 'embed_dim') -> int:
+    """``num_heads`` when it divides the width ``dim`` (named ``dim_name`` in the error), else ValueError.
 
     >>> check_heads(32, 4)
     4
     """
     if dim % num_heads:
-        raise ValueError(f'embed_dim={dim} must be divisible by num_heads={num_heads}')
+        raise ValueError(f'{dim_name}={dim} must be divisible by num_heads={num_heads}')
     return num_heads
 
 
@@ -140,6 +153,20 @@ def check_single_stride(output_stride: Optional[int], stride: Any, model_name: s
                          f'size {stride}; valid: {stride} or None')
 
 
+def check_patch_grid(embed_dim: int, num_heads: int, output_stride: Optional[int], patch_size: int, img_size: Any,
+                     model_name: str) -> Tuple[int, int]:
+    """The checks of a model with square patches after :func:`check_token_model_args`: ``num_heads`` divides
+    ``embed_dim``, ``output_stride`` is the patch size (or None), ``img_size`` is whole patches; returns
+    ``img_size`` as ``(height, width)``.
+
+    >>> check_patch_grid(32, 4, None, 8, 64, 'CaiT')
+    (64, 64)
+    """
+    check_heads(embed_dim, num_heads)
+    check_single_stride(output_stride, patch_size, model_name)
+    return check_img_size(img_size, (patch_size, patch_size))
+
+
 def run_checkpointed(enabled: bool, module: nn.Module, *args: Any) -> Any:
     """``module(*args)``; when ``enabled`` and gradients are on, its activations are recomputed in the backward
     pass instead of stored (non-reentrant checkpointing).
@@ -150,6 +177,21 @@ def run_checkpointed(enabled: bool, module: nn.Module, *args: Any) -> Any:
     if enabled and torch.is_grad_enabled():
         return checkpoint(module, *args, use_reentrant=False)
     return module(*args)
+
+
+def run_each_checkpointed(enabled: bool, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``blocks(x)``; when ``enabled``, block by block with each block's activations recomputed in the backward pass
+    instead of stored (non-reentrant checkpointing). The caller decides when (training only, gradients on, not
+    scripting), as the family's timm counterpart does.
+
+    >>> run_each_checkpointed(True, nn.Sequential(nn.Identity(), nn.Identity()), torch.ones(1)).tolist()
+    [1.0]
+    """
+    if not enabled:
+        return blocks(x)
+    for block in blocks:
+        x = checkpoint(block, x, use_reentrant=False)
+    return x
 
 
 def plan_intermediates(blocks: Sequence[nn.Module], indices: IndicesArg, stop_early: bool,
@@ -240,3 +282,151 @@ def scale_init_by_depth(blocks: Sequence[nn.Module], head: nn.Module, head_init_
         if head_init_scale and isinstance(head, nn.Linear):
             head.weight.mul_(head_init_scale)
             head.bias.mul_(head_init_scale)
+
+
+class TokenModelApi(HeadApi):
+    """The model contract of a single-stride token model, written once on top of :class:`HeadApi`:
+    ``forward_features`` (embed, every block, ``_finish``), ``pool`` and ``forward_head`` (pool, ``fc_norm``,
+    ``head_drop``, ``head``), ``forward_intermediates`` and ``prune_intermediate_layers``. The family writes the
+    hooks, which is all that differs between them:
+
+    - ``_embed(x) -> (tokens, grid, block_args)``: the tokens the first block reads, the patch grid ``(H, W)`` and
+      the extra arguments every block takes after the tokens (a grid, a shared bias, a RoPE table);
+    - ``_finish(x)``: what follows the blocks in ``forward_features`` (the final ``norm`` unless overridden);
+    - ``_prune_head()``: what goes with the classifier in ``prune_intermediate_layers`` (``fc_norm`` unless
+      overridden);
+    - ``_tap(x, block_args, blocks, take, tap_norm)`` only where a block needs more than ``block_args`` (EVA's
+      per-block RoPE tables);
+
+    and two class attributes: ``blocks_carry_prefix`` (False when the class token joins after the blocks, so the
+    tapped tokens hold none) and ``pair_without_prefix`` (``return_prefix_tokens`` pairs even an empty prefix).
+
+    The block loop calls :func:`run_checkpointed` directly, so the eager forward does no more Python work per block
+    than a family's own loop would.
+
+    >>> import featzoo
+    >>> m = featzoo.create_model('vit_tiny_patch16_224', depth=3, img_size=32)
+    >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 32, 48), 2, intermediates_only=True)]
+    [torch.Size([1, 192, 2, 3]), torch.Size([1, 192, 2, 3])]
+    >>> m.prune_intermediate_layers((1,)), len(m.blocks), m.num_classes
+    ([1], 2, 0)
+    """
+
+    blocks: nn.Module
+    norm: nn.Module
+    grad_checkpointing: bool
+    num_prefix_tokens: int
+    classifier_name = 'head'
+    no_weight_decay_names: Tuple[str, ...] = ('pos_embed', 'cls_token')
+    #: the blocks see the prefix tokens (False: the class token joins after them, as in CaiT and XCiT)
+    blocks_carry_prefix: bool = True
+    #: ``return_prefix_tokens`` pairs each map with its (possibly empty) prefix even when the model has none
+    pair_without_prefix: bool = False
+
+    def _set_token_model_attrs(self, num_classes: int, in_chans: int, global_pool: str, embed_dim: int,
+                               num_prefix_tokens: int) -> None:
+        # the plain attributes every token model sets before building its layers
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = num_prefix_tokens
+        self.grad_checkpointing = False
+
+    def _add_linear_head(self, num_classes: int, drop_rate: float) -> None:
+        # the head's dropout and classifier (nn.Identity for 0 classes), registered where the family's were
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any], Tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+    def _prune_head(self) -> None:
+        self.fc_norm = nn.Identity()
+
+    def _tap(self, x: torch.Tensor, block_args: Tuple[Any, ...], blocks: Sequence[nn.Module], take: Set[int],
+             tap_norm: Optional[nn.Module]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        return tap_blocks(x, blocks, lambda block, y: run_checkpointed(self.grad_checkpointing, block, y, *block_args),
+                          take, tap_norm)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The token sequence after the blocks and the final norm: (B, prefix + H / patch * W / patch, embed_dim).
+
+        >>> import featzoo
+        >>> featzoo.create_model('beit_base_patch16_224', depth=1, img_size=32).forward_features(
+        ...     torch.ones(1, 3, 32, 48)).shape
+        torch.Size([1, 7, 768])
+        """
+        x, _, block_args = self._embed(x)
+        for block in self.blocks:
+            x = run_checkpointed(self.grad_checkpointing, block, x, *block_args)
+        return self._finish(x)
+
+    def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
+        """One vector per image (``pool_tokens`` with the model's ``global_pool`` unless ``pool_type`` is given).
+
+        >>> import featzoo
+        >>> featzoo.create_model('beit_base_patch16_224', depth=1, img_size=32).pool(torch.ones(2, 5, 768)).shape
+        torch.Size([2, 768])
+        """
+        return pool_tokens(x, self.global_pool if pool_type is None else pool_type, self.num_prefix_tokens)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the tokens of ``forward_features``, ``fc_norm``, dropout and (unless ``pre_logits``) classify.
+
+        >>> import featzoo
+        >>> m = featzoo.create_model('beit_base_patch16_224', depth=1, img_size=32, num_classes=3)
+        >>> m.forward_head(torch.ones(2, 5, 768)).shape, m.forward_head(torch.ones(2, 5, 768), pre_logits=True).shape
+        (torch.Size([2, 3]), torch.Size([2, 768]))
+        """
+        x = self.head_drop(self.fc_norm(self.pool(x)))
+        return x if pre_logits else self.head(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, return_prefix_tokens: bool = False,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                              intermediates_only: bool = False) -> Union[List[Any], Tuple[torch.Tensor, List[Any]]]:
+        """Outputs of the blocks selected by ``indices`` (None: all; int n: the last n; a sequence, negatives from
+        the end), in block order, with the prefix tokens split off.
+
+        ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
+        ``return_prefix_tokens`` pairs each with its prefix tokens; ``stop_early`` skips the blocks after the last
+        selected one. Returns the list, or ``(forward_features output, list)`` unless ``intermediates_only``.
+
+        >>> import featzoo
+        >>> m = featzoo.create_model('vit_tiny_patch16_224', depth=2, img_size=32, reg_tokens=2)
+        >>> [(y.shape, p.shape) for y, p in m.forward_intermediates(torch.ones(1, 3, 32, 32), [-1],
+        ...                                                         return_prefix_tokens=True, intermediates_only=True)]
+        [(torch.Size([1, 192, 2, 2]), torch.Size([1, 3, 192]))]
+        """
+        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
+        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
+        x, grid, block_args = self._embed(x)
+        x, intermediates = self._tap(x, block_args, blocks, take, self.norm if norm else None)
+        prefix = self.num_prefix_tokens if self.blocks_carry_prefix else 0
+        intermediates = tokens_to_maps(intermediates, prefix, grid, output_fmt, return_prefix_tokens,
+                                       self.pair_without_prefix)
+        if intermediates_only:
+            return intermediates
+        return self._finish(x), intermediates
+
+    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the blocks after the last of ``indices``, optionally the final norm, and (``prune_head``) the
+        classifier with what only it reads (``_prune_head``); returns the absolute indices kept.
+
+        >>> import featzoo
+        >>> m = featzoo.create_model('beit_base_patch16_224', depth=3, img_size=32)
+        >>> m.prune_intermediate_layers([-2], prune_norm=True), len(m.blocks), m.fc_norm, m.head
+        ([1], 2, Identity(), Identity())
+        """
+        take, last = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:last + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self._prune_head()
+            self.reset_classifier(0, '')
+        return take

@@ -12,27 +12,24 @@ at the built size the tables are used as they are, so outputs there equal timm's
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Optional, Set, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checks import check_choice
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers.drop import DropPath
-from ..layers.head_api import HeadApi
-from ..layers.intermediates import IndicesArg, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import token_pyramid
 from ..layers.rel_pos import relative_position_index
-from ..layers.token_model import TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
-from ..layers.token_model import check_token_model_args, layer_norm_eps6, patch_size_of, patch_stride_of
-from ..layers.token_model import plan_intermediates, reset_linear_head, run_checkpointed, scale_init_by_depth
-from ..layers.token_model import tap_blocks
+from ..layers.token_model import TokenModelApi, check_heads, check_img_size, check_patch_grid, check_token_model_args
+from ..layers.token_model import layer_norm_eps6, SQUARE_PATCH_SPEC, reset_linear_head
+from ..layers.token_model import scale_init_by_depth
+from ..layers.token_pos_table import resized_pos_table, square_pos_table_to
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 from .swin_transformer import resize_relative_position_table
 
@@ -244,7 +241,7 @@ class BeitBlock(nn.Module):
         return x + self.drop_path2(branch if self.gamma_2 is None else self.gamma_2 * branch)
 
 
-class Beit(HeadApi, nn.Module):
+class Beit(TokenModelApi, nn.Module):
     """BEiT: patch embedding, class token, optional learned absolute position table, ``depth`` blocks with
     relative-position biases (per block, or shared), a final norm (or ``fc_norm`` after mean pooling) and a head.
 
@@ -253,8 +250,6 @@ class Beit(HeadApi, nn.Module):
     >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
     (torch.Size([1, 10]), torch.Size([1, 25, 32]))
     """
-
-    classifier_name = 'head'
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
                  num_classes: int = 1000, global_pool: str = 'avg', embed_dim: int = 768, depth: int = 12,
@@ -267,17 +262,9 @@ class Beit(HeadApi, nn.Module):
         super().__init__()
         check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
                                (('patch_size', patch_size, 1),))
-        check_heads(embed_dim, num_heads)
-        check_single_stride(output_stride, patch_size, 'BEiT')
-        img_size = check_img_size(img_size, (patch_size, patch_size))
-
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.num_prefix_tokens = 1
+        img_size = check_patch_grid(embed_dim, num_heads, output_stride, patch_size, img_size, 'BEiT')
+        self._set_token_model_attrs(num_classes, in_chans, global_pool, embed_dim, num_prefix_tokens=1)
         self.dynamic_img_size = dynamic_img_size
-        self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, output_fmt='NHWC')
         grid = self.patch_embed.grid_size
@@ -297,8 +284,7 @@ class Beit(HeadApi, nn.Module):
         fc_norm = global_pool == 'avg' if use_fc_norm is None else use_fc_norm
         self.norm = nn.Identity() if fc_norm else layer_norm_eps6(embed_dim)
         self.fc_norm = layer_norm_eps6(embed_dim) if fc_norm else nn.Identity()
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._add_linear_head(num_classes, drop_rate)
         self.head_init_scale = head_init_scale
         self.init_weights()
 
@@ -328,8 +314,8 @@ class Beit(HeadApi, nn.Module):
         ...             use_rel_pos_bias=True).no_weight_decay())
         ['blocks.0.attn.relative_position_bias_table', 'cls_token', 'pos_embed']
         """
-        names = {'pos_embed', 'cls_token'}
-        return names | {n for n, _ in self.named_parameters() if 'relative_position_bias_table' in n}
+        tables = {n for n, _ in self.named_parameters() if 'relative_position_bias_table' in n}
+        return super().no_weight_decay() | tables
 
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         """Regexes grouping parameters into stem (tokens, embeddings, shared bias) and per-block groups.
@@ -363,9 +349,7 @@ class Beit(HeadApi, nn.Module):
         self.patch_embed.set_input_size(size)
         grid = self.patch_embed.grid_size
         if self.pos_embed is not None and grid != old_grid:
-            with torch.no_grad():
-                table = resample_abs_pos_embed(self.pos_embed, grid, old_grid, num_prefix_tokens=1)
-            self.pos_embed = nn.Parameter(table, requires_grad=self.pos_embed.requires_grad)
+            self.pos_embed = resized_pos_table(self.pos_embed, grid, old_grid, num_prefix_tokens=1)
         if self.rel_pos_bias is not None:
             self.rel_pos_bias.set_window_size(grid)
         for block in self.blocks:
@@ -373,8 +357,9 @@ class Beit(HeadApi, nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------------------------
 
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], Tuple[Any, Any]]:
-        """Tokens with the class token first and positions added, the shared bias (if any), the patch grid."""
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any], Tuple[Any, Optional[torch.Tensor]]]:
+        """Tokens with the class token first and positions added, the patch grid, and what every block also takes:
+        the grid and the shared bias (if any)."""
         x = self.patch_embed(x)
         B, H, W, C = x.shape
         x = torch.cat((self.cls_token.expand(B, -1, -1), x.reshape(B, H * W, C)), dim=1)
@@ -385,75 +370,7 @@ class Beit(HeadApi, nn.Module):
                                                    num_prefix_tokens=1)
             x = x + pos_embed
         shared = self.rel_pos_bias((H, W)) if self.rel_pos_bias is not None else None
-        return self.pos_drop(x), shared, (H, W)
-
-    def _run_block(self, block: nn.Module, x: torch.Tensor, grid: Tuple[Any, Any],
-                   shared: Optional[torch.Tensor]) -> torch.Tensor:
-        return run_checkpointed(self.grad_checkpointing, block, x, grid, shared)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The class token and the patch tokens after the final norm: (B, 1 + H / patch * W / patch, embed_dim).
-
-        >>> Beit(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2).forward_features(
-        ...     torch.ones(1, 3, 16, 24)).shape
-        torch.Size([1, 7, 32])
-        """
-        x, shared, grid = self._embed(x)
-        for block in self.blocks:
-            x = self._run_block(block, x, grid, shared)
-        return self.norm(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool ('avg': the mean of the patch tokens; 'token': the class token), ``fc_norm``, dropout, classify.
-
-        >>> Beit(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3).forward_head(
-        ...     torch.ones(2, 5, 32)).shape
-        torch.Size([2, 3])
-        """
-        if self.global_pool == 'avg':
-            x = x[:, self.num_prefix_tokens:].mean(dim=1)
-        elif self.global_pool == 'token':
-            x = x[:, 0]
-        x = self.head_drop(self.fc_norm(x))
-        return x if pre_logits else self.head(x)
-
-    # ---- intermediates ----------------------------------------------------------------------------------------
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, return_prefix_tokens: bool = False,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False
-                              ) -> Union[List[Any], Tuple[torch.Tensor, List[Any]]]:
-        """Outputs of the blocks selected by ``indices`` (None: all; int n: the last n; a sequence, negatives from
-        the end), in block order, with the class token split off.
-
-        ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
-        ``return_prefix_tokens`` pairs each with its class token; ``stop_early`` skips the blocks after the last
-        selected one. Returns the list, or ``(forward_features output, list)`` unless ``intermediates_only``.
-
-        >>> m = Beit(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, use_rel_pos_bias=True)
-        >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
-        [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
-        """
-        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
-        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
-        x, shared, grid = self._embed(x)
-        x, intermediates = tap_blocks(x, blocks, lambda block, y: self._run_block(block, y, grid, shared), take,
-                                      self.norm if norm else None)
-        intermediates = tokens_to_maps(intermediates, self.num_prefix_tokens, grid, output_fmt, return_prefix_tokens)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the blocks after the last of ``indices`` (and optionally the final norm and the head with its
-        ``fc_norm``); returns the absolute indices kept.
-
-        >>> m = Beit(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2)
-        >>> m.prune_intermediate_layers((1,)), len(m.blocks)
-        ([1], 2)
-        """
-        return prune_blocks(self, indices, prune_norm, prune_head)
+        return self.pos_drop(x), (H, W), ((H, W), shared)
 
 
 # ---- variants -------------------------------------------------------------------------------------------------------
@@ -503,23 +420,12 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Beit) -> Di
             if owner is not None and tuple(value.shape) != tuple(owner.relative_position_bias_table.shape):
                 value = resample_relative_position_table(value, owner.window_size)
         elif key == 'pos_embed' and model.pos_embed is not None and value.shape[1] != model.pos_embed.shape[1]:
-            side = math.isqrt(value.shape[1] - 1)
-            if side * side != value.shape[1] - 1:
-                raise ValueError(f'cannot tell the patch grid of a position table with {value.shape[1] - 1} patch '
-                                 f'entries: it is not square; build the model for the size the weights were '
-                                 f'trained at')
-            value = resample_abs_pos_embed(value, model.patch_embed.grid_size, (side, side), num_prefix_tokens=1)
+            value = square_pos_table_to(value, model.patch_embed.grid_size, num_prefix_tokens=1)
         out[key] = value
     return out
 
 
 SPEC = FamilySpec(
     name='beit', model=Beit, variants=VARIANTS, default_cfg=DEFAULT_CFG,
-    feature_cls=('getter', 'fx'), default_feature_cls='getter',
-    output_strides=patch_stride_of,
-    default_out_indices=3,  # timm's default feature levels for these ViTs: the last three blocks
-    input_multiple=patch_size_of, min_input_size=patch_size_of, img_size_arg='img_size',
-    size_args=('init_values',),
-    # no dynamic_hw: the table resampling branches on the grid
-    export=('torch.export', 'onnx', 'compile'),
-    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=token_pyramid)
+    feature_cls=('getter', 'fx'), default_feature_cls='getter', img_size_arg='img_size', size_args=('init_values',),
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=token_pyramid, **SQUARE_PATCH_SPEC)

@@ -10,26 +10,22 @@ outputs there equal timm's fixed-size model.
 """
 from __future__ import annotations
 
-import math
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
-from ..checks import check_choice
 from ..family import FamilySpec
-from ..layers.class_attention import CaitClassAttentionBlock, check_class_token_pool
+from ..layers.class_attention import CaitClassAttentionBlock, ClassTokenLastApi, check_class_token_pool
 from ..layers.drop import DropPath
-from ..layers.head_api import HeadApi
-from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import token_pyramid
-from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
-from ..layers.token_model import check_token_model_args, layer_norm_eps6, patch_size_of, patch_stride_of
-from ..layers.token_model import plan_intermediates, reset_linear_head, run_checkpointed, tap_blocks
+from ..layers.token_model import AttentionParts, check_img_size, check_patch_grid, check_token_model_args
+from ..layers.token_model import layer_norm_eps6, SQUARE_PATCH_SPEC, reset_linear_head, run_checkpointed
+from ..layers.token_pos_table import resized_pos_table, square_pos_table_to
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Cait', 'TalkingHeadAttention', 'LayerScaleBlock', 'VARIANTS', 'SPEC']
@@ -98,7 +94,7 @@ class LayerScaleBlock(nn.Module):
         return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
 
 
-class Cait(HeadApi, nn.Module):
+class Cait(ClassTokenLastApi, nn.Module):
     """CaiT: patch embedding, a learned position table for the patch tokens, ``depth`` talking-heads blocks, then
     ``depth_token_only`` class-attention blocks that read the patch tokens into the class token, a final norm and a
     linear head.
@@ -108,8 +104,7 @@ class Cait(HeadApi, nn.Module):
     (torch.Size([1, 10]), torch.Size([1, 25, 32]))
     """
 
-    classifier_name = 'head'
-    no_weight_decay_names = ('pos_embed', 'cls_token')
+    class_blocks_name = 'blocks_token_only'
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
                  num_classes: int = 1000, global_pool: str = 'token', embed_dim: int = 768, depth: int = 12,
@@ -121,17 +116,9 @@ class Cait(HeadApi, nn.Module):
         super().__init__()
         check_token_model_args(global_pool, GLOBAL_POOLS, num_classes, in_chans, embed_dim, depth, num_heads,
                                (('depth_token_only', depth_token_only, 0), ('patch_size', patch_size, 1)))
-        check_heads(embed_dim, num_heads)
-        check_single_stride(output_stride, patch_size, 'CaiT')
-        img_size = check_img_size(img_size, (patch_size, patch_size))
-
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.num_prefix_tokens = 1
+        img_size = check_patch_grid(embed_dim, num_heads, output_stride, patch_size, img_size, 'CaiT')
+        self._set_token_model_attrs(num_classes, in_chans, global_pool, embed_dim, num_prefix_tokens=1)
         self.dynamic_img_size = dynamic_img_size
-        self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, output_fmt='NHWC')
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -144,13 +131,10 @@ class Cait(HeadApi, nn.Module):
             for _ in range(depth)])
         reduction = self.patch_embed.feat_ratio()
         self.feature_info = [dict(num_chs=embed_dim, reduction=reduction, module=f'blocks.{i}') for i in range(depth)]
-        self.blocks_token_only = nn.ModuleList([
+        self._add_class_attention_head([
             CaitClassAttentionBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio_token_only, qkv_bias=qkv_bias,
                                     norm_layer=layer_norm_eps6, init_values=init_values)
-            for _ in range(depth_token_only)])
-        self.norm = layer_norm_eps6(embed_dim)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            for _ in range(depth_token_only)], num_classes, drop_rate)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -201,128 +185,45 @@ class Cait(HeadApi, nn.Module):
         old_grid = self.patch_embed.grid_size
         self.patch_embed.set_input_size(size)
         if self.patch_embed.grid_size != old_grid:
-            with torch.no_grad():
-                table = resample_abs_pos_embed(self.pos_embed, self.patch_embed.grid_size, old_grid,
-                                               num_prefix_tokens=0)
-            self.pos_embed = nn.Parameter(table, requires_grad=self.pos_embed.requires_grad)
+            self.pos_embed = resized_pos_table(self.pos_embed, self.patch_embed.grid_size, old_grid, 0)
 
     # ---- forward ----------------------------------------------------------------------------------------------
 
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any]]:
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any], Tuple[()]]:
         x = self.patch_embed(x)
         B, H, W, C = x.shape
         pos_embed = self.pos_embed
         if self.dynamic_img_size:
             pos_embed = resample_abs_pos_embed(pos_embed, (H, W), self.patch_embed.grid_size, num_prefix_tokens=0)
-        return self.pos_drop(x.reshape(B, H * W, C) + pos_embed), (H, W)
-
-    def _run(self, block: nn.Module, *args: torch.Tensor) -> torch.Tensor:
-        return run_checkpointed(self.grad_checkpointing, block, *args)
+        return self.pos_drop(x.reshape(B, H * W, C) + pos_embed), (H, W), ()
 
     def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
         """Run the class token through the class-attention blocks over the patch tokens ``x``; returns the class
         token followed by ``x``."""
         cls_token = self.cls_token.expand(x.shape[0], -1, -1)
         for block in self.blocks_token_only:
-            cls_token = self._run(block, x, cls_token)
+            cls_token = run_checkpointed(self.grad_checkpointing, block, x, cls_token)
         return torch.cat((cls_token, x), dim=1)
-
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        if self.blocks_token_only is not None:
-            x = self.forward_cls(x)
-        return self.norm(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The class token and the patch tokens after the final norm: (B, 1 + H / patch * W / patch, embed_dim).
-
-        >>> Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2).forward_features(
-        ...     torch.ones(1, 3, 16, 24)).shape
-        torch.Size([1, 7, 32])
-        """
-        x, _ = self._embed(x)
-        for block in self.blocks:
-            x = self._run(block, x)
-        return self._finish(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool ('token': the class token; 'avg': the mean of the patch tokens), dropout and classify.
-
-        >>> Cait(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3).forward_head(
-        ...     torch.ones(2, 5, 32)).shape
-        torch.Size([2, 3])
-        """
-        if self.global_pool == 'avg':
-            x = x[:, self.num_prefix_tokens:].mean(dim=1)
-        elif self.global_pool == 'token':
-            x = x[:, 0]
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    # ---- intermediates ----------------------------------------------------------------------------------------
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the blocks selected by ``indices`` (None: all; int n: the last n; a sequence, negatives from
-        the end), in block order: patch tokens only (the class token joins after the blocks).
-
-        ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
-        ``stop_early`` skips the blocks after the last selected one. Returns the list, or ``(forward_features
-        output, list)`` unless ``intermediates_only``.
-
-        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2)
-        >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
-        [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
-        """
-        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
-        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
-        x, grid = self._embed(x)
-        x, intermediates = tap_blocks(x, blocks, self._run, take, self.norm if norm else None)
-        intermediates = tokens_to_maps(intermediates, 0, grid, output_fmt)  # the blocks carry no class token
-        if intermediates_only:
-            return intermediates
-        return self._finish(x), intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the blocks after the last of ``indices``, optionally the final norm, and with the head the class
-        token and its class-attention blocks; returns the absolute indices kept.
-
-        >>> m = Cait(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2)
-        >>> m.prune_intermediate_layers((1,)), len(m.blocks), m.blocks_token_only
-        ([1], 2, None)
-        """
-        take, last = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:last + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.blocks_token_only = None
-            self.cls_token = None
-            self.num_prefix_tokens = 0
-            self.reset_classifier(0, '')
-        return take
 
 
 # ---- variants -------------------------------------------------------------------------------------------------------
-# XXS: 192 wide, 4 heads; XS: 288, 6; S: 384, 8; M: 768, 16. The number is the depth before the class attention.
+# XXS: 192 wide, 4 heads; XS: 288, 6; S: 384, 8; M: 768, 16. The number is the depth before the class attention; the
+# layer scales start at 1e-5, and at 1e-6 in the S and M models deeper than 24 blocks.
 
-def _row(embed_dim: int, depth: int, num_heads: int, init_values: float, img_size: int) -> Dict[str, Any]:
+_SIZES = {'xxs': (192, 4), 'xs': (288, 6), 's': (384, 8), 'm': (768, 16)}
+
+
+def _row(size: str, depth: int, img_size: int) -> Dict[str, Any]:
+    embed_dim, num_heads = _SIZES[size]
+    init_values = 1e-6 if size in ('s', 'm') and depth > 24 else 1e-5
     return dict(patch_size=16, embed_dim=embed_dim, depth=depth, num_heads=num_heads, init_values=init_values,
                 img_size=img_size)
 
 
 VARIANTS: Dict[str, Dict[str, Any]] = {
-    'cait_xxs24_224': _row(192, 24, 4, 1e-5, 224),
-    'cait_xxs24_384': _row(192, 24, 4, 1e-5, 384),
-    'cait_xxs36_224': _row(192, 36, 4, 1e-5, 224),
-    'cait_xxs36_384': _row(192, 36, 4, 1e-5, 384),
-    'cait_xs24_384': _row(288, 24, 6, 1e-5, 384),
-    'cait_s24_224': _row(384, 24, 8, 1e-5, 224),
-    'cait_s24_384': _row(384, 24, 8, 1e-5, 384),
-    'cait_s36_384': _row(384, 36, 8, 1e-6, 384),
-    'cait_m36_384': _row(768, 36, 16, 1e-6, 384),
-    'cait_m48_448': _row(768, 48, 16, 1e-6, 448),
+    f'cait_{size}{depth}_{img}': _row(size, depth, img)
+    for size, depth, img in (('xxs', 24, 224), ('xxs', 24, 384), ('xxs', 36, 224), ('xxs', 36, 384), ('xs', 24, 384),
+                             ('s', 24, 224), ('s', 24, 384), ('s', 36, 384), ('m', 36, 384), ('m', 48, 448))
 }
 
 
@@ -342,11 +243,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Cait) -> Di
     for key, value in state_dict.items():
         key = key.replace('module.', '')
         if key == 'pos_embed' and tuple(value.shape) != tuple(model.pos_embed.shape):
-            side = math.isqrt(value.shape[1])
-            if side * side != value.shape[1]:
-                raise ValueError(f'cannot tell the patch grid of a position table with {value.shape[1]} entries: it '
-                                 f'is not square; build the model for the size the weights were trained at')
-            value = resample_abs_pos_embed(value, model.patch_embed.grid_size, (side, side), num_prefix_tokens=0)
+            value = square_pos_table_to(value, model.patch_embed.grid_size, num_prefix_tokens=0)
         out[key] = value
     return out
 
@@ -355,11 +252,5 @@ SPEC = FamilySpec(
     name='cait', model=Cait, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     # not 'fx': its token-to-map step strips num_prefix_tokens (1) tokens from each tapped block, but CaiT's blocks
     # carry none (the class token joins after them)
-    feature_cls=('getter',), default_feature_cls='getter',
-    output_strides=patch_stride_of,
-    default_out_indices=3,  # timm's default feature levels for these ViTs: the last three blocks
-    input_multiple=patch_size_of, min_input_size=patch_size_of, img_size_arg='img_size',
-    size_args=('init_values',),
-    # no dynamic_hw: the position-table resample branches on the grid
-    export=('torch.export', 'onnx', 'compile'),
-    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=token_pyramid)
+    feature_cls=('getter',), default_feature_cls='getter', img_size_arg='img_size', size_args=('init_values',),
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=token_pyramid, **SQUARE_PATCH_SPEC)

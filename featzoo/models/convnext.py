@@ -11,17 +11,20 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from ..checks import check_choice, check_int, check_rate
 from ..features.info import normalize_out_indices
 from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, LayerNorm2d, create_conv2d, drop_path_rates, make_divisible, trunc_normal_
 from ..layers.activations import ActLayer, create_act_layer
+from ..layers.head_api import HeadApi
 from ..layers.mlp import GlobalResponseNormMlp, Mlp
 from ..layers.norm import RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
 from ..layers.pooling import POOL_TYPES
-from ..layers.head_api import HeadApi
+from ..layers.stage_dilation import dilate_past, entry_dilation
+from ..layers.stage_intermediates import stage_group_matcher
+from ..layers.token_model import run_each_checkpointed
 
 OUTPUT_STRIDES = (8, 16, 32)
 STEM_TYPES = ('patch', 'overlap', 'overlap_tiered', 'overlap_act')
@@ -149,42 +152,28 @@ class ConvNeXtStage(nn.Module):
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        checkpointed = self.grad_checkpointing and not torch.jit.is_scripting()
+        return run_each_checkpointed(checkpointed, self.blocks, self.downsample(x))
 
 
 def _check_args(depths: Sequence[int], dims: Sequence[int], kernel_sizes: Sequence[int], num_classes: int,
                 in_chans: int, output_stride: int, global_pool: str, drop_rate: float, drop_path_rate: float,
                 patch_size: int, stem_type: str, norm_layer: str, head_norm_first: bool,
                 head_hidden_size: Optional[int]) -> None:
-    if stem_type not in STEM_TYPES:
-        raise ValueError(f'stem_type={stem_type!r} is invalid; valid: {STEM_TYPES}')
-    if norm_layer not in NORM_LAYERS:
-        raise ValueError(f'norm_layer={norm_layer!r} is invalid; valid: {tuple(NORM_LAYERS)}')
+    check_choice('stem_type', stem_type, STEM_TYPES)
+    check_choice('norm_layer', norm_layer, tuple(NORM_LAYERS))
     if head_norm_first and head_hidden_size:
         raise ValueError(f'head_hidden_size={head_hidden_size!r} needs the pooled-norm head; with '
                          f'head_norm_first=True leave it None')
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
-    for name, value, low in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                             ('patch_size', patch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f'{name} must be an int, got {value!r}')
-        if value < low:
-            raise ValueError(f'{name}={value!r} is invalid; valid: an int >= {low}')
+    check_choice('output_stride', output_stride, OUTPUT_STRIDES)
+    for name, value, low in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1), ('patch_size', patch_size, 1)):
+        check_int(name, value, low)
     for name, value in (('depths', depths), ('dims', dims), ('kernel_sizes', kernel_sizes)):
         if len(value) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
             raise ValueError(f'{name}={tuple(value)!r} is invalid; valid: 4 positive ints, one per stage')
-    pool_types = POOL_TYPES if head_norm_first else NORM_MLP_POOL_TYPES
-    if global_pool not in pool_types:
-        raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {pool_types}')
-    for name, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f'{name}={value!r} is invalid; valid: 0 <= {name} < 1')
+    check_choice('global_pool', global_pool, POOL_TYPES if head_norm_first else NORM_MLP_POOL_TYPES)
+    check_rate('drop_rate', drop_rate)
+    check_rate('drop_path_rate', drop_path_rate)
 
 
 class ConvNeXt(HeadApi, nn.Module):
@@ -242,12 +231,8 @@ class ConvNeXt(HeadApi, nn.Module):
         for i in range(4):
             # Stage 0 only downsamples when the stem stopped at stride 2 (timm's rule, kept for its stems).
             stride = 2 if reduction == 2 or i > 0 else 1
-            if reduction >= output_stride and stride > 1:
-                dilation *= stride
-                stride = 1
-            reduction *= stride
-            # The downsample conv of a dilated stage reads the previous stage's grid, at most dilated by 2.
-            first_dilation = 1 if dilation in (1, 2) else 2
+            stride, dilation, reduction = dilate_past(output_stride, reduction, stride, dilation)
+            first_dilation = entry_dilation(dilation)
             stages.append(ConvNeXtStage(
                 in_chs, dims[i], kernel_size=kernel_sizes[i], stride=stride, depth=depths[i],
                 dilation=(first_dilation, dilation), drop_path_rates=rates[i], ls_init_value=ls_init_value,
@@ -304,14 +289,10 @@ class ConvNeXt(HeadApi, nn.Module):
         >>> ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 8, 8, 8)).group_matcher(coarse=True)['stem']
         '^stem'
         """
-        return dict(
-            stem=r'^stem',
-            blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.downsample', (0,)),
-                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-                (r'^norm_pre', (99999,)),
-            ],
-        )
+        matcher = stage_group_matcher(coarse)
+        if not coarse:
+            matcher['blocks'].append((r'^norm_pre', (99999,)))  # the norm before the head joins the last group
+        return matcher
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None,
                          reset_other: bool = False) -> None:

@@ -26,17 +26,16 @@ from ..checks import check_choice, check_int
 from ..family import FamilySpec
 from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
-from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import token_pyramid
 from ..layers.rope import AxialRope, CenteredRope, MixedRope, apply_rope
-from ..layers.token_model import TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
-from ..layers.token_model import check_token_model_args, plan_intermediates, pool_tokens, reset_linear_head
+from ..layers.token_model import TokenModelApi, check_heads, check_img_size, check_single_stride
+from ..layers.token_model import check_token_model_args, pool_tokens, reset_linear_head
 from ..layers.token_model import run_checkpointed, scale_init_by_depth
+from ..layers.token_pos_table import resized_pos_table
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Eva', 'EvaAttention', 'EvaBlock', 'VARIANTS', 'HEAD_IS_PROJECTION', 'SPEC']
@@ -218,7 +217,7 @@ def _check_rope_args(rope_type: str, attn_type: str, rope_rotate_half: bool, hea
                          f'num_heads), got {head_dim}')
 
 
-class Eva(HeadApi, nn.Module):
+class Eva(TokenModelApi, nn.Module):
     """EVA-style ViT: patch embedding, prefix tokens (class, registers), a learned absolute position table and/or
     RoPE, ``depth`` :class:`EvaBlock`\\ s, final norm(s), and a pooled linear head (or an attention pool).
 
@@ -231,7 +230,7 @@ class Eva(HeadApi, nn.Module):
     (torch.Size([1, 10]), torch.Size([1, 25, 64]))
     """
 
-    classifier_name = 'head'
+    pair_without_prefix = True  # as timm's EVA: return_prefix_tokens pairs even an empty prefix
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: Union[int, Tuple[int, int]] = 16,
                  in_chans: int = 3, num_classes: int = 1000, global_pool: str = 'avg', embed_dim: int = 768,
@@ -276,14 +275,10 @@ class Eva(HeadApi, nn.Module):
         fc_norm = global_pool == 'avg' if use_fc_norm is None else use_fc_norm
         post_norm = not fc_norm if use_post_transformer_norm is None else use_post_transformer_norm
 
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.num_prefix_tokens = int(class_token) + num_reg_tokens
+        self._set_token_model_attrs(num_classes, in_chans, global_pool, embed_dim,
+                                    num_prefix_tokens=int(class_token) + num_reg_tokens)
         self.no_embed_class = no_embed_class
         self.dynamic_img_size = dynamic_img_size
-        self.grad_checkpointing = False
         self.rope_mixed = use_rot_pos_emb and rope_type == 'mixed'
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, bias=not use_pre_transformer_norm,
@@ -323,8 +318,7 @@ class Eva(HeadApi, nn.Module):
             embed_dim, num_heads=attn_pool_num_heads or num_heads, mlp_ratio=attn_pool_mlp_ratio or mlp_ratio,
             norm_layer=norm, act_layer='gelu') if global_pool == 'map' else None
         self.fc_norm = norm(embed_dim) if fc_norm else nn.Identity()
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._add_linear_head(num_classes, drop_rate)
         self.head_init_scale = head_init_scale
         self.init_weights()
 
@@ -415,14 +409,12 @@ class Eva(HeadApi, nn.Module):
         self.patch_embed.set_input_size(img_size)
         if self.pos_embed is not None and self.patch_embed.grid_size != old_grid:
             prefix = 0 if self.no_embed_class else self.num_prefix_tokens
-            with torch.no_grad():
-                table = resample_abs_pos_embed(self.pos_embed, self.patch_embed.grid_size, old_grid, prefix)
-            self.pos_embed = nn.Parameter(table, requires_grad=self.pos_embed.requires_grad)
+            self.pos_embed = resized_pos_table(self.pos_embed, self.patch_embed.grid_size, old_grid, prefix)
 
     # ---- forward ------------------------------------------------------------------------------------------------
 
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor], Tuple[Any, Any]]:
-        """Tokens with prefix and position added (B, prefix + H * W, C), the RoPE table for the grid, the grid."""
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any], Tuple[Optional[torch.Tensor]]]:
+        """Tokens with prefix and position added (B, prefix + H * W, C), the grid, the RoPE table for the grid."""
         x = self.patch_embed(x)
         B, H, W, C = x.shape
         x = x.reshape(B, H * W, C)
@@ -439,16 +431,17 @@ class Eva(HeadApi, nn.Module):
             x = x if pos_embed is None else x + pos_embed
         x = self.pos_drop(x)
         rope = self.rope(H, W, x.device) if self.rope is not None else None
-        return self.norm_pre(x), rope, (H, W)
+        return self.norm_pre(x), (H, W), (rope,)
 
-    def _run_blocks(self, x: torch.Tensor, rope: Optional[torch.Tensor], blocks: Sequence[nn.Module],
-                    taps: Optional[Set[int]] = None, norm: bool = False) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def _tap(self, x: torch.Tensor, block_args: Tuple[Optional[torch.Tensor]], blocks: Sequence[nn.Module],
+             take: Optional[Set[int]], tap_norm: Optional[nn.Module]) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        rope, = block_args
         tapped = []
         for i, block in enumerate(blocks):
             block_rope = rope[i] if self.rope_mixed else rope  # mixed RoPE: one table per block
             x = run_checkpointed(self.grad_checkpointing, block, x, block_rope)
-            if taps is not None and i in taps:
-                tapped.append(self.norm(x) if norm else x)
+            if take is not None and i in take:
+                tapped.append(x if tap_norm is None else tap_norm(x))
         return x, tapped
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -457,8 +450,8 @@ class Eva(HeadApi, nn.Module):
         >>> Eva(embed_dim=32, depth=1, num_heads=2, num_reg_tokens=2).forward_features(torch.ones(1, 3, 32, 64)).shape
         torch.Size([1, 11, 32])
         """
-        x, rope, _ = self._embed(x)
-        x, _ = self._run_blocks(x, rope, self.blocks)
+        x, _, block_args = self._embed(x)
+        x, _ = self._tap(x, block_args, self.blocks, None, None)
         return self.norm(x)
 
     def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
@@ -472,52 +465,9 @@ class Eva(HeadApi, nn.Module):
             return self.attn_pool(x)
         return pool_tokens(x, self.global_pool if pool_type is None else pool_type, self.num_prefix_tokens)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, normalize (``fc_norm``), dropout and classify (or project) the tokens of :meth:`forward_features`.
-
-        >>> Eva(embed_dim=32, depth=1, num_heads=2, num_classes=7).forward_head(torch.ones(2, 5, 32)).shape
-        torch.Size([2, 7])
-        """
-        x = self.head_drop(self.fc_norm(self.pool(x)))
-        return x if pre_logits else self.head(x)
-
-    # ---- intermediates ------------------------------------------------------------------------------------------
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, return_prefix_tokens: bool = False,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the blocks selected by ``indices`` (None: all; int n: the last n; a sequence, negatives from
-        the end), with the prefix tokens split off, as timm's.
-
-        ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
-        ``return_prefix_tokens`` pairs each with its prefix tokens; ``stop_early`` skips the blocks after the last
-        selected one. Returns the list, or ``(forward_features output, list)`` unless ``intermediates_only``.
-
-        >>> m = Eva(embed_dim=32, depth=3, num_heads=2, use_rot_pos_emb=True)
-        >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 32, 48), 2, intermediates_only=True)]
-        [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
-        """
-        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
-        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
-        x, rope, (H, W) = self._embed(x)
-        x, intermediates = self._run_blocks(x, rope, blocks, take, norm)
-        intermediates = tokens_to_maps(intermediates, self.num_prefix_tokens, (H, W), output_fmt,
-                                       return_prefix_tokens, pair_without_prefix=True)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the blocks after the last of ``indices`` (and optionally the final norm and the head); returns the
-        absolute indices kept.
-
-        >>> m = Eva(embed_dim=32, depth=4, num_heads=2)
-        >>> m.prune_intermediate_layers((1,)), len(m.blocks)
-        ([1], 2)
-        """
-        return prune_blocks(self, indices, prune_norm, prune_head, drop_attn_pool=True)
+    def _prune_head(self) -> None:
+        self.attn_pool = None
+        self.fc_norm = nn.Identity()
 
 
 # ---- variants -------------------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ was built for (the abswin window embedding is tiled over the grid, as timm does 
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -29,7 +28,8 @@ from ..layers.helpers import to_2tuple
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.mlp import Mlp
 from ..layers.pos_embed import resample_abs_pos_embed
-from ..layers.token_model import run_checkpointed
+from ..layers.token_model import check_heads, run_checkpointed
+from ..layers.token_pos_table import resized_pos_table, square_pos_table_to
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 from .vision_transformer import LayerScale
 
@@ -103,11 +103,9 @@ class MaskUnitAttention(nn.Module):
     def __init__(self, dim: int, dim_out: int, heads: int, q_stride: int = 1, window_size: int = 0,
                  use_mask_unit_attn: bool = False) -> None:
         super().__init__()
-        if dim_out % heads:
-            raise ValueError(f'width {dim_out} must be divisible by its number of heads {heads}')
         self.dim = dim
         self.dim_out = dim_out
-        self.heads = heads
+        self.heads = check_heads(dim_out, heads, 'width')
         self.q_stride = q_stride
         self.head_dim = dim_out // heads
         self.window_size = window_size
@@ -362,9 +360,7 @@ class Hiera(HeadApi, nn.Module):
         size = _check_img_size(img_size)
         grid = (size[0] // PATCH_STRIDE, size[1] // PATCH_STRIDE)
         if self.pos_embed_win is None and grid != self.grid_size:
-            with torch.no_grad():
-                resized = resample_abs_pos_embed(self.pos_embed, grid, self.grid_size, num_prefix_tokens=0)
-            self.pos_embed = nn.Parameter(resized, requires_grad=self.pos_embed.requires_grad)
+            self.pos_embed = resized_pos_table(self.pos_embed, grid, self.grid_size, num_prefix_tokens=0)
         self.img_size, self.grid_size = size, grid
 
     # ---- forward ------------------------------------------------------------------------------------------------
@@ -480,11 +476,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: Hiera) -> D
         if key == 'pos_embed_abs':
             key = 'pos_embed'
         if key == 'pos_embed' and model.pos_embed_win is None and value.shape != model.pos_embed.shape:
-            side = math.isqrt(value.shape[1])
-            if side * side != value.shape[1]:
-                raise ValueError(f'cannot tell the token grid of a position table of {value.shape[1]} tokens '
-                                 '(not square); build the model at the size the weights were trained at')
-            value = resample_abs_pos_embed(value, model.grid_size, (side, side), num_prefix_tokens=0)
+            value = square_pos_table_to(value, model.grid_size, num_prefix_tokens=0)
         out[key] = value
     return out
 

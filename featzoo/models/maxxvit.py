@@ -23,7 +23,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ..checks import check_choice, check_int, check_int_tuple
 from ..family import FamilySpec
@@ -36,6 +35,7 @@ from ..layers.mlp import Mlp
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.pooling import POOL_TYPES
 from ..layers.rel_pos import RelPosBias, RelPosBiasTf, RelPosMlp
+from ..layers.token_model import run_each_checkpointed
 from ..layers.weight_init import normal_, trunc_normal_, uniform_
 from .vision_transformer import LayerScale
 
@@ -675,11 +675,8 @@ class MaxxVitStage(nn.Module):
                 block.set_input_size(feat_size, window_size, grid_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        checkpointed = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        return run_each_checkpointed(checkpointed, self.blocks, x)
 
 
 class Stem(nn.Module):

@@ -19,17 +19,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Uni
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
+from ..checks import check_choice, check_int
 from ..features.notrace import register_notrace_function
 from ..family import FamilySpec
 from ..layers import ClassifierHead, DropPath, drop_path_rates, trunc_normal_
+from ..layers.head_api import HeadApi, reset_classifier_head
 from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
 from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pooling import POOL_TYPES
 from ..layers.rel_pos import geometric_positions, relative_position_index
-from ..layers.head_api import HeadApi
+from ..layers.token_model import run_each_checkpointed
 from ..layers.weight_init import trunc_normal_linears_
 
 OUTPUT_STRIDES = (32,)
@@ -421,12 +422,8 @@ class SwinTransformerStage(nn.Module):
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-            return x
-        return self.blocks(x)
+        checkpointed = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        return run_each_checkpointed(checkpointed, self.blocks, self.downsample(x))
 
 
 class SwinTransformer(HeadApi, nn.Module):
@@ -522,16 +519,11 @@ class SwinTransformer(HeadApi, nn.Module):
         >>> m(torch.zeros(1, 3, 224, 224)).shape
         torch.Size([1, 56, 56, 96])
         """
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f'num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}')
-        if global_pool is not None and global_pool not in POOL_TYPES:
-            raise ValueError(f'unknown global_pool {global_pool!r}; valid: {POOL_TYPES}')
-        self.num_classes = num_classes
-        self.head.in_features = self.num_features  # pruned to an earlier stage, the head is sized for that one
-        self.head.reset(num_classes, pool_type=global_pool)
+        check_int('num_classes', num_classes, 0)
         if global_pool is not None:
-            self.global_pool = global_pool
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+            self.global_pool = check_choice('global_pool', global_pool, POOL_TYPES)
+        # pruned to an earlier stage, the new head is sized for that stage's width (num_features)
+        reset_classifier_head(self, num_classes, global_pool)
 
     def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,

@@ -25,7 +25,7 @@ from ..layers.head_api import HeadApi
 from ..layers.intermediates import IndicesArg, feature_take_indices
 from ..layers.norm import LayerNorm2d
 from ..layers.norm_mlp_head import NormMlpClassifierHead
-from ..layers.token_model import run_checkpointed
+from ..layers.token_model import check_heads, run_checkpointed
 from ..layers.weight_init import trunc_normal_linears_
 
 DEFAULT_CFG = dict(
@@ -190,10 +190,8 @@ class TinyVitBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, window_size: int = 7, mlp_ratio: float = 4.0, drop: float = 0.0,
                  drop_path: float = 0.0, local_conv_size: int = 3, act_layer: type = nn.GELU) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f'embed dim {dim} must be divisible by num_heads={num_heads}')
         self.dim = dim
-        self.num_heads = num_heads
+        self.num_heads = check_heads(dim, num_heads, 'width')
         self.window_size = window_size
         self.attn = Attention(dim, dim // num_heads, num_heads, attn_ratio=1, resolution=(window_size, window_size))
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -24,15 +24,13 @@ from ..family import FamilySpec
 from ..layers.activations import ActLayer, create_act_layer, get_act_layer
 from ..layers.attention_pool import AttentionPoolLatent
 from ..layers.drop import DropPath
-from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, prune_blocks, tokens_to_maps
 from ..layers.mlp import Mlp, SwiGLU, SwiGLUPacked
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pos_embed import resample_abs_pos_embed
 from ..layers.pyramid import token_pyramid
-from ..layers.token_model import TOKEN_OUTPUT_FORMATS, check_img_size, plan_intermediates, pool_tokens, run_checkpointed
-from ..layers.token_model import tap_blocks
+from ..layers.token_model import TokenModelApi, check_img_size, pool_tokens
+from ..layers.token_pos_table import resized_pos_table
 from ..layers.weight_init import normal_, trunc_normal_, trunc_normal_linears_
 
 DEFAULT_CFG = dict(
@@ -580,7 +578,7 @@ def block_options(mlp_ratio: float = 4.0, qkv_bias: bool = True, qk_norm: bool =
                 scale_mlp_norm=scale_mlp_norm)
 
 
-class VisionTransformer(HeadApi, nn.Module):
+class VisionTransformer(TokenModelApi, nn.Module):
     """A plain ViT: patch embedding, prefix tokens (class, distillation, registers), learned position embedding,
     ``depth`` identical blocks, a final norm and a linear head.
 
@@ -642,18 +640,14 @@ class VisionTransformer(HeadApi, nn.Module):
             raise ValueError(f'patch_size must be a positive int or a pair of them, got {patch_size!r}')
 
         use_fc_norm = global_pool in ('avg', 'avgmax', 'max') if fc_norm is None else fc_norm
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self._set_token_model_attrs(num_classes, in_chans, global_pool, embed_dim,
+                                    num_prefix_tokens=int(class_token) + int(distilled) + reg_tokens)
         self.has_class_token = class_token
         self.distilled = distilled
         self.num_reg_tokens = reg_tokens
-        self.num_prefix_tokens = int(class_token) + int(distilled) + reg_tokens
         self.no_embed_class = no_embed_class
         self.pool_include_prefix = pool_include_prefix
         self.dynamic_img_size = dynamic_img_size
-        self.grad_checkpointing = False
         self.distilled_training = False
 
         # CLIP-style pre-norm models drop the patch bias; the layout stays NHWC so the grid size is at hand
@@ -691,8 +685,7 @@ class VisionTransformer(HeadApi, nn.Module):
         self.attn_pool = AttentionPoolLatent(embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, norm_layer=norm,
                                              act_layer=block_cfg['act_layer']) if global_pool == 'map' else None
         self.fc_norm = norm(embed_dim) if final_norm and use_fc_norm else nn.Identity()
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._add_linear_head(num_classes, drop_rate)
         if distilled:
             self.head_dist = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
@@ -787,10 +780,7 @@ class VisionTransformer(HeadApi, nn.Module):
         self.patch_embed.set_input_size(size)
         if self.patch_embed.grid_size != old_grid:
             prefix = 0 if self.no_embed_class else self.num_prefix_tokens
-            with torch.no_grad():
-                resized = resample_abs_pos_embed(self.pos_embed, self.patch_embed.grid_size, old_grid,
-                                                 num_prefix_tokens=prefix)
-            self.pos_embed = nn.Parameter(resized, requires_grad=self.pos_embed.requires_grad)
+            self.pos_embed = resized_pos_table(self.pos_embed, self.patch_embed.grid_size, old_grid, prefix)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         # x: patch grid, channels last (B, H, W, C)
@@ -819,24 +809,10 @@ class VisionTransformer(HeadApi, nn.Module):
             x = x + pos_embed
         return self.pos_drop(x)
 
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any]]:
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any], Tuple[()]]:
         x = self.patch_embed(x)
         grid = (x.shape[1], x.shape[2])
-        return self.norm_pre(self._pos_embed(x)), grid
-
-    def _run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return run_checkpointed(self.grad_checkpointing, block, x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Tokens after the final norm: (B, prefix tokens + H / patch * W / patch, embed_dim).
-
-        >>> VisionTransformer(depth=1, embed_dim=32, num_heads=2).forward_features(torch.ones(1, 3, 32, 64)).shape
-        torch.Size([1, 9, 32])
-        """
-        x, _ = self._embed(x)
-        for block in self.blocks:
-            x = self._run_block(block, x)
-        return self.norm(x)
+        return self.norm_pre(self._pos_embed(x)), grid, ()
 
     def pool(self, x: torch.Tensor, pool_type: Optional[str] = None) -> torch.Tensor:
         """Reduce tokens to one vector per image (``'token'``: the class token; others over the patch tokens).
@@ -867,44 +843,6 @@ class VisionTransformer(HeadApi, nn.Module):
             return (cls + dist) / 2
         x = self.head_drop(self.fc_norm(self.pool(x)))
         return x if pre_logits else self.head(x)
-
-    # ---- intermediates ------------------------------------------------------------------------------------------
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, return_prefix_tokens: bool = False,
-                              norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
-                              intermediates_only: bool = False
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the blocks selected by ``indices`` (None: all; int n: the last n; a sequence, negatives from
-        the end), in block order, with the prefix tokens split off.
-
-        ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
-        ``return_prefix_tokens`` pairs each with its prefix tokens; ``stop_early`` skips the blocks after the last
-        selected one. Returns the list, or ``(forward_features output, list)`` unless ``intermediates_only``.
-
-        >>> m = VisionTransformer(depth=4, embed_dim=32, num_heads=2)
-        >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 32, 48), 2, intermediates_only=True)]
-        [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
-        """
-        _check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
-        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
-        x, (H, W) = self._embed(x)
-        x, intermediates = tap_blocks(x, blocks, self._run_block, take, self.norm if norm else None)
-        intermediates = tokens_to_maps(intermediates, self.num_prefix_tokens, (H, W), output_fmt,
-                                       return_prefix_tokens)
-        if intermediates_only:
-            return intermediates
-        return self.norm(x), intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the blocks after the last of ``indices`` (and optionally the final norm and the head); returns the
-        absolute indices kept.
-
-        >>> m = VisionTransformer(depth=4, embed_dim=32, num_heads=2)
-        >>> m.prune_intermediate_layers((1,)), len(m.blocks)
-        ([1], 2)
-        """
-        return prune_blocks(self, indices, prune_norm, prune_head)
 
 
 # ---- builders and adapters for the factory --------------------------------------------------------------------------

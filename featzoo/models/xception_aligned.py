@@ -11,11 +11,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
+from ..checks import check_choice, check_int, check_rate
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, create_conv2d
-from ..layers.head_api import HeadApi
+from ..layers.head_api import HeadApi, reset_classifier_head
+from ..layers.token_model import run_each_checkpointed
 
 # The strided feature levels are taken inside a block (the input of its last, strided separable conv), so only the
 # hook and fx wrappers can reach them.
@@ -175,19 +176,13 @@ def _block_plan(entry_flow: Sequence[Tuple[int, int]], middle_depth: int) -> Lis
 
 def _check_args(entry_flow: Sequence[Tuple[int, int]], middle_depth: int, num_classes: int, in_chans: int,
                 output_stride: int, global_pool: str, drop_rate: float, drop_path_rate: float) -> None:
-    if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f'output_stride={output_stride!r} is not supported; valid: {OUTPUT_STRIDES}')
-    for name, value, low in (('num_classes', num_classes, 0), ('in_chans', in_chans, 1),
-                             ('middle_depth', middle_depth, 0)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f'{name} must be an int, got {value!r}')
-        if value < low:
-            raise ValueError(f'{name}={value!r} is invalid; valid: an int >= {low}')
-    if global_pool not in _POOL_TYPES:
-        raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {_POOL_TYPES}')
-    for name, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f'{name}={value!r} is invalid; valid: 0 <= {name} < 1')
+    check_choice('output_stride', output_stride, OUTPUT_STRIDES)
+    check_int('num_classes', num_classes, 0)
+    check_int('in_chans', in_chans, 1)
+    check_int('middle_depth', middle_depth, 0)
+    check_choice('global_pool', global_pool, _POOL_TYPES)
+    check_rate('drop_rate', drop_rate)
+    check_rate('drop_path_rate', drop_path_rate)
     def valid_pair(block: Any) -> bool:
         return (isinstance(block, (tuple, list)) and len(block) == 2 and all(isinstance(v, int) for v in block)
                 and block[0] >= 1 and block[1] in (1, 2))
@@ -279,13 +274,10 @@ class XceptionAligned(HeadApi, nn.Module):
         >>> model(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 2048, 2, 2])
         """
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f'num_classes={num_classes!r} is invalid; valid: an int >= 0')
-        if global_pool is not None and global_pool not in _POOL_TYPES:
-            raise ValueError(f'global_pool={global_pool!r} is invalid; valid: {_POOL_TYPES}')
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
-        self.head_hidden_size = self.num_features * self.head.global_pool.feat_mult()
+        check_int('num_classes', num_classes, 0)
+        if global_pool is not None:
+            check_choice('global_pool', global_pool, _POOL_TYPES)
+        reset_classifier_head(self, num_classes, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled feature map of the last block, ``(N, num_features, H/32, W/32)`` at output_stride 32.
@@ -293,13 +285,8 @@ class XceptionAligned(HeadApi, nn.Module):
         >>> XceptionAligned(middle_depth=0).forward_features(torch.ones(1, 3, 64, 64)).shape
         torch.Size([1, 2048, 2, 2])
         """
-        x = self.stem(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            for block in self.blocks:
-                x = checkpoint(block, x, use_reentrant=False)
-        else:
-            x = self.blocks(x)
-        return self.act(x)
+        checkpointed = self.grad_checkpointing and not torch.jit.is_scripting()
+        return self.act(run_each_checkpointed(checkpointed, self.blocks, self.stem(x)))
 
 
 SPEC = FamilySpec(

@@ -20,16 +20,14 @@ from ..checks import check_choice
 from ..family import FamilySpec
 from ..features.notrace import register_notrace_function
 from ..layers.activations import create_act_layer
-from ..layers.class_attention import XcitClassAttentionBlock, check_class_token_pool
+from ..layers.class_attention import ClassTokenLastApi, XcitClassAttentionBlock, check_class_token_pool
 from ..layers.drop import DropPath
-from ..layers.head_api import HeadApi
 from ..layers.helpers import to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 from ..layers.mlp import Mlp
 from ..layers.pyramid import token_pyramid
-from ..layers.token_model import AttentionParts, TOKEN_OUTPUT_FORMATS, check_heads, check_img_size, check_single_stride
-from ..layers.token_model import check_token_model_args, layer_norm_eps6, patch_size_of, patch_stride_of
-from ..layers.token_model import plan_intermediates, reset_linear_head, run_checkpointed, tap_blocks
+from ..layers.token_model import AttentionParts, check_heads, check_img_size, check_single_stride
+from ..layers.token_model import check_token_model_args, layer_norm_eps6, SQUARE_PATCH_SPEC
+from ..layers.token_model import reset_linear_head, run_checkpointed
 from ..layers.weight_init import trunc_normal_, trunc_normal_linears_
 
 __all__ = ['Xcit', 'CrossCovarianceAttention', 'XcaBlock', 'VARIANTS', 'SPEC']
@@ -201,19 +199,21 @@ class XcaBlock(nn.Module):
         return x + self.drop_path2(self.gamma2 * self.mlp(self.norm2(x)))
 
 
-class Xcit(HeadApi, nn.Module):
+class Xcit(ClassTokenLastApi, nn.Module):
     """XCiT: convolutional patch embedding, Fourier position encoding, ``depth`` XCA blocks, ``cls_attn_layers``
     class-attention blocks that bring in the class token, a final norm and a linear head.
 
     ``forward_features`` returns the class token followed by the patch tokens, as timm's does.
 
+    The position encoding is computed for each input's grid (here 5 x 3 patches), so no size is built in:
+
     >>> m = Xcit(patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=10)
-    >>> m(torch.randn(1, 3, 32, 32)).shape, m.forward_features(torch.randn(1, 3, 48, 32)).shape
-    (torch.Size([1, 10]), torch.Size([1, 25, 32]))
+    >>> m(torch.randn(1, 3, 40, 24)).shape, m.pos_embed(5, 3).shape
+    (torch.Size([1, 10]), torch.Size([1, 15, 32]))
     """
 
-    classifier_name = 'head'
     no_weight_decay_names = ('pos_embed.*', 'cls_token')
+    class_blocks_name = 'cls_attn_blocks'
 
     def __init__(self, img_size: Union[int, Tuple[int, int]] = 224, patch_size: int = 16, in_chans: int = 3,
                  num_classes: int = 1000, global_pool: str = 'token', embed_dim: int = 768, depth: int = 12,
@@ -232,12 +232,7 @@ class Xcit(HeadApi, nn.Module):
         check_single_stride(output_stride, patch_size, 'XCiT')
         img_size = check_img_size(img_size, patch_size)
 
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
-        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
-        self.num_prefix_tokens = 1
-        self.grad_checkpointing = False
+        self._set_token_model_attrs(num_classes, in_chans, global_pool, embed_dim, num_prefix_tokens=1)
 
         self.patch_embed = ConvPatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -249,14 +244,11 @@ class Xcit(HeadApi, nn.Module):
                      attn_drop=attn_drop_rate, drop_path=drop_path_rate, eta=eta)
             for _ in range(depth)])
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
-        self.cls_attn_blocks = nn.ModuleList([
+        self._add_class_attention_head([
             XcitClassAttentionBlock(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                                     proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, norm_layer=layer_norm_eps6,
                                     eta=eta, tokens_norm=tokens_norm)
-            for _ in range(cls_attn_layers)])
-        self.norm = layer_norm_eps6(embed_dim)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            for _ in range(cls_attn_layers)], num_classes, drop_rate)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -307,99 +299,20 @@ class Xcit(HeadApi, nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------------------------
 
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any]]:
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[Any, Any], Tuple[Any, Any]]:
         x = self.patch_embed(x)
         H, W = x.shape[2], x.shape[3]
         x = x.flatten(2).transpose(1, 2)
         if self.pos_embed is not None:
             x = x + self.pos_embed(H, W)
-        return self.pos_drop(x), (H, W)
-
-    def _run(self, block: nn.Module, *args: Any) -> torch.Tensor:
-        return run_checkpointed(self.grad_checkpointing, block, *args)
+        return self.pos_drop(x), (H, W), (H, W)  # every XCA block also takes the grid
 
     def forward_cls(self, x: torch.Tensor) -> torch.Tensor:
         """Prepend the class token to the patch tokens ``x`` and run the class-attention blocks."""
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         for block in self.cls_attn_blocks:
-            x = self._run(block, x)
+            x = run_checkpointed(self.grad_checkpointing, block, x)
         return x
-
-    def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cls_attn_blocks is not None:
-            x = self.forward_cls(x)
-        return self.norm(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The class token and the patch tokens after the final norm: (B, 1 + H / patch * W / patch, embed_dim).
-
-        >>> Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2).forward_features(torch.ones(1, 3, 16, 24)).shape
-        torch.Size([1, 7, 32])
-        """
-        x, (H, W) = self._embed(x)
-        for block in self.blocks:
-            x = self._run(block, x, H, W)
-        return self._finish(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool ('token': the class token; 'avg': the mean of the patch tokens), dropout and classify.
-
-        >>> Xcit(patch_size=8, embed_dim=32, depth=1, num_heads=2, num_classes=3).forward_head(
-        ...     torch.ones(2, 5, 32)).shape
-        torch.Size([2, 3])
-        """
-        if self.global_pool == 'avg':
-            x = x[:, self.num_prefix_tokens:].mean(dim=1)
-        elif self.global_pool == 'token':
-            x = x[:, 0]
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
-
-    # ---- intermediates ----------------------------------------------------------------------------------------
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Outputs of the XCA blocks selected by ``indices`` (None: all; int n: the last n; a sequence, negatives
-        from the end), in block order: patch tokens only (the class token joins after the blocks).
-
-        ``norm`` applies the final norm to each; ``output_fmt`` is 'NCHW' (maps), 'NHWC' or 'NLC' (tokens);
-        ``stop_early`` skips the blocks after the last selected one. Returns the list, or ``(forward_features
-        output, list)`` unless ``intermediates_only``.
-
-        >>> m = Xcit(patch_size=8, embed_dim=32, depth=3, num_heads=2)
-        >>> [t.shape for t in m.forward_intermediates(torch.ones(1, 3, 16, 24), 2, intermediates_only=True)]
-        [torch.Size([1, 32, 2, 3]), torch.Size([1, 32, 2, 3])]
-        """
-        check_choice('output_fmt', output_fmt, TOKEN_OUTPUT_FORMATS)
-        take, blocks = plan_intermediates(self.blocks, indices, stop_early, intermediates_only)
-        x, (H, W) = self._embed(x)
-        x, intermediates = tap_blocks(x, blocks, lambda block, y: self._run(block, y, H, W), take,
-                                      self.norm if norm else None)
-        intermediates = tokens_to_maps(intermediates, 0, (H, W), output_fmt)  # the class token joins after the blocks
-        if intermediates_only:
-            return intermediates
-        return self._finish(x), intermediates
-
-    def prune_intermediate_layers(self, indices: IndicesArg = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the blocks after the last of ``indices``, optionally the final norm, and with the head the class
-        token and the class-attention blocks; returns the absolute indices kept.
-
-        >>> m = Xcit(patch_size=8, embed_dim=32, depth=4, num_heads=2)
-        >>> m.prune_intermediate_layers((1,)), len(m.blocks), m.cls_attn_blocks
-        ([1], 2, None)
-        """
-        take, last = feature_take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:last + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
-            self.cls_attn_blocks = None
-            self.cls_token = None
-            self.num_prefix_tokens = 0
-            self.reset_classifier(0, '')
-        return take
 
 
 # ---- variants -------------------------------------------------------------------------------------------------------
@@ -465,11 +378,7 @@ SPEC = FamilySpec(
     name='xcit', model=Xcit, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     # not 'fx': its token-to-map step strips num_prefix_tokens (1) tokens from each tapped block, but XCiT's blocks
     # carry none (the class token joins after them)
-    feature_cls=('getter',), default_feature_cls='getter',
-    output_strides=patch_stride_of,
-    default_out_indices=3,  # timm's default feature levels for these models: the last three blocks
-    # the patch embedding's strided convolutions take any side, but only multiples of the patch tile it exactly
-    input_multiple=patch_size_of, min_input_size=patch_size_of,
-    size_args=('eta',),
-    export=('torch.export', 'onnx', 'compile'),
-    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid)
+    # inputs in whole patches: the patch embedding's strided convolutions take any side, but only multiples of the
+    # patch tile it exactly
+    feature_cls=('getter',), default_feature_cls='getter', size_args=('eta',),
+    checkpoint_filter=checkpoint_filter_fn, feature_pyramid=create_feature_pyramid, **SQUARE_PATCH_SPEC)
