@@ -68,28 +68,6 @@ def tokens_to_maps(intermediates: List[torch.Tensor], num_prefix_tokens: int, gr
     return list(intermediates)
 
 
-def prune_blocks(model: nn.Module, indices: IndicesArg, prune_norm: bool, prune_head: bool,
-                 drop_attn_pool: bool = False) -> List[int]:
-    """``prune_intermediate_layers`` of a model with one sequence of ``blocks``, a final ``norm`` and a head
-    (``fc_norm``, ``reset_classifier``): the blocks after the last of ``indices`` dropped, optionally the final norm
-    and the head (with its attention pool when ``drop_attn_pool``). Returns the absolute indices kept.
-
-    >>> m = nn.Module(); m.blocks = nn.Sequential(*[nn.Identity() for _ in range(4)]); m.norm = nn.LayerNorm(2)
-    >>> prune_blocks(m, (1,), prune_norm=True, prune_head=False), len(m.blocks), m.norm
-    ([1], 2, Identity())
-    """
-    take, last = feature_take_indices(len(model.blocks), indices)
-    model.blocks = model.blocks[:last + 1]
-    if prune_norm:
-        model.norm = nn.Identity()
-    if prune_head:
-        if drop_attn_pool:
-            model.attn_pool = None
-        model.fc_norm = nn.Identity()
-        model.reset_classifier(0, '')
-    return take
-
-
 def prune_head_after(model: nn.Module, last: int, num_levels: int, prune_head: bool,
                      trim_feature_info: bool = False, global_pool: Optional[str] = '', **reset_kwargs: Any) -> bool:
     """The end of ``prune_intermediate_layers`` for a model whose head reads its last level: when ``last`` is not

@@ -31,7 +31,7 @@ from .intermediates import IndicesArg, feature_take_indices, tokens_to_maps
 __all__ = ['TOKEN_OUTPUT_FORMATS', 'layer_norm_eps6', 'check_heads', 'AttentionParts', 'check_img_size',
            'check_single_stride', 'run_checkpointed', 'plan_intermediates', 'tap_blocks', 'reset_linear_head',
            'pool_tokens', 'scale_init_by_depth', 'check_token_model_args', 'patch_size_of', 'patch_stride_of',
-           'TokenModelApi', 'check_patch_grid', 'SQUARE_PATCH_SPEC', 'run_each_checkpointed']
+           'TokenModelApi', 'check_patch_grid', 'SQUARE_PATCH_SPEC']
 
 # what forward_intermediates of a token model returns: maps (NCHW, NHWC) or the tokens as they are (NLC)
 TOKEN_OUTPUT_FORMATS = ('NCHW', 'NHWC', 'NLC')
@@ -177,21 +177,6 @@ def run_checkpointed(enabled: bool, module: nn.Module, *args: Any) -> Any:
     if enabled and torch.is_grad_enabled():
         return checkpoint(module, *args, use_reentrant=False)
     return module(*args)
-
-
-def run_each_checkpointed(enabled: bool, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``blocks(x)``; when ``enabled``, block by block with each block's activations recomputed in the backward pass
-    instead of stored (non-reentrant checkpointing). The caller decides when (training only, gradients on, not
-    scripting), as the family's timm counterpart does.
-
-    >>> run_each_checkpointed(True, nn.Sequential(nn.Identity(), nn.Identity()), torch.ones(1)).tolist()
-    [1.0]
-    """
-    if not enabled:
-        return blocks(x)
-    for block in blocks:
-        x = checkpoint(block, x, use_reentrant=False)
-    return x
 
 
 def plan_intermediates(blocks: Sequence[nn.Module], indices: IndicesArg, stop_early: bool,

@@ -21,10 +21,9 @@ from ..layers.head_api import HeadApi
 from ..layers.mlp import GlobalResponseNormMlp, Mlp
 from ..layers.norm import RmsNorm, RmsNorm2d, SimpleNorm, SimpleNorm2d
 from ..layers.norm_mlp_head import NORM_MLP_POOL_TYPES, NormMlpClassifierHead
+from ..layers.output_stride import stride_or_dilate
 from ..layers.pooling import POOL_TYPES
-from ..layers.stage_dilation import dilate_past, entry_dilation
-from ..layers.stage_intermediates import stage_group_matcher
-from ..layers.token_model import run_each_checkpointed
+from ..layers.stage_intermediates import run_sequence, stage_group_matcher
 
 OUTPUT_STRIDES = (8, 16, 32)
 STEM_TYPES = ('patch', 'overlap', 'overlap_tiered', 'overlap_act')
@@ -153,7 +152,7 @@ class ConvNeXtStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checkpointed = self.grad_checkpointing and not torch.jit.is_scripting()
-        return run_each_checkpointed(checkpointed, self.blocks, self.downsample(x))
+        return run_sequence(self.blocks, self.downsample(x), checkpointed)
 
 
 def _check_args(depths: Sequence[int], dims: Sequence[int], kernel_sizes: Sequence[int], num_classes: int,
@@ -231,8 +230,9 @@ class ConvNeXt(HeadApi, nn.Module):
         for i in range(4):
             # Stage 0 only downsamples when the stem stopped at stride 2 (timm's rule, kept for its stems).
             stride = 2 if reduction == 2 or i > 0 else 1
-            stride, dilation, reduction = dilate_past(output_stride, reduction, stride, dilation)
-            first_dilation = entry_dilation(dilation)
+            stride, reduction, dilation = stride_or_dilate(reduction, dilation, output_stride, stride)
+            # The downsample conv of a dilated stage reads the previous stage's grid, at most dilated by 2.
+            first_dilation = 1 if dilation in (1, 2) else 2
             stages.append(ConvNeXtStage(
                 in_chs, dims[i], kernel_size=kernel_sizes[i], stride=stride, depth=depths[i],
                 dilation=(first_dilation, dilation), drop_path_rates=rates[i], ls_init_value=ls_init_value,

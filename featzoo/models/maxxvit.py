@@ -30,12 +30,11 @@ from ..layers import BatchNormAct2d, ClassifierHead, DropPath, LayerNorm2d, SEMo
 from ..layers.activations import create_act_layer
 from ..layers.head_api import HeadApi
 from ..layers.helpers import make_divisible, to_2tuple
-from ..layers.intermediates import IndicesArg, feature_take_indices, prune_head_after
 from ..layers.mlp import Mlp
 from ..layers.norm_mlp_head import NormMlpClassifierHead
 from ..layers.pooling import POOL_TYPES
 from ..layers.rel_pos import RelPosBias, RelPosBiasTf, RelPosMlp
-from ..layers.token_model import run_each_checkpointed
+from ..layers.stage_intermediates import StagedFeatures, run_sequence
 from ..layers.weight_init import normal_, trunc_normal_, uniform_
 from .vision_transformer import LayerScale
 
@@ -675,8 +674,7 @@ class MaxxVitStage(nn.Module):
                 block.set_input_size(feat_size, window_size, grid_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        checkpointed = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        return run_each_checkpointed(checkpointed, self.blocks, x)
+        return run_sequence(self.blocks, x, self.grad_checkpointing and self.training and torch.is_grad_enabled())
 
 
 class Stem(nn.Module):
@@ -721,7 +719,7 @@ def stage_geometry(img_size: Pair, num_stages: int) -> List[Pair]:
     return sizes
 
 
-class MaxxVit(HeadApi, nn.Module):
+class MaxxVit(StagedFeatures, HeadApi, nn.Module):
     """CoAtNet / MaxViT / MaxxViT: stem, stages of conv and attention blocks, final norm (or norm-MLP head).
 
     ``block_type`` gives one entry per stage ('C' conv, 'T' full-map attention, 'M' MaxViT, 'PM' parallel MaxViT, or
@@ -736,6 +734,9 @@ class MaxxVit(HeadApi, nn.Module):
     """
 
     checkpoint_stages = 'stages'
+    # levels: the stem, then each stage; the final norm ends the last one (timm's forward_intermediates)
+    stem_is_level, features_end, end_is_norm = True, 'norm', True
+    prune_trims_feature_info, pruned_head_args = False, dict(reset_other=True)
 
     def __init__(self, embed_dim: Sequence[int] = (96, 192, 384, 768), depths: Sequence[int] = (2, 3, 5, 2),
                  block_type: Sequence[Union[str, Sequence[str]]] = ('C', 'C', 'T', 'T'),
@@ -884,54 +885,6 @@ class MaxxVit(HeadApi, nn.Module):
         self.num_classes = num_classes
         self.global_pool = pool
         self.head_hidden_size = self._head_width()
-
-    def forward_intermediates(self, x: torch.Tensor, indices: IndicesArg = None, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The stem's and each stage's output (NCHW) and, unless ``intermediates_only``, the final features.
-
-        Index 0 is the stem. ``indices``: None = all, an int n = the last n, or a sequence (negatives from the end).
-        ``norm`` applies the final norm to the last stage's map when it is taken.
-
-        >>> m = SPEC.build('test_maxvit')
-        >>> [t.shape[1] for t in m.forward_intermediates(torch.zeros(1, 3, 64, 64), intermediates_only=True)]
-        [32, 32, 64, 96, 128]
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt={output_fmt!r} is not supported; valid: 'NCHW' (the feature wrappers give "
-                             f"NHWC maps with output_fmt='NHWC')")
-        take, last = feature_take_indices(len(self.stages) + 1, indices)
-        intermediates = []
-        x = self.stem(x)
-        if 0 in take:
-            intermediates.append(x)
-        num_stages = len(self.stages)
-        stages = self.stages[:last] if stop_early else self.stages
-        index = 0
-        for stage in stages:
-            index += 1
-            x = stage(x)
-            if index in take:
-                intermediates.append(self.norm(x) if norm and index == num_stages else x)
-        if intermediates_only:
-            return intermediates
-        if index == num_stages:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last of ``indices`` (and the norm / head as requested); return the indices.
-
-        >>> m = SPEC.build('test_maxvit')
-        >>> m.prune_intermediate_layers([0, 2]), len(m.stages), m.num_features
-        ([0, 2], 2, 64)
-        """
-        take, last = feature_take_indices(len(self.stages) + 1, indices)
-        if prune_head_after(self, last, len(self.stages) + 1, prune_head, reset_other=True) or prune_norm:
-            self.norm = nn.Identity()  # sized for the last stage only
-        self.stages = self.stages[:last]
-        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, stages and final norm: an NCHW map at stride 32.

@@ -30,7 +30,7 @@ from ..layers.mlp import Mlp
 from ..layers.patch_embed import PatchEmbed
 from ..layers.pooling import POOL_TYPES
 from ..layers.rel_pos import geometric_positions, relative_position_index
-from ..layers.token_model import run_each_checkpointed
+from ..layers.stage_intermediates import run_sequence
 from ..layers.weight_init import trunc_normal_linears_
 
 OUTPUT_STRIDES = (32,)
@@ -423,7 +423,7 @@ class SwinTransformerStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checkpointed = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        return run_each_checkpointed(checkpointed, self.blocks, self.downsample(x))
+        return run_sequence(self.blocks, self.downsample(x), checkpointed)
 
 
 class SwinTransformer(HeadApi, nn.Module):

@@ -16,7 +16,7 @@ from ..checks import check_choice, check_int, check_rate
 from ..family import FamilySpec
 from ..layers import BatchNormAct2d, ClassifierHead, ConvNormAct, DropPath, create_conv2d
 from ..layers.head_api import HeadApi, reset_classifier_head
-from ..layers.token_model import run_each_checkpointed
+from ..layers.stage_intermediates import run_sequence
 
 # The strided feature levels are taken inside a block (the input of its last, strided separable conv), so only the
 # hook and fx wrappers can reach them.
@@ -286,7 +286,7 @@ class XceptionAligned(HeadApi, nn.Module):
         torch.Size([1, 2048, 2, 2])
         """
         checkpointed = self.grad_checkpointing and not torch.jit.is_scripting()
-        return self.act(run_each_checkpointed(checkpointed, self.blocks, self.stem(x)))
+        return self.act(run_sequence(self.blocks, self.stem(x), checkpointed))
 
 
 SPEC = FamilySpec(
