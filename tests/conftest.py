@@ -27,6 +27,15 @@ def _glibc_trim():
 _MALLOC_TRIM = _glibc_trim()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    # weights a test body saved go when it ends; a module-scoped fixture's (saved at setup) stay for its module
+    from helpers import created_count, remove_created_since
+    mark = created_count()
+    yield
+    remove_created_since(mark)
+
+
 def pytest_runtest_teardown(item, nextitem) -> None:
     # glibc keeps freed heap memory for reuse: after a few hundred big models a slow-suite worker held 11.6 GB of
     # freed-but-kept heap and peaked at 20.5 GB, and the OOM killer ended it on a 24 GB machine (malloc_trim gives

@@ -4,6 +4,7 @@ family specs so that a new family needs no table entry here."""
 from __future__ import annotations
 
 import atexit
+import copy
 import datetime
 import math
 import os
@@ -31,6 +32,38 @@ def assert_equal(actual: torch.Tensor, reference: torch.Tensor, what: str = '', 
     diff = (actual.detach().float() - ref).abs().max().item() if ref.numel() else 0.0
     bound = rtol * max(1.0, ref.abs().max().item() if ref.numel() else 0.0)
     assert diff <= bound, f'{what}: max |a - b| = {diff:.3e} > {bound:.3e}'
+
+
+ROUNDING_FACTOR = 4.0  # how much further from the float64 result featzoo's float32 may land than timm's own float32
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.detach().double() - b.detach().double()).abs().max().item() if b.numel() else 0.0
+
+
+def assert_same_function(ours: nn.Module, theirs: nn.Module, x: torch.Tensor, what: str = '') -> None:
+    """``ours(x)`` equals ``theirs(x)`` (:func:`assert_equal`) in float32; where it does not, the difference must be
+    float32 rounding, not another function.
+
+    A network at timm's random initialization can amplify rounding: timm's own float32 output of
+    ``maxvit_base_tf_224`` at 224 px lies 2.8e-3 * max|ref| from its float64 output. The models are then compared
+    in float64 (there they must be equal), and featzoo's float32 output may not lie more than ``ROUNDING_FACTOR``
+    times further from that float64 reference than timm's own float32 output does.
+    """
+    with torch.no_grad():
+        got, ref = ours(x), theirs(x)
+    bound = 1e-5 * max(1.0, ref.detach().abs().max().item() if ref.numel() else 0.0)
+    if got.shape == ref.shape and _max_abs_diff(got, ref) <= bound:
+        return
+    assert got.shape == ref.shape, f'{what}: shape {tuple(got.shape)} != {tuple(ref.shape)}'
+    with torch.no_grad():
+        got64 = copy.deepcopy(ours).double()(x.double())
+        ref64 = copy.deepcopy(theirs).double()(x.double())
+    assert_equal(got64, ref64, f'{what} (float32 differed by {_max_abs_diff(got, ref):.3e}; in float64)')
+    ours_error, timm_error = _max_abs_diff(got, ref64), _max_abs_diff(ref, ref64)
+    assert ours_error <= ROUNDING_FACTOR * timm_error + bound, (
+        f'{what}: float32 error against float64 {ours_error:.3e}, timm\'s own {timm_error:.3e}: more than '
+        f'{ROUNDING_FACTOR}x timm\'s rounding')
 
 
 def randomize_state(model: nn.Module, seed: int = 0) -> None:
@@ -134,12 +167,22 @@ def _scratch_for(state: Dict[str, torch.Tensor]) -> Optional[str]:
 _CREATED: List[str] = []  # temporary folders of save_state, removed when the test process exits
 
 
-def _remove_created() -> None:
-    for folder in _CREATED:
-        shutil.rmtree(folder, ignore_errors=True)
+def created_count() -> int:
+    """How many temporary weight folders :func:`save_state` has made in this process (a mark for
+    :func:`remove_created_since`)."""
+    return len(_CREATED)
 
 
-atexit.register(_remove_created)
+def remove_created_since(mark: int = 0) -> None:
+    """Remove the folders :func:`save_state` made after ``mark``, newest first.
+
+    Kept to the end of the process, the weights one slow-suite worker writes for every architecture it checks (up to
+    1.5 GB each) pile up on the disk for the whole run."""
+    while len(_CREATED) > mark:
+        shutil.rmtree(_CREATED.pop(), ignore_errors=True)
+
+
+atexit.register(remove_created_since)
 
 
 def save_state(state: Dict[str, torch.Tensor], directory: Optional[str] = None) -> str:

@@ -145,14 +145,17 @@ def backward_with_recompute_count(model: nn.Module, x: torch.Tensor) -> int:
 def test_grad_checkpointing_gradients_equal(name, features_only, overrides=None):
     torch.manual_seed(0)
     model = featzoo.create_model(name, features_only=features_only, drop_path_rate=0.0, **(overrides or {})).train()
-    # dropout-free comparison: eval-mode batch norm keeps both runs deterministic
+    # eval-mode batch norm keeps both runs deterministic; dropout an architecture builds in whatever the rates (the
+    # 0.125 of RelPosMlp's hidden layer) draws the same masks from the same seed: checkpointing replays the RNG state
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
+    torch.manual_seed(1)
     assert backward_with_recompute_count(model, X) == 0
     ref = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     model.set_grad_checkpointing(True)
+    torch.manual_seed(1)
     recomputed = backward_with_recompute_count(model, X)
     assert recomputed > 0, f'{name}: set_grad_checkpointing(True) recomputed nothing in the backward pass'
     got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}

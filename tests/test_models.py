@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -432,6 +434,8 @@ def default_wrapper():
     """(name, output_stride) -> (checkpoint, input, the default wrapper's outputs, levels and state keys): one random
     checkpoint per model, shared by every output stride."""
     files, outputs = {}, {}
+    # a folder of its own: save_state's default folders go when the test that saved them ends
+    folder = tempfile.mkdtemp(prefix='featzoo-test-')
 
     def get(name, stride):
         if name not in files:
@@ -439,7 +443,8 @@ def default_wrapper():
                 model = featzoo.create_model(name, **_size_kwargs(name))
             model = model.to_empty(device='cpu')
             randomize_state(model)
-            files[name] = save_state(model.state_dict())
+            os.makedirs(os.path.join(folder, name))
+            files[name] = save_state(model.state_dict(), os.path.join(folder, name))
         if (name, stride) not in outputs:
             side = input_side_for(name)
             x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(1))
@@ -449,9 +454,7 @@ def default_wrapper():
         return (files[name],) + outputs[name, stride]
 
     yield get
-    for path in files.values():
-        os.remove(path)
-        os.rmdir(os.path.dirname(path))
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _size_kwargs(name: str) -> dict:

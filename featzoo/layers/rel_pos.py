@@ -19,7 +19,6 @@ torch.Size([1, 2, 8, 8])
 """
 from __future__ import annotations
 
-import bisect
 import functools
 from typing import Optional, Tuple
 
@@ -95,7 +94,11 @@ def _axis_weights(src: int, dst: int) -> Tuple[Tuple[float, ...], ...]:
     half = dst // 2
     rows = []
     for target in (float(t) for t in range(-half, half + 1)):
-        right = min(bisect.bisect_left(src_pos, target), last)
+        # the first sample at or right of the target, searched in plain Python (not the C ``bisect``) so that
+        # torch.compile can fold it into a constant when the window changes at run time
+        right = 0
+        while right < last and src_pos[right] < target:
+            right += 1
         left = max(right - 1, 0)
         to_left = max(target - src_pos[left], 0.0)
         to_right = max(src_pos[right] - target, 0.0)
