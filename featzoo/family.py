@@ -55,8 +55,8 @@ class FamilySpec:
     - ``output_strides`` (per-variant): the ``output_stride`` values the constructor accepts (largest = natural).
     - ``default_out_indices`` (per-variant): what ``features_only`` returns without ``out_indices`` (None = every
       level; an int = the last n, as timm).
-    - ``export``: what ``tests/test_export.py`` proves for the family ('torch.export', 'dynamic_hw', 'onnx',
-      'compile').
+    - ``export`` (per-variant): what ``tests/test_export.py`` proves for a variant ('torch.export', 'dynamic_hw',
+      'onnx', 'compile').
     - ``checkpoint_filter``: ``(state_dict, model) -> state_dict`` adapting timm-layout or original checkpoints.
     - ``feature_pyramid``: ``(model, out_indices) -> dict`` of FeatureGetterNet arguments for a simple pyramid
       (plain ViTs).
@@ -77,7 +77,7 @@ class FamilySpec:
     default_feature_cls: PerVariant
     output_strides: PerVariant
     default_out_indices: PerVariant = None
-    export: Tuple[str, ...] = ()
+    export: PerVariant = ()
     checkpoint_filter: Optional[Callable[[Dict[str, Any], nn.Module], Dict[str, Any]]] = None
     feature_pyramid: Optional[Callable[..., Dict[str, Any]]] = None
     size_args: Tuple[str, ...] = ()
@@ -121,6 +121,9 @@ class FamilySpec:
 
     def default_feature_cls_for(self, variant: str) -> str:
         return self._per_variant(self.default_feature_cls, variant)
+
+    def export_for(self, variant: str) -> Tuple[str, ...]:
+        return tuple(self._per_variant(self.export, variant))
 
     def output_strides_for(self, variant: str) -> Tuple[int, ...]:
         return tuple(self._per_variant(self.output_strides, variant))

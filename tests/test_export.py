@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 import featzoo
-from helpers import (assert_equal, input_side, sample_seed, sampled_architectures, shrunk_representative,
-                     slow_matrix, slow_overrides)
+from helpers import (assert_equal, input_side_of, input_step, sample_seed, sampled_architectures,
+                     shrunk_representative, slow_matrix, slow_overrides)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location('gen_capabilities_table',
@@ -64,7 +64,7 @@ def feature_names(model: nn.Module, out: Any) -> List[str]:
     return list(out.keys()) if isinstance(out, dict) else list(model.feature_info.module_name())
 
 
-def _calibrate_batch_norms(model: nn.Module) -> None:
+def _calibrate_batch_norms(model: nn.Module, name: str) -> None:
     """Running statistics measured on random images, as training would leave them; the model ends in eval mode.
 
     Made-up statistics (variance drawn from [0.5, 1.5]) let activations of deep random networks grow block after
@@ -79,7 +79,8 @@ def _calibrate_batch_norms(model: nn.Module) -> None:
         for norm in norms:
             norm.reset_running_stats()
             norm.momentum = None  # a cumulative average: one batch sets the statistics outright
-        side = max(128, 4 * max(model.feature_info.reduction()))
+        stride = max(model.feature_info.reduction())
+        side = input_side_of(name, stride, at_least=max(128, 4 * stride))
         images = torch.randn(8, 3, side, side, generator=torch.Generator().manual_seed(1))
         model.train()
         with torch.no_grad():
@@ -97,25 +98,25 @@ def _build(name: str, overrides: Dict[str, Any], **kwargs: Any) -> nn.Module:
         for tensor in model.state_dict().values():
             if tensor.is_floating_point() and tensor.ndim <= 1 and not tensor.any():
                 tensor.normal_(0, 0.1)
-    _calibrate_batch_norms(model)
+    _calibrate_batch_norms(model, name)
     return model
 
 
-def _inputs(model: nn.Module, dynamic_hw: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def _inputs(model: nn.Module, dynamic_hw: bool, name: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """The example input for tracing, and a check input of another batch size (and another size, if dynamic)."""
     stride = max(model.feature_info.reduction())
-    side = input_side(stride)
+    side = input_side_of(name, stride)
     gen = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, side, side, generator=gen)
-    check = torch.randn(3, 3, side + stride if dynamic_hw else side, side, generator=gen)
+    check = torch.randn(3, 3, side + input_step(name, stride) if dynamic_hw else side, side, generator=gen)
     return example, check
 
 
-def _dynamic_shapes(model: nn.Module, dynamic_hw: bool) -> Tuple[Dict[int, Any]]:
+def _dynamic_shapes(model: nn.Module, dynamic_hw: bool, name: str) -> Tuple[Dict[int, Any]]:
     dims: Dict[int, Any] = {0: torch.export.Dim('batch', min=1, max=256)}
     if dynamic_hw:
         # sides that are multiples of the deepest stride: every level's map size is then an exact quotient
-        stride = max(model.feature_info.reduction())
+        stride = input_step(name, max(model.feature_info.reduction()))
         dims[2] = stride * torch.export.Dim('height_blocks', min=1, max=64)
         dims[3] = stride * torch.export.Dim('width_blocks', min=1, max=64)
     return (dims,)
@@ -128,8 +129,8 @@ def _exported(name: str, overrides_key: Tuple[Tuple[str, Any], ...], feature_cls
     overrides = dict(overrides_key)
     model = _build(name, overrides, feature_cls=feature_cls)
     dynamic_hw = 'dynamic_hw' in recorded(name)
-    example, check = _inputs(model, dynamic_hw)
-    program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes(model, dynamic_hw))
+    example, check = _inputs(model, dynamic_hw, name)
+    program = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes(model, dynamic_hw, name))
     return model, program, example, check
 
 
@@ -196,7 +197,7 @@ def _float32_error(model: nn.Module, check: torch.Tensor, expected: Any) -> List
 def check_compile(name: str, overrides: Dict[str, Any], feature_cls: str, backend: str = 'aot_eager') -> None:
     import torch._dynamo
     model = _build(name, overrides, feature_cls=feature_cls)
-    x, _ = _inputs(model, dynamic_hw=False)
+    x, _ = _inputs(model, dynamic_hw=False, name=name)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, dynamic=False, backend=backend)
     with torch.no_grad():

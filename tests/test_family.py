@@ -41,7 +41,8 @@ def test_family_declares_its_spec(family):
     assert isinstance(spec, FamilySpec), f'featzoo/models/{family}.py must end with SPEC = FamilySpec(...)'
     assert spec.name == family
     assert set(spec.variants) == set(featzoo.list_models(module=family))
-    assert set(spec.export) <= EXPORT_CLAIMS, spec.export
+    for variant in spec.variants:
+        assert set(spec.export_for(variant)) <= EXPORT_CLAIMS, (variant, spec.export_for(variant))
     for name, row in spec.variants.items():
         assert isinstance(row, dict) and all(isinstance(k, str) for k in row), name
         wrappers = spec.feature_cls_for(name)

@@ -13,7 +13,7 @@ import torch
 
 import featzoo
 from featzoo.features.info import FeatureInfo, normalize_out_indices
-from helpers import (assert_equal, check_feature_shapes, input_side, representatives, save_state, slow_matrix,
+from helpers import (assert_equal, check_feature_shapes, input_side_of, representatives, save_state, slow_matrix,
                      slow_overrides)
 
 ALL = slow_matrix()  # one architecture per configuration; FEATZOO_SLOW_EVERY_VARIANT=1 for all
@@ -207,7 +207,7 @@ def test_every_out_indices_combination(name):
     n = len(levels)
     path = save_state(full.state_dict())
     del full
-    side = input_side(max(level['reduction'] for level in levels))
+    side = input_side_of(name, max(level['reduction'] for level in levels))
     x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
     reference = {}
     try:

@@ -22,7 +22,8 @@ from featzoo.features.notrace import (
     get_notrace_functions, get_notrace_modules, is_notrace_function, is_notrace_module, register_notrace_function,
     register_notrace_module,
 )
-from helpers import assert_equal, randomize_state, representatives, slow_matrix, slow_overrides, smallest_input
+from helpers import (assert_equal, input_side_for, randomize_state, representatives, slow_matrix, slow_overrides,
+                     smallest_input)
 
 torchvision = pytest.importorskip('torchvision')
 from torchvision.models import feature_extraction as tvfe  # noqa: E402
@@ -644,7 +645,7 @@ def test_fx_wrapper_equals_default_wrapper(name):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', OTHERS)
 def test_fx_wrapper_equals_default_wrapper_all_models(name):
-    _check_fx_equals_default(name, overrides=slow_overrides(name))
+    _check_fx_equals_default(name, sizes=(input_side_for(name),), overrides=slow_overrides(name))
 
 
 def _needs(name: str) -> None:

@@ -100,18 +100,17 @@ def _dilate_like(ref: torch.nn.Module, model: torch.nn.Module) -> int:
     return changed
 
 
-@pytest.mark.parametrize('output_stride', (16, 8))
-@pytest.mark.parametrize('name', ['mobileone_s0', 'mobileone_s4'])
-def test_mobileone_dilates_where_timm_only_strides(name, output_stride):
-    ref = build_timm_reference(name, output_stride=output_stride)
+def _equals_reference(name: str, output_stride: int, ref: torch.nn.Module, **kwargs) -> None:
+    """featzoo's ``output_stride`` build of ``name`` on ``ref``'s weights: forward_features, logits and every
+    features_only level equal ``ref``'s (the levels taken from ``ref``'s modules of the same names)."""
     path = save_state(ref.state_dict())
-    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path).eval()
-    assert _dilate_like(ref, model) > 0  # timm's convolutions were not dilated
+    model = featzoo.create_model(name, output_stride=output_stride, checkpoint_path=path, **kwargs).eval()
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert_equal(model.forward_features(x), ref.forward_features(x), f'{name} os{output_stride}')
         assert_equal(model(x), ref(x), f'{name} os{output_stride} logits')
-    backbone = featzoo.create_model(name, features_only=True, output_stride=output_stride, checkpoint_path=path).eval()
+    backbone = featzoo.create_model(name, features_only=True, output_stride=output_stride, checkpoint_path=path,
+                                    **kwargs).eval()
     feats = check_feature_shapes(backbone, x)
     assert feats[-1].shape[-1] == 64 // output_stride
     captured = {}
@@ -123,6 +122,37 @@ def test_mobileone_dilates_where_timm_only_strides(name, output_stride):
         hook.remove()
     for i, (feat, module) in enumerate(zip(feats, backbone.feature_info.module_name())):
         assert_equal(feat, captured[module], f'{name} os{output_stride} level {i}')
+
+
+def _mobileone_rows() -> list:
+    return [pytest.param(name, marks=() if name in ('mobileone_s0', 'mobileone_s4') else pytest.mark.slow)
+            for name in SPEC.variants if name.startswith('mobileone')]
+
+
+@pytest.mark.parametrize('output_stride', (16, 8))
+@pytest.mark.parametrize('name', _mobileone_rows())
+def test_mobileone_dilates_where_timm_only_strides(name, output_stride):
+    ref = build_timm_reference(name, output_stride=output_stride)
+    with torch.device('meta'):
+        model = featzoo.create_model(name, output_stride=output_stride)
+    assert _dilate_like(ref, model) > 0  # timm's convolutions were not dilated
+    _equals_reference(name, output_stride, ref)
+
+
+@pytest.mark.parametrize('output_stride', (16, 8))
+@pytest.mark.parametrize('name', ['gernet_m', pytest.param('gernet_l', marks=pytest.mark.slow)])
+def test_stride_one_stage_after_dilation_keeps_its_identity(name, output_stride):
+    """GENet's last stage has stride 1. Once the stage before it dilates, timm gives that stage's first block a
+    projection shortcut (its first convolution keeps the smaller dilation), parameters that the published weights do
+    not hold; featzoo keeps the identity and otherwise computes what timm's dilated model computes."""
+    ref = build_timm_reference(name, output_stride=output_stride, **_timm_kwargs(name))
+    with torch.device('meta'):
+        model = featzoo.create_model(name, output_stride=output_stride, **_shallow(name))
+    projected = [n for n, m in ref.named_modules() if n.endswith('shortcut') and not isinstance(m, torch.nn.Identity)
+                 and isinstance(model.get_submodule(n), torch.nn.Identity)]
+    assert projected == [f'stages.{len(model.stages) - 1}.0.shortcut'], projected
+    ref.set_submodule(projected[0], torch.nn.Identity())
+    _equals_reference(name, output_stride, ref, **_shallow(name))
 
 
 def test_training_time_branches_are_all_used():

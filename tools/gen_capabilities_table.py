@@ -68,6 +68,9 @@ def family_rows() -> List[Tuple[str, ...]]:
         # a path counts for the family only when every variant records it
         full = {path for path, holders in exports.items() if len(holders) == len(names)}
         dims = 'batch, H, W' if 'dynamic_hw' in full else 'batch'
+        if 'dynamic_hw' not in full and exports.get('dynamic_hw'):
+            fixed = sorted(set(names) - exports['dynamic_hw'])
+            dims = f"batch, H, W (batch only: {', '.join(fixed)})"
         rows.append((
             family, str(len(names)), _strides(names), _wrappers(names[0]),
             dims if 'torch.export' in full else '—',

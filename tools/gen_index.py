@@ -86,7 +86,7 @@ def _levels(model: torch.nn.Module) -> List[Dict[str, Any]]:
 def static_entry(spec: Any, arch: str) -> Dict[str, Any]:
     """The index fields of ``arch`` that its family's spec states without building anything."""
     entry = dict(default_feature_cls=spec.default_feature_cls_for(arch), feature_cls=list(spec.feature_cls_for(arch)),
-                 output_strides=list(spec.output_strides_for(arch)), export=list(spec.export))
+                 output_strides=list(spec.output_strides_for(arch)), export=list(spec.export_for(arch)))
     default_out = spec.default_out_indices_for(arch)
     if default_out is not None:
         entry['default_out_indices'] = _jsonable(default_out)

@@ -13,31 +13,9 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from ..features.notrace import register_notrace_function
 from .conv_bn_act import ConvNormAct
 from .helpers import make_divisible
-
-
-# the repeat count comes from the input's size: FX records one call instead of branching on a traced value
-@register_notrace_function
-def kron_identity(x: torch.Tensor, repeat: int) -> torch.Tensor:
-    """Each (n, n) matrix of ``x`` (..., n, n) as its Kronecker product with the ``repeat`` x ``repeat`` identity:
-    entry (i, j) becomes ``x[i, j] * I``, giving (..., n * repeat, n * repeat).
-
-    >>> kron_identity(torch.tensor([[[[1., 2.], [3., 4.]]]]), 2)[0, 0]
-    tensor([[1., 0., 2., 0.],
-            [0., 1., 0., 2.],
-            [3., 0., 4., 0.],
-            [0., 3., 0., 4.]])
-    """
-    if repeat <= 1:
-        return x
-    *lead, n, _ = x.shape
-    eye = torch.eye(repeat, dtype=x.dtype, device=x.device)
-    out = x[..., :, None, :, None] * eye[:, None, :]  # (..., n, r, n, r): x[i, j] * eye[a, b]
-    return out.reshape(*lead, n * repeat, n * repeat)
 
 
 class BilinearAttnTransform(nn.Module):
@@ -53,23 +31,25 @@ class BilinearAttnTransform(nn.Module):
         self.block_size = block_size
         self.groups = groups
 
-    def _per_channel(self, m: torch.Tensor, channels: int) -> torch.Tensor:
-        b = m.shape[0]
-        bs = self.block_size
-        m = m.view(b, self.groups, 1, bs, bs).expand(b, self.groups, channels // self.groups, bs, bs)
-        return m.reshape(b, channels, bs, bs)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        bs = self.block_size
+        bs, g = self.block_size, self.groups
         out = self.conv1(x)
-        p = self.conv_p(F.adaptive_max_pool2d(out, (bs, 1))).view(b, self.groups, bs, bs).sigmoid()
-        q = self.conv_q(F.adaptive_max_pool2d(out, (1, bs))).view(b, self.groups, bs, bs).sigmoid()
+        # the maximum over each of bs row strips (column strips): adaptive max pooling to (bs, 1) ((1, bs)) on a map
+        # that bs divides, written as a view so that torch.export keeps the input size symbolic
+        rows = out.reshape(b, g, bs, h // bs, w).amax(dim=(3, 4)).unsqueeze(-1)
+        cols = out.reshape(b, g, h, bs, w // bs).amax(dim=(2, 4)).unsqueeze(-2)
+        p = self.conv_p(rows).view(b, g, bs, bs).sigmoid()
+        q = self.conv_q(cols).view(b, g, bs, bs).sigmoid()
         p = p / p.sum(dim=3, keepdim=True)
         q = q / q.sum(dim=2, keepdim=True)
-        p = kron_identity(self._per_channel(p, c), h // bs)
-        q = kron_identity(self._per_channel(q, c), w // bs)
-        return self.conv2(p.matmul(x).matmul(q))
+        # P expanded by the identity (kron(P, I)) mixes row j * t + a into row i * t + a with weight P[i, j], t being
+        # h // bs: the same as a (bs, bs) matrix on the block axis of a (bs, t) view, without the (h, h) matrix (whose
+        # repeat count would also fix the input size under torch.export); likewise Q on the columns
+        x = x.reshape(b, g, c // g, bs, h // bs, w)
+        x = torch.einsum('bgij,bgkjtw->bgkitw', p, x).reshape(b, g, c // g, h, bs, w // bs)
+        x = torch.einsum('bgkhjt,bgjl->bgkhlt', x, q).reshape(b, c, h, w)
+        return self.conv2(x)
 
 
 class BatNonLocalAttn(nn.Module):

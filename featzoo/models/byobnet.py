@@ -122,10 +122,19 @@ def _groups(group_size: Optional[int], channels: int) -> int:
 
 
 def create_shortcut(downsample: str, in_chs: int, out_chs: int, stride: int, dilation: Tuple[int, int],
-                    layers: Layers) -> Optional[nn.Module]:
+                    layers: Layers, natural_stride: Optional[int] = None) -> Optional[nn.Module]:
     """The residual path: identity where the shape holds, else a projection (``'avg'``: avg pool then 1x1 conv,
-    ``'conv1x1'``: strided 1x1 conv), or None (``''``: no residual connection across a change of shape)."""
-    if in_chs == out_chs and stride == 1 and dilation[0] == dilation[1]:
+    ``'conv1x1'``: strided 1x1 conv), or None (``''``: no residual connection across a change of shape).
+
+    ``natural_stride``, the block's stride in the stride-32 network, decides for a dilated block: timm also projects
+    where a stage of stride 1 follows a dilated one (its first convolution keeps the smaller dilation), which adds
+    parameters the published weights lack (gernet_l/m at output_stride 16 or 8); here that block keeps its identity.
+
+    >>> create_shortcut('avg', 64, 64, 1, (1, 2), Layers(), natural_stride=1)
+    Identity()
+    """
+    keeps_shape = stride == 1 and dilation[0] == dilation[1] if natural_stride is None else natural_stride == 1
+    if in_chs == out_chs and keeps_shape:
         return nn.Identity()
     if not downsample:
         return None
@@ -160,13 +169,13 @@ class ResidualBlock(nn.Module):
     def __init__(self, block: str, in_chs: int, out_chs: int, layers: Layers, kernel_size: int = 3, stride: int = 1,
                  dilation: Tuple[int, int] = (1, 1), group_size: Optional[int] = None, bottle_ratio: float = 1.0,
                  downsample: str = 'avg', linear_out: bool = False, extra_conv: bool = False,
-                 bottle_in: bool = False, drop_path_rate: float = 0.0) -> None:
+                 bottle_in: bool = False, drop_path_rate: float = 0.0, natural_stride: Optional[int] = None) -> None:
         super().__init__()
         self.block = block
         mid_chs = make_divisible((in_chs if bottle_in else out_chs) * bottle_ratio)
         groups = _groups(group_size, mid_chs)
         cna = layers.conv_norm_act
-        self.shortcut = create_shortcut(downsample, in_chs, out_chs, stride, dilation, layers)
+        self.shortcut = create_shortcut(downsample, in_chs, out_chs, stride, dilation, layers, natural_stride)
         attn_last = block in ('basic', 'dark')
         if block == 'basic':
             self.conv1_kxk = cna(in_chs, mid_chs, kernel_size, stride=stride, dilation=dilation[0])
@@ -433,7 +442,8 @@ class ByobNet(StagedFeatures, HeadApi, nn.Module):
                                           **extra, **common))
                 else:
                     stage.append(ResidualBlock(kind, prev_chs, out_chs, block_layers, bottle_ratio=ratios[i],
-                                               downsample=downsample, **(block_kwargs or {}), **common))
+                                               downsample=downsample, natural_stride=strides[i] if j == 0 else 1,
+                                               **(block_kwargs or {}), **common))
                 first_dilation = dilation
                 prev_chs = out_chs
             if tails[i] is not None:
@@ -707,9 +717,16 @@ def _input_multiple(name: str, row: Dict[str, Any]) -> int:
     return 1
 
 
+def _export(name: str, row: Dict[str, Any]) -> Tuple[str, ...]:
+    """Bilinear attention reshapes the map into blocks of the size the input gives: torch.export then fixes the
+    input size (the symbolic sizes through the stem's strided convolutions are not provably multiples of the block)."""
+    fixed_size = row.get('attn_layer') == 'bat'
+    return ('torch.export', 'onnx', 'compile') if fixed_size else ('torch.export', 'dynamic_hw', 'onnx', 'compile')
+
+
 SPEC = FamilySpec(
     name='byobnet', model=ByobNet, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
-    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'), size_args=('bottle_ratio', 'head_hidden_size'),
+    export=_export, size_args=('bottle_ratio', 'head_hidden_size'),
     img_size_arg=lambda name, row: 'img_size' if row.get('head_type') == 'attn_abs' else None,
     input_multiple=_input_multiple, min_input_size=_input_multiple)
