@@ -213,6 +213,17 @@ def input_step(name: str, stride: int) -> int:
     return math.lcm(stride, registry.family_spec(family_of(name)).input_multiple_for(name))
 
 
+def behaviour_side(name: str) -> int:
+    """The side behaviour tests (FX, fine-tuning) run ``name`` at: 64 px, which every model with an input multiple
+    up to 64 takes (patch grids pad or resample), else the smallest side it takes (bilinear attention: 256).
+
+    >>> behaviour_side('vit_base_patch14_dinov2'), behaviour_side('bat_resnext26ts')
+    (64, 256)
+    """
+    multiple = registry.family_spec(family_of(name)).input_multiple_for(name)
+    return 64 if multiple <= 64 else input_side_for(name)
+
+
 def input_side_of(name: str, stride: int, at_least: int = 64) -> int:
     """:func:`input_side` for ``name``: also a size its family takes (a multiple of 256 for bilinear attention).
 

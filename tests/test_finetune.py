@@ -8,7 +8,7 @@ from torch import nn
 
 import featzoo
 from featzoo.layers import FrozenBatchNorm2d
-from helpers import assert_equal, input_side_for, representatives, slow_matrix, slow_overrides
+from helpers import assert_equal, behaviour_side, representatives, slow_matrix, slow_overrides
 
 ALL = slow_matrix()  # one architecture per configuration; FEATZOO_SLOW_EVERY_VARIANT=1 for all
 REPS = representatives()
@@ -17,7 +17,7 @@ X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 def _images(name: str) -> torch.Tensor:
     """X, or a batch of the smallest size ``name`` takes where that is above 64 px (bilinear attention: 256)."""
-    side = input_side_for(name)
+    side = behaviour_side(name)
     return X if side == 64 else torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
 
 

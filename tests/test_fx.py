@@ -22,7 +22,7 @@ from featzoo.features.notrace import (
     get_notrace_functions, get_notrace_modules, is_notrace_function, is_notrace_module, register_notrace_function,
     register_notrace_module,
 )
-from helpers import (assert_equal, input_side_for, randomize_state, representatives, slow_matrix, slow_overrides,
+from helpers import (assert_equal, behaviour_side, randomize_state, representatives, slow_matrix, slow_overrides,
                      smallest_input)
 
 torchvision = pytest.importorskip('torchvision')
@@ -645,7 +645,7 @@ def test_fx_wrapper_equals_default_wrapper(name):
 @pytest.mark.slow
 @pytest.mark.parametrize('name', OTHERS)
 def test_fx_wrapper_equals_default_wrapper_all_models(name):
-    _check_fx_equals_default(name, sizes=(input_side_for(name),), overrides=slow_overrides(name))
+    _check_fx_equals_default(name, sizes=(behaviour_side(name),), overrides=slow_overrides(name))
 
 
 def _needs(name: str) -> None:
