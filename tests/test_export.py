@@ -247,16 +247,14 @@ def test_compile_fullgraph(family, feature_cls):
 
 
 def test_export_records_are_consistent():
-    """Paths are from the known vocabulary, equal within a family, and every family takes torch.export."""
+    """Paths are from the known vocabulary and every variant takes torch.export. Variants of a family may record
+    fewer paths than the rest (bilinear attention: no dynamic size; CondConv: no ONNX), never none."""
     known = set(EXPORT_PATHS) | {'dynamic_hw'}
     for family in FAMILIES:
-        paths = {recorded(n) for n in featzoo.list_models(module=family)}
-        assert len(paths) == 1, f'{family}: variants record different export paths {paths}'
-        (family_paths,) = paths
-        assert set(family_paths) <= known, f'{family}: unknown export paths {set(family_paths) - known}'
-        assert 'torch.export' in family_paths, f"{family} records no 'torch.export' in its EXPORT"
-        if 'dynamic_hw' in family_paths:
-            assert 'torch.export' in family_paths
+        for name in featzoo.list_models(module=family):
+            paths = set(recorded(name))
+            assert paths <= known, f'{name}: unknown export paths {paths - known}'
+            assert 'torch.export' in paths, f"{name} records no 'torch.export' in its family's export"
 
 
 def test_capabilities_filter_by_export():

@@ -65,17 +65,20 @@ def family_rows() -> List[Tuple[str, ...]]:
         for name in names:
             for path in featzoo.model_capabilities(name).export:
                 exports.setdefault(path, set()).add(name)
-        # a path counts for the family only when every variant records it
-        full = {path for path, holders in exports.items() if len(holders) == len(names)}
-        dims = 'batch, H, W' if 'dynamic_hw' in full else 'batch'
-        if 'dynamic_hw' not in full and exports.get('dynamic_hw'):
-            fixed = sorted(set(names) - exports['dynamic_hw'])
-            dims = f"batch, H, W (batch only: {', '.join(fixed)})"
+        # a path counts for the family when every variant records it; the few that do not are named
+        def column(path: str, text: str) -> str:
+            holders = exports.get(path, set())
+            if not holders:
+                return '—'
+            missing = sorted(set(names) - holders)
+            return f"{text} (not: {', '.join(missing)})" if missing else text
+
+        dynamic = exports.get('dynamic_hw', set())
+        fixed = sorted(set(names) - dynamic)
+        dims = 'batch' if not dynamic else f"batch, H, W (batch only: {', '.join(fixed)})" if fixed else 'batch, H, W'
         rows.append((
             family, str(len(names)), _strides(names), _wrappers(names[0]),
-            dims if 'torch.export' in full else '—',
-            dims if 'onnx' in full else '—',
-            'fullgraph' if 'compile' in full else '—',
+            column('torch.export', dims), column('onnx', dims), column('compile', 'fullgraph'),
         ))
     return rows
 

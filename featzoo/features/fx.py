@@ -52,6 +52,8 @@ def _register_featzoo_layers() -> None:
     from ..layers import norm, padding
     for cls in (norm.BatchNormAct2d, padding.Conv2dSame, padding.MaxPool2dSame):
         register_notrace_module(cls)
+    # CondConv pads its per-sample convolution itself (it takes routing weights, so it is traced through)
+    register_notrace_function(padding.pad_same)
 
 
 _register_featzoo_layers()

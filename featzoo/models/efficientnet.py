@@ -503,10 +503,18 @@ def _from_arch(arch: str, stage_repeats: Optional[Sequence[int]] = None, stage_c
     return EfficientNet(**args)
 
 
+def _export(name: str, row: Dict[str, Any]) -> Tuple[str, ...]:
+    """CondConv runs each sample's mixed kernel as one grouped convolution whose group count is the batch size:
+    torch.export keeps it symbolic, ONNX's Conv takes only a constant group count, so no ONNX with a dynamic batch."""
+    if row.get('arch') == 'efficientnet_condconv':
+        return ('torch.export', 'dynamic_hw', 'compile')
+    return ('torch.export', 'dynamic_hw', 'onnx', 'compile')
+
+
 SPEC = FamilySpec(
     name='efficientnet', model=_from_arch, variants=VARIANTS, default_cfg=DEFAULT_CFG,
     feature_cls=('list', 'dict', 'hook', 'fx', 'getter'), default_feature_cls='list', output_strides=OUTPUT_STRIDES,
-    export=('torch.export', 'dynamic_hw', 'onnx', 'compile'),
+    export=_export,
     # counts and widths only: repeats, per-stage / per-block widths, rounding, norm groups, experts, epsilon
     size_args=('stage_repeats', 'stage_chs', 'edgetpu_chs', 'edgetpu_group_size', 'block_widths', 'stem_size',
                'stem_kernel_size', 'head_rule', 'fix_first_last', 'channel_divisor', 'round_limit', 'depth_trunc',
