@@ -230,12 +230,9 @@ def input_side_of(name: str, stride: int, at_least: int = 64) -> int:
     >>> input_side_of('resnet18', 32), input_side_of('bat_resnext26ts', 32)
     (64, 256)
     """
-    side = input_side(stride, at_least)
-    while True:
-        side = input_side_for(name, side)
-        if side % stride == 0:
-            return side
-        side += 1
+    step = input_step(name, stride)
+    side = max(input_side(stride, at_least), input_side_for(name, at_least))
+    return -(-side // step) * step
 
 
 def input_side(stride: int, at_least: int = 64) -> int:
