@@ -29,7 +29,8 @@ from .layers.norm import FrozenBatchNorm2d
 from .layers.helpers import is_channels_last
 from .layers.onednn import PackedConvForward, pack_convolutions
 
-__all__ = ['optimize_for_inference', 'fold_conv_bn', 'use_onednn_linear', 'InferenceModel', 'OneDnnLinear',
+__all__ = ['optimize_for_inference', 'fold_conv_bn', 'use_onednn_linear', 'use_fused_linear', 'InferenceModel',
+           'OneDnnLinear', 'FusedLinear',
            'max_relative_error', 'CpuFeatures', 'cpu_features', 'InferencePlan', 'plan_inference',
            'fuse_conv_activations']
 
@@ -317,23 +318,30 @@ def _onednn_activation(module: nn.Module) -> Optional[Tuple[str, str]]:
     return None
 
 
-class OneDnnLinear(nn.Module):
-    """A linear layer (optionally followed by GELU or ReLU) run as one oneDNN matrix multiply on the CPU.
+class FusedLinear(nn.Module):
+    """A linear layer, optionally followed by GELU or ReLU, run on the CPU as one kernel call per block of rows.
 
-    oneDNN's float32 GEMM is faster than the default BLAS call for the tall, thin products of vision models, and
-    applying the activation as a post-op saves a pass over the output. Keeps ``weight`` and ``bias`` under the
-    linear layer's names. Built by :func:`use_onednn_linear`; only for inference.
+    Two kernels, chosen by :func:`plan_inference`:
+    - ``'onednn'``: oneDNN's matrix multiply with the activation as a post-op (faster than the default BLAS call
+      for the tall, thin products of vision models on AVX-512 CPUs);
+    - ``'blas'``: the default BLAS product (what ``F.linear`` calls), the activation applied in place right after,
+      while the block is still in the caches.
+    Keeps ``weight`` and ``bias`` under the linear layer's names. Built by :func:`use_fused_linear`; only for
+    inference.
 
-    >>> layer = OneDnnLinear(nn.Linear(4, 8), nn.GELU())
+    >>> layer = FusedLinear(nn.Linear(4, 8), nn.GELU(), kernel='blas')
     >>> layer(torch.ones(2, 3, 4)).shape
     torch.Size([2, 3, 8])
     """
 
-    def __init__(self, linear: nn.Linear, activation: Optional[nn.Module] = None) -> None:
+    def __init__(self, linear: nn.Linear, activation: Optional[nn.Module] = None, kernel: str = 'onednn') -> None:
         super().__init__()
+        if kernel not in LINEAR_KERNELS:
+            raise ValueError(f'kernel must be one of {LINEAR_KERNELS}, got {kernel!r}')
         post = _onednn_activation(activation) if activation is not None else None
         if activation is not None and post is None:
             raise ValueError(f'activation {activation!r} cannot be fused; valid: nn.GELU, nn.ReLU')
+        self.kernel = kernel
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.weight = linear.weight
@@ -341,14 +349,17 @@ class OneDnnLinear(nn.Module):
         self.post_op, self.algorithm = post if post is not None else ('none', '')
         self.applied_by: Optional[str] = None  # set when the previous layer runs this one (see chain_with)
 
-    def chain_with(self, second: 'OneDnnLinear', first_name: str = 'the previous layer') -> None:
+    def chain_with(self, second: 'FusedLinear', first_name: str = 'the previous layer') -> None:
         """Run ``second`` right after this layer, block of rows by block of rows, when the activations between them
         are large; ``second`` (which keeps its weights and its place) then passes its input through unchanged.
         Only valid when ``second`` alone reads this layer's output.
 
-        Blocks matter on the CPU: hidden activations above glibc's largest mmap threshold (32 MiB, e.g. ConvNeXt's
-        first stage at batch 8) are fresh pages on every call, and a block's stay in the caches; the results are
-        the same rows of the same products.
+        Blocks matter on the CPU: a large hidden activation goes out to memory and comes back once for the
+        activation and once for the second product, while a block's stays in the caches; the results are the same
+        rows of the same products. With the oneDNN kernel (AVX-512) the blocks start above glibc's largest mmap
+        threshold (32 MiB: fresh pages on every call, e.g. ConvNeXt's first stage at batch 8); with the BLAS kernel
+        above 8 MiB when the first product is narrow (at most 256 inputs: ConvNeXt's first two stages, 1.6x and
+        1.4x faster MLPs on a 2-core AVX2 EPYC), since wider products lose more to smaller blocks than they gain.
         """
         if second.in_features != self.out_features:
             raise ValueError(f'cannot chain a layer of {self.out_features} outputs with one of {second.in_features} '
@@ -356,32 +367,76 @@ class OneDnnLinear(nn.Module):
         self.__dict__['_second'] = second  # not a child: the second layer's weights stay under its own name
         second.applied_by = first_name
 
-    def _rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.post_op, [], self.algorithm)
+    def _rows(self, rows: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.kernel == 'onednn':
+            result = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.post_op, [],
+                                                        self.algorithm)
+            return result if out is None else out.copy_(result)
+        if self.bias is None:
+            result = torch.mm(rows, self.weight.t(), out=out) if out is not None else torch.mm(rows, self.weight.t())
+        elif out is not None:
+            result = torch.addmm(self.bias, rows, self.weight.t(), out=out)
+        else:
+            result = torch.addmm(self.bias, rows, self.weight.t())
+        if self.post_op == 'gelu':
+            torch._C._nn.gelu_(result, approximate=self.algorithm)  # in place: the product is ours alone
+        elif self.post_op == 'relu':
+            result.relu_()
+        return result
+
+    def _block_rows(self, rows: int) -> Optional[int]:
+        """Rows per block for a chained product over ``rows`` rows (None: one call for all of them)."""
+        hidden_bytes = rows * self.out_features * self.weight.element_size()
+        if self.kernel == 'onednn':
+            threshold = _BLOCK_ABOVE_BYTES
+        else:
+            threshold = _BLAS_BLOCK_ABOVE_BYTES if self.in_features <= _BLAS_BLOCK_MAX_INPUTS else None
+        if threshold is None or hidden_bytes <= threshold:
+            return None
+        return max(64, _BLOCK_BYTES // (self.out_features * self.weight.element_size()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.applied_by is not None:
             return x
         rows = x.reshape(-1, self.in_features).contiguous()
-        second: Optional[OneDnnLinear] = self.__dict__.get('_second')
+        second: Optional[FusedLinear] = self.__dict__.get('_second')
+        block = self._block_rows(rows.shape[0]) if second is not None else None
         if second is None:
             out = self._rows(rows)
-        elif rows.shape[0] * self.out_features * rows.element_size() <= _BLOCK_ABOVE_BYTES:
+        elif block is None:
             out = second._rows(self._rows(rows))
         else:
-            block = max(64, _BLOCK_BYTES // (self.out_features * rows.element_size()))
             out = rows.new_empty(rows.shape[0], second.out_features)
+            # the BLAS kernel writes each block's hidden rows into one reused buffer; oneDNN's returns its own
+            hidden = rows.new_empty(min(block, rows.shape[0]), self.out_features) if self.kernel == 'blas' else None
             for start in range(0, rows.shape[0], block):
-                out[start:start + block] = second._rows(self._rows(rows[start:start + block]))
+                part = rows[start:start + block]
+                second._rows(self._rows(part, None if hidden is None else hidden[:part.shape[0]]),
+                             out[start:start + part.shape[0]])
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def extra_repr(self) -> str:
-        text = f'in_features={self.in_features}, out_features={self.out_features}, post_op={self.post_op!r}'
+        text = (f'in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel!r}, '
+                f'post_op={self.post_op!r}')
         return text + (f', applied_by={self.applied_by!r}' if self.applied_by is not None else '')
 
 
+class OneDnnLinear(FusedLinear):
+    """A :class:`FusedLinear` on oneDNN's kernel (what :func:`use_onednn_linear` builds).
+
+    >>> OneDnnLinear(nn.Linear(4, 8), nn.GELU()).kernel
+    'onednn'
+    """
+
+    def __init__(self, linear: nn.Linear, activation: Optional[nn.Module] = None) -> None:
+        super().__init__(linear, activation, kernel='onednn')
+
+
+LINEAR_KERNELS = ('onednn', 'blas')
 _BLOCK_ABOVE_BYTES = 32 << 20  # glibc never serves larger blocks from its heap: fresh pages at every call
 _BLOCK_BYTES = 2 << 20  # hidden activations of one block of rows, small enough to stay in the caches
+_BLAS_BLOCK_ABOVE_BYTES = 8 << 20  # BLAS kernel: hidden activations beyond the last-level cache share of a core
+_BLAS_BLOCK_MAX_INPUTS = 256  # BLAS kernel: wider first products are compute-bound, blocks only shrink them
 
 
 _LINEAR_DTYPES = (torch.float32, torch.bfloat16)
@@ -405,24 +460,28 @@ def _onednn_linear_works(dtype: torch.dtype = torch.float32) -> bool:
         return False
 
 
-def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> List[str]:
-    """Replace every float32 or bfloat16 CPU ``nn.Linear`` by :class:`OneDnnLinear`, fusing a GELU/ReLU module that alone reads
-    its output, in place, and chain each pair whose second layer alone reads the first one's output
-    (:meth:`OneDnnLinear.chain_with`). A build without oneDNN is left unchanged. Returns the names of the replaced
-    layers.
+def use_fused_linear(model: nn.Module, input_size: Optional[Sequence[int]] = None, kernel: str = 'onednn') -> List[str]:
+    """Replace float32 or bfloat16 CPU ``nn.Linear`` layers by :class:`FusedLinear` on ``kernel``, fusing a
+    GELU/ReLU module that alone reads a layer's output, in place, and chain each pair whose second layer alone reads
+    the first one's output (:meth:`FusedLinear.chain_with`). A build without oneDNN keeps its layers for
+    ``kernel='onednn'``.
+    Returns the names of the replaced layers.
 
     >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.GELU(), nn.Linear(8, 2)).eval()
-    >>> use_onednn_linear(m, input_size=(3, 2, 2))
+    >>> use_fused_linear(m, input_size=(3, 2, 2), kernel='blas')
     ['1', '3']
     >>> m[2]
     Identity()
     """
     _check_model(model)
+    if kernel not in LINEAR_KERNELS:
+        raise ValueError(f'kernel must be one of {LINEAR_KERNELS}, got {kernel!r}')
     input_size = _check_input_size(input_size)
     model.eval()
     linears = [m for m in model.modules() if type(m) is nn.Linear and not _has_hooks(m)
                and m.weight.dtype in _LINEAR_DTYPES and m.weight.device.type == 'cpu']
-    if not linears or not all(_onednn_linear_works(dtype) for dtype in {m.weight.dtype for m in linears}):
+    if not linears or (kernel == 'onednn' and
+                       not all(_onednn_linear_works(dtype) for dtype in {m.weight.dtype for m in linears})):
         return []
     acts = [m for m in model.modules() if _onednn_activation(m) is not None and not _has_hooks(m)]
     trace = _traced(model, input_size, linears, acts)
@@ -439,7 +498,7 @@ def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = No
         if len(act_places) != 1:
             act = None
         parent, attr = places[0]
-        setattr(parent, attr, OneDnnLinear(linear, act))
+        setattr(parent, attr, FusedLinear(linear, act, kernel))
         if act is not None:
             act_parent, act_attr = act_places[0]
             setattr(act_parent, act_attr, nn.Identity())
@@ -448,10 +507,21 @@ def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = No
     return replaced
 
 
+def use_onednn_linear(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> List[str]:
+    """Replace every float32 or bfloat16 CPU ``nn.Linear`` by a :class:`FusedLinear` on oneDNN
+    (:func:`use_fused_linear` with ``kernel='onednn'``). Returns the names of the replaced layers.
+
+    >>> m = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.GELU(), nn.Linear(8, 2)).eval()
+    >>> use_onednn_linear(m, input_size=(3, 2, 2))
+    ['1', '3']
+    """
+    return use_fused_linear(model, input_size, kernel='onednn')
+
+
 def _chain_linear_pairs(model: nn.Module, input_size: Optional[Tuple[int, int, int]]) -> None:
-    """Chain each oneDNN linear layer whose output only the next oneDNN linear layer reads (an MLP's two layers,
+    """Chain each fused linear layer whose output only the next fused linear layer reads (an MLP's two layers,
     with the activation fused into the first) so that large hidden activations are computed in blocks of rows."""
-    layers = [m for m in model.modules() if type(m) is OneDnnLinear and m.applied_by is None]
+    layers = [m for m in model.modules() if isinstance(m, FusedLinear) and m.applied_by is None]
     if len(layers) < 2:
         return
     trace = _traced(model, input_size, layers, layers)
@@ -545,6 +615,7 @@ class InferencePlan:
     onednn_linear: bool
     packed_convolutions: bool
     note: str = ''  # why a requested setting was not applied ('' when all was)
+    blas_linear: bool = False  # linear layers as FusedLinear on the BLAS kernel (MLPs in blocks of rows)
 
     def as_dict(self) -> Dict[str, Any]:
         """A JSON-ready record of the plan (``featzoo extract`` stores it with its job).
@@ -553,7 +624,7 @@ class InferencePlan:
         'bfloat16'
         """
         return {'dtype': str(self.dtype).replace('torch.', ''), 'onednn_linear': self.onednn_linear,
-                'packed_convolutions': self.packed_convolutions, 'note': self.note}
+                'packed_convolutions': self.packed_convolutions, 'blas_linear': self.blas_linear, 'note': self.note}
 
 
 def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, device_type: str = 'cpu') -> InferencePlan:
@@ -562,10 +633,12 @@ def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, de
     Batch-norm folding, channels_last and inference mode always apply. On the CPU:
     - convolutions without groups run on weights packed once for oneDNN (float32 and bfloat16; faster with AVX2 and
       AVX-512, and 2.5x faster than ``F.conv2d`` in bfloat16 for a 3x3 256-channel layer on AMX);
-    - linear layers run as oneDNN matrix multiplies with their activation fused only with AVX-512. The one real
-      AVX2-only measurement (an AMD EPYC, issue 22) had ConvNeXt and ViT at 0.89x and 0.75x of eager with them;
-      an AVX2 emulation on an AVX-512 Intel CPU (ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2) favoured them
-      (convnext_tiny 1.31x vs 1.03x of eager without), so this stays conservative until a real AVX2 machine says;
+    - linear layers with AVX-512 run as oneDNN matrix multiplies with their GELU/ReLU fused
+      (:class:`FusedLinear`, ``kernel='onednn'``); without AVX-512 on the default BLAS product with the activation
+      applied in place (``kernel='blas'``). On a 2-core AVX2 AMD EPYC (Zen 2) oneDNN's products made ConvNeXt and
+      ViT 0.89x and 0.75x of eager (issue 22) and 0.99x / 0.94x after this plan existed, while the BLAS kernel,
+      which splits a narrow MLP (first product of at most 256 inputs) into blocks of rows that stay in the caches,
+      made convnext_tiny's features 1.15x of timm eager and left ViT at 1.00x (its wide products gain nothing);
     - ``torch.bfloat16`` is used only where the CPU multiplies it natively (AVX512_BF16 or AMX); elsewhere oneDNN
       emulates it, several times slower than float32 (4.7x for extraction on an AVX2 machine), so the plan keeps
       float32 and says why in ``note``.
@@ -584,7 +657,8 @@ def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, de
         note = ('bfloat16 requested, but this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag; it would '
                 'be emulated, slower than float32): running float32')
         dtype = torch.float32
-    return InferencePlan(dtype, onednn_linear=features.avx512f, packed_convolutions=True, note=note)
+    return InferencePlan(dtype, onednn_linear=features.avx512f, packed_convolutions=True, note=note,
+                         blas_linear=not features.avx512f)
 
 
 def _nchw(t: Any) -> Any:
@@ -670,8 +744,9 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
 
     Always: eval mode, gradients off, batch norm folded into the preceding convolution (:func:`fold_conv_bn`),
     dropout removed, weights and inputs in channels_last, every call in ``torch.inference_mode()``. Then, as
-    :func:`plan_inference` chooses for this CPU (``features``, default :func:`cpu_features`): linear layers on oneDNN
-    with their GELU/ReLU fused (:func:`use_onednn_linear`, AVX-512 CPUs), ungrouped convolutions on weights packed
+    :func:`plan_inference` chooses for this CPU (``features``, default :func:`cpu_features`): linear layers with their
+    GELU/ReLU fused, on oneDNN with AVX-512 and on the default BLAS kernel in blocks of rows elsewhere
+    (:func:`use_fused_linear`), ungrouped convolutions on weights packed
     once for oneDNN (:func:`featzoo.layers.onednn.pack_convolutions`) applying the ReLU/SiLU that follows them
     (:func:`fuse_conv_activations`). ``dtype=torch.bfloat16`` casts the
     model, its inputs and so its outputs to bfloat16 where the CPU has native bfloat16 (AVX512_BF16 or AMX) or on a
@@ -712,7 +787,9 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
     model.to(memory_format=torch.channels_last)
     _remove_dropout(model)
     if plan.onednn_linear:
-        use_onednn_linear(model, input_size)
+        use_fused_linear(model, input_size, kernel='onednn')
+    elif plan.blas_linear:
+        use_fused_linear(model, input_size, kernel='blas')
     if plan.packed_convolutions:
         pack_convolutions(model)  # inside torch.compile the plain convolution is traced
         fuse_conv_activations(model, input_size)

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 import featzoo
-from featzoo.inference import (CpuFeatures, InferenceModel, InferencePlan, OneDnnLinear, _onednn_linear_works,
-                               cpu_features, fold_conv_bn, max_relative_error, optimize_for_inference, plan_inference,
-                               use_onednn_linear)
+from featzoo.inference import (CpuFeatures, FusedLinear, InferenceModel, InferencePlan, OneDnnLinear,
+                               _onednn_linear_works, cpu_features, fold_conv_bn, max_relative_error,
+                               optimize_for_inference, plan_inference, use_fused_linear, use_onednn_linear)
 from featzoo.layers import BatchNormAct2d, ConvNormAct, FrozenBatchNorm2d
 from featzoo.layers.onednn import PackedConvForward, _onednn_conv_works
 from featzoo.weights.loading import read_state_dict
@@ -55,8 +55,11 @@ def _check_optimized(model: nn.Module, what: str, x: torch.Tensor = X) -> None:
         assert a.is_inference()
     if norms:  # every batch-norm family here has at least a conv -> norm stem
         assert _batch_norms(model) < norms, f'{what}: no batch norm was folded'
-    if linears and optimized.plan.onednn_linear and _onednn_linear_works():
-        assert any(isinstance(m, OneDnnLinear) for m in model.modules()), f'{what}: no linear layer on oneDNN'
+    kernel = 'onednn' if optimized.plan.onednn_linear and _onednn_linear_works() else \
+        'blas' if optimized.plan.blas_linear else None
+    if linears and kernel:
+        assert any(isinstance(m, FusedLinear) and m.kernel == kernel for m in model.modules()), \
+            f'{what}: no linear layer on the {kernel} kernel'
     if dense_convs and _onednn_conv_works():
         packed = [m for m in model.modules() if isinstance(m.__dict__.get('_conv_forward'), PackedConvForward)]
         assert packed and all(m.groups == 1 for m in packed), f'{what}: no prepacked convolution, or a grouped one'
@@ -189,8 +192,13 @@ def test_onednn_linear_rules():
         OneDnnLinear(nn.Linear(2, 2), nn.Sigmoid())
 
 
-@pytest.mark.skipif(not _onednn_linear_works(), reason='this torch build has no oneDNN linear kernel')
-def test_linear_pairs_run_in_blocks_of_rows(monkeypatch):
+KERNELS = [pytest.param('onednn', marks=pytest.mark.skipif(not _onednn_linear_works(),
+                                                          reason='this torch build has no oneDNN linear kernel')),
+           'blas']
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_linear_pairs_run_in_blocks_of_rows(monkeypatch, kernel):
     """An MLP's second layer runs right after the first, block by block, when the hidden activations are large;
     a layer whose output has another reader is never chained. Weights keep their names; copies keep working."""
     import copy
@@ -200,41 +208,67 @@ def test_linear_pairs_run_in_blocks_of_rows(monkeypatch):
     x = torch.randn(300, 3, 2, 2)
     with torch.no_grad():
         reference = model(x)
-    use_onednn_linear(model, input_size=(3, 2, 2))
+    assert use_fused_linear(model, input_size=(3, 2, 2), kernel=kernel) == ['fc1', 'fc2', 'fc3']
+    assert all(getattr(model, f'fc{i}').kernel == kernel for i in (1, 2, 3))
     assert model.fc2.applied_by == 'fc1' and model.fc1.applied_by is None
     assert model.fc3.applied_by is None  # fc2's output is read twice (act2 and the sum)
     assert 'applied_by' in repr(model.fc2)
     assert set(model.state_dict()) == {f'fc{i}.{p}' for i in (1, 2, 3) for p in ('weight', 'bias')}
+    with torch.no_grad():
+        assert_equal(model(x), reference, f'{kernel} MLP, one block', rtol=1e-4)
     calls = []
-    real = torch.ops.mkldnn._linear_pointwise
-    monkeypatch.setattr(inference, '_BLOCK_ABOVE_BYTES', 0)  # every call is 'large': 300 rows in blocks of 64
+    if kernel == 'onednn':
+        real = torch.ops.mkldnn._linear_pointwise
+        target, attr = torch.ops.mkldnn, '_linear_pointwise'
+        monkeypatch.setattr(inference, '_BLOCK_ABOVE_BYTES', 0)  # every call is 'large': 300 rows in blocks of 64
+    else:
+        real = torch.addmm
+        target, attr = torch, 'addmm'
+        monkeypatch.setattr(inference, '_BLAS_BLOCK_ABOVE_BYTES', 0)
     monkeypatch.setattr(inference, '_BLOCK_BYTES', 64 * 16 * 4)
     with monkeypatch.context() as patch:
-        patch.setattr(torch.ops.mkldnn, '_linear_pointwise', lambda rows, *a: calls.append(rows.shape[0]) or
-                      real(rows, *a))
+        patch.setattr(target, attr, lambda *a, **k: calls.append(a[1 if kernel == 'blas' else 0].shape[0]) or
+                      real(*a, **k))
         with torch.no_grad():
             out = model(x)
     assert calls[:10] == [64, 64, 64, 64, 64, 64, 64, 64, 44, 44], calls
-    assert_equal(out, reference, 'blocked MLP', rtol=1e-4)
+    assert_equal(out, reference, f'{kernel} MLP in blocks', rtol=1e-4)
     twin = copy.deepcopy(model)
     assert twin.fc1.__dict__['_second'] is twin.fc2
     with torch.no_grad():
         assert_equal(twin(x), reference, 'copied blocked MLP', rtol=1e-4)
     with pytest.raises(ValueError, match='cannot chain'):
-        model.fc1.chain_with(OneDnnLinear(nn.Linear(5, 2)))
+        model.fc1.chain_with(FusedLinear(nn.Linear(5, 2), kernel=kernel))
 
 
-@pytest.mark.skipif(not _onednn_linear_works(), reason='this torch build has no oneDNN linear kernel')
-def test_transformer_mlps_fuse_their_gelu_and_chain():
-    """featzoo's own GELU modules fuse like nn.GELU; with dropout gone, each MLP's layers are chained."""
+def test_blas_blocks_only_narrow_products_above_the_threshold():
+    """The BLAS kernel splits an MLP into blocks only where its first product has at most 256 inputs and the
+    hidden activations pass 8 MiB; the oneDNN kernel above 32 MiB whatever the width."""
+    narrow, wide = FusedLinear(nn.Linear(96, 384), kernel='blas'), FusedLinear(nn.Linear(768, 3072), kernel='blas')
+    rows_at = lambda layer, mib: (mib << 20) // (layer.out_features * 4)  # noqa: E731
+    assert narrow._block_rows(rows_at(narrow, 8)) is None
+    assert narrow._block_rows(rows_at(narrow, 8) + 1) == (2 << 20) // (384 * 4)
+    assert wide._block_rows(rows_at(wide, 64)) is None
+    onednn = FusedLinear(nn.Linear(768, 3072), kernel='onednn')
+    assert onednn._block_rows(rows_at(onednn, 32)) is None and onednn._block_rows(rows_at(onednn, 32) + 1)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        FusedLinear(nn.Linear(2, 2), kernel='mkl')
+
+
+@pytest.mark.parametrize('kernel', KERNELS)
+def test_transformer_mlps_fuse_their_gelu_and_chain(kernel):
+    """featzoo's own GELU modules fuse like nn.GELU; with dropout gone, each MLP's layers are chained, on the
+    kernel the plan picks: oneDNN with AVX-512, BLAS without."""
     model = featzoo.create_model('vit_small_patch16_224', depth=2).eval()
     randomize_state(model)
     with torch.no_grad():
         reference = model(X)
-    optimized = optimize_for_inference(model, features=AVX512)  # the plan that fuses, whatever this CPU is
+    features = AVX512 if kernel == 'onednn' else CpuFeatures(avx2=True)  # whatever this CPU is
+    optimized = optimize_for_inference(model, features=features)
     assert not any(isinstance(m, nn.Dropout) for m in model.modules())
     for i, block in enumerate(model.blocks):
         assert block.mlp.fc1.post_op == 'gelu' and isinstance(block.mlp.act, nn.Identity)
+        assert block.mlp.fc1.kernel == kernel
         assert block.mlp.fc2.applied_by == f'blocks.{i}.mlp.fc1'
     assert_equal(optimized(X), reference, 'vit with chained MLPs', rtol=1e-4)
 
@@ -401,18 +435,19 @@ AVX512_BF16 = CpuFeatures(avx2=True, avx512f=True, avx512_bf16=True)
 AMX = CpuFeatures(avx2=True, avx512f=True, amx_bf16=True)
 
 
+# (dtype, oneDNN linear layers, packed convolutions, BLAS linear layers in blocks)
 @pytest.mark.parametrize('features, dtype, expected', [
-    (AVX2, torch.float32, (torch.float32, False, True)),
-    (AVX512, torch.float32, (torch.float32, True, True)),
-    (AVX2, torch.bfloat16, (torch.float32, False, True)),      # no native bf16: float32, with a note
-    (AVX512, torch.bfloat16, (torch.float32, True, True)),
-    (AVX512_BF16, torch.bfloat16, (torch.bfloat16, True, True)),
-    (AMX, torch.bfloat16, (torch.bfloat16, True, True)),
-    (CpuFeatures(), torch.float32, (torch.float32, False, True)),
+    (AVX2, torch.float32, (torch.float32, False, True, True)),
+    (AVX512, torch.float32, (torch.float32, True, True, False)),
+    (AVX2, torch.bfloat16, (torch.float32, False, True, True)),      # no native bf16: float32, with a note
+    (AVX512, torch.bfloat16, (torch.float32, True, True, False)),
+    (AVX512_BF16, torch.bfloat16, (torch.bfloat16, True, True, False)),
+    (AMX, torch.bfloat16, (torch.bfloat16, True, True, False)),
+    (CpuFeatures(), torch.float32, (torch.float32, False, True, True)),
 ])
 def test_plan_follows_the_cpu_instruction_sets(features, dtype, expected):
     plan = plan_inference(features, dtype)
-    assert (plan.dtype, plan.onednn_linear, plan.packed_convolutions) == expected
+    assert (plan.dtype, plan.onednn_linear, plan.packed_convolutions, plan.blas_linear) == expected
     assert bool(plan.note) == (dtype == torch.bfloat16 and not features.native_bf16)
     assert plan_inference(features, dtype) == plan  # deterministic: no timing involved
     assert plan_inference(features, dtype, device_type='cuda') == InferencePlan(dtype, False, False)
