@@ -55,8 +55,9 @@ def _check_optimized(model: nn.Module, what: str, x: torch.Tensor = X) -> None:
         assert a.is_inference()
     if norms:  # every batch-norm family here has at least a conv -> norm stem
         assert _batch_norms(model) < norms, f'{what}: no batch norm was folded'
-    kernel = 'onednn' if optimized.plan.onednn_linear and _onednn_linear_works() else \
-        'blas' if optimized.plan.blas_linear else None
+    kernel = optimized.plan.linear_kernel
+    if kernel == 'onednn' and not _onednn_linear_works():
+        kernel = ''
     if linears and kernel:
         assert any(isinstance(m, FusedLinear) and m.kernel == kernel for m in model.modules()), \
             f'{what}: no linear layer on the {kernel} kernel'
@@ -194,7 +195,7 @@ def test_onednn_linear_rules():
 
 KERNELS = [pytest.param('onednn', marks=pytest.mark.skipif(not _onednn_linear_works(),
                                                           reason='this torch build has no oneDNN linear kernel')),
-           'blas']
+           'blas', 'conv1x1']
 
 
 @pytest.mark.parametrize('kernel', KERNELS)
@@ -217,21 +218,29 @@ def test_linear_pairs_run_in_blocks_of_rows(monkeypatch, kernel):
     with torch.no_grad():
         assert_equal(model(x), reference, f'{kernel} MLP, one block', rtol=1e-4)
     calls = []
-    if kernel == 'onednn':
-        real = torch.ops.mkldnn._linear_pointwise
-        target, attr = torch.ops.mkldnn, '_linear_pointwise'
-        monkeypatch.setattr(inference, '_BLOCK_ABOVE_BYTES', 0)  # every call is 'large': 300 rows in blocks of 64
-    else:
-        real = torch.addmm
-        target, attr = torch, 'addmm'
-        monkeypatch.setattr(inference, '_BLAS_BLOCK_ABOVE_BYTES', 0)
+
+    def record(fn, what, rows_of):
+        return lambda *a, **k: calls.append((what, rows_of(a))) or fn(*a, **k)
+
+    blas = record(torch.addmm, 'blas', lambda a: a[1].shape[0])
+    monkeypatch.setattr(inference, '_BLAS_BLOCK_ABOVE_BYTES', 0)  # every call is 'large': 300 rows in blocks of 64
     monkeypatch.setattr(inference, '_BLOCK_BYTES', 64 * 16 * 4)
+    monkeypatch.setattr(inference, '_CONV1X1_BLOCK_BYTES', 64 * 16 * 4)
+    monkeypatch.setattr(inference, '_CONV1X1_NARROW_INPUTS', 1)  # these tiny layers on the convolution too
     with monkeypatch.context() as patch:
-        patch.setattr(target, attr, lambda *a, **k: calls.append(a[1 if kernel == 'blas' else 0].shape[0]) or
-                      real(*a, **k))
+        if kernel == 'onednn':
+            patch.setattr(inference, '_BLOCK_ABOVE_BYTES', 0)
+            patch.setattr(torch.ops.mkldnn, '_linear_pointwise', record(torch.ops.mkldnn._linear_pointwise, 'onednn',
+                                                                        lambda a: a[0].shape[0]))
+        patch.setattr(torch, 'addmm', blas)
+        patch.setattr(torch.ops.mkldnn, '_convolution_pointwise',
+                      record(torch.ops.mkldnn._convolution_pointwise, 'conv1x1', lambda a: a[0].shape[2]))
         with torch.no_grad():
             out = model(x)
-    assert calls[:10] == [64, 64, 64, 64, 64, 64, 64, 64, 44, 44], calls
+    full = [(kernel, 64)] * 8
+    # conv1x1 packs its weights for one row count: the shorter last block runs on BLAS
+    last = [('blas' if kernel == 'conv1x1' else kernel, 44)] * 2
+    assert calls[:10] == full + last, calls
     assert_equal(out, reference, f'{kernel} MLP in blocks', rtol=1e-4)
     twin = copy.deepcopy(model)
     assert twin.fc1.__dict__['_second'] is twin.fc2
@@ -239,6 +248,28 @@ def test_linear_pairs_run_in_blocks_of_rows(monkeypatch, kernel):
         assert_equal(twin(x), reference, 'copied blocked MLP', rtol=1e-4)
     with pytest.raises(ValueError, match='cannot chain'):
         model.fc1.chain_with(FusedLinear(nn.Linear(5, 2), kernel=kernel))
+
+
+def test_conv1x1_packs_once_per_row_count(monkeypatch):
+    """The conv1x1 kernel packs a layer's weight for the row count it meets and keeps that one pack: the same count
+    again reuses it, a new count (or a changed weight) packs again; a copy drops it."""
+    import copy
+    layer = FusedLinear(nn.Linear(256, 64), nn.ReLU(), kernel='conv1x1').requires_grad_(False)
+    randomize_state(layer)
+    packs = []
+    real = torch._C._nn.mkldnn_reorder_conv2d_weight
+    monkeypatch.setattr(torch._C._nn, 'mkldnn_reorder_conv2d_weight', lambda *a: packs.append(a[-1][2]) or real(*a))
+    for rows in (300, 300, 200, 200, 300):
+        x = torch.randn(rows, 256)
+        with torch.no_grad():
+            assert_equal(layer(x), torch.relu(nn.functional.linear(x, layer.weight, layer.bias)), 'conv1x1',
+                         rtol=1e-5)
+    assert packs == [300, 200, 300]
+    with torch.no_grad():
+        layer.weight.mul_(2)
+        layer(torch.randn(300, 256))
+    assert packs == [300, 200, 300, 300]
+    assert copy.deepcopy(layer).__dict__['_pack'] is None
 
 
 def test_blas_blocks_only_narrow_products_above_the_threshold():
@@ -263,7 +294,7 @@ def test_transformer_mlps_fuse_their_gelu_and_chain(kernel):
     randomize_state(model)
     with torch.no_grad():
         reference = model(X)
-    features = AVX512 if kernel == 'onednn' else CpuFeatures(avx2=True)  # whatever this CPU is
+    features = {'onednn': AVX512, 'conv1x1': AVX2, 'blas': CpuFeatures()}[kernel]  # whatever this CPU is
     optimized = optimize_for_inference(model, features=features)
     assert not any(isinstance(m, nn.Dropout) for m in model.modules())
     for i, block in enumerate(model.blocks):
@@ -435,19 +466,19 @@ AVX512_BF16 = CpuFeatures(avx2=True, avx512f=True, avx512_bf16=True)
 AMX = CpuFeatures(avx2=True, avx512f=True, amx_bf16=True)
 
 
-# (dtype, oneDNN linear layers, packed convolutions, BLAS linear layers in blocks)
+# (dtype, oneDNN linear layers, packed convolutions, linear kernel)
 @pytest.mark.parametrize('features, dtype, expected', [
-    (AVX2, torch.float32, (torch.float32, False, True, True)),
-    (AVX512, torch.float32, (torch.float32, True, True, False)),
-    (AVX2, torch.bfloat16, (torch.float32, False, True, True)),      # no native bf16: float32, with a note
-    (AVX512, torch.bfloat16, (torch.float32, True, True, False)),
-    (AVX512_BF16, torch.bfloat16, (torch.bfloat16, True, True, False)),
-    (AMX, torch.bfloat16, (torch.bfloat16, True, True, False)),
-    (CpuFeatures(), torch.float32, (torch.float32, False, True, True)),
+    (AVX2, torch.float32, (torch.float32, False, True, 'conv1x1')),
+    (AVX512, torch.float32, (torch.float32, True, True, 'onednn')),
+    (AVX2, torch.bfloat16, (torch.float32, False, True, 'conv1x1')),      # no native bf16: float32, with a note
+    (AVX512, torch.bfloat16, (torch.float32, True, True, 'onednn')),
+    (AVX512_BF16, torch.bfloat16, (torch.bfloat16, True, True, 'onednn')),
+    (AMX, torch.bfloat16, (torch.bfloat16, True, True, 'onednn')),
+    (CpuFeatures(), torch.float32, (torch.float32, False, True, 'blas')),  # not x86 (or very old): plain BLAS
 ])
 def test_plan_follows_the_cpu_instruction_sets(features, dtype, expected):
     plan = plan_inference(features, dtype)
-    assert (plan.dtype, plan.onednn_linear, plan.packed_convolutions, plan.blas_linear) == expected
+    assert (plan.dtype, plan.onednn_linear, plan.packed_convolutions, plan.linear_kernel) == expected
     assert bool(plan.note) == (dtype == torch.bfloat16 and not features.native_bf16)
     assert plan_inference(features, dtype) == plan  # deterministic: no timing involved
     assert plan_inference(features, dtype, device_type='cuda') == InferencePlan(dtype, False, False)
@@ -469,7 +500,7 @@ def test_cpu_features_come_from_cpuinfo_or_torch(tmp_path, monkeypatch):
     assert AVX512_BF16.flags() == ['avx2', 'avx512f', 'avx512_bf16']
 
 
-def test_avx2_plan_keeps_linear_layers_and_bf16_falls_back_with_one_warning():
+def test_avx2_plan_runs_linear_layers_as_1x1_convolutions_and_bf16_falls_back_with_one_warning():
     model = featzoo.create_model('vit_tiny_patch16_224', img_size=64, depth=1).eval()
     randomize_state(model)
     with torch.no_grad():
@@ -478,7 +509,8 @@ def test_avx2_plan_keeps_linear_layers_and_bf16_falls_back_with_one_warning():
         optimized = optimize_for_inference(model, dtype=torch.bfloat16, features=AVX2)
     assert len(caught) == 1 and '\n' not in str(caught[0].message) and 'float32' in str(caught[0].message)
     assert optimized.plan.dtype == torch.float32 and optimized.plan.as_dict()['dtype'] == 'float32'
-    assert not any(isinstance(m, OneDnnLinear) for m in model.modules())
+    kernels = {m.kernel for m in model.modules() if isinstance(m, FusedLinear)}
+    assert kernels == {'conv1x1'}, kernels  # oneDNN's matrix multiply only with AVX-512
     assert all(p.dtype == torch.float32 for p in model.parameters())
     out = optimized(X)
     assert out.dtype == torch.float32
