@@ -353,6 +353,9 @@ class FusedLinear(nn.Module):
         self.post_op, self.algorithm = post if post is not None else ('none', '')
         self.applied_by: Optional[str] = None  # set when the previous layer runs this one (see chain_with)
         self.__dict__['_pack'] = None  # conv1x1: (key, weight packed for oneDNN); not state, never copied
+        self.__dict__['_second'] = None  # the layer run right after this one, block by block (see chain_with)
+        # decided here, not at the call: torch.compile would break its graph at the cached build check
+        self.conv1x1_ready = kernel == 'conv1x1' and _onednn_conv_works(torch.float32)
 
     def __getstate__(self) -> Dict[str, Any]:
         # oneDNN tensors can be neither pickled nor deep-copied: a copy packs again at its first call
@@ -360,23 +363,14 @@ class FusedLinear(nn.Module):
         state['_pack'] = None
         return state
 
-    def _packed_weight(self, rows: int) -> torch.Tensor:
-        # oneDNN lays the weight out for one row count (another count can run 3x slower): one pack, for the latest
-        key = (rows, self.weight.data_ptr(), self.weight._version)
-        pack = self.__dict__['_pack']
-        if pack is None or pack[0] != key:
-            with torch.no_grad():
-                weight = self.weight.detach()[:, :, None, None].contiguous().to_mkldnn()
-                packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight, [0, 0], [1, 1], [1, 1], 1,
-                                                                   [1, self.in_features, rows, 1])
-            pack = self.__dict__['_pack'] = (key, packed)
-        return pack[1]
-
     def _uses_conv(self, rows: torch.Tensor) -> bool:
-        return (self.kernel == 'conv1x1' and conv1x1_suits(self.in_features, rows.shape[0])
-                and rows.dtype == torch.float32 and _plain_cpu_float(rows) and not torch.compiler.is_compiling()
-                and not (torch.is_grad_enabled() and (rows.requires_grad or self.weight.requires_grad))
-                and _onednn_conv_works(torch.float32))
+        if not (self.conv1x1_ready and conv1x1_suits(self.in_features, rows.shape[0])
+                and rows.dtype == torch.float32):
+            return False
+        if torch.compiler.is_compiling():
+            return _CONV1X1_OP is not None  # an opaque call the compiled graph keeps (fake tensors inside)
+        return _plain_cpu_float(rows) and not (torch.is_grad_enabled() and (rows.requires_grad or
+                                                                            self.weight.requires_grad))
 
     def chain_with(self, second: 'FusedLinear', first_name: str = 'the previous layer') -> None:
         """Run ``second`` right after this layer, block of rows by block of rows, when the activations between them
@@ -396,21 +390,19 @@ class FusedLinear(nn.Module):
         self.__dict__['_second'] = second  # not a child: the second layer's weights stay under its own name
         second.applied_by = first_name
 
-    def _rows(self, rows: torch.Tensor, out: Optional[torch.Tensor] = None, blas: bool = False) -> torch.Tensor:
+    def _rows(self, rows: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.kernel == 'onednn':
             result = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.post_op, [],
                                                         self.algorithm)
             return result if out is None else out.copy_(result)
-        if not blas and self._uses_conv(rows):
-            # (rows, C) contiguous is a (1, C, rows, 1) channels_last map: no copy either way
-            images = rows.t()[None, :, :, None]
-            bias = None if self.bias is None else self.bias.detach()
-            post = 'relu' if self.post_op == 'relu' else 'none'
-            mapped = torch.ops.mkldnn._convolution_pointwise(images, self._packed_weight(rows.shape[0]), bias,
-                                                             [0, 0], [1, 1], [1, 1], 1, post, [], '')
-            result = mapped[0, :, :, 0].t()
+        if self._uses_conv(rows):
+            if torch.compiler.is_compiling():
+                result = _CONV1X1_OP(rows, self.weight, self.bias, self.post_op == 'relu')
+            else:
+                result = _conv1x1_rows(rows, self.weight, self.bias, self.post_op == 'relu', self.__dict__)
             if self.post_op == 'gelu':  # oneDNN's own GELU post-op is 7x slower than this on AVX2
-                torch._C._nn.gelu_(result, approximate=self.algorithm)
+                result = torch._C._nn.gelu_(result, approximate=self.algorithm) if not torch.compiler.is_compiling() \
+                    else nn.functional.gelu(result, approximate=self.algorithm)
             return result if out is None else out.copy_(result)
         if self.bias is None:
             result = torch.mm(rows, self.weight.t(), out=out) if out is not None else torch.mm(rows, self.weight.t())
@@ -440,7 +432,7 @@ class FusedLinear(nn.Module):
         if self.applied_by is not None:
             return x
         rows = x.reshape(-1, self.in_features).contiguous()
-        second: Optional[FusedLinear] = self.__dict__.get('_second')
+        second: Optional[FusedLinear] = self._second  # a plain attribute: torch.compile reads it like eager
         block = self._block_rows(rows.shape[0]) if second is not None else None
         if second is None:
             out = self._rows(rows)
@@ -453,11 +445,8 @@ class FusedLinear(nn.Module):
                 rows.new_empty(block, self.out_features)
             for start in range(0, rows.shape[0], block):
                 part = rows[start:start + block]
-                # a shorter last block runs on BLAS: packing oneDNN's weights for its count too would repack twice
-                # per call
-                short = part.shape[0] < block and self.kernel == 'conv1x1'
-                hid = self._rows(part, None if hidden is None or short else hidden[:part.shape[0]], blas=short)
-                second._rows(hid, out[start:start + part.shape[0]], blas=short)
+                hid = self._rows(part, None if hidden is None else hidden[:part.shape[0]])
+                second._rows(hid, out[start:start + part.shape[0]])
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     def extra_repr(self) -> str:
@@ -478,6 +467,59 @@ class OneDnnLinear(FusedLinear):
 
 
 LINEAR_KERNELS = ('onednn', 'blas', 'conv1x1')
+
+
+def _conv1x1_rows(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool,
+                  cache: Dict[str, Any]) -> torch.Tensor:
+    """``rows @ weight.T + bias`` (then ReLU) as a oneDNN 1x1 convolution: (rows, C) contiguous is a (1, C, rows, 1)
+    channels_last map, so neither side is copied. The weight is packed for this row count and kept in
+    ``cache['_pack']`` with the packs of the previous count (a blocked MLP's blocks and its shorter last block; a
+    batch and a shorter last batch): oneDNN lays it out for one count, and another count can run 3x slower on it."""
+    count = rows.shape[0]
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+    packs = cache.get('_pack')
+    if packs is None or packs[0] != key:  # a new or changed weight: forget the old packs
+        packs = cache['_pack'] = (key, {})
+    packed = packs[1].get(count)
+    if packed is None:
+        with torch.no_grad():
+            plain = weight.detach()[:, :, None, None].contiguous().to_mkldnn()
+            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(plain, [0, 0], [1, 1], [1, 1], 1,
+                                                               [1, weight.shape[1], count, 1])
+        if len(packs[1]) >= _CONV1X1_PACKS:  # the oldest count goes
+            packs[1].pop(next(iter(packs[1])))
+        packs[1][count] = packed
+    images = rows.contiguous().t()[None, :, :, None]
+    mapped = torch.ops.mkldnn._convolution_pointwise(images, packed, None if bias is None else bias.detach(),
+                                                     [0, 0], [1, 1], [1, 1], 1, 'relu' if relu else 'none', [], '')
+    return mapped[0, :, :, 0].t()
+
+
+def _register_conv1x1_op() -> Optional[Callable[..., torch.Tensor]]:
+    """``featzoo::linear_conv1x1``: the conv1x1 product as one operator torch.compile keeps as an opaque call (it
+    cannot trace oneDNN's packed tensors), so the compiled graph fuses what lies around it. Packs are kept per
+    weight tensor and row count, for the weights a compiled graph holds. None where torch has no custom operators."""
+    custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
+    if custom_op is None:
+        return None
+    packs: Dict[Tuple[int, int], Dict[str, Any]] = {}
+
+    @custom_op('featzoo::linear_conv1x1', mutates_args=())
+    def linear_conv1x1(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                       relu: bool) -> torch.Tensor:
+        slot = packs.setdefault((weight.data_ptr(), rows.shape[0]), {})
+        if len(packs) > 4096:  # weights of discarded models: forget the oldest
+            packs.pop(next(iter(packs)))
+        return _conv1x1_rows(rows, weight, bias, relu, slot)
+
+    @linear_conv1x1.register_fake
+    def _(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
+        return rows.new_empty(rows.shape[0], weight.shape[0])
+
+    return linear_conv1x1
+
+
+_CONV1X1_OP = _register_conv1x1_op()
 
 
 def conv1x1_suits(in_features: int, rows: int) -> bool:
@@ -503,6 +545,7 @@ _BLOCK_ABOVE_BYTES = 32 << 20  # glibc never serves larger blocks from its heap:
 _BLOCK_BYTES = 2 << 20  # hidden activations of one block of rows, small enough to stay in the caches
 _BLAS_BLOCK_ABOVE_BYTES = 8 << 20  # BLAS kernel: hidden activations beyond the last-level cache share of a core
 _BLAS_BLOCK_MAX_INPUTS = 256  # BLAS kernel: wider first products are compute-bound, blocks only shrink them
+_CONV1X1_PACKS = 2  # packed copies of a weight kept, for this many row counts
 _CONV1X1_BLOCK_BYTES = 4 << 20  # conv1x1 kernel: 4 MiB blocks beat 2 MiB ones (ConvNeXt stage 1: 70 vs 78 ms)
 
 
@@ -596,7 +639,7 @@ def _chain_linear_pairs(model: nn.Module, input_size: Optional[Tuple[int, int, i
     owners = _owners(model)
     for first, second in trace.pairs:
         if len(owners.get(id(first), [])) == 1 and len(owners.get(id(second), [])) == 1 \
-                and '_second' not in first.__dict__ and second.applied_by is None and first.applied_by is None:
+                and first._second is None and second.applied_by is None and first.applied_by is None:
             first.chain_with(second, names[id(first)])
 
 

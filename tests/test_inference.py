@@ -237,10 +237,7 @@ def test_linear_pairs_run_in_blocks_of_rows(monkeypatch, kernel):
                       record(torch.ops.mkldnn._convolution_pointwise, 'conv1x1', lambda a: a[0].shape[2]))
         with torch.no_grad():
             out = model(x)
-    full = [(kernel, 64)] * 8
-    # conv1x1 packs its weights for one row count: the shorter last block runs on BLAS
-    last = [('blas' if kernel == 'conv1x1' else kernel, 44)] * 2
-    assert calls[:10] == full + last, calls
+    assert calls[:10] == [(kernel, 64)] * 8 + [(kernel, 44)] * 2, calls
     assert_equal(out, reference, f'{kernel} MLP in blocks', rtol=1e-4)
     twin = copy.deepcopy(model)
     assert twin.fc1.__dict__['_second'] is twin.fc2
@@ -251,24 +248,25 @@ def test_linear_pairs_run_in_blocks_of_rows(monkeypatch, kernel):
 
 
 def test_conv1x1_packs_once_per_row_count(monkeypatch):
-    """The conv1x1 kernel packs a layer's weight for the row count it meets and keeps that one pack: the same count
-    again reuses it, a new count (or a changed weight) packs again; a copy drops it."""
+    """The conv1x1 kernel packs a layer's weight for each row count it meets and keeps the packs of the last two
+    counts (blocks and a shorter last block; batches and a shorter last batch); a third count evicts the oldest, a
+    changed weight packs again; a copy drops the packs."""
     import copy
     layer = FusedLinear(nn.Linear(256, 64), nn.ReLU(), kernel='conv1x1').requires_grad_(False)
     randomize_state(layer)
     packs = []
     real = torch._C._nn.mkldnn_reorder_conv2d_weight
     monkeypatch.setattr(torch._C._nn, 'mkldnn_reorder_conv2d_weight', lambda *a: packs.append(a[-1][2]) or real(*a))
-    for rows in (300, 300, 200, 200, 300):
+    for rows in (300, 300, 200, 200, 300, 100, 300):
         x = torch.randn(rows, 256)
         with torch.no_grad():
             assert_equal(layer(x), torch.relu(nn.functional.linear(x, layer.weight, layer.bias)), 'conv1x1',
                          rtol=1e-5)
-    assert packs == [300, 200, 300]
+    assert packs == [300, 200, 100, 300]
     with torch.no_grad():
         layer.weight.mul_(2)
         layer(torch.randn(300, 256))
-    assert packs == [300, 200, 300, 300]
+    assert packs == [300, 200, 100, 300, 300]
     assert copy.deepcopy(layer).__dict__['_pack'] is None
 
 
