@@ -309,14 +309,22 @@ def _eager_models(name: str, path: str):
     return _eager_pair(name, path) + _eager_pair(name, path, features_only=True)
 
 
+def _configured_side(name: str, default: int = 224) -> int:
+    """The input side timm configures a model for (its default tag's cfg, 'untrained' included): what timm runs it
+    at."""
+    import timm
+    cfg = timm.models.get_pretrained_cfg(name)
+    size = getattr(cfg, 'input_size', None) if cfg is not None else None
+    return int(size[-1]) if size else default
+
+
 def _eager_side(name: str, default: int) -> int:
     """``default`` for models that take any input size; a fixed-size model (windows or position tables sized at
     build time, as in timm) runs at its own pretrained input size."""
     import featzoo
-    from featzoo import registry
     if 'dynamic_hw' in featzoo.model_capabilities(name).export:
         return default
-    return int(registry.get_pretrained_cfg(name)['input_size'][-1])
+    return _configured_side(name, default)
 
 
 def bench_eager(report: Report, args: argparse.Namespace, workdir: str) -> None:
@@ -386,13 +394,15 @@ def forward_flops(model: Callable[[torch.Tensor], Any], x: torch.Tensor) -> floa
 
 
 def family_representatives() -> List[str]:
-    """One architecture per registered family that timm also has: the one with the fewest parameters."""
+    """One architecture per registered family that timm also has: the one with the fewest parameters, leaving out
+    timm's ``test_*`` fixtures (random-only networks of a few hundred thousand parameters, made for unit tests, whose
+    10-20 ms forwards measure per-call overhead, not a backbone)."""
     import featzoo
     import timm
     from featzoo import registry
     chosen = []
     for family in featzoo.list_modules():
-        names = [n for n in featzoo.list_models(module=family) if timm.is_model(n)]
+        names = [n for n in featzoo.list_models(module=family) if timm.is_model(n) and not n.startswith('test_')]
         if names:
             chosen.append(min(names, key=lambda n: (registry.get_arch_entry(n)['num_params'], n)))
     return chosen
@@ -405,7 +415,7 @@ def _optimize_row(report: Report, name: str, compile_: bool, target: Optional[fl
     from featzoo.inference import max_relative_error
     tm = timm.create_model(name, features_only=True, pretrained=True, pretrained_cfg_overlay=dict(file=path)).eval()
     fz = featzoo.create_model(name, features_only=True, checkpoint_path=path).eval()
-    side = _eager_side(name, x.shape[-1])  # models built for one input size run at their own
+    side = _configured_side(name, x.shape[-1])  # at the size timm builds it for (featzoo may take others)
     size = f' at {side} px' if side != x.shape[-1] else ''
     if side != x.shape[-1]:
         x = torch.randn(x.shape[0], 3, side, side, generator=torch.Generator().manual_seed(0))
