@@ -360,15 +360,22 @@ def test_compiled_features_equal_eager(name):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _onednn_linear_works(), reason='this torch build has no oneDNN linear kernel')
-def test_compiled_blocked_mlps_equal_eager(monkeypatch):
-    """Chained MLP layers in blocks of rows under torch.compile, at two batch sizes (the second recompiles)."""
+@pytest.mark.parametrize('kernel', [pytest.param('onednn', marks=pytest.mark.skipif(
+    not _onednn_linear_works(), reason='this torch build has no oneDNN linear kernel')), 'conv1x1'])
+def test_compiled_blocked_mlps_equal_eager(monkeypatch, kernel):
+    """Chained MLP layers in blocks of rows under torch.compile, at two batch sizes (the second recompiles), on
+    the oneDNN kernel (AVX-512 plan) and the conv1x1 kernel (AVX2 plan: an opaque operator in the graph)."""
     from featzoo import inference
     monkeypatch.setattr(inference, '_BLOCK_ABOVE_BYTES', 0)
+    monkeypatch.setattr(inference, '_BLAS_BLOCK_ABOVE_BYTES', 0)
+    monkeypatch.setattr(inference, '_BLAS_BLOCK_MAX_INPUTS', 1 << 20)
     monkeypatch.setattr(inference, '_BLOCK_BYTES', 64 * 1536 * 4)  # 64 rows of vit_small's hidden width
+    monkeypatch.setattr(inference, '_CONV1X1_BLOCK_BYTES', 64 * 1536 * 4)
     model = featzoo.create_model('vit_small_patch16_224', depth=2).eval()
     randomize_state(model)
-    optimized = optimize_for_inference(copy.deepcopy(model), compile=True)
+    features = AVX512 if kernel == 'onednn' else CpuFeatures(avx2=True)
+    optimized = optimize_for_inference(copy.deepcopy(model), compile=True, features=features)
+    assert optimized.module.blocks[0].mlp.fc1.kernel == kernel
     for batch in (1, 3):
         x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
         with torch.no_grad():
