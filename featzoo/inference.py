@@ -340,8 +340,7 @@ class FusedLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, activation: Optional[nn.Module] = None, kernel: str = 'onednn') -> None:
         super().__init__()
-        if kernel not in LINEAR_KERNELS:
-            raise ValueError(f'kernel must be one of {LINEAR_KERNELS}, got {kernel!r}')
+        _check_kernel(kernel)
         post = _onednn_activation(activation) if activation is not None else None
         if activation is not None and post is None:
             raise ValueError(f'activation {activation!r} cannot be fused; valid: nn.GELU, nn.ReLU')
@@ -395,26 +394,24 @@ class FusedLinear(nn.Module):
             result = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.post_op, [],
                                                         self.algorithm)
             return result if out is None else out.copy_(result)
-        if self._uses_conv(rows):
+        conv = self._uses_conv(rows)
+        if conv:  # oneDNN applies a ReLU itself; its GELU post-op is 7x slower than torch's on AVX2
             if torch.compiler.is_compiling():
                 result = _CONV1X1_OP(rows, self.weight, self.bias, self.post_op == 'relu')
             else:
                 result = _conv1x1_rows(rows, self.weight, self.bias, self.post_op == 'relu', self.__dict__)
-            if self.post_op == 'gelu':  # oneDNN's own GELU post-op is 7x slower than this on AVX2
-                result = torch._C._nn.gelu_(result, approximate=self.algorithm) if not torch.compiler.is_compiling() \
-                    else nn.functional.gelu(result, approximate=self.algorithm)
-            return result if out is None else out.copy_(result)
-        if self.bias is None:
-            result = torch.mm(rows, self.weight.t(), out=out) if out is not None else torch.mm(rows, self.weight.t())
-        elif out is not None:
-            result = torch.addmm(self.bias, rows, self.weight.t(), out=out)
+        elif self.bias is None:
+            result = torch.mm(rows, self.weight.t(), out=out)
         else:
-            result = torch.addmm(self.bias, rows, self.weight.t())
+            result = torch.addmm(self.bias, rows, self.weight.t(), out=out)
         if self.post_op == 'gelu':
-            torch._C._nn.gelu_(result, approximate=self.algorithm)  # in place: the product is ours alone
-        elif self.post_op == 'relu':
+            if torch.compiler.is_compiling():
+                result = nn.functional.gelu(result, approximate=self.algorithm)
+            else:
+                torch._C._nn.gelu_(result, approximate=self.algorithm)  # in place: the product is ours alone
+        elif self.post_op == 'relu' and not conv:
             result.relu_()
-        return result
+        return result if out is None or result is out else out.copy_(result)
 
     def _block_rows(self, rows: int) -> Optional[int]:
         """Rows per block for a chained product over ``rows`` rows (None: one call for all of them)."""
@@ -467,6 +464,11 @@ class OneDnnLinear(FusedLinear):
 
 
 LINEAR_KERNELS = ('onednn', 'blas', 'conv1x1')
+
+
+def _check_kernel(kernel: Any) -> None:
+    if kernel not in LINEAR_KERNELS:
+        raise ValueError(f'kernel must be one of {LINEAR_KERNELS}, got {kernel!r}')
 
 
 def _conv1x1_rows(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool,
@@ -584,8 +586,7 @@ def use_fused_linear(model: nn.Module, input_size: Optional[Sequence[int]] = Non
     Identity()
     """
     _check_model(model)
-    if kernel not in LINEAR_KERNELS:
-        raise ValueError(f'kernel must be one of {LINEAR_KERNELS}, got {kernel!r}')
+    _check_kernel(kernel)
     input_size = _check_input_size(input_size)
     model.eval()
     linears = [m for m in model.modules() if type(m) is nn.Linear and not _has_hooks(m)
@@ -744,11 +745,10 @@ def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, de
     - convolutions without groups run on weights packed once for oneDNN (float32 and bfloat16; faster with AVX2 and
       AVX-512, and 2.5x faster than ``F.conv2d`` in bfloat16 for a 3x3 256-channel layer on AMX);
     - linear layers with AVX-512 run as oneDNN matrix multiplies with their GELU/ReLU fused
-      (:class:`FusedLinear`, ``kernel='onednn'``); without AVX-512 on the default BLAS product with the activation
-      applied in place (``kernel='blas'``). On a 2-core AVX2 AMD EPYC (Zen 2) oneDNN's products made ConvNeXt and
-      ViT 0.89x and 0.75x of eager (issue 22) and 0.99x / 0.94x after this plan existed, while the BLAS kernel,
-      which splits a narrow MLP (first product of at most 256 inputs) into blocks of rows that stay in the caches,
-      made convnext_tiny's features 1.15x of timm eager and left ViT at 1.00x (its wide products gain nothing);
+      (:class:`FusedLinear`, ``kernel='onednn'``); with AVX2 as oneDNN 1x1 convolutions on packed weights where
+      :func:`conv1x1_suits` says so, BLAS elsewhere (``kernel='conv1x1'``); without AVX2 on BLAS (``'blas'``). On
+      a 2-core AVX2 AMD EPYC (Zen 2) oneDNN's matrix multiplies made ConvNeXt and ViT features 0.99x / 0.94x of
+      timm eager, the conv1x1 kernel 1.16-1.18x / 1.16-1.22x (narrow MLPs in blocks of rows that stay in cache);
     - ``torch.bfloat16`` is used only where the CPU multiplies it natively (AVX512_BF16 or AMX); elsewhere oneDNN
       emulates it, several times slower than float32 (4.7x for extraction on an AVX2 machine), so the plan keeps
       float32 and says why in ``note``.
@@ -856,8 +856,8 @@ def optimize_for_inference(model: nn.Module, compile: bool = False,
     Always: eval mode, gradients off, batch norm folded into the preceding convolution (:func:`fold_conv_bn`),
     dropout removed, weights and inputs in channels_last, every call in ``torch.inference_mode()``. Then, as
     :func:`plan_inference` chooses for this CPU (``features``, default :func:`cpu_features`): linear layers with their
-    GELU/ReLU fused, on oneDNN with AVX-512 and on the default BLAS kernel in blocks of rows elsewhere
-    (:func:`use_fused_linear`), ungrouped convolutions on weights packed
+    GELU/ReLU fused, on oneDNN's matrix multiply with AVX-512 and as oneDNN 1x1 convolutions with AVX2, MLPs in
+    blocks of rows where large (:func:`use_fused_linear`), ungrouped convolutions on weights packed
     once for oneDNN (:func:`featzoo.layers.onednn.pack_convolutions`) applying the ReLU/SiLU that follows them
     (:func:`fuse_conv_activations`). ``dtype=torch.bfloat16`` casts the
     model, its inputs and so its outputs to bfloat16 where the CPU has native bfloat16 (AVX512_BF16 or AMX) or on a
