@@ -45,12 +45,40 @@ def test_catalog_equals_timm_published_configs():
                     assert _as_list(ours.get(key)) == _as_list(theirs[key]), f'{arch}.{tag}: {key}'
 
 
+WEIGHTLESS_FACTS = tuple(k for k in FACTS if k not in ('hf_hub_id', 'license')) + ('fixed_input_size', 'pool_size')
+
+
+def test_weightless_configs_equal_timm():
+    """An architecture without published weights (and each of its 'untrained' tags) reports timm's input size,
+    mean, std, crop and head names, not the family's defaults: weights trained with timm for it are then fed as timm
+    feeds them (eca_nfnet_l3 is 352 px, mobilenetv4_conv_small_035 takes mean 0.5)."""
+    timm = pytest.importorskip('timm')
+    from timm.models import get_pretrained_cfg
+    checked = 0
+    for arch in featzoo.list_models():
+        if not timm.is_model(arch):
+            continue
+        names = [arch] if not catalog.pretrained_tags(arch) else []
+        names += [f'{arch}.{tag}' for tag in registry.get_arch_entry(arch).get('untrained_tags', ())]
+        for name in names:
+            theirs, ours = get_pretrained_cfg(name).to_dict(), catalog.pretrained_cfg(name)
+            for key in WEIGHTLESS_FACTS:
+                if theirs.get(key) is not None:
+                    assert _as_list(ours.get(key)) == _as_list(theirs[key]), f'{name}: {key}'
+            checked += 1
+    assert checked > 100
+    assert catalog.pretrained_cfg('eca_nfnet_l3')['input_size'] == (3, 352, 352)
+
+
 def test_catalog_is_what_the_generator_writes():
     pytest.importorskip('timm')
     gen = _gen_index()
     for arch, entry in registry.iter_entries():
         assert entry.get('pretrained', []) == gen.pretrained_entries(arch), \
             f'{arch}: stale pretrained tags; run python tools/gen_index.py {entry["family"]}'
+        expected = gen.untrained_cfgs(arch) if entry.get('untrained_tags') or not entry.get('pretrained') else {}
+        assert entry.get('untrained_cfgs', {}) == expected, \
+            f'{arch}: stale untrained_cfgs; run python tools/gen_index.py {entry["family"]}'
 
 
 def test_catalog_facts_are_sound():

@@ -70,6 +70,26 @@ def pretrained_entries(arch: str, spec: Any = None) -> List[Dict[str, Any]]:
     return out
 
 
+WEIGHTLESS_KEYS = tuple(k for k in CFG_KEYS if k not in ('hf_hub_id', 'hf_hub_filename', 'license'))
+
+
+def untrained_cfgs(arch: str) -> Dict[str, Dict[str, Any]]:
+    """timm's configuration facts for each tag of ``arch`` without published weights (input size, mean and std,
+    crop, classifier...): what ``create_model(arch)`` reports and ``featzoo extract`` preprocesses with when there
+    are no published weights, so that weights trained with timm are fed as timm feeds them."""
+    import timm
+    from timm.models import get_pretrained_cfg
+    out = {}
+    # an architecture timm lists with no tag at all (some NFNets) still has its configuration: stored under ''
+    tags = untrained_tags(arch) or ([] if timm.list_pretrained(arch + '.*') else [''])
+    for tag in tags:
+        cfg = get_pretrained_cfg(f'{arch}.{tag}' if tag else arch)
+        if cfg is not None:
+            facts = cfg.to_dict()
+            out[tag] = {k: _jsonable(facts[k]) for k in WEIGHTLESS_KEYS if facts.get(k) is not None}
+    return out
+
+
 def untrained_tags(arch: str) -> List[str]:
     """The tags timm lists for ``arch`` without published weights (mostly 'untrained')."""
     import timm
@@ -122,6 +142,9 @@ def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
         untrained = untrained_tags(arch) if with_pretrained else []
         if untrained:
             entry['untrained_tags'] = untrained
+        weightless = untrained_cfgs(arch) if with_pretrained and (untrained or not entry['pretrained']) else {}
+        if weightless:
+            entry['untrained_cfgs'] = weightless
         models[arch] = entry
     return dict(family=family, module=f'featzoo.models.{family}', default_cfg=_jsonable(dict(spec.default_cfg)),
                 models=models)

@@ -76,7 +76,8 @@ def pretrained_cfg(name: str, base: Optional[Mapping[str, Any]] = None, overlay:
     """Everything known about a weight, the one resolver every caller uses: the family's defaults, then the tag's
     published facts (unless ``use_published`` is False: a Hub or local config describes its own weights), then
     ``base`` (a config.json's or the caller's ``pretrained_cfg``), then ``overlay``; with ``architecture`` set (and
-    ``tag`` for a published tag). An architecture without published weights gets the family defaults.
+    ``tag`` for a published tag). An architecture without published weights gets timm's facts for its weightless
+    tag ('untrained') over the family defaults.
 
     >>> cfg = pretrained_cfg('resnet50.a1_in1k')
     >>> cfg['hf_hub_id'], cfg['architecture'], cfg['tag']
@@ -89,8 +90,13 @@ def pretrained_cfg(name: str, base: Optional[Mapping[str, Any]] = None, overlay:
     chosen = next((c for c in published if c['tag'] == tag), None) if tag else (published[0] if published else None)
     if chosen is not None:
         cfg.update(chosen)
-    elif tag:
-        cfg['tag'] = tag  # a tag timm lists without weights (such as 'untrained')
+    elif use_published:
+        # a tag timm lists without weights (such as 'untrained'), or an architecture with none published: timm's
+        # facts for it (input size, mean, std...), so that weights trained with timm are fed as timm feeds them
+        weightless = entry.get('untrained_cfgs', {})
+        cfg.update(weightless.get(tag, {}) if tag else next(iter(weightless.values()), {}))
+    if chosen is None and tag:
+        cfg['tag'] = tag
     cfg['architecture'] = arch
     if base:
         cfg.update(base)
