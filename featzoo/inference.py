@@ -661,7 +661,7 @@ def _check_dtype(dtype: Any) -> torch.dtype:
 
 @dataclass(frozen=True)
 class CpuFeatures:
-    """The instruction sets that decide what :func:`optimize_for_inference` does on a CPU.
+    """The instruction sets and the maker that decide what :func:`optimize_for_inference` does on a CPU.
 
     >>> CpuFeatures(avx2=True).native_bf16
     False
@@ -670,6 +670,7 @@ class CpuFeatures:
     avx512f: bool = False
     avx512_bf16: bool = False
     amx_bf16: bool = False
+    vendor: str = ''  # /proc/cpuinfo's vendor_id ('AuthenticAMD', 'GenuineIntel'); '' when unknown
 
     @property
     def native_bf16(self) -> bool:
@@ -685,12 +686,16 @@ class CpuFeatures:
         return [name for name in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16') if getattr(self, name)]
 
 
-def _cpuinfo_flags(path: str = '/proc/cpuinfo') -> Optional[set]:
+def _cpuinfo(path: str = '/proc/cpuinfo') -> Optional[Tuple[set, str]]:
+    """(flags, vendor_id) of the first processor in ``path``; None without a readable flags line."""
+    vendor = ''
     try:
         with open(path, encoding='utf-8', errors='replace') as f:
             for line in f:
-                if line.startswith('flags'):
-                    return set(line.partition(':')[2].split())
+                if line.startswith('vendor_id'):
+                    vendor = line.partition(':')[2].strip()
+                elif line.startswith('flags'):
+                    return set(line.partition(':')[2].split()), vendor
     except OSError:
         pass
     return None
@@ -698,16 +703,17 @@ def _cpuinfo_flags(path: str = '/proc/cpuinfo') -> Optional[set]:
 
 @functools.lru_cache(maxsize=None)
 def cpu_features() -> CpuFeatures:
-    """The running CPU's instruction sets: from /proc/cpuinfo where there is one, else from what torch detected
-    (``torch.backends.cpu.get_cpu_capability()``, and oneDNN's bfloat16 check).
+    """The running CPU's instruction sets and maker: from /proc/cpuinfo where there is one, else from what torch
+    detected (``torch.backends.cpu.get_cpu_capability()``, and oneDNN's bfloat16 check; the maker is then unknown).
 
     >>> isinstance(cpu_features(), CpuFeatures)
     True
     """
-    flags = _cpuinfo_flags()
-    if flags is not None:
+    info = _cpuinfo()
+    if info is not None:
+        flags, vendor = info
         return CpuFeatures(avx2='avx2' in flags, avx512f='avx512f' in flags, avx512_bf16='avx512_bf16' in flags,
-                           amx_bf16='amx_bf16' in flags)
+                           amx_bf16='amx_bf16' in flags, vendor=vendor)
     capability = torch.backends.cpu.get_cpu_capability().upper()  # 'DEFAULT', 'AVX2', 'AVX512', 'ZVECTOR'...
     bf16_check = getattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', None)
     bf16 = bool(bf16_check()) if bf16_check is not None and capability == 'AVX512' else False
@@ -744,11 +750,13 @@ def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, de
     Batch-norm folding, channels_last and inference mode always apply. On the CPU:
     - convolutions without groups run on weights packed once for oneDNN (float32 and bfloat16; faster with AVX2 and
       AVX-512, and 2.5x faster than ``F.conv2d`` in bfloat16 for a 3x3 256-channel layer on AMX);
-    - linear layers with AVX-512 run as oneDNN matrix multiplies with their GELU/ReLU fused
-      (:class:`FusedLinear`, ``kernel='onednn'``); with AVX2 as oneDNN 1x1 convolutions on packed weights where
-      :func:`conv1x1_suits` says so, BLAS elsewhere (``kernel='conv1x1'``); without AVX2 on BLAS (``'blas'``). On
-      a 2-core AVX2 AMD EPYC (Zen 2) oneDNN's matrix multiplies made ConvNeXt and ViT features 0.99x / 0.94x of
-      timm eager, the conv1x1 kernel 1.16-1.18x / 1.16-1.22x (narrow MLPs in blocks of rows that stay in cache);
+    - linear layers on AMD CPUs (where the kernels were measured) with AVX-512 run as oneDNN matrix multiplies with
+      their GELU/ReLU fused (:class:`FusedLinear`, ``kernel='onednn'``); with AVX2 as oneDNN 1x1 convolutions on
+      packed weights where :func:`conv1x1_suits` says so, BLAS elsewhere (``kernel='conv1x1'``); on other CPUs
+      (Intel, unknown makers, no AVX2) on BLAS with the activation applied in place (``'blas'``), the call they
+      already make. On a 2-core AVX2 AMD EPYC (Zen 2) oneDNN's matrix multiplies made ConvNeXt and ViT features
+      0.99x / 0.94x of timm eager, the conv1x1 kernel 1.16-1.18x / 1.16-1.22x (narrow MLPs in blocks of rows that
+      stay in cache);
     - ``torch.bfloat16`` is used only where the CPU multiplies it natively (AVX512_BF16 or AMX); elsewhere oneDNN
       emulates it, several times slower than float32 (4.7x for extraction on an AVX2 machine), so the plan keeps
       float32 and says why in ``note``.
@@ -758,6 +766,10 @@ def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, de
     torch.float32
     >>> plan_inference(CpuFeatures(avx2=True, avx512f=True, avx512_bf16=True), torch.bfloat16).dtype
     torch.bfloat16
+    >>> plan_inference(CpuFeatures(avx2=True, vendor='AuthenticAMD')).linear_kernel
+    'conv1x1'
+    >>> plan_inference(CpuFeatures(avx2=True, vendor='GenuineIntel')).linear_kernel
+    'blas'
     """
     dtype = _check_dtype(dtype)
     if device_type != 'cpu':
@@ -768,8 +780,16 @@ def plan_inference(features: CpuFeatures, dtype: torch.dtype = torch.float32, de
                 'be emulated, slower than float32): running float32')
         dtype = torch.float32
     kernel = 'onednn' if features.avx512f else 'conv1x1' if features.avx2 else 'blas'
-    return InferencePlan(dtype, onednn_linear=features.avx512f, packed_convolutions=True, note=note,
+    if features.vendor not in _LINEAR_KERNELS_MEASURED_ON:
+        kernel = 'blas'  # F.linear's own call: what the model was given, so never slower on an unmeasured CPU
+    return InferencePlan(dtype, onednn_linear=kernel == 'onednn', packed_convolutions=True, note=note,
                          linear_kernel=kernel)
+
+
+# The oneDNN linear kernels were measured against BLAS on AMD EPYC only (Zen 2 with AVX2, Zen 4 with AVX-512), where
+# MKL is not at its best; elsewhere (Intel, whose MKL is tuned for its own cores; unknown makers) linear layers keep
+# the BLAS call they already make until a measurement says otherwise.
+_LINEAR_KERNELS_MEASURED_ON = ('AuthenticAMD',)
 
 
 def _nchw(t: Any) -> Any:

@@ -373,7 +373,7 @@ def test_compiled_blocked_mlps_equal_eager(monkeypatch, kernel):
     monkeypatch.setattr(inference, '_CONV1X1_BLOCK_BYTES', 64 * 1536 * 4)
     model = featzoo.create_model('vit_small_patch16_224', depth=2).eval()
     randomize_state(model)
-    features = AVX512 if kernel == 'onednn' else CpuFeatures(avx2=True)
+    features = AVX512 if kernel == 'onednn' else AVX2
     optimized = optimize_for_inference(copy.deepcopy(model), compile=True, features=features)
     assert optimized.module.blocks[0].mlp.fc1.kernel == kernel
     for batch in (1, 3):
@@ -465,10 +465,12 @@ def test_meta_builds_stay_in_native_kernels(tmp_path, scope):
 
 # ---- the choice by CPU, and bfloat16 -------------------------------------------------------------------------------
 
-AVX2 = CpuFeatures(avx2=True)
-AVX512 = CpuFeatures(avx2=True, avx512f=True)
-AVX512_BF16 = CpuFeatures(avx2=True, avx512f=True, avx512_bf16=True)
-AMX = CpuFeatures(avx2=True, avx512f=True, amx_bf16=True)
+AMD = 'AuthenticAMD'
+AVX2 = CpuFeatures(avx2=True, vendor=AMD)
+AVX512 = CpuFeatures(avx2=True, avx512f=True, vendor=AMD)
+AVX512_BF16 = CpuFeatures(avx2=True, avx512f=True, avx512_bf16=True, vendor=AMD)
+AMX = CpuFeatures(avx2=True, avx512f=True, avx512_bf16=True, amx_bf16=True, vendor='GenuineIntel')
+INTEL_AVX2 = CpuFeatures(avx2=True, vendor='GenuineIntel')
 
 
 # (dtype, oneDNN linear layers, packed convolutions, linear kernel)
@@ -478,7 +480,12 @@ AMX = CpuFeatures(avx2=True, avx512f=True, amx_bf16=True)
     (AVX2, torch.bfloat16, (torch.float32, False, True, 'conv1x1')),      # no native bf16: float32, with a note
     (AVX512, torch.bfloat16, (torch.float32, True, True, 'onednn')),
     (AVX512_BF16, torch.bfloat16, (torch.bfloat16, True, True, 'onednn')),
-    (AMX, torch.bfloat16, (torch.bfloat16, True, True, 'onednn')),
+    # the oneDNN linear kernels were measured on AMD only: Intel and unknown makers keep BLAS (never slower)
+    (AMX, torch.bfloat16, (torch.bfloat16, False, True, 'blas')),
+    (AMX, torch.float32, (torch.float32, False, True, 'blas')),
+    (INTEL_AVX2, torch.float32, (torch.float32, False, True, 'blas')),
+    (CpuFeatures(avx2=True, avx512f=True), torch.float32, (torch.float32, False, True, 'blas')),
+    (CpuFeatures(vendor=AMD), torch.float32, (torch.float32, False, True, 'blas')),  # no AVX2: plain BLAS
     (CpuFeatures(), torch.float32, (torch.float32, False, True, 'blas')),  # not x86 (or very old): plain BLAS
 ])
 def test_plan_follows_the_cpu_instruction_sets(features, dtype, expected):
@@ -492,14 +499,16 @@ def test_plan_follows_the_cpu_instruction_sets(features, dtype, expected):
 def test_cpu_features_come_from_cpuinfo_or_torch(tmp_path, monkeypatch):
     from featzoo import inference
     info = tmp_path / 'cpuinfo'
-    info.write_text('processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\nprocessor\t: 1\n')
-    assert inference._cpuinfo_flags(str(info)) >= {'avx2', 'avx512f', 'avx512_bf16'}
-    assert inference._cpuinfo_flags(str(tmp_path / 'missing')) is None
-    monkeypatch.setattr(inference, '_cpuinfo_flags', lambda: None)
+    info.write_text('processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n'
+                    'processor\t: 1\n')
+    flags, vendor = inference._cpuinfo(str(info))
+    assert flags >= {'avx2', 'avx512f', 'avx512_bf16'} and vendor == 'AuthenticAMD'
+    assert inference._cpuinfo(str(tmp_path / 'missing')) is None
+    monkeypatch.setattr(inference, '_cpuinfo', lambda: None)
     monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: 'AVX2')
     inference.cpu_features.cache_clear()
     try:
-        assert inference.cpu_features() == AVX2
+        assert inference.cpu_features() == CpuFeatures(avx2=True)  # the maker unknown: linear layers stay on BLAS
     finally:
         inference.cpu_features.cache_clear()
     assert AVX512_BF16.flags() == ['avx2', 'avx512f', 'avx512_bf16']
