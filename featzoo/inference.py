@@ -471,13 +471,40 @@ def _check_kernel(kernel: Any) -> None:
         raise ValueError(f'kernel must be one of {LINEAR_KERNELS}, got {kernel!r}')
 
 
+def _conv1x1_parts(in_features: int) -> Optional[int]:
+    """In how many equal slices of inputs the ``'conv1x1'`` kernel splits a product (1: none), each of at most
+    ``_CONV1X1_MAX_INPUTS``; None when no such split exists (the product stays on BLAS).
+
+    >>> _conv1x1_parts(768), _conv1x1_parts(3072), _conv1x1_parts(6144), _conv1x1_parts(2309)
+    (1, 2, 3, None)
+    """
+    if in_features <= _CONV1X1_MAX_INPUTS:
+        return 1
+    parts = -(-in_features // _CONV1X1_MAX_INPUTS)
+    while parts <= _CONV1X1_MAX_PARTS:
+        if in_features % (parts * 8) == 0:  # slices of whole 8-float vectors
+            return parts
+        parts += 1
+    return None
+
+
 def _conv1x1_rows(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool,
                   cache: Dict[str, Any]) -> torch.Tensor:
     """``rows @ weight.T + bias`` (then ReLU) as a oneDNN 1x1 convolution: (rows, C) contiguous is a (1, C, rows, 1)
     channels_last map, so neither side is copied. The weight is packed for this row count and kept in
     ``cache['_pack']`` with the packs of the previous count (a blocked MLP's blocks and its shorter last block; a
-    batch and a shorter last batch): oneDNN lays it out for one count, and another count can run 3x slower on it."""
+    batch and a shorter last batch): oneDNN lays it out for one count, and another count can run 3x slower on it.
+
+    A product of more than ``_CONV1X1_MAX_INPUTS`` inputs runs as equal slices of its inputs (:func:`_conv1x1_parts`),
+    each slice's product added into the first's by oneDNN in place: with 3072 or 4096 inputs oneDNN's single
+    convolution ran at 49-55 GFLOP/s at many row counts (392, 1568, 3136) on a 2-core AVX2 EPYC, two slices of 1536
+    at 181-187 at every count measured (BLAS: 139-150). Each slice of the rows is copied once (a small fraction of
+    the product's time)."""
     count = rows.shape[0]
+    parts = _conv1x1_parts(weight.shape[1])
+    if parts is None:
+        raise ValueError(f'a product of {weight.shape[1]} inputs cannot run as 1x1 convolutions; see conv1x1_suits')
+    width = weight.shape[1] // parts
     key = (weight.data_ptr(), weight._version, tuple(weight.shape))
     packs = cache.get('_pack')
     if packs is None or packs[0] != key:  # a new or changed weight: forget the old packs
@@ -485,15 +512,29 @@ def _conv1x1_rows(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     packed = packs[1].get(count)
     if packed is None:
         with torch.no_grad():
-            plain = weight.detach()[:, :, None, None].contiguous().to_mkldnn()
-            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(plain, [0, 0], [1, 1], [1, 1], 1,
-                                                               [1, weight.shape[1], count, 1])
+            plain = weight.detach()
+            packed = tuple(torch._C._nn.mkldnn_reorder_conv2d_weight(
+                plain[:, i * width:(i + 1) * width, None, None].contiguous().to_mkldnn(), [0, 0], [1, 1], [1, 1], 1,
+                [1, width, count, 1]) for i in range(parts))
         if len(packs[1]) >= _CONV1X1_PACKS:  # the oldest count goes
             packs[1].pop(next(iter(packs[1])))
         packs[1][count] = packed
-    images = rows.contiguous().t()[None, :, :, None]
-    mapped = torch.ops.mkldnn._convolution_pointwise(images, packed, None if bias is None else bias.detach(),
-                                                     [0, 0], [1, 1], [1, 1], 1, 'relu' if relu else 'none', [], '')
+    rows = rows.contiguous()
+    bias = None if bias is None else bias.detach()
+    geometry = ([0, 0], [1, 1], [1, 1], 1)
+    if parts == 1:
+        mapped = torch.ops.mkldnn._convolution_pointwise(rows.t()[None, :, :, None], packed[0], bias, *geometry,
+                                                         'relu' if relu else 'none', [], '')
+        return mapped[0, :, :, 0].t()
+    mapped = None
+    for i in range(parts):
+        images = rows[:, i * width:(i + 1) * width].contiguous().t()[None, :, :, None]
+        if mapped is None:
+            mapped = torch.ops.mkldnn._convolution_pointwise(images, packed[i], bias, *geometry, 'none', [], '')
+        else:  # mapped += this slice's product (then the ReLU, after the last slice), in one oneDNN pass
+            last_relu = 'relu' if relu and i == parts - 1 else None
+            mapped = torch.ops.mkldnn._convolution_pointwise_.binary(mapped, images, packed[i], None, *geometry, 'add',
+                                                                     1.0, last_relu, [], '')
     return mapped[0, :, :, 0].t()
 
 
@@ -529,18 +570,20 @@ def conv1x1_suits(in_features: int, rows: int) -> bool:
     convolution (else BLAS).
 
     Measured on a 2-core AVX2 EPYC (Zen 2) for 11 shapes at 200-3136 rows: with 192 to 2304 inputs the convolution
-    was faster at every count (1.03x-1.86x, mostly 1.2-1.4x); with 3072 or 4096 inputs it was 2.7x slower at most
-    counts between 300 and 1100 rows (oneDNN picks another algorithm there); with 96 inputs it was slower below
-    about 1000 rows.
+    was faster at every count (1.03x-1.86x, mostly 1.2-1.4x); with 3072 or 4096 inputs a single convolution was
+    2.7-3x slower at many counts (oneDNN picks another algorithm there), so such products run as slices of at most
+    2304 inputs (:func:`_conv1x1_parts`: 1.2-1.3x BLAS at 197-3136 rows); with 96 inputs it was slower below about
+    1000 rows.
 
-    >>> conv1x1_suits(768, 1576), conv1x1_suits(3072, 1576), conv1x1_suits(96, 512)
-    (True, False, False)
+    >>> conv1x1_suits(768, 1576), conv1x1_suits(3072, 392), conv1x1_suits(96, 512), conv1x1_suits(2309, 512)
+    (True, True, False, False)
     """
-    return in_features <= _CONV1X1_MAX_INPUTS and (in_features >= _CONV1X1_NARROW_INPUTS or
-                                                   rows >= _CONV1X1_NARROW_MIN_ROWS)
+    return _conv1x1_parts(in_features) is not None and (in_features >= _CONV1X1_NARROW_INPUTS or
+                                                        rows >= _CONV1X1_NARROW_MIN_ROWS)
 
 
 _CONV1X1_MAX_INPUTS = 2304
+_CONV1X1_MAX_PARTS = 8  # wider products than 8 slices can hold stay on BLAS
 _CONV1X1_NARROW_INPUTS = 192
 _CONV1X1_NARROW_MIN_ROWS = 1024
 _BLOCK_ABOVE_BYTES = 32 << 20  # glibc never serves larger blocks from its heap: fresh pages at every call

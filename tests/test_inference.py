@@ -270,6 +270,38 @@ def test_conv1x1_packs_once_per_row_count(monkeypatch):
     assert copy.deepcopy(layer).__dict__['_pack'] is None
 
 
+@pytest.mark.parametrize('in_features, max_inputs, widths', [(3072, None, [1536, 1536]), (192, 64, [64, 64, 64])])
+def test_conv1x1_splits_wide_products_into_slices(monkeypatch, in_features, max_inputs, widths):
+    """A product wider than the conv1x1 kernel takes in one convolution runs as equal slices of its inputs, each
+    slice's product added into the first's (the ReLU after the last only); a width no slicing fits stays on BLAS."""
+    from featzoo import inference
+    if max_inputs is not None:
+        monkeypatch.setattr(inference, '_CONV1X1_MAX_INPUTS', max_inputs)
+    layer = FusedLinear(nn.Linear(in_features, 40), nn.ReLU(), kernel='conv1x1').requires_grad_(False)
+    randomize_state(layer)
+    packed, added = [], []
+    real_pack, real_add = torch._C._nn.mkldnn_reorder_conv2d_weight, torch.ops.mkldnn._convolution_pointwise_
+    monkeypatch.setattr(torch._C._nn, 'mkldnn_reorder_conv2d_weight', lambda *a: packed.append(a[-1][1]) or real_pack(*a))
+    monkeypatch.setattr(torch.ops.mkldnn, '_convolution_pointwise_', _Recorder(real_add, added))
+    x = torch.randn(392, in_features)
+    with torch.no_grad():
+        assert_equal(layer(x), torch.relu(nn.functional.linear(x, layer.weight, layer.bias)), 'sliced conv1x1',
+                     rtol=1e-5)
+    assert packed == widths and len(added) == len(widths) - 1
+    assert not inference.conv1x1_suits(in_features + 1, 4096)  # odd widths: no slicing fits
+
+
+class _Recorder:
+    """Stands in for an operator overload packet: counts calls to its ``.binary`` overload."""
+
+    def __init__(self, packet, calls):
+        self.packet, self.calls = packet, calls
+
+    def __getattr__(self, name):
+        target = getattr(self.packet, name)
+        return (lambda *a, **k: self.calls.append(name) or target(*a, **k)) if name == 'binary' else target
+
+
 def test_blas_blocks_only_narrow_products_above_the_threshold():
     """The BLAS kernel splits an MLP into blocks only where its first product has at most 256 inputs and the
     hidden activations pass 8 MiB; the oneDNN kernel above 32 MiB whatever the width."""
