@@ -291,6 +291,27 @@ def test_conv1x1_splits_wide_products_into_slices(monkeypatch, in_features, max_
     assert not inference.conv1x1_suits(in_features + 1, 4096)  # odd widths: no slicing fits
 
 
+@pytest.mark.parametrize('conv_mlp', [False, True])
+def test_convnext_layer_scale_folds_into_fc2(conv_mlp):
+    """ConvNeXt declares that its layer scale gamma scales mlp.fc2's outputs alone: optimize_for_inference folds it
+    there (gamma becomes None, the multiply is gone) with outputs equal to eager; under a hook on fc2 it stays."""
+    from featzoo.inference import fold_channel_scales
+    model = featzoo.create_model('convnext_atto', conv_mlp=conv_mlp, features_only=True).eval()
+    randomize_state(model)  # gamma far from its 1e-6 init, so a lost scale shows
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+    hooked = copy.deepcopy(model)
+    hooked.stages[0].blocks[0].mlp.fc2.register_forward_hook(lambda *a: None)
+    names = fold_channel_scales(hooked)
+    assert 'stages.0.blocks.0.gamma' not in names and 'stages.0.blocks.1.gamma' in names and len(names) == 11
+    assert hooked.stages[0].blocks[0].gamma is not None
+    optimized = optimize_for_inference(model)
+    blocks = [m for m in model.modules() if hasattr(m, 'foldable_scales')]
+    assert len(blocks) == 12 and all(b.gamma is None for b in blocks)
+    assert max_relative_error(optimized(x), reference) <= 1e-5
+
+
 class _Recorder:
     """Stands in for an operator overload packet: counts calls to its ``.binary`` overload."""
 

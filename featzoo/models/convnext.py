@@ -90,6 +90,9 @@ class ConvNeXtBlock(nn.Module):
     torch.Size([1, 16, 8, 8])
     """
 
+    # gamma scales the output channels of mlp.fc2 and nothing else (optimize_for_inference folds it in there)
+    foldable_scales = {'gamma': 'mlp.fc2'}
+
     def __init__(self, dim: int, kernel_size: int = 7, dilation: int = 1, mlp_ratio: float = 4.0,
                  conv_mlp: bool = False, conv_bias: bool = True, ls_init_value: Optional[float] = 1e-6,
                  norm_eps: float = 1e-6, drop_path: float = 0.0, use_grn: bool = False,
