@@ -165,6 +165,10 @@ def test_manifest_describes_the_run(baseline):
     assert manifest['data_config']['interpolation'] == 'bicubic'  # resnet10t's published preprocessing
     assert manifest['arguments']['batch_size'] == 4 and manifest['arguments']['shard_size'] == 5
     assert manifest['embedding_dim'] == 512 and manifest['dtype'] == 'float32'
+    from featzoo.inference import cpu_features, plan_inference
+    plan = plan_inference(cpu_features()).as_dict()
+    assert manifest['inference'] == {'plan': plan, 'cpu': {'vendor': cpu_features().vendor,
+                                                           'flags': cpu_features().flags()}}
     assert manifest['rows'] == len(paths)
     assert sum(s['rows'] for s in manifest['shards']) == len(paths)
     assert sum(s['files'] for s in manifest['shards']) == len(paths) + len(manifest['skipped'])

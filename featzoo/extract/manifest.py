@@ -27,7 +27,10 @@ Arguments left out of ``job`` decide only how the work runs: batch_size, workers
 per line (see :mod:`featzoo.extract.files`). While an update runs, ``previous/<earlier job_digest>/`` holds the
 earlier job's shards with copies of its job.json and listing, from which unchanged files take their rows
 (:mod:`featzoo.extract.update`); it is deleted with the new manifest. ``manifest.json`` appears only when every
-shard is finished (its ``output`` is 'head' or 'pre_logits', what the rows are); readers take its presence as "complete". Every JSON file is written atomically (:mod:`featzoo.fileio`), ASCII with ``\\u``
+shard is finished (its ``output`` is 'head' or 'pre_logits', what the rows are; its ``inference`` is what
+optimize_for_inference chose for the run that finished the job: ``plan`` (dtype, linear kernel...) and, on the CPU,
+``cpu`` (vendor, instruction sets), null for a model run as built; shards of an earlier run on another CPU may come
+from other kernels, equal to float32 rounding); readers take its presence as "complete". Every JSON file is written atomically (:mod:`featzoo.fileio`), ASCII with ``\\u``
 escapes, so that any file name round-trips exactly.
 """
 from __future__ import annotations

@@ -692,6 +692,7 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
     net = _prepare_for_inference(net, device, optimize=optimize, compile=compile, input_size=cfg['input_size'],
                                  dtype=torch.bfloat16 if cpu_bf16 else torch.float32)
     embed = _embed_fn(net, device, None if cpu_bf16 else autocast, head_output=head_output)
+    inference = _inference_record(net, device)
     # One zero image through the whole path before any work: a model that cannot take this input size, or whose
     # pre-logits are not one vector per image, fails here rather than after a listing of a million files.
     probe = embed(torch.zeros((1,) + tuple(cfg['input_size'])))
@@ -760,7 +761,7 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
             'format_version': FORMAT_VERSION, 'model': name, 'weights': weights, 'data_config': cfg,
             'arguments': arguments, 'embedding_dim': dim, 'dtype': dtype, 'images': plan['images'],
             'output': 'head' if head_output else 'pre_logits',
-            'job_digest': plan['digest'], 'world_size': ctx.world_size,
+            'job_digest': plan['digest'], 'world_size': ctx.world_size, 'inference': inference,
             'versions': {'featzoo': _featzoo_version(), 'torch': torch.__version__},
         }
         try:
@@ -776,6 +777,19 @@ def _extract(model: Union[str, nn.Module], images: str, out: str, *, ctx: DistCo
     if ctx.is_main and not quiet:
         print(result.summary(), file=sys.stderr, flush=True)
     return result
+
+
+def _inference_record(net: Any, device: str) -> Optional[Dict[str, Any]]:
+    """What optimize_for_inference chose for this run (its plan, and on the CPU the processor it chose for), for the
+    manifest; None for a model run as built."""
+    from ..inference import InferenceModel, cpu_features
+    if not isinstance(net, InferenceModel):
+        return None
+    record: Dict[str, Any] = {'plan': net.plan.as_dict()}
+    if device == 'cpu':
+        features = cpu_features()
+        record['cpu'] = {'vendor': features.vendor, 'flags': features.flags()}
+    return record
 
 
 def _featzoo_version() -> str:
