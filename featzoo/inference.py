@@ -559,22 +559,19 @@ def _conv1x1_rows(rows: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
         if len(packs[1]) >= _CONV1X1_PACKS:  # the oldest count goes
             packs[1].pop(next(iter(packs[1])))
         packs[1][count] = packed
-    rows = rows.contiguous()
     bias = None if bias is None else bias.detach()
     geometry = ([0, 0], [1, 1], [1, 1], 1)
-    if parts == 1:
-        mapped = torch.ops.mkldnn._convolution_pointwise(rows.t()[None, :, :, None], packed[0], bias, *geometry,
-                                                         'relu' if relu else 'none', [], '')
-        return mapped[0, :, :, 0].t()
     mapped = None
     for i in range(parts):
+        # the whole width of contiguous rows is a view; a narrower slice is copied once
         images = rows[:, i * width:(i + 1) * width].contiguous().t()[None, :, :, None]
+        relu_now = relu and i == parts - 1  # the ReLU after the last slice only
         if mapped is None:
-            mapped = torch.ops.mkldnn._convolution_pointwise(images, packed[i], bias, *geometry, 'none', [], '')
-        else:  # mapped += this slice's product (then the ReLU, after the last slice), in one oneDNN pass
-            last_relu = 'relu' if relu and i == parts - 1 else None
+            mapped = torch.ops.mkldnn._convolution_pointwise(images, packed[i], bias, *geometry,
+                                                             'relu' if relu_now else 'none', [], '')
+        else:  # mapped += this slice's product, in one oneDNN pass
             mapped = torch.ops.mkldnn._convolution_pointwise_.binary(mapped, images, packed[i], None, *geometry, 'add',
-                                                                     1.0, last_relu, [], '')
+                                                                     1.0, 'relu' if relu_now else None, [], '')
     return mapped[0, :, :, 0].t()
 
 

@@ -16,7 +16,7 @@ import importlib
 import json
 import os
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -73,15 +73,18 @@ def pretrained_entries(arch: str, spec: Any = None) -> List[Dict[str, Any]]:
 WEIGHTLESS_KEYS = tuple(k for k in CFG_KEYS if k not in ('hf_hub_id', 'hf_hub_filename', 'license'))
 
 
-def untrained_cfgs(arch: str) -> Dict[str, Dict[str, Any]]:
+def untrained_cfgs(arch: str, untrained: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
     """timm's configuration facts for each tag of ``arch`` without published weights (input size, mean and std,
     crop, classifier...): what ``create_model(arch)`` reports and ``featzoo extract`` preprocesses with when there
-    are no published weights, so that weights trained with timm are fed as timm feeds them."""
+    are no published weights, so that weights trained with timm are fed as timm feeds them. ``untrained``: the
+    architecture's :func:`untrained_tags`, when already known. Empty for an architecture with published weights and
+    no weightless tag."""
     import timm
     from timm.models import get_pretrained_cfg
     out = {}
     # an architecture timm lists with no tag at all (some NFNets) still has its configuration: stored under ''
-    tags = untrained_tags(arch) or ([] if timm.list_pretrained(arch + '.*') else [''])
+    tags = (untrained_tags(arch) if untrained is None else untrained) or \
+        ([] if timm.list_pretrained(arch + '.*') else [''])
     for tag in tags:
         cfg = get_pretrained_cfg(f'{arch}.{tag}' if tag else arch)
         if cfg is not None:
@@ -142,7 +145,7 @@ def family_index(family: str, with_pretrained: bool = True) -> Dict[str, Any]:
         untrained = untrained_tags(arch) if with_pretrained else []
         if untrained:
             entry['untrained_tags'] = untrained
-        weightless = untrained_cfgs(arch) if with_pretrained and (untrained or not entry['pretrained']) else {}
+        weightless = untrained_cfgs(arch, untrained) if with_pretrained else {}
         if weightless:
             entry['untrained_cfgs'] = weightless
         models[arch] = entry

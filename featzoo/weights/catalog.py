@@ -90,13 +90,14 @@ def pretrained_cfg(name: str, base: Optional[Mapping[str, Any]] = None, overlay:
     chosen = next((c for c in published if c['tag'] == tag), None) if tag else (published[0] if published else None)
     if chosen is not None:
         cfg.update(chosen)
-    elif use_published:
-        # a tag timm lists without weights (such as 'untrained'), or an architecture with none published: timm's
-        # facts for it (input size, mean, std...), so that weights trained with timm are fed as timm feeds them
-        weightless = entry.get('untrained_cfgs', {})
-        cfg.update(weightless.get(tag, {}) if tag else next(iter(weightless.values()), {}))
-    if chosen is None and tag:
-        cfg['tag'] = tag
+    else:
+        if use_published:
+            # a tag timm lists without weights (such as 'untrained'), or an architecture with none published: timm's
+            # facts for it (input size, mean, std...), so that weights trained with timm are fed as timm feeds them
+            weightless = entry.get('untrained_cfgs', {})
+            cfg.update(weightless.get(tag, {}) if tag else next(iter(weightless.values()), {}))
+        if tag:
+            cfg['tag'] = tag
     cfg['architecture'] = arch
     if base:
         cfg.update(base)
